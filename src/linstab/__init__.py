@@ -1,0 +1,1 @@
+"""linstab: stability analysis of pre-trained residual networks by linearization."""
