@@ -622,8 +622,14 @@ def load_state_dict_file(path: str | os.PathLike, fmt: str, sha1: str | None = N
     return {k[len("module.") :] if k.startswith("module.") else k: v for k, v in obj.items()}
 
 
-def build_from_spec(spec: CheckpointSpec, weights: str | os.PathLike | None = None) -> nn.Module:
-    """Build the registered architecture, load its verified weights, return it in eval mode."""
+def build_from_spec(
+    spec: CheckpointSpec, weights: str | os.PathLike | None = None
+) -> tuple[nn.Module, Path]:
+    """Build the registered architecture and load its verified weights.
+
+    Returns:
+        ``(model, path)``: the model in eval mode and the weights file it was loaded from.
+    """
     path = resolve_weights(spec, weights)
     sd = load_state_dict_file(path, spec.fmt, sha1=spec.sha1 if spec.sha256 is None else None)
     model = CifarResNet(spec.depth, spec.shortcut)
@@ -634,4 +640,4 @@ def build_from_spec(spec: CheckpointSpec, weights: str | os.PathLike | None = No
             f"missing keys {missing[:5]}, unexpected keys {unexpected[:5]}"
         )
     model.eval()
-    return model
+    return model, path
