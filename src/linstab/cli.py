@@ -26,7 +26,8 @@ __all__ = [
     "default_model_name",
 ]
 
-# feature modules that contribute subcommands (each defines add_parser(subparsers))
+# feature modules that contribute subcommands: each defines add_parser(subparsers) and may
+# define add_figure_parser(figure_subparsers) for kinds of `linstab figure KIND`
 COMMAND_MODULES: tuple[str, ...] = (
     "linstab.cli",
     "linstab.training",
@@ -262,8 +263,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"linstab {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    fig = sub.add_parser("figure", help="draw one of the paper's figures (PNG and SVG)")
+    figsub = fig.add_subparsers(dest="figure", metavar="FIGURE")
     for modname in COMMAND_MODULES:
-        importlib.import_module(modname).add_parser(sub)
+        mod = importlib.import_module(modname)
+        mod.add_parser(sub)
+        if hasattr(mod, "add_figure_parser"):
+            mod.add_figure_parser(figsub)
     return parser
 
 
