@@ -8,7 +8,9 @@ from pathlib import Path
 __all__ = ["save_figure"]
 
 
-def save_figure(fig, out: str | Path, formats: tuple[str, ...] = ("png", "svg"), dpi: int = 150) -> list[Path]:
+def save_figure(
+    fig, out: str | Path, formats: tuple[str, ...] = ("png", "svg"), dpi: int = 150
+) -> list[Path]:
     """Save a figure as ``out`` with each suffix in ``formats``; returns the written paths.
 
     ``out`` may carry a suffix (it is replaced) or not. Parent folders are created.
