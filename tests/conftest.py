@@ -33,7 +33,10 @@ def shared_weights() -> Path:
     """The shared akamaster weights (``LINSTAB_WEIGHTS_DIR``); skips with a reason if absent."""
     d = weights_dir()
     if d is None:
-        pytest.skip("needs LINSTAB_WEIGHTS_DIR pointing at ../shared/weights (akamaster files)")
+        reason = "needs LINSTAB_WEIGHTS_DIR pointing at ../shared/weights (akamaster files)"
+        if os.environ.get("LINSTAB_REQUIRE_WEIGHTS") == "1":
+            pytest.fail(reason + " (LINSTAB_REQUIRE_WEIGHTS=1: skipping is not allowed)")
+        pytest.skip(reason)
     return d
 
 
