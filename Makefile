@@ -1,0 +1,40 @@
+# Two commands do all the set-up on a fresh machine:
+#   make run    - install into .venv (first time) and run the main job on the default model
+#   make test   - install into .venv (first time) and run the test suite (fast + slow tier)
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+SHARED  ?= $(abspath ../shared)
+export LINSTAB_WEIGHTS_DIR ?= $(SHARED)/weights
+export LINSTAB_CIFAR10_JPEG ?= $(SHARED)/data/cifar10-jpeg
+OUT     ?= out
+
+.PHONY: run test test-fast test-slow lint venv
+
+$(BIN)/linstab: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[test]"
+	$(BIN)/pip install -q --no-deps pytorchcv
+	touch $(BIN)/linstab
+
+venv: $(BIN)/linstab
+
+run: venv
+	$(BIN)/linstab models
+	$(BIN)/linstab predict
+	$(BIN)/linstab jacobian-test --unit 1.5 --smooth
+	$(BIN)/linstab jacobian-test --unit 1.5
+
+test-fast: venv
+	$(BIN)/python -m pytest -q
+
+test-slow: venv
+	$(BIN)/python -m pytest -q -m slow || [ $$? -eq 5 ]
+
+lint: venv
+	$(BIN)/ruff check src tests benchmarks examples
+
+test: test-fast test-slow lint
+	$(BIN)/python examples/unit_svds.py
