@@ -31,6 +31,9 @@ __all__ = [
 COMMAND_MODULES: tuple[str, ...] = (
     "linstab.cli",
     "linstab.training",
+    "linstab.perturbations",
+    "linstab.spectra",
+    "linstab.report",
 )
 
 

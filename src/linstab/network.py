@@ -123,7 +123,11 @@ class Network:
             raise ValueError("give both mean and std, or neither")
         self.model = model
         self.mean, self.std = mean, std
-        self.module = _models.Normalize(model, mean, std) if mean is not None else model
+        if mean is not None:
+            self.module = _models.Normalize(model, mean, std)
+            self.module.training = False  # the wrapper only (not recursive): the model is in eval
+        else:
+            self.module = model
         self.name = name or type(model).__name__
         self.input_shape = tuple(input_shape)
         self.sha256 = sha256
