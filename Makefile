@@ -1,5 +1,5 @@
 # Two commands do all the set-up on a fresh machine:
-#   make run    - install into .venv (first time) and run the main job on the default model
+#   make run    - install into .venv (first time) and run the main job (linstab report) on the default model
 #   make test   - install into .venv (first time) and run the test suite (fast + slow tier)
 PY      ?= python3
 VENV    ?= .venv
@@ -22,10 +22,7 @@ $(BIN)/linstab: pyproject.toml
 venv: $(BIN)/linstab
 
 run: venv
-	$(BIN)/linstab models
-	$(BIN)/linstab predict
-	$(BIN)/linstab jacobian-test --unit 1.5 --smooth
-	$(BIN)/linstab jacobian-test --unit 1.5
+	$(BIN)/linstab report --out $(OUT)/report
 
 test-fast: venv
 	$(BIN)/python -m pytest -q

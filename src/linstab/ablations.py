@@ -153,7 +153,7 @@ def _study_point(unit: ResidualUnit, x: torch.Tensor, dtype, parameter, value, p
         parameter=parameter,
         value=float(value),
         singular_values=s,
-        bands=bc.as_dict() if hasattr(bc, "as_dict") else dict(bc.counts),
+        bands={">1.01": bc.above, "[0.99,1.01]": bc.plateau, "(0,0.99)": bc.below, "0": bc.zero},
         n_plateau_exact=getattr(res, "n_exact_ones", None),
         plateau_value=float(plateau),
         method=res.method,

@@ -219,17 +219,17 @@ def lyapunov_spectrum(
         method: unit Jacobian method (default: the linearization's).
     """
     net = lin.net
-    n_min = min(min(u.n_in, u.n_out) for u in net.units)
+    dims = [(int(a[0].numel()), int(b[0].numel())) for a, b in zip(lin.inputs, lin.outputs, strict=True)]
+    n_min = min(min(d) for d in dims)
     if not 1 <= k <= n_min:
         raise ValueError(f"k must be in 1..{n_min} (smallest unit dimension), got {k}")
-    first = net.units[0]
     g = torch.Generator().manual_seed(seed)
-    Q = torch.randn((first.n_in, k), generator=g, dtype=torch.float64).to(lin.dtype)
+    Q = torch.randn((dims[0][0], k), generator=g, dtype=torch.float64).to(lin.dtype)
     Q, _ = torch.linalg.qr(Q)
     logs, names = [], []
     for u in net.units:
         J = lin.unit(u.stage, u.index, method)
-        Z = J.matmat(Q.T.reshape(k, *u.in_shape)).reshape(k, -1).T
+        Z = J.matmat(Q.T.reshape(k, *J.in_shape)).reshape(k, -1).T
         Q, R = torch.linalg.qr(Z)
         d = torch.diagonal(R).abs().to(torch.float64).clamp_min(1e-300)
         signs = torch.sign(torch.diagonal(R))

@@ -124,6 +124,13 @@ def to_residual_unit(
     """
     if isinstance(m, ResidualUnit):
         return m
+    unit = _convert(m, in_shape, out_shape)
+    if unit is not None:
+        unit.train(m.training)  # the copy (linstab's own object) mirrors the source's mode
+    return unit
+
+
+def _convert(m: nn.Module, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> ResidualUnit | None:
     if _is_pytorchcv_like(m):
         blocks = OrderedDict()
         i = 1

@@ -1,0 +1,154 @@
+"""Figures 1 and 2 of the paper: scree plots of spectra and band fractions per unit.
+
+The data come from :func:`linstab.spectra.scree_data` and :func:`linstab.spectra.unit_bands`;
+these functions only draw. Figures are built with ``matplotlib.figure.Figure`` (no pyplot, no
+backend selection) and written with :func:`linstab.plots.save_figure` as PNG and SVG.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from . import save_figure
+
+__all__ = ["plot_scree", "plot_bands", "BAND_COLORS", "ROW_TITLES"]
+
+# Figure 2 colors of the paper: > hi bold red, plateau blue, (0, lo) orange, 0 green
+BAND_COLORS = {"above": "#c00000", "plateau": "#1f5fbf", "below": "#f28e2b", "zero": "#2ca02c"}
+ROW_TITLES = {
+    "unit": "unit {k} of each stage",
+    "downsampling": "first (down-sampling) unit of each stage",
+    "stage": "stages",
+}
+
+
+def _figure(width: float, height: float):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def plot_scree(
+    data: dict | list[dict], out: str | Path, formats: tuple[str, ...] = ("png", "svg")
+) -> list[Path]:
+    """Figure 1: scree plots (singular value against index) with images overlaid.
+
+    One column block per model (side by side, e.g. ResNet-56 and ResNet-110), one column per
+    stage, one row per component kind (unit ``S.5``, the first unit of each stage, the stage).
+
+    Args:
+        data: one dict from :func:`linstab.spectra.scree_data`, or a list of them (one per model).
+        out: output path; its suffix is replaced by each format.
+        formats: file formats.
+
+    Returns:
+        the written paths.
+    """
+    datas = [data] if isinstance(data, dict) else list(data)
+    if not datas:
+        raise ValueError("plot_scree needs at least one scree_data result")
+    row_keys = [k for k in ("unit", "downsampling", "stage") if k in datas[0]["rows"]]
+    nst = max(len(d["rows"]["unit"]) for d in datas)
+    ncols = nst * len(datas)
+    fig = _figure(2.6 * ncols + 0.5, 2.3 * len(row_keys) + 0.6)
+    axes = fig.subplots(len(row_keys), ncols, squeeze=False)
+    for m, d in enumerate(datas):
+        for i, key in enumerate(row_keys):
+            panels = d["rows"][key]
+            for j in range(nst):
+                ax = axes[i, m * nst + j]
+                if j >= len(panels):
+                    ax.set_visible(False)
+                    continue
+                p = panels[j]
+                spectra = p.get("spectra", [])
+                colors = [f"C{c % 10}" for c in range(len(spectra))]
+                for c, (s, img) in enumerate(zip(spectra, d.get("images", []), strict=False)):
+                    s = np.asarray(s, dtype=float)
+                    ax.plot(np.arange(1, s.size + 1), s, lw=1.0, alpha=0.7, color=colors[c],
+                            label=str(img) if (i == 0 and j == 0) else None)
+                alpha = p.get("alpha")
+                if alpha is not None:
+                    ax.axhline(abs(alpha), color="0.4", lw=0.6, ls="--")
+                methods = p.get("method") or []
+                partial = any(str(x).startswith("topk") for x in methods)
+                title = p["label"] + (f" (top {len(spectra[0])})" if partial and spectra else "")
+                ax.set_title(title, fontsize=8)
+                ax.tick_params(labelsize=7)
+                ax.grid(alpha=0.3, lw=0.4)
+                if j == 0:
+                    ax.set_ylabel("singular value", fontsize=8)
+                if i == len(row_keys) - 1:
+                    ax.set_xlabel("index", fontsize=8)
+        top = axes[0, m * nst]
+        top.annotate(d["model"], xy=(0, 1.18), xycoords="axes fraction", fontsize=10, weight="bold")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 6), fontsize=7,
+                   title="images", title_fontsize=7)
+    return save_figure(fig, out, formats)
+
+
+def plot_bands(
+    rows: list[dict], out: str | Path, formats: tuple[str, ...] = ("png", "svg")
+) -> list[Path]:
+    """Figure 2: stacked fractions of singular values per band for each unit through the network.
+
+    One panel per stage (a row of panels per model); x is the unit within the stage; bars stack
+    the fractions at zero (green), in ``(0, lo)`` (orange), in ``[lo, hi]`` (blue) and above
+    ``hi`` (red). The structurally exact ``|alpha|`` values are hatched inside the plateau bar.
+
+    Args:
+        rows: rows from :func:`linstab.spectra.unit_bands` (several models allowed).
+        out: output path.
+        formats: file formats.
+
+    Returns:
+        the written paths.
+    """
+    if not rows:
+        raise ValueError("plot_bands needs at least one row")
+    models = list(dict.fromkeys(r.get("model", "") for r in rows))
+    nst = max(int(r["stage"]) for r in rows)
+    lo, hi = rows[0].get("thresholds", (0.99, 1.01))
+    fig = _figure(3.6 * nst, 2.6 * len(models) + 0.6)
+    axes = fig.subplots(len(models), nst, squeeze=False, sharey=True)
+    labels = {
+        "zero": "0",
+        "below": f"(0, {lo:g})",
+        "plateau": f"[{lo:g}, {hi:g}]",
+        "above": f"> {hi:g}",
+    }
+    for mi, model in enumerate(models):
+        for s in range(1, nst + 1):
+            ax = axes[mi, s - 1]
+            rs = sorted((r for r in rows if r.get("model", "") == model and int(r["stage"]) == s),
+                        key=lambda r: int(r["unit"]))
+            if not rs:
+                ax.set_visible(False)
+                continue
+            x = np.array([int(r["unit"]) for r in rs])
+            bottom = np.zeros(x.size)
+            for key in ("zero", "below", "plateau", "above"):
+                h = np.array([float(r[f"frac_{key}"]) for r in rs])
+                ax.bar(x, h, bottom=bottom, width=0.85, color=BAND_COLORS[key],
+                       label=labels[key] if (mi == 0 and s == 1) else None,
+                       edgecolor="black" if key == "above" else "none", linewidth=0.4)
+                if key == "plateau":
+                    ex = np.array([float(r.get("frac_exact_ones") or 0.0) for r in rs])
+                    if ex.any():
+                        ax.bar(x, ex, bottom=bottom, width=0.85, fill=False, hatch="///", lw=0,
+                               edgecolor="white", label="exactly |alpha|" if (mi == 0 and s == 1) else None)
+                bottom += h
+            ax.set_title(f"{model}: stage {s}" if model else f"stage {s}", fontsize=9)
+            ax.set_xlabel("unit", fontsize=8)
+            ax.set_xticks(x if x.size <= 20 else x[:: max(1, x.size // 10)])
+            ax.tick_params(labelsize=7)
+            ax.set_ylim(0, 1)
+            if s == 1:
+                ax.set_ylabel("fraction of singular values", fontsize=8)
+    handles, labs = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles[::-1], labs[::-1], loc="outside lower center", ncols=len(labs), fontsize=7)
+    return save_figure(fig, out, formats)
