@@ -35,11 +35,9 @@ def tensor_hash(x: torch.Tensor | np.ndarray) -> str:
 
 def default_cache_dir() -> Path:
     """``$LINSTAB_CACHE_DIR/results`` or ``~/.cache/linstab/results``."""
-    env = os.environ.get("LINSTAB_CACHE_DIR")
-    if env:
-        return Path(env).expanduser() / "results"
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache")
-    return Path(base).expanduser() / "linstab" / "results"
+    from .models import cache_root
+
+    return cache_root() / "results"
 
 
 class ResultCache:

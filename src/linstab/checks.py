@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from .operators import AutodiffJacobian, UnitJacobian
+from .operators import AutodiffJacobian, UnitJacobian, cast_state
 
 __all__ = ["TaylorResult", "jacobian_test", "smooth_copy"]
 
@@ -165,10 +165,7 @@ def jacobian_test(
     else:
         raise ValueError(f"method must be 'closed', 'autodiff' or 'auto', got {method!r}")
 
-    state = {
-        k: (v.detach().to(dtype) if v.is_floating_point() else v)
-        for k, v in list(module.named_parameters()) + list(module.named_buffers())
-    }
+    state = cast_state(module, dtype)
 
     def F(z: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():

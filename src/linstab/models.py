@@ -421,13 +421,19 @@ def _sha1_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def cache_dir() -> Path:
-    """The user cache directory for downloaded weights (``$LINSTAB_CACHE_DIR`` or XDG)."""
+def cache_root() -> Path:
+    """linstab's cache folder: ``$LINSTAB_CACHE_DIR``, else ``$XDG_CACHE_HOME/linstab`` or
+    ``~/.cache/linstab``."""
     env = os.environ.get("LINSTAB_CACHE_DIR")
     if env:
-        return Path(env).expanduser() / "weights"
+        return Path(env).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache")
-    return Path(base).expanduser() / "linstab" / "weights"
+    return Path(base).expanduser() / "linstab"
+
+
+def cache_dir() -> Path:
+    """The user cache directory for downloaded weights (``cache_root() / "weights"``)."""
+    return cache_root() / "weights"
 
 
 def _verify(spec: CheckpointSpec, path: Path) -> None:

@@ -15,7 +15,7 @@ from torch import nn
 
 from . import models as _models
 from .data import check_images
-from .operators import AutodiffJacobian, ComposedOperator, LinearOperator, UnitJacobian
+from .operators import AutodiffJacobian, ComposedOperator, LinearOperator, UnitJacobian, cast_state
 from .units import is_residual_unit, to_residual_unit
 
 __all__ = ["UnitInfo", "Network", "Linearization", "load_model", "parse_unit", "list_models"]
@@ -212,11 +212,7 @@ class Network:
                 ):
                     logits = self.module(x.to(dtype))
                 else:
-                    state = {
-                        k: (v.detach().to(dtype) if v.is_floating_point() else v)
-                        for k, v in list(self.module.named_parameters())
-                        + list(self.module.named_buffers())
-                    }
+                    state = cast_state(self.module, dtype)
                     logits = torch.func.functional_call(self.module, state, (x.to(dtype),))
         finally:
             for h in handles:

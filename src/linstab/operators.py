@@ -570,7 +570,8 @@ class UnitJacobian(LinearOperator):
         return self.body_t(W) + (s if self.alpha == 1.0 else self.alpha * s)
 
 
-def _cast_state(module: torch.nn.Module, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+def cast_state(module: torch.nn.Module, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """Parameters and buffers of a module, floating ones cast to ``dtype`` (for functional_call)."""
     state = {}
     for name, t in list(module.named_parameters()) + list(module.named_buffers()):
         state[name] = t.detach().to(dtype) if t.is_floating_point() else t
@@ -598,7 +599,7 @@ class AutodiffJacobian(LinearOperator):
         x = x.detach().to(dtype)
         if x.ndim >= 1 and x.shape[0] == 1:
             x = x[0]
-        state = _cast_state(module, dtype)
+        state = cast_state(module, dtype)
 
         def f(z: torch.Tensor) -> torch.Tensor:
             return torch.func.functional_call(module, state, (z.unsqueeze(0),))[0]

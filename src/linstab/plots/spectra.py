@@ -139,8 +139,9 @@ def plot_bands(
                 if key == "plateau":
                     ex = np.array([float(r.get("frac_exact_ones") or 0.0) for r in rs])
                     if ex.any():
-                        ax.bar(x, ex, bottom=bottom, width=0.85, fill=False, hatch="///", lw=0,
-                               edgecolor="white", label="exactly |alpha|" if (mi == 0 and s == 1) else None)
+                        ax.bar(x, ex, bottom=bottom, width=0.85, color=BAND_COLORS["plateau"], hatch="///",
+                               lw=0, edgecolor="white",
+                               label="exactly |alpha|" if (mi == 0 and s == 1) else None)
                 bottom += h
             ax.set_title(f"{model}: stage {s}" if model else f"stage {s}", fontsize=9)
             ax.set_xlabel("unit", fontsize=8)
