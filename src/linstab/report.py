@@ -879,7 +879,17 @@ def _section_propagation(ctx: _Ctx, net, images, labels) -> Section:
             + ", ".join(f"{p}: {_fmt(float(by[p][align_key]))}" for p in perts if p in by)
             + "."
         )
-    if jump_key and "random" in by:
+    n_last = len(net.stages[-1])
+    if jump_key and n_last <= 3:
+        ctx.findings.append(
+            Finding(
+                "Perturbations",
+                "Adversarial (FGSM) perturbations jump at the end of the last stage; random ones do not.",
+                f"not testable: the last stage has only {n_last} units (the last 3 are the whole stage)",
+                "n/a",
+            )
+        )
+    elif jump_key and "random" in by:
         adv = [p for p in ctx.cfg.attacks if p in by]
         jumps = {p: float(by[p][jump_key]) for p in adv}
         rnd = float(by["random"][jump_key])
