@@ -40,6 +40,16 @@ def shared_weights() -> Path:
     return d
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for the module's tests, restored afterwards: tiny networks and small
+    dense kernels run far faster without OpenMP synchronisation on a busy 2-core machine."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 def randomize_bn(model: nn.Module, seed: int) -> nn.Module:
     """Give every BatchNorm non-trivial running statistics and affine parameters."""
     g = torch.Generator().manual_seed(seed)

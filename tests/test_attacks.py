@@ -16,12 +16,8 @@ FAST_PGD = {"steps": 10, "eps_grid": GRID, "rtol": 0.05}
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny networks run far faster on one thread (no OpenMP barriers on a busy machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+def _one_thread(one_thread):
+    """One torch thread for this module (shared fixture in conftest)."""
 
 
 @pytest.fixture(scope="module")

@@ -42,13 +42,8 @@ def n_alpha(s: torch.Tensor, alpha: float = 1.0) -> int:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small dense kernels: one torch thread (on a shared 2-core machine OpenMP synchronisation
-    makes 2 threads 10x slower here). Restored afterwards."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+def _one_thread(one_thread):
+    """One torch thread for this module (shared fixture in conftest)."""
 
 
 @pytest.fixture(scope="module")
