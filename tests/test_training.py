@@ -269,6 +269,38 @@ def test_resume_matches_uninterrupted_run(tmp_path):
     ]
 
 
+@needs_data
+def test_warm_start_from_saved_model(short_run, tmp_path):
+    """``init=`` starts from the saved weights (first-batch loss equal to that model's loss, far
+    below a random start's) and records their SHA-256 and epochs in the recipe and sidecar."""
+    base, base_summary = short_run
+    common = {"batch_size": 32, "seed": 5, "limit": 96, "progress": False, "lr": 1e-6}
+    warm = training.train(8, "B", DATA, 1, tmp_path / "warm.safetensors", init=base, **common)
+    cold = training.train(8, "B", DATA, 1, tmp_path / "cold.safetensors", **common)
+    rec = warm["recipe"]["init"]
+    assert rec["sha256"] == models.sha256_file(base) and rec["file"] == base.name
+    assert rec["total_epochs"] == 1 and rec["history"] == base_summary["history"]
+    assert warm["sidecar"]["total_epochs"] == 2 and cold["sidecar"]["total_epochs"] == 1
+    # with lr ~ 0 the weights barely move: the warm run stays at the base model's accuracy
+    x, y = training.load_split("test", DATA, limit=96)
+    mean, std = models.CIFAR10_MEAN_PYTORCHCV, models.CIFAR10_STD_PYTORCHCV
+    m_base = models.CifarResNet(8, "B")
+    m_base.load_state_dict(models.load_state_dict_file(base, "safetensors"))
+    m_warm = models.CifarResNet(8, "B")
+    m_warm.load_state_dict(models.load_state_dict_file(tmp_path / "warm.safetensors", "safetensors"))
+    w_base = dict(m_base.named_parameters())
+    for k, v in m_warm.named_parameters():
+        assert torch.allclose(v, w_base[k], atol=1e-4), k
+    assert warm["history"][0]["train_loss"] < cold["history"][0]["train_loss"] - 0.1
+    assert training.evaluate(m_warm, x, y, mean, std) == pytest.approx(
+        training.evaluate(m_base, x, y, mean, std), abs=0.03
+    )
+    with pytest.raises(ValueError, match="does not hold CifarResNet"):
+        training.train(20, "B", DATA, 1, tmp_path / "bad.safetensors", init=base, **common)
+    with pytest.raises(ValueError, match="existing .safetensors"):
+        training.train(8, "B", DATA, 1, tmp_path / "bad.safetensors", init=tmp_path / "nope.pt", **common)
+
+
 # --------------------------------------------------------------------------------------------
 # Shipped models
 # --------------------------------------------------------------------------------------------

@@ -332,20 +332,18 @@ _LAPACK_2STAGE: dict = {}
 
 
 def _load_2stage():
-    """``LAPACKE_?syev_2stage`` from the OpenBLAS that SciPy bundles, self-tested; or ``None``.
+    """SciPy's bundled OpenBLAS: its thread control and ``LAPACKE_?syev_2stage``, self-tested.
 
-    Values-only ``syev_2stage`` reduces to band form with BLAS-3 first and is 2-3x faster than
-    the one-stage ``syevd`` used by ``torch.linalg.eigvalsh`` for large matrices. Disabled with
-    ``LINSTAB_NO_FAST_EIG=1``, off x86-64 Linux, or when the self-test fails.
+    Returns a dict with ``"threads"`` (``(get, set)`` functions) when found, plus
+    ``torch.float64``/``torch.float32`` entries (the 2-stage values-only eigensolvers) when they
+    exist and pass a self-test; ``None`` off x86-64 Linux or when SciPy's OpenBLAS is not found.
     """
     if "fns" in _LAPACK_2STAGE:
         return _LAPACK_2STAGE["fns"]
     fns = None
     try:
-        if os.environ.get("LINSTAB_NO_FAST_EIG") or not (
-            sys.platform.startswith("linux") and platform.machine() in ("x86_64", "AMD64")
-        ):
-            raise OSError("disabled")
+        if not (sys.platform.startswith("linux") and platform.machine() in ("x86_64", "AMD64")):
+            raise OSError("unsupported platform")
         import scipy
 
         base = Path(scipy.__file__).resolve().parent
@@ -353,6 +351,13 @@ def _load_2stage():
         for path in libs:
             lib = ctypes.CDLL(path)
             found = {}
+            for prefix in ("scipy_openblas", "openblas"):
+                get = getattr(lib, f"{prefix}_get_num_threads", None)
+                put = getattr(lib, f"{prefix}_set_num_threads", None)
+                if get is not None and put is not None:
+                    get.restype, put.argtypes = ctypes.c_int, [ctypes.c_int]
+                    found["threads"] = (get, put)
+                    break
             for ch, ctype in (("d", torch.float64), ("s", torch.float32)):
                 for name in (f"scipy_LAPACKE_{ch}syev_2stage", f"LAPACKE_{ch}syev_2stage"):
                     fn = getattr(lib, name, None)
@@ -364,17 +369,10 @@ def _load_2stage():
                         ]
                         found[ctype] = fn
                         break
-            if len(found) == 2:
-                for prefix in ("scipy_openblas", "openblas"):
-                    get = getattr(lib, f"{prefix}_get_num_threads", None)
-                    put = getattr(lib, f"{prefix}_set_num_threads", None)
-                    if get is not None and put is not None:
-                        get.restype, put.argtypes = ctypes.c_int, [ctypes.c_int]
-                        found["threads"] = (get, put)
-                        break
+            if found:
                 fns = found
                 break
-        if fns is not None:
+        if fns is not None and torch.float64 in fns and torch.float32 in fns:
             g = np.random.default_rng(0)
             a = g.standard_normal((40, 40))
             a = a + a.T
@@ -384,31 +382,40 @@ def _load_2stage():
                 w = np.empty(40, dtype=npt)
                 info = fns[ctype](102, b"N", b"L", 40, b.ctypes.data, 40, w.ctypes.data)
                 if info != 0 or np.abs(np.sort(w) - ref).max() > tol * 40:
-                    fns = None
+                    fns.pop(torch.float64), fns.pop(torch.float32)
                     break
-    except Exception:  # noqa: BLE001 - any problem: use torch's eigvalsh
+        else:
+            for ctype in (torch.float64, torch.float32):
+                (fns or {}).pop(ctype, None)
+    except Exception:  # noqa: BLE001 - any problem: torch's eigvalsh, OpenBLAS threads untouched
         fns = None
     _LAPACK_2STAGE["fns"] = fns
     return fns
 
 
+def _blas_threads() -> int:
+    """Threads for linstab's dense kernels: ``$LINSTAB_BLAS_THREADS``, else torch's setting."""
+    env = os.environ.get("LINSTAB_BLAS_THREADS")
+    return int(env) if env and env.isdigit() and int(env) > 0 else torch.get_num_threads()
+
+
 class _openblas_threads:  # noqa: N801 - used like a function
     """Context manager: run the OpenBLAS bundled with SciPy with ``n`` threads, then restore.
 
-    The default for linstab's dense kernels is one thread (``LINSTAB_BLAS_THREADS`` overrides):
-    on a machine shared with other processes, OpenBLAS threads spin against them (and against
-    torch's OpenMP threads) and 2 threads ran 2-5x slower than 1 in our measurements.
+    ``n=None`` (the default) follows :func:`_blas_threads`: torch's thread count, so that
+    ``torch.set_num_threads(1)`` (or ``OMP_NUM_THREADS=1``) makes every dense kernel of linstab
+    single-threaded, which is what a machine shared with other processes needs (there, OpenBLAS
+    threads spinning against other work ran 2-10x slower than one thread).
     """
 
-    def __init__(self, n: int | None) -> None:
-        env = os.environ.get("LINSTAB_BLAS_THREADS")
-        self.n = int(env) if env and env.isdigit() and int(env) > 0 else n
+    def __init__(self, n: int | None = None) -> None:
+        self.n = _blas_threads() if n is None else n
         self.old = None
 
     def __enter__(self):
         fns = _load_2stage()
         self.ctl = fns.get("threads") if fns else None
-        if self.ctl is not None and self.n is not None:
+        if self.ctl is not None:
             self.old = self.ctl[0]()
             self.ctl[1](self.n)
         return self
@@ -420,14 +427,22 @@ class _openblas_threads:  # noqa: N801 - used like a function
 
 
 def _eigvalsh(A: torch.Tensor, overwrite: bool = False) -> torch.Tensor:
-    """Eigenvalues (ascending) of a symmetric matrix; the lower triangle is read."""
+    """Eigenvalues (ascending) of a symmetric matrix; the lower triangle is read.
+
+    ``torch.linalg.eigvalsh`` (LAPACK ``syevd``; MKL in the x86 CPU wheels), with torch's
+    threads. ``LINSTAB_EIGVALSH=openblas-2stage`` selects SciPy's OpenBLAS ``syev_2stage``
+    instead (values only, BLAS-3 band reduction); on the 2-core machine of the benchmarks it
+    was slower than MKL's ``syevd`` (8022 x 8022, float64, idle: 33.3 s / 21.8 s with 1 / 2
+    threads against 28.3 s / 15.2 s; ``benchmarks/eigensolvers.py``).
+    """
     n = A.shape[0]
-    fns = _load_2stage() if (A.device.type == "cpu" and n >= 64) else None
+    want = os.environ.get("LINSTAB_EIGVALSH", "").lower() == "openblas-2stage"
+    fns = _load_2stage() if (want and A.device.type == "cpu" and n >= 64) else None
     if fns is not None and A.dtype in fns:
         a = A.detach().numpy() if (overwrite and A.is_contiguous()) else A.detach().clone().numpy()
         a = np.ascontiguousarray(a)
         w = np.empty(n, dtype=a.dtype)
-        with _openblas_threads(1):
+        with _openblas_threads():
             # a C-order symmetric matrix read as column-major is itself; 'U' there = lower here
             info = fns[A.dtype](102, b"N", b"U", n, a.ctypes.data, n, w.ctypes.data)
         if info == 0:
@@ -1050,7 +1065,7 @@ def _structured_spectrum(op: UnitJacobian, dtype: torch.dtype) -> SpectrumResult
     t2 = time.perf_counter()
     timings["gram"] = t2 - t1
     potrf = get_lapack_funcs("potrf", (G,))
-    with _openblas_threads(1):
+    with _openblas_threads():
         Lf, chol_info = potrf(G, lower=1, clean=1, overwrite_a=1)
     t3 = time.perf_counter()
     timings["cholesky"] = t3 - t2
@@ -1064,7 +1079,7 @@ def _structured_spectrum(op: UnitJacobian, dtype: torch.dtype) -> SpectrumResult
         EL22[keepw] = Lf[r:, r:]
         del Lf
         trmm = get_blas_funcs("trmm", (L11,))
-        with _openblas_threads(1):
+        with _openblas_threads():
             Y = np.asfortranarray(red.A.astype(npd) @ L11) + (2 * alpha) * EL21
             del EL21
             K11 = trmm(1.0, L11, Y, lower=1, trans_a=1, overwrite_b=1)  # L11^T Y
@@ -1338,9 +1353,9 @@ def _block_krylov(
     A, At, counts = _products(op, transpose)
     n, n_img = min(n_out0, n_in0), (n_in0 if transpose else n_out0)
     dtype, device = op.dtype, op.device
-    b = max(1, min(block or 8, n))
+    b = max(1, min(block or 2, n))
     keep = min(n, k + b)
-    ncv = min(n, max(keep + b, ncv) if ncv is not None else max(3 * k + 4 * b, keep + 2 * b))
+    ncv = min(n, max(keep + b, ncv) if ncv is not None else max(3 * k, keep + 2 * b, 16))
     eps = torch.finfo(dtype).eps
     drop_tol = 100 * eps
     cap = ncv + b
@@ -1557,12 +1572,16 @@ def spectrum(
             float64, 1e-4 in float32).
         max_iter: restarts of the block Krylov method (default 60 for topk, 300 for bottomk)
             or SciPy's ``maxiter``.
-        block_size: block size of the Krylov method (default 8).
-        ncv: largest basis before a restart (default ``3 k + 4 block_size``).
+        block_size: block size of the Krylov method (default 2: small blocks reach a higher
+            Krylov degree per product; on unit 1.5 of ResNet-56, k = 32, block 2 needed 500
+            products each way against 864 for block 8).
+        ncv: largest basis before a restart (default ``max(3 k, k + 3 block_size, 16)``).
         seed: seed of the random start.
-        products: iterative methods: ``"auto"`` (through the sparse factors
-            ``D_out (alpha S + U W)`` of units with ReLU masks, and compositions of them; else
-            the operator), ``"operator"`` (the operator's own products) or ``"factors"``.
+        products: iterative methods: ``"auto"`` (``"topk"``: the operator's own products,
+            which were faster than the single-threaded sparse factors at 1 and 2 threads on
+            an idle machine; ``"bottomk"``: through the sparse factors ``D_out (alpha S + U W)``
+            of units with ReLU masks, and compositions of them, else the operator),
+            ``"operator"`` or ``"factors"``.
         dense_solver: dense route: ``"auto"`` (``svdvals`` up to 2048 rows/cols, else the Gram
             and ``eigvalsh``), ``"svd"`` or ``"gram"``.
         progress: progress bar while materializing dense matrices.
@@ -1628,7 +1647,7 @@ def spectrum(
         raise ValueError(f"products must be 'auto', 'operator' or 'factors', got {products!r}")
     t_f = time.perf_counter()
     work = op
-    if products != "operator":
+    if products == "factors" or (products == "auto" and not largest):
         fop = factor_operator(op)
         if fop is None and products == "factors":
             raise ValueError("products='factors' needs unit Jacobians with ReLU masks")

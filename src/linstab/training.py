@@ -461,6 +461,37 @@ def _check_args(
         raise ValueError(f"out must be a .safetensors file name; got {str(out)!r}")
 
 
+def _load_init(
+    init: str | os.PathLike, depth: int, shortcut: str
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Weights and a provenance record of a warm-start file (see ``train(init=...)``)."""
+    path = Path(init).expanduser()
+    if path.suffix != ".safetensors" or not path.is_file():
+        raise ValueError(f"init must be an existing .safetensors file; got {str(init)!r}")
+    from safetensors.torch import load_file
+
+    state = load_file(str(path))
+    expected = CifarResNet(depth, shortcut).state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    bad_shape = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+    if missing or unexpected or bad_shape:
+        raise ValueError(
+            f"init {path} does not hold CifarResNet(depth={depth}, shortcut={shortcut!r}) weights: "
+            f"missing {missing[:3]}, unexpected {unexpected[:3]}, wrong shape {bad_shape[:3]}"
+        )
+    record: dict[str, Any] = {"file": path.name, "sha256": sha256_file(path), "total_epochs": 0}
+    sidecar = path.with_suffix(".json")
+    if sidecar.is_file():
+        meta = json.loads(sidecar.read_text())
+        record["total_epochs"] = int(meta.get("total_epochs", meta.get("epochs", 0)))
+        record["recipe"] = meta.get("recipe")
+        record["history"] = meta.get("history")
+        record["test_accuracy_jpeg"] = meta.get("test_accuracy_jpeg")
+        record["training_wall_time_s"] = meta.get("training_wall_time_s")
+    return state, record
+
+
 def _resolve_device(device: str | torch.device | None) -> torch.device:
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -493,6 +524,7 @@ def train(
     name: str | None = None,
     stop_after: int | None = None,
     channels_last: bool = True,
+    init: str | os.PathLike | None = None,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Train a CIFAR ResNet on the JPEG CIFAR-10 set and save it as ``.safetensors`` + JSON.
@@ -520,6 +552,10 @@ def train(
         stop_after: stop after this many epochs *in this call* (the checkpoint stays; continue
             with ``resume=True``); ``None`` runs to the end.
         channels_last: run the model in the ``channels_last`` memory format.
+        init: start from these weights (a ``.safetensors`` file written by :func:`train`, same
+            depth and shortcut) instead of a random initialization: a warm restart with a new
+            one-cycle schedule. Its SHA-256, and its JSON sidecar's epochs and history when the
+            sidecar is beside it, go into the recipe and the sidecar.
         log: where per-epoch lines go (default: ``print`` when ``progress``, else nowhere).
 
     Returns:
@@ -551,6 +587,7 @@ def train(
         if not (root / f"{split}.zip").is_file():
             raise ValueError(f"data folder {root} lacks {split}.zip")
 
+    init_state, init_record = (None, None) if init is None else _load_init(init, depth, shortcut)
     mean, std = CIFAR10_MEAN_PYTORCHCV, CIFAR10_STD_PYTORCHCV
     recipe: dict[str, Any] = {
         "architecture": f"CifarResNet(depth={depth}, shortcut={shortcut!r})",
@@ -578,6 +615,8 @@ def train(
         "precision": "bf16 autocast" if dev.type == "cuda" else "float32",
         "channels_last": bool(channels_last),
     }
+    if init_record is not None:
+        recipe["init"] = init_record
 
     t_load = time.perf_counter()
     x_train, y_train = load_split("train", root, limit)
@@ -593,7 +632,10 @@ def train(
     steps_per_epoch = math.ceil(n_train / batch_size)
 
     torch.manual_seed(seed)
-    model = CifarResNet(depth, shortcut).to(dev)
+    model = CifarResNet(depth, shortcut)
+    if init_state is not None:
+        model.load_state_dict(init_state)
+    model = model.to(dev)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(
@@ -757,6 +799,7 @@ def train(
         "model": recipe["architecture"],
         "recipe": recipe,
         "epochs": epochs,
+        "total_epochs": epochs + (init_record or {}).get("total_epochs", 0),
         "seed": seed,
         "dataset": DATASET_DESCRIPTION,
         "train_images": int(n_train),
@@ -818,6 +861,9 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=None, help="use only N training images")
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint")
     parser.add_argument(
+        "--init", default=None, help="warm start from this .safetensors model (new schedule)"
+    )
+    parser.add_argument(
         "--checkpoint", default=None, help="resumable checkpoint (default <out stem>.ckpt.pt)"
     )
     parser.add_argument("--name", default=None, help="registry name (default: out's stem)")
@@ -857,6 +903,7 @@ def run_cli(args: argparse.Namespace) -> int:
         seed=args.seed,
         limit=args.limit,
         resume=args.resume,
+        init=args.init,
         device=args.device,
         progress=not args.no_progress,
         weight_decay=args.weight_decay,

@@ -1,0 +1,74 @@
+"""Symmetric eigensolvers for the exact spectra, values only, float64, 1 and 2 threads.
+
+``torch.linalg.eigvalsh`` (LAPACK ``syevd``; MKL in the x86 CPU wheels) against LAPACK's 2-stage
+``dsyev_2stage`` from the OpenBLAS that SciPy bundles (``LINSTAB_EIGVALSH=openblas-2stage``), on
+one seeded random symmetric matrix of the size of P1's structured core (8022), each solver
+once per thread count, in one process. Run on an otherwise idle machine:
+
+    python benchmarks/eigensolvers.py --n 8022 --out benchmarks/results/eigensolvers.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _env import environment  # noqa: E402
+
+from linstab import spectra as S  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=8022)
+    ap.add_argument("--threads", default="1,2", help="comma list of thread counts")
+    ap.add_argument("--out", default="benchmarks/results/eigensolvers.json")
+    args = ap.parse_args()
+    env = environment()
+    g = np.random.default_rng(0)
+    A = g.standard_normal((args.n, args.n))
+    A = (A + A.T) / 2
+    fns = S._load_2stage()
+    results, ref = [], None
+    for th in (int(t) for t in args.threads.split(",")):
+        torch.set_num_threads(th)
+        t = time.perf_counter()
+        w = torch.linalg.eigvalsh(torch.from_numpy(A)).numpy()
+        sec = time.perf_counter() - t
+        results.append({"solver": "torch.linalg.eigvalsh (syevd)", "threads": th, "seconds": sec})
+        ref = w if ref is None else ref
+        print(results[-1], flush=True)
+        if fns is not None and torch.float64 in fns:
+            a = np.array(A, order="C")
+            w2 = np.empty(args.n)
+            with S._openblas_threads(th):
+                t = time.perf_counter()
+                info = fns[torch.float64](102, b"N", b"U", args.n, a.ctypes.data, args.n, w2.ctypes.data)
+                sec = time.perf_counter() - t
+            results.append(
+                {
+                    "solver": "OpenBLAS dsyev_2stage",
+                    "threads": th,
+                    "seconds": sec,
+                    "info": int(info),
+                    "max_abs_diff_vs_syevd": float(np.abs(np.sort(w2) - ref).max()),
+                }
+            )
+            print(results[-1], flush=True)
+    env["loadavg_end"] = list(os.getloadavg())
+    out = {"environment": env, "command": " ".join(["python"] + sys.argv), "n": args.n, "results": results}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
