@@ -91,6 +91,25 @@ def test_report_cache_makes_second_run_fast(tiny_report):
         assert a == (index2.parent / "data" / name).read_text(), name
 
 
+def test_report_two_models_side_by_side(tmp_path):
+    """Two models: per-model sections, figures and data in per-model folders, findings tagged."""
+    nets = [make_net("option-A", seed=2), make_net("option-B", seed=3)]
+    cfg = ReportConfig(models=[], images=[0], quick=True, out=tmp_path / "out", cache_dir=tmp_path / "c",
+                       progress=False)  # fmt: skip
+    index = build_report(cfg, ("jacobian", "ablations"), nets=nets)
+    out, page = index.parent, index.read_text()
+    for net in nets:
+        assert f"- {net.name}" in page
+        assert any((out / "figures" / net.name).iterdir()), net.name
+        assert (out / "data" / net.name / "ablations.csv").is_file()
+    imgs = re.findall(r"<img src='([^']+)'", page)
+    assert {Path(src).parts[1] for src in imgs} == {"option-A", "option-B"}
+    for src in imgs + re.findall(r"<a href='(data/[^']+)'", page):
+        assert (out / src).is_file(), src
+    sections = (out / "data" / "findings.csv").read_text()
+    assert "(option-A)" in sections and "(option-B)" in sections
+
+
 def test_report_bad_sections(tmp_path):
     with pytest.raises(ValueError, match="unknown sections"):
         build_report(ReportConfig(models=["x"], images=[0], out=tmp_path), ("nope",))
