@@ -91,6 +91,27 @@ class AttackResult:
     params: dict = field(default_factory=dict)
     note: str = ""
 
+    @classmethod
+    def unattacked(
+        cls, attack: str, index: int, x: torch.Tensor, label: int, clean_pred: int, note: str, params=None
+    ) -> AttackResult:
+        """The result for an image that was not perturbed (``x_adv = x``, zero ``delta``)."""
+        return cls(
+            attack=attack,
+            index=index,
+            x=x,
+            x_adv=x.clone(),
+            delta=torch.zeros_like(x),
+            label=label,
+            clean_pred=clean_pred,
+            adv_pred=clean_pred,
+            flipped=False,
+            success=False,
+            skipped=True,
+            params=dict(params or {}),
+            note=note,
+        )
+
     def to_dict(self) -> dict:
         """A JSON-friendly summary (no tensors)."""
         return {
@@ -221,18 +242,8 @@ def _finish(
         lab, cp = int(labels[i]), int(clean_pred[i])
         base = dict(attack=name, index=i, x=x[i], label=lab, clean_pred=cp, params=dict(params))
         if cp != lab:
-            out.append(
-                AttackResult(
-                    **base,
-                    x_adv=x[i].clone(),
-                    delta=torch.zeros_like(x[i]),
-                    adv_pred=cp,
-                    flipped=False,
-                    success=False,
-                    skipped=True,
-                    note=f"clean image misclassified (pred {cp}, label {lab}): skipped",
-                )
-            )
+            note = f"clean image misclassified (pred {cp}, label {lab}): skipped"
+            out.append(AttackResult.unattacked(name, i, x[i], lab, cp, note, params))
             continue
         xa = x_adv[i].detach().to(x.dtype)
         note = notes.get(i, "")

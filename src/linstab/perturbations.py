@@ -628,24 +628,10 @@ def _random_results(
     for i in range(x.shape[0]):
         lab, cp = int(labels[i]), int(clean_pred[i])
         if i not in todo:
-            out.append(
-                AttackResult(
-                    attack="random",
-                    index=i,
-                    x=x[i],
-                    x_adv=x[i].clone(),
-                    delta=torch.zeros_like(x[i]),
-                    label=lab,
-                    clean_pred=cp,
-                    adv_pred=cp,
-                    flipped=False,
-                    success=False,
-                    skipped=True,
-                    note="clean image misclassified: skipped"
-                    if cp != lab
-                    else "no reference norm (reference attack failed)",
-                )
-            )
+            note = "no reference norm (reference attack failed)"
+            if cp != lab:
+                note = "clean image misclassified: skipped"
+            out.append(AttackResult.unattacked("random", i, x[i], lab, cp, note))
             continue
         d = todo[i]
         out.append(

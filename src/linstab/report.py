@@ -317,7 +317,6 @@ def _section_dynamics(ctx: _Ctx, net, images) -> Section:
     lin = net.linearize(x, dtype=torch.float64)
     picks = [st[min(4, len(st) - 1)] for st in net.stages]
     picks = [u for u in picks if u.in_shape == u.out_shape]
-    skipped = []
     if ctx.cfg.quick:  # quick mode: eigenvalues of the units with at most 2 * QUICK_EXACT_MAX values
         skipped = [u.address for u in picks if u.n_out > 2 * QUICK_EXACT_MAX]
         picks = [u for u in picks if u.n_out <= 2 * QUICK_EXACT_MAX]
@@ -517,17 +516,24 @@ def _environment(ctx: _Ctx, nets, image_ids) -> dict:
 SECTIONS = ("jacobian", "spectra", "propagation", "ablations", "dynamics")
 
 
-def _for_model(ctx: _Ctx, net, build):
-    """Run ``build()`` with figures and data going to per-model subfolders (several models)."""
+def _for_model(ctx: _Ctx, net, build) -> Section:
+    """``build(net)`` for one of several models: figures and data in per-model subfolders, the
+    model's name on the section title and on the findings it adds."""
+    t0, n_found = time.perf_counter(), len(ctx.findings)
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", net.name)
     old = ctx.fig_dir, ctx.data_dir
     ctx.fig_dir, ctx.data_dir = old[0] / safe, old[1] / safe
     ctx.fig_dir.mkdir(parents=True, exist_ok=True)
     ctx.data_dir.mkdir(parents=True, exist_ok=True)
     try:
-        return build()
+        sec = build(net)
     finally:
         ctx.fig_dir, ctx.data_dir = old
+    sec.title += f" - {net.name}"
+    sec.seconds = time.perf_counter() - t0
+    for f in ctx.findings[n_found:]:
+        f.section += f" ({net.name})"
+    return sec
 
 
 def build_report(cfg: ReportConfig, sections: tuple[str, ...] = SECTIONS, nets: list | None = None) -> Path:
@@ -563,16 +569,8 @@ def build_report(cfg: ReportConfig, sections: tuple[str, ...] = SECTIONS, nets: 
             secs = [_section_spectra(ctx, nets, images)]
         elif len(nets) == 1:
             secs = [per_net[name](nets[0])]
-        else:  # one section per model, its figures and data in per-model folders
-            secs = []
-            for net in nets:
-                t1, n_found = time.perf_counter(), len(ctx.findings)
-                sec = _for_model(ctx, net, lambda net=net, name=name: per_net[name](net))
-                sec.title += f" - {net.name}"
-                sec.seconds = time.perf_counter() - t1
-                for f in ctx.findings[n_found:]:
-                    f.section += f" ({net.name})"
-                secs.append(sec)
+        else:  # one section per model
+            secs = [_for_model(ctx, net, per_net[name]) for net in nets]
         if len(secs) == 1:
             secs[0].seconds = time.perf_counter() - t0
         ctx.timings[name + "_s"] = round(time.perf_counter() - t0, 2)

@@ -50,6 +50,7 @@ from .models import (
     CIFAR10_MEAN_PYTORCHCV,
     CIFAR10_STD_PYTORCHCV,
     CifarResNet,
+    load_state_dict_file,
     sha256_file,
 )
 
@@ -468,9 +469,7 @@ def _load_init(
     path = Path(init).expanduser()
     if path.suffix != ".safetensors" or not path.is_file():
         raise ValueError(f"init must be an existing .safetensors file; got {str(init)!r}")
-    from safetensors.torch import load_file
-
-    state = load_file(str(path))
+    state = load_state_dict_file(path, "safetensors")
     expected = CifarResNet(depth, shortcut).state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
