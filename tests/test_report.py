@@ -110,6 +110,23 @@ def test_report_two_models_side_by_side(tmp_path):
     assert "(option-A)" in sections and "(option-B)" in sections
 
 
+@pytest.mark.slow  # 20 s (quick) and 50 s (full) on one thread
+@pytest.mark.parametrize("quick", [True, False], ids=["quick", "full"])
+def test_stage_plateau_finding_needs_whole_stage_spectra(tmp_path, quick):
+    """Quick mode has only top-k stage values: the plateau is not judged from them."""
+    cfg = ReportConfig(models=[], images=[0, 1], quick=quick, out=tmp_path / "out", cache_dir=tmp_path / "c",
+                       progress=False)  # fmt: skip
+    index = build_report(cfg, ("spectra",), nets=[make_net("option-A", seed=2)])
+    rows = (index.parent / "data" / "findings.csv").read_text().splitlines()
+    stage = [r for r in rows if r.startswith("Spectra,Stage Jacobians")]
+    assert len(stage) == 1
+    if quick:
+        assert "plateau not assessed" in stage[0] and "plateau share" not in stage[0]
+        assert not stage[0].endswith(",reproduced")
+    else:
+        assert "plateau share <=" in stage[0] and "not assessed" not in stage[0]
+
+
 def test_report_bad_sections(tmp_path):
     with pytest.raises(ValueError, match="unknown sections"):
         build_report(ReportConfig(models=["x"], images=[0], out=tmp_path), ("nope",))
@@ -146,6 +163,13 @@ def test_full_quick_report_resnet20(shared_weights, tmp_path):
         "lyapunov",
     ):
         assert key in page, key
+    # quick mode: stage-1 units (16384 values) get no eigenvalues, stages only top-k values
+    eig_csv = (index.parent / "data" / "eigenvalues.csv").read_text().splitlines()
+    eig_units = [r.split(",")[0] for r in eig_csv[1:]]
+    assert eig_units == ["2.3", "3.3"], eig_units
+    assert "skipped: 1.3" in page
+    findings = (index.parent / "data" / "findings.csv").read_text()
+    assert "plateau not assessed (top-64 values only" in findings
     if CHROMIUM:
         n, total = (int(v) for v in images_loaded(index, tmp_path).split("/"))
         assert n == total

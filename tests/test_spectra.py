@@ -537,3 +537,33 @@ def test_real_stage3_downsampling_unit(resnet56_stage3):
         warnings.simplefilter("error", S.ConvergenceWarning)
         top = S.spectrum(op, "topk", k=8)
     assert (top.values - s[:8]).abs().max() < 1e-8
+
+
+def test_openblas_threads_follow_torch(monkeypatch):
+    """Dense SciPy kernels run with torch's thread count (or LINSTAB_BLAS_THREADS), then restore."""
+    fns = S._load_2stage()
+    if not fns or "threads" not in fns:
+        pytest.skip("SciPy's OpenBLAS thread control not found")
+    get, put = fns["threads"]
+    before, torch_threads = get(), torch.get_num_threads()
+    if before < 2 and put(2) is None and get() < 2:
+        pytest.skip("OpenBLAS was built for one thread")
+    try:
+        put(1)
+        torch.set_num_threads(2)
+        with S._openblas_threads():
+            assert get() == 2  # torch's setting, not a fixed single thread
+        assert get() == 1
+        torch.set_num_threads(1)
+        put(2)
+        with S._openblas_threads():
+            assert get() == 1
+        assert get() == 2
+        monkeypatch.setenv("LINSTAB_BLAS_THREADS", "2")
+        put(1)
+        with S._openblas_threads():
+            assert get() == 2
+        assert get() == 1
+    finally:
+        put(before)
+        torch.set_num_threads(torch_threads)
