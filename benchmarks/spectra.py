@@ -12,12 +12,13 @@ Quick check (P1 and P2 on unit 3.5, n = 4096; a few minutes):
         --out benchmarks/results/spectra-quick.json
 
 * P1: all singular values of unit 1.5 of ResNet-56 (akamaster) at default image 0, float64.
-  Ours: ``spectrum(J, "exact")`` (structured ``2r x 2r`` reduction), run before and after the
-  baseline (the ratio uses the mean, on a shared machine). Baseline: dense ``J`` by
-  batched closed-form products, rows of the active outputs only, Gram ``J_S J_S^T`` and LAPACK
-  ``eigvalsh`` (``torch.linalg.eigvalsh``). Reported: both times, the ratio, the max abs
-  difference of the spectra, and (for attribution) ``torch.linalg.eigvalsh`` against SciPy's
-  OpenBLAS 2-stage eigensolver on a random matrix of the core's size.
+  Ours: ``spectrum(J, "exact")`` (structured ``2r x 2r`` reduction), run once before and twice
+  after the baseline; the ratio uses the median of the three (the first run in the process also
+  pays for first-touching its memory, slow on the benchmark VM; ``ratio_first_run`` is reported).
+  Baseline: dense ``J`` by batched closed-form products, rows of the active outputs only, Gram
+  ``J_S J_S^T`` and LAPACK ``eigvalsh`` (``torch.linalg.eigvalsh``). Reported: both times, the
+  ratio, the max abs difference of the spectra, and (for attribution) ``torch.linalg.eigvalsh``
+  against SciPy's OpenBLAS 2-stage eigensolver on a random matrix of the core's size.
 * P2: top-32 singular values of the same unit. Ours: ``spectrum(J, "topk", k=32)`` (block
   Krylov, block 2, the operator's closed-form products). Baseline: SciPy ``svds`` (ARPACK) on
   ``torch.func`` products (``lin.unit(..., method="autodiff")``). Three interleaved rounds,
@@ -110,14 +111,16 @@ def p1(lin, unit: tuple[int, int]) -> tuple[dict, torch.Tensor]:
     runs.append(time.perf_counter() - t)
     log(f"P1: ours {runs[0]:.1f} s ({res.route}); baseline (dense Gram + eigvalsh) ...")
     s_base, tb = baseline_exact(J)
-    log(f"P1: baseline {tb['total']:.1f} s; ours again (bracketing the baseline) ...")
-    t = time.perf_counter()
-    res2 = S.spectrum(J, "exact", dtype=torch.float64)
-    runs.append(time.perf_counter() - t)
-    t_ours = statistics.mean(runs)
-    diff = max(float((res.values - s_base).abs().max()), float((res2.values - s_base).abs().max()))
-    log(f"P1: ours {runs[1]:.1f} s; ratio {tb['total'] / t_ours:.1f}x (mean of both runs); "
-        f"max abs diff {diff:.2e}")
+    log(f"P1: baseline {tb['total']:.1f} s; ours twice again (bracketing the baseline) ...")
+    diff = float((res.values - s_base).abs().max())
+    for _ in range(2):
+        t = time.perf_counter()
+        res2 = S.spectrum(J, "exact", dtype=torch.float64)
+        runs.append(time.perf_counter() - t)
+        diff = max(diff, float((res2.values - s_base).abs().max()))
+    t_ours = statistics.median(runs)
+    log(f"P1: ours {runs[1]:.1f} s, {runs[2]:.1f} s; ratio {tb['total'] / t_ours:.1f}x (median of "
+        f"three runs; first run {tb['total'] / runs[0]:.1f}x); max abs diff {diff:.2e}")
     sf = solver_factor(int(res.info.get("core_size", 8022)))
     out = {
         "unit": f"{unit[0]}.{unit[1]}",
@@ -126,13 +129,15 @@ def p1(lin, unit: tuple[int, int]) -> tuple[dict, torch.Tensor]:
         "ours_runs_s": runs,
         "ours_route": res.route,
         "ours_timings": res.timings,
-        "ours_timings_second_run": res2.timings,
+        "ours_timings_last_run": res2.timings,
         "ours_info": res.info,
         "n_exact_ones": res.n_exact_ones,
         "n_zero_structural": res.n_zero_structural,
         "baseline_s": tb["total"],
         "baseline_timings": tb,
         "ratio": tb["total"] / t_ours,
+        "ratio_note": "baseline / median of the three runs of ours (one before the baseline, two after)",
+        "ratio_first_run": tb["total"] / runs[0],
         "ratio_range": [tb["total"] / max(runs), tb["total"] / min(runs)],
         "max_abs_diff": diff,
         "requirement": {"ratio_min": 10.0, "ratio_goal": 20.0, "max_abs_diff": 1e-7},

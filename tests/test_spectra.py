@@ -197,6 +197,38 @@ def test_structured_float32_close():
     assert (res.values.double() - sd).abs().max() < 1e-4
 
 
+@pytest.mark.parametrize("alpha,extra", [(1.0, 0), (0.7, 0), (1.0, 9)], ids=["a1", "a0.7", "a1-wide"])
+def test_banded_core_many_blocks_equals_one_block(alpha, extra):
+    """The block-pentadiagonal assembly of K = L^T M L (spatial order, banded Cholesky) with many
+    small blocks equals the single-block (dense) product, and its eigenvalues give the dense
+    spectrum."""
+    op = make_unit(alpha=alpha, c=4, hw=12, shift=0.0, seed=3)
+    f = S.unit_factors(op)
+    red = S._reduce(f)
+    keepw = np.asarray(abs(red.G22).sum(axis=0)).ravel() > 0
+    K1, (bw, b1) = S._banded_core(red, keepw, F64, {}, min_block=10**9)
+    tim = {}
+    _, (_, b0) = S._banded_core(red, keepw, F64, {}, min_block=1)  # b0 = max(bandwidths)
+    # extra > 0: blocks wider than the bandwidth (off-diagonal L blocks not full triangles)
+    Kb, (bw2, b) = S._banded_core(red, keepw, F64, tim, min_block=b0 + extra)
+    assert b == b0 + extra
+    k = K1.shape[0]
+    assert b1 == k and bw2 == bw and b < k / 3  # at least four blocks
+    assert set(tim) == {"gram", "cholesky", "core"}
+    assert torch.equal(Kb, Kb.T) and torch.equal(K1, K1.T)
+    assert (Kb - K1).abs().max() <= 1e-12 * K1.abs().max()
+    # outside the block pentadiagonal band K is exactly zero
+    i = torch.arange(k)
+    far = (i[:, None] // b - i[None, :] // b).abs() > 2
+    assert bool((Kb[far] == 0).all())
+    lam = torch.linalg.eigvalsh(Kb)
+    core = torch.sqrt(torch.clamp(alpha**2 + lam, min=0))
+    plateau = torch.full((red.m - k,), alpha, dtype=F64)
+    vals = torch.cat([core, plateau, torch.zeros(red.n - red.m, dtype=F64)])
+    sd = dense_sv(op)
+    assert (vals.sort(descending=True).values - sd).abs().max() < 1e-10
+
+
 def test_rank_deficient_reduction_uses_pivoted_cholesky():
     op = make_unit(c=4, hw=7, shift=-0.2, seed=5, dependent=True)
     f = S.unit_factors(op)
@@ -567,3 +599,26 @@ def test_openblas_threads_follow_torch(monkeypatch):
     finally:
         put(before)
         torch.set_num_threads(torch_threads)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("layout", ["row-major", "column-major"])
+def test_eigvalsh_in_place_matches_torch(dtype, layout):
+    """``_eigvalsh(A, overwrite=True)`` (MKL ``syevd`` in place where torch exports it) reads the
+    lower triangle like ``torch.linalg.eigvalsh`` and returns the same values, in either layout."""
+    g = torch.Generator().manual_seed(7)
+    A = torch.randn((150, 150), generator=g, dtype=torch.float64)  # not symmetric: lower is read
+    ref = torch.linalg.eigvalsh(A).to(dtype)
+    B = A.to(dtype).clone() if layout == "row-major" else A.to(dtype).mT.contiguous().mT
+    assert B.is_contiguous() == (layout == "row-major")
+    w = S._eigvalsh(B, overwrite=True)
+    tol = 1e-10 if dtype == torch.float64 else 1e-3
+    assert w.dtype == dtype and w.shape == (150,)
+    assert bool((w[1:] >= w[:-1]).all())
+    assert (w - ref).abs().max() <= tol * ref.abs().max()
+    if S._load_mkl_syevd() is not None:  # the in-place path ran: A was overwritten
+        assert not torch.equal(B, A.to(dtype) if layout == "row-major" else A.to(dtype))
+    # without overwrite the input is left alone
+    C = A.to(dtype).clone()
+    S._eigvalsh(C)
+    assert torch.equal(C, A.to(dtype))

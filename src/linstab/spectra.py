@@ -426,14 +426,84 @@ class _openblas_threads:  # noqa: N801 - used like a function
         return False
 
 
+_MKL_SYEVD: dict = {}
+
+
+def _load_mkl_syevd():
+    """MKL's Fortran ``?syevd`` exported by torch's CPU library, self-tested; ``None`` if absent.
+
+    Lets :func:`_eigvalsh` work in place on a matrix the caller no longer needs instead of
+    ``torch.linalg.eigvalsh``'s copy (same routine: the copy of an 8022 x 8022 float64 core is
+    515 MB of fresh memory, 0.2 s warm and about 1.2 s when the pages are first touched on the
+    benchmark machine). Integers are passed in zeroed 8-byte cells, which read the same as 4- or
+    8-byte Fortran integers.
+    """
+    if "fns" in _MKL_SYEVD:
+        return _MKL_SYEVD["fns"]
+    fns = None
+    try:
+        if not (sys.platform.startswith("linux") and torch.backends.mkl.is_available()):
+            raise OSError("no MKL in torch")
+        lib = ctypes.CDLL(str(Path(torch.__file__).parent / "lib" / "libtorch_cpu.so"))
+        found = {}
+        for ch, ctype in (("d", torch.float64), ("s", torch.float32)):
+            fn = getattr(lib, f"{ch}syevd_", None)
+            if fn is not None:
+                fn.restype = None
+                found[ctype] = fn
+        a = np.random.default_rng(0).standard_normal((40, 40))
+        a = a + a.T
+        ref = np.linalg.eigvalsh(a)
+        for ctype, npt, tol in ((torch.float64, np.float64, 1e-10), (torch.float32, np.float32, 1e-3)):
+            if ctype in found:
+                b = np.array(a, dtype=npt)
+                w = _syevd_inplace(found[ctype], b, "L")
+                if w is None or np.abs(w - ref).max() > tol * 40:
+                    found.pop(ctype)
+        fns = found or None
+    except Exception:  # noqa: BLE001 - any problem: torch.linalg.eigvalsh
+        fns = None
+    _MKL_SYEVD["fns"] = fns
+    return fns
+
+
+def _syevd_inplace(fn, a: np.ndarray, uplo: str) -> np.ndarray | None:
+    """Eigenvalues (ascending) by LAPACK ``?syevd`` (values only) on the column-major ``a``,
+    which is destroyed; ``None`` if LAPACK reports an error."""
+    n = a.shape[0]
+    ints = np.zeros(5, dtype=np.int64)  # n, lda, lwork, liwork, info
+    ints[:2] = n
+    w = np.empty(n, dtype=a.dtype)
+    q = np.zeros(2, dtype=a.dtype)
+    iq = np.zeros(2, dtype=np.int64)
+    p = ints.ctypes.data
+    cells = [ctypes.c_void_p(p + 8 * i) for i in range(5)]
+    jobz, ul = ctypes.c_char(b"N"), ctypes.c_char(uplo.encode())
+
+    def call(work, iwork):
+        ptr = [ctypes.c_void_p(x.ctypes.data) for x in (a, w, work, iwork)]
+        fn(ctypes.byref(jobz), ctypes.byref(ul), cells[0], ptr[0], cells[1], ptr[1], ptr[2], cells[2],
+           ptr[3], cells[3], cells[4])  # fmt: skip
+
+    ints[2:4] = -1  # workspace query; all bits set: -1 in either integer width
+    call(q, iq)
+    if ints[4] != 0:
+        return None
+    lwork, liwork = int(q[0]), int(iq[0] & 0xFFFFFFFF)
+    ints[2], ints[3], ints[4] = lwork, liwork, 0
+    call(np.empty(max(lwork, 1), dtype=a.dtype), np.zeros(max(liwork, 1), dtype=np.int64))
+    return w if ints[4] == 0 else None
+
+
 def _eigvalsh(A: torch.Tensor, overwrite: bool = False) -> torch.Tensor:
     """Eigenvalues (ascending) of a symmetric matrix; the lower triangle is read.
 
     ``torch.linalg.eigvalsh`` (LAPACK ``syevd``; MKL in the x86 CPU wheels), with torch's
-    threads. ``LINSTAB_EIGVALSH=openblas-2stage`` selects SciPy's OpenBLAS ``syev_2stage``
-    instead (values only, BLAS-3 band reduction); on the 2-core machine of the benchmarks it
-    was slower than MKL's ``syevd`` (8022 x 8022, float64, idle: 33.3 s / 21.8 s with 1 / 2
-    threads against 28.3 s / 15.2 s; ``benchmarks/eigensolvers.py``).
+    threads; with ``overwrite=True`` the same MKL routine runs in place on ``A`` (no copy).
+    ``LINSTAB_EIGVALSH=openblas-2stage`` selects SciPy's OpenBLAS ``syev_2stage`` instead
+    (values only, BLAS-3 band reduction); on the 2-core machine of the benchmarks it was slower
+    than MKL's ``syevd`` (8022 x 8022, float64, idle: 33.3 s / 21.8 s with 1 / 2 threads against
+    28.3 s / 15.2 s; ``benchmarks/eigensolvers.py``).
     """
     n = A.shape[0]
     want = os.environ.get("LINSTAB_EIGVALSH", "").lower() == "openblas-2stage"
@@ -447,6 +517,15 @@ def _eigvalsh(A: torch.Tensor, overwrite: bool = False) -> torch.Tensor:
             info = fns[A.dtype](102, b"N", b"U", n, a.ctypes.data, n, w.ctypes.data)
         if info == 0:
             return torch.from_numpy(np.sort(w))
+    if overwrite and A.device.type == "cpu" and n >= 64 and not A.requires_grad:
+        mkl = _load_mkl_syevd()
+        col = A.mT.is_contiguous()
+        if mkl is not None and A.dtype in mkl and (col or A.is_contiguous()):
+            # column-major A is read as is ('L' = its lower triangle); a row-major one is read as
+            # its transpose, whose upper triangle ('U') is A's lower triangle
+            w = _syevd_inplace(mkl[A.dtype], A.detach().numpy(), "L" if col else "U")
+            if w is not None:
+                return torch.from_numpy(w)
     return torch.linalg.eigvalsh(A)
 
 
@@ -1034,7 +1113,6 @@ def _structured_spectrum(op: UnitJacobian, dtype: torch.dtype) -> SpectrumResult
     t0 = time.perf_counter()
     f = unit_factors(op)
     red = _reduce(f)
-    t1 = time.perf_counter()
     m, n, r, alpha = red.m, red.n, red.r, red.alpha
     # Wt_S columns that vanish carry nothing (zero columns of Q): drop them from Q and M
     keepw = np.asarray(abs(red.G22).sum(axis=0)).ravel() > 0
@@ -1056,45 +1134,12 @@ def _structured_spectrum(op: UnitJacobian, dtype: torch.dtype) -> SpectrumResult
         res.alpha = alpha
         res.info.update(info, note="2r >= m: no structural plateau; m x m Gram from sparse factors")
         return res
-    from scipy.linalg import get_blas_funcs, get_lapack_funcs
-
-    npd = np.float64 if dtype == torch.float64 else np.float32
-    G12k = red.G12[:, keepw]
-    G = sp.bmat([[red.G11, G12k], [G12k.T, red.G22[keepw][:, keepw]]]).toarray(order="F")
-    G = G.astype(npd, copy=False)
-    t2 = time.perf_counter()
-    timings["gram"] = t2 - t1
-    potrf = get_lapack_funcs("potrf", (G,))
-    with _openblas_threads():
-        Lf, chol_info = potrf(G, lower=1, clean=1, overwrite_a=1)
+    K, band = _banded_core(red, keepw, dtype, timings)
     t3 = time.perf_counter()
-    timings["cholesky"] = t3 - t2
-    del G
-    if int(chol_info) == 0:
-        # K = [[L11^T A L11 + alpha (L11^T L21 + L21^T L11), alpha L11^T L22], [., 0]]
-        L11 = np.asfortranarray(Lf[:r, :r])
-        EL21 = np.zeros((r, r), dtype=npd, order="F")
-        EL21[keepw] = Lf[r:, :r]
-        EL22 = np.zeros((r, rw), dtype=npd, order="F")
-        EL22[keepw] = Lf[r:, r:]
-        del Lf
-        trmm = get_blas_funcs("trmm", (L11,))
-        with _openblas_threads():
-            Y = np.asfortranarray(red.A.astype(npd) @ L11) + (2 * alpha) * EL21
-            del EL21
-            K11 = trmm(1.0, L11, Y, lower=1, trans_a=1, overwrite_b=1)  # L11^T Y
-            K12 = trmm(alpha, L11, EL22, lower=1, trans_a=1, overwrite_b=1)  # alpha L11^T E L22
-        del Y, L11, EL22
-        K = torch.zeros((r + rw, r + rw), dtype=dtype)
-        K11 = torch.from_numpy(K11)
-        K[:r, :r] = (K11 + K11.T) / 2
-        del K11
-        K12 = torch.from_numpy(K12)
-        K[:r, r:] = K12
-        K[r:, :r] = K12.T
-        del K12
+    if K is not None:
         k = r + rw
         info["reduction"] = "cholesky"
+        info["bandwidth"], info["block"] = band
     else:
         # Q is rank deficient: pivoted Cholesky of the Gram, K = L^T P^T M P L
         from scipy.linalg import lapack
@@ -1110,9 +1155,11 @@ def _structured_spectrum(op: UnitJacobian, dtype: torch.dtype) -> SpectrumResult
         K = (K + K.T) / 2
         k = int(rank)
         info["reduction"] = "pivoted-cholesky"
+        timings["core"] = time.perf_counter() - t3
     t4 = time.perf_counter()
-    timings["core"] = t4 - t3
-    lam = _eigvalsh(K, overwrite=True)
+    # K is symmetric: its transpose is the column-major copy LAPACK wants (a memcpy, not a
+    # transposing copy, when torch clones it)
+    lam = _eigvalsh(K.mT, overwrite=True)
     del K
     t5 = time.perf_counter()
     timings["eig"] = t5 - t4
@@ -1135,6 +1182,118 @@ def _structured_spectrum(op: UnitJacobian, dtype: torch.dtype) -> SpectrumResult
         values=vals, method="exact", route="structured", dtype=dtype, timings=timings,
         n_exact_ones=m - k + extra, n_zero_structural=n - m, alpha=alpha, shape=op.shape, info=info,
     )
+
+
+def _banded_core(
+    red: _Reduced, keepw: np.ndarray, dtype: torch.dtype, timings: dict, min_block: int = 256
+) -> tuple[torch.Tensor | None, tuple[int, int]]:
+    """The core ``K = L^T M L`` (``k x k``, ``k = r + rw``) from a banded Cholesky ``G = L L^T``.
+
+    ``G = Q^T Q`` and ``M`` couple only unknowns whose kernels overlap, so in spatial order
+    (``red.keys``) both are banded, with bandwidths ``bw`` and ``bwm`` of a few image rows.
+    ``L`` then has ``G``'s band (LAPACK ``pbtrf``, no fill outside it), and with blocks of size
+    ``b >= max(bw, bwm)`` it is block lower bidiagonal and ``M`` block tridiagonal, so
+    ``K`` is block pentadiagonal: ``M L`` costs one sparse product per block column and
+    ``K_ij = L_ii^T (ML)_ij + L_{i+1,i}^T (ML)_{i+1,j}`` two dense products per nonzero block.
+    The eigenvalues of ``K`` do not depend on the order of the unknowns, so ``K`` stays in
+    spatial order.
+
+    ``min_block`` is the smallest block size (large enough for efficient dense products; the
+    tests use a small one to exercise many blocks).
+
+    Returns:
+        ``(K, (bw, b))`` with ``K`` dense and symmetric, or ``(None, (bw, b))`` when ``G`` is not
+        numerically positive definite (rank-deficient ``Q``). ``timings`` gains ``gram``,
+        ``cholesky`` and ``core`` (seconds).
+    """
+    from scipy.linalg import LinAlgError, cholesky_banded, get_blas_funcs
+
+    t0 = time.perf_counter()
+    npd = np.float64 if dtype == torch.float64 else np.float32
+    r, alpha = red.r, red.alpha
+    G12k = red.G12[:, keepw]
+    G = sp.bmat([[red.G11, G12k], [G12k.T, red.G22[keepw][:, keepw]]], format="csr")
+    E = sp.identity(r, format="csr")[:, keepw]
+    M = sp.bmat([[red.A, alpha * E], [alpha * E.T, None]], format="csr")
+    k = G.shape[0]
+    perm = np.argsort(np.concatenate([red.keys, red.keys[keepw]]), kind="stable")
+    Gp = G[perm][:, perm].tocoo()
+    Mp = M[perm][:, perm].tocsc().astype(npd)
+    lower = Gp.row >= Gp.col
+    off, col = (Gp.row - Gp.col)[lower], Gp.col[lower]
+    bw = int(off.max()) if off.size else 0
+    mc = Mp.tocoo()
+    bwm = int(np.abs(mc.row - mc.col).max()) if mc.nnz else 0
+    b = max(min(max(bw, bwm, min_block), k), 1)
+    ab = np.zeros((bw + 1, k), dtype=npd)  # LAPACK lower band storage: ab[i - j, j] = G[i, j]
+    ab[off, col] = Gp.data[lower]
+    del Gp, G, M
+    t1 = time.perf_counter()
+    timings["gram"] = t1 - t0
+    try:
+        with _openblas_threads():
+            Lb = cholesky_banded(ab, lower=True, overwrite_ab=True, check_finite=False)
+    except LinAlgError:
+        timings["cholesky"] = time.perf_counter() - t1
+        return None, (bw, b)
+    t2 = time.perf_counter()
+    timings["cholesky"] = t2 - t1
+    nb = -(-k // b)
+    lo = [i * b for i in range(nb + 1)]
+    lo[-1] = k
+
+    def l_col(j: int) -> np.ndarray:
+        """Rows ``lo[j] : lo[j + 2]`` of block column ``j`` of ``L``, dense, C order."""
+        c0, c1, r1 = lo[j], lo[j + 1], lo[min(j + 2, nb)]
+        w = c1 - c0
+        buf = np.zeros(max(w + bw + 1, r1 - c0) * w, dtype=npd)
+        # entry (c + d, c) of a (., w) C-order array sits at d * w + c * (w + 1): write the band
+        # rows Lb[d, c0 + c] along those diagonals through a strided view (no two coincide)
+        diag = np.lib.stride_tricks.as_strided(
+            buf, shape=(bw + 1, w), strides=(w * buf.itemsize, (w + 1) * buf.itemsize)
+        )
+        diag[...] = Lb[:, c0:c1]
+        return buf.reshape(-1, w)[: r1 - c0]
+
+    trmm = get_blas_funcs("trmm", (Lb,))
+    K = torch.zeros((k, k), dtype=dtype)  # torch: blocked (fast) transposing copies into it
+    Lt: dict[tuple[int, int], np.ndarray] = {}  # L_qi^T, Fortran order (views of C-order blocks)
+    ML: dict[tuple[int, int], np.ndarray] = {}  # (M L)_qj, Fortran order
+    with _openblas_threads():
+        for j in range(nb):
+            Lc = l_col(j)
+            c0, c1, c2 = lo[j], lo[j + 1], lo[min(j + 2, nb)]
+            Lt[(j, j)] = Lc[: c1 - c0].T  # upper triangular
+            if j + 1 < nb:
+                Lt[(j + 1, j)] = Lc[c1 - c0 :].T  # lower triangular (b >= bw), maybe not square
+            r0, r1 = lo[max(j - 1, 0)], lo[min(j + 3, nb)]
+            P = np.asarray(Mp[:, c0:c2].tocsr()[r0:r1] @ Lc)  # (M L) rows r0:r1, block column j
+            for i in range(max(j - 1, 0), min(j + 3, nb)):
+                ML[(i, j)] = np.asfortranarray(P[lo[i] - r0 : lo[i + 1] - r0])
+            # block column j of K above and on the diagonal: K_ij = sum_q L_qi^T (M L)_qj
+            for i in range(max(j - 2, 0), j + 1):
+                acc = None
+                for q in (i, i + 1):
+                    if (q, i) not in Lt or (q, j) not in ML:
+                        continue
+                    a, x = Lt[(q, i)], ML[(q, j)]
+                    if a.shape[0] == a.shape[1]:
+                        t = trmm(1.0, a, x, lower=int(q != i))
+                    else:
+                        t = a @ x
+                    acc = t if acc is None else acc + t
+                if acc is None:
+                    continue
+                acc = torch.from_numpy(acc)
+                if i == j:
+                    acc = (acc + acc.T) / 2
+                K[lo[i] : lo[i + 1], lo[j] : lo[j + 1]] = acc
+                K[lo[j] : lo[j + 1], lo[i] : lo[i + 1]] = acc.T
+            ML.clear()  # (M L) of block column j serves column j of K only
+            Lt.pop((j - 2, j - 2), None)  # column j + 1 of K starts at block row j - 1
+            Lt.pop((j - 1, j - 2), None)
+    timings["core"] = time.perf_counter() - t2
+    return K, (bw, b)
 
 
 def _factors_js(f: UnitFactors) -> sp.csr_matrix:
