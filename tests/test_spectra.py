@@ -197,6 +197,23 @@ def test_structured_float32_close():
     assert (res.values.double() - sd).abs().max() < 1e-4
 
 
+@pytest.mark.parametrize("alpha,shift", [(0.0, -0.6), (-0.5, -1.0)], ids=["alpha0", "alpha-0.5"])
+def test_structured_route_zero_and_negative_alpha(alpha, shift):
+    """alpha = 0 (plateau at 0, on top of the structural zeros) and a negative skip scale."""
+    op = make_unit(alpha=alpha, c=4, hw=7, shift=shift, seed=2)
+    f = S.unit_factors(op)
+    assert 0 < 2 * f.r < f.m
+    sd = dense_sv(op)
+    res = S.spectrum(op, "exact", route="structured")
+    assert res.route == "structured" and res.info["reduction"] in ("cholesky", "pivoted-cholesky")
+    assert (res.values - sd).abs().max() < 1e-10
+    assert res.n_zero_structural == op.shape[0] - f.m
+    if alpha == 0:
+        assert res.n_exact_ones + res.n_zero_structural == n_alpha(sd, 0.0)
+    else:
+        assert res.n_exact_ones == n_alpha(sd, alpha) >= f.m - 2 * f.r
+
+
 @pytest.mark.parametrize("alpha,extra", [(1.0, 0), (0.7, 0), (1.0, 9)], ids=["a1", "a0.7", "a1-wide"])
 def test_banded_core_many_blocks_equals_one_block(alpha, extra):
     """The block-pentadiagonal assembly of K = L^T M L (spatial order, banded Cholesky) with many
