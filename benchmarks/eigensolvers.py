@@ -26,6 +26,35 @@ from _env import environment  # noqa: E402
 from linstab import spectra as S  # noqa: E402
 
 
+def time_solvers(A: np.ndarray, threads: int) -> list[dict]:
+    """``torch.linalg.eigvalsh`` and (where SciPy's OpenBLAS has it) ``dsyev_2stage`` on the
+    symmetric float64 matrix ``A`` with ``threads`` threads: one record per solver."""
+    torch.set_num_threads(threads)
+    t = time.perf_counter()
+    ref = torch.linalg.eigvalsh(torch.from_numpy(A)).numpy()
+    sec = time.perf_counter() - t
+    out = [{"solver": "torch.linalg.eigvalsh (syevd)", "threads": threads, "seconds": sec}]
+    fns = S._load_2stage()
+    if fns is not None and torch.float64 in fns:
+        n = A.shape[0]
+        a = np.array(A, order="C")
+        w2 = np.empty(n)
+        with S._openblas_threads(threads):
+            t = time.perf_counter()
+            info = fns[torch.float64](102, b"N", b"U", n, a.ctypes.data, n, w2.ctypes.data)
+            sec = time.perf_counter() - t
+        out.append(
+            {
+                "solver": "OpenBLAS dsyev_2stage",
+                "threads": threads,
+                "seconds": sec,
+                "info": int(info),
+                "max_abs_diff_vs_syevd": float(np.abs(np.sort(w2) - ref).max()),
+            }
+        )
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=8022)
@@ -36,33 +65,11 @@ def main() -> None:
     g = np.random.default_rng(0)
     A = g.standard_normal((args.n, args.n))
     A = (A + A.T) / 2
-    fns = S._load_2stage()
-    results, ref = [], None
+    results = []
     for th in (int(t) for t in args.threads.split(",")):
-        torch.set_num_threads(th)
-        t = time.perf_counter()
-        w = torch.linalg.eigvalsh(torch.from_numpy(A)).numpy()
-        sec = time.perf_counter() - t
-        results.append({"solver": "torch.linalg.eigvalsh (syevd)", "threads": th, "seconds": sec})
-        ref = w if ref is None else ref
-        print(results[-1], flush=True)
-        if fns is not None and torch.float64 in fns:
-            a = np.array(A, order="C")
-            w2 = np.empty(args.n)
-            with S._openblas_threads(th):
-                t = time.perf_counter()
-                info = fns[torch.float64](102, b"N", b"U", args.n, a.ctypes.data, args.n, w2.ctypes.data)
-                sec = time.perf_counter() - t
-            results.append(
-                {
-                    "solver": "OpenBLAS dsyev_2stage",
-                    "threads": th,
-                    "seconds": sec,
-                    "info": int(info),
-                    "max_abs_diff_vs_syevd": float(np.abs(np.sort(w2) - ref).max()),
-                }
-            )
-            print(results[-1], flush=True)
+        for rec in time_solvers(A, th):
+            results.append(rec)
+            print(rec, flush=True)
     env["loadavg_end"] = list(os.getloadavg())
     out = {"environment": env, "command": " ".join(["python"] + sys.argv), "n": args.n, "results": results}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

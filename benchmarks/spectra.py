@@ -42,6 +42,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _env import environment  # noqa: E402
+from eigensolvers import time_solvers  # noqa: E402
 
 import linstab  # noqa: E402
 from linstab import spectra as S  # noqa: E402
@@ -81,24 +82,10 @@ def solver_factor(n: int = 8022) -> dict:
     g = torch.Generator().manual_seed(0)
     A = torch.randn((n, n), generator=g, dtype=torch.float64)
     A = (A + A.T) / 2
-    t = time.perf_counter()
-    e1 = torch.linalg.eigvalsh(A)
-    t1 = time.perf_counter() - t
-    out = {"n": n, "threads": S._blas_threads(), "torch_eigvalsh_s": t1}
-    old = os.environ.get("LINSTAB_EIGVALSH")
-    os.environ["LINSTAB_EIGVALSH"] = "openblas-2stage"
-    try:
-        fns = S._load_2stage()
-        if fns is not None and torch.float64 in fns:
-            t = time.perf_counter()
-            e2 = S._eigvalsh(A.clone())
-            t2 = time.perf_counter() - t
-            out |= {"openblas_2stage_s": t2, "max_abs_diff": float((e1 - e2).abs().max())}
-    finally:
-        if old is None:
-            os.environ.pop("LINSTAB_EIGVALSH", None)
-        else:
-            os.environ["LINSTAB_EIGVALSH"] = old
+    recs = time_solvers(A.numpy(), S._blas_threads())
+    out = {"n": n, "threads": recs[0]["threads"], "torch_eigvalsh_s": recs[0]["seconds"]}
+    if len(recs) > 1:
+        out |= {"openblas_2stage_s": recs[1]["seconds"], "max_abs_diff": recs[1]["max_abs_diff_vs_syevd"]}
     return out
 
 

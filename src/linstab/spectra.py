@@ -329,6 +329,16 @@ def _check_k(k, n: int, method: str) -> int:
 # Fast symmetric eigenvalues (LAPACK 2-stage tridiagonalization when available)
 # ============================================================================================
 _LAPACK_2STAGE: dict = {}
+_SELF_TEST = ((torch.float64, np.float64, 1e-10), (torch.float32, np.float32, 1e-3))  # dtype, tol
+
+
+def _eig_self_test(solve, npt, tol: float) -> bool:
+    """Whether ``solve`` (values of a symmetric C-order ``npt`` matrix it may destroy, or
+    ``None`` on failure) gets a seeded random 40 x 40 matrix right to ``40 tol``."""
+    a = np.random.default_rng(0).standard_normal((40, 40))
+    a = a + a.T
+    w = solve(np.array(a, dtype=npt, order="C"))
+    return w is not None and bool(np.abs(np.sort(w) - np.linalg.eigvalsh(a)).max() <= tol * 40)
 
 
 def _load_2stage():
@@ -373,17 +383,16 @@ def _load_2stage():
                 fns = found
                 break
         if fns is not None:  # keep the eigensolvers only if both exist and pass the self-test
-            ok = torch.float64 in fns and torch.float32 in fns
-            a = np.random.default_rng(0).standard_normal((40, 40))
-            a = a + a.T
-            ref = np.linalg.eigvalsh(a)
-            for ctype, npt, tol in ((torch.float64, np.float64, 1e-10), (torch.float32, np.float32, 1e-3)):
-                if not ok:
-                    break
-                b = np.array(a, dtype=npt, order="C")
-                w = np.empty(40, dtype=npt)
-                info = fns[ctype](102, b"N", b"L", 40, b.ctypes.data, 40, w.ctypes.data)
-                ok = info == 0 and np.abs(np.sort(w) - ref).max() <= tol * 40
+
+            def lapacke(fn):
+                def solve(b: np.ndarray) -> np.ndarray | None:
+                    w = np.empty(b.shape[0], dtype=b.dtype)
+                    info = fn(102, b"N", b"L", b.shape[0], b.ctypes.data, b.shape[0], w.ctypes.data)
+                    return w if info == 0 else None
+
+                return solve
+
+            ok = all(c in fns and _eig_self_test(lapacke(fns[c]), npt, tol) for c, npt, tol in _SELF_TEST)
             if not ok:
                 fns.pop(torch.float64, None)
                 fns.pop(torch.float32, None)
@@ -451,14 +460,10 @@ def _load_mkl_syevd():
             if fn is not None:
                 fn.restype = None
                 found[ctype] = fn
-        a = np.random.default_rng(0).standard_normal((40, 40))
-        a = a + a.T
-        ref = np.linalg.eigvalsh(a)
-        for ctype, npt, tol in ((torch.float64, np.float64, 1e-10), (torch.float32, np.float32, 1e-3)):
+        for ctype, npt, tol in _SELF_TEST:
             if ctype in found:
-                b = np.array(a, dtype=npt)
-                w = _syevd_inplace(found[ctype], b, "L")
-                if w is None or np.abs(w - ref).max() > tol * 40:
+                fn = found[ctype]
+                if not _eig_self_test(lambda b, fn=fn: _syevd_inplace(fn, b, "L"), npt, tol):
                     found.pop(ctype)
         fns = found or None
     except Exception:  # noqa: BLE001 - any problem: torch.linalg.eigvalsh
@@ -1144,12 +1149,10 @@ def _structured_spectrum(op: UnitJacobian, dtype: torch.dtype) -> SpectrumResult
         # Q is rank deficient: pivoted Cholesky of the Gram, K = L^T P^T M P L
         from scipy.linalg import lapack
 
-        Gd = sp.bmat([[red.G11, red.G12[:, keepw]], [red.G12[:, keepw].T, red.G22[keepw][:, keepw]]])
-        c, piv, rank, _ = lapack.dpstrf(Gd.toarray(), tol=-1.0, lower=1)
+        Gd, Md = (X.toarray() for X in _core_matrices(red, keepw))
+        c, piv, rank, _ = lapack.dpstrf(Gd, tol=-1.0, lower=1)
         piv = piv - 1
         Lp = torch.from_numpy(np.tril(c)[:, :rank]).to(dtype)
-        E = sp.identity(r, format="csr")[:, keepw]
-        Md = sp.bmat([[red.A, alpha * E], [alpha * E.T, None]]).toarray()
         Mp = torch.from_numpy(Md[np.ix_(piv, piv)]).to(dtype)
         K = Lp.T @ (Mp @ Lp)
         K = (K + K.T) / 2
@@ -1157,8 +1160,8 @@ def _structured_spectrum(op: UnitJacobian, dtype: torch.dtype) -> SpectrumResult
         info["reduction"] = "pivoted-cholesky"
         timings["core"] = time.perf_counter() - t3
     t4 = time.perf_counter()
-    # K is symmetric: its transpose is the column-major copy LAPACK wants (a memcpy, not a
-    # transposing copy, when torch clones it)
+    # K is symmetric: pass its column-major transpose (read in place by LAPACK; in torch's
+    # fallback copied by a memcpy rather than a transposing copy)
     lam = _eigvalsh(K.mT, overwrite=True)
     del K
     t5 = time.perf_counter()
@@ -1182,6 +1185,16 @@ def _structured_spectrum(op: UnitJacobian, dtype: torch.dtype) -> SpectrumResult
         values=vals, method="exact", route="structured", dtype=dtype, timings=timings,
         n_exact_ones=m - k + extra, n_zero_structural=n - m, alpha=alpha, shape=op.shape, info=info,
     )
+
+
+def _core_matrices(red: _Reduced, keepw: np.ndarray) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """``G = Q^T Q`` and ``M = [[W W^T, alpha E], [alpha E^T, 0]]`` (sparse, ``k x k``), ``Q``
+    without its vanishing ``(W^T)_S`` columns (``E``: the kept columns of the identity)."""
+    G12k = red.G12[:, keepw]
+    G = sp.bmat([[red.G11, G12k], [G12k.T, red.G22[keepw][:, keepw]]], format="csr")
+    E = sp.identity(red.r, format="csr")[:, keepw]
+    M = sp.bmat([[red.A, red.alpha * E], [red.alpha * E.T, None]], format="csr")
+    return G, M
 
 
 def _banded_core(
@@ -1210,11 +1223,7 @@ def _banded_core(
 
     t0 = time.perf_counter()
     npd = np.float64 if dtype == torch.float64 else np.float32
-    r, alpha = red.r, red.alpha
-    G12k = red.G12[:, keepw]
-    G = sp.bmat([[red.G11, G12k], [G12k.T, red.G22[keepw][:, keepw]]], format="csr")
-    E = sp.identity(r, format="csr")[:, keepw]
-    M = sp.bmat([[red.A, alpha * E], [alpha * E.T, None]], format="csr")
+    G, M = _core_matrices(red, keepw)
     k = G.shape[0]
     perm = np.argsort(np.concatenate([red.keys, red.keys[keepw]]), kind="stable")
     Gp = G[perm][:, perm].tocoo()
@@ -1227,7 +1236,7 @@ def _banded_core(
     b = max(min(max(bw, bwm, min_block), k), 1)
     ab = np.zeros((bw + 1, k), dtype=npd)  # LAPACK lower band storage: ab[i - j, j] = G[i, j]
     ab[off, col] = Gp.data[lower]
-    del Gp, G, M
+    del Gp
     t1 = time.perf_counter()
     timings["gram"] = t1 - t0
     try:
