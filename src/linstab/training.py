@@ -10,9 +10,11 @@ Recipe (defaults): :class:`linstab.models.CifarResNet` (option-B shortcuts), ran
 momentum 0.9, weight decay 5e-4 on convolution/linear weights only (not on batch norm or
 biases), a one-cycle learning-rate schedule (warm-up over the first 25 % of the steps, then
 cosine annealing to about zero) stepped every batch, batch size 128, cross-entropy loss.
-On CUDA the model runs under bf16 autocast; on the CPU in float32. Both use the
-``channels_last`` memory format by default (on a 2-core AMD EPYC CPU with torch 2.13 it made a
-ResNet-20 training step 25 % faster; ``channels_last=False`` turns it off).
+Precision (``precision="auto"``): bf16 autocast on CUDA and on CPUs with native bf16
+arithmetic (``avx512_bf16`` or ``amx_bf16``), float32 elsewhere; the precision that ran is
+recorded in the recipe and the sidecar. Evaluation on the CPU always runs in float32. Both
+precisions use the ``channels_last`` memory format by default (``channels_last=False`` turns it
+off); ``compile=True`` wraps the model in ``torch.compile`` (measurements in docs/training.md).
 
 Every epoch a resumable checkpoint (model, optimizer, scheduler, epoch, RNG states and
 history) is written atomically; it holds only tensors, dicts, lists, numbers and strings so
@@ -277,9 +279,46 @@ def make_scheduler(
 # --------------------------------------------------------------------------------------------
 # Evaluation
 # --------------------------------------------------------------------------------------------
-def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+PRECISIONS = ("auto", "bf16", "float32")
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes in bf16 natively (x86 ``avx512_bf16`` / ``amx_bf16`` flags).
+
+    Elsewhere bf16 autocast would be emulated and slower than float32, so ``precision="auto"``
+    falls back to float32.
+    """
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    if not ("avx512_bf16" in flags or "amx_bf16" in flags):
+        return False
+    probe = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    return bool(probe()) if probe is not None else True
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """The precision a run uses: ``"bf16"`` or ``"float32"``.
+
+    Args:
+        precision: ``"auto"`` (bf16 on CUDA and on CPUs with native bf16, else float32),
+            ``"bf16"`` or ``"float32"``.
+        device: the training device.
+
+    Raises:
+        ValueError: for an unknown name.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}; got {precision!r}")
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" or cpu_has_native_bf16() else "float32"
+    return precision
+
+
+def _autocast(device: torch.device, precision: str = "float32") -> contextlib.AbstractContextManager:
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
@@ -319,7 +358,7 @@ def _eval_pass(
             y = labels[i : i + batch_size].to(device)
             if _is_channels_last(model):
                 x = x.contiguous(memory_format=torch.channels_last)
-            with _autocast(device):
+            with _autocast(device, "bf16" if device.type == "cuda" else "float32"):
                 logits = model(x)
             logits = logits.float()
             loss_sum += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
@@ -525,6 +564,8 @@ def train(
     channels_last: bool = True,
     init: str | os.PathLike | None = None,
     log: Callable[[str], None] | None = None,
+    precision: str = "auto",
+    compile: bool = False,
 ) -> dict[str, Any]:
     """Train a CIFAR ResNet on the JPEG CIFAR-10 set and save it as ``.safetensors`` + JSON.
 
@@ -556,6 +597,11 @@ def train(
             one-cycle schedule. Its SHA-256, and its JSON sidecar's epochs and history when the
             sidecar is beside it, go into the recipe and the sidecar.
         log: where per-epoch lines go (default: ``print`` when ``progress``, else nowhere).
+        precision: ``"auto"`` (bf16 autocast on CUDA and on CPUs with native bf16, float32
+            elsewhere), ``"bf16"`` or ``"float32"``. The weights, the optimizer and the
+            evaluation stay float32; only the forward/backward of a training step runs in bf16.
+        compile: run the training forward through ``torch.compile`` (same weights and
+            checkpoints; the first steps compile).
 
     Returns:
         A summary dict: ``completed``, ``epoch`` (epochs done), ``history`` (one dict per
@@ -571,6 +617,7 @@ def train(
     if stop_after is not None and stop_after < 1:
         raise ValueError(f"stop_after must be >= 1; got {stop_after!r}")
     dev = _resolve_device(device)
+    prec = resolve_precision(precision, dev)
     out = Path(out)
     ckpt_path = Path(checkpoint) if checkpoint is not None else default_checkpoint_path(out)
     json_path = out.with_suffix(".json")
@@ -611,9 +658,11 @@ def train(
         "normalization_std": list(std),
         "seed": seed,
         "limit": limit,
-        "precision": "bf16 autocast" if dev.type == "cuda" else "float32",
+        "precision": "bf16 autocast" if prec == "bf16" else "float32",
         "channels_last": bool(channels_last),
     }
+    if compile:
+        recipe["compile"] = True
     if init_record is not None:
         recipe["init"] = init_record
 
@@ -641,6 +690,7 @@ def train(
         param_groups(model, weight_decay), lr=lr, momentum=DEFAULT_MOMENTUM, nesterov=True
     )
     scheduler = make_scheduler(optimizer, lr, epochs * steps_per_epoch, warmup)
+    step_model = torch.compile(model) if compile else model
     gen = torch.Generator().manual_seed(seed)
     criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
 
@@ -703,8 +753,8 @@ def train(
             xb = normalize(xb, mean, std)
             if channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
-            with _autocast(dev):
-                logits = model(xb)
+            with _autocast(dev, prec):
+                logits = step_model(xb)
                 loss = criterion(logits.float(), yb)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -805,6 +855,14 @@ def train(
         "test_images": int(x_test.shape[0]),
         "training_wall_time_s": round(train_seconds, 1),
         "device": _device_name(dev),
+        "precision": recipe["precision"],
+        "cpu_native_bf16": cpu_has_native_bf16() if dev.type == "cpu" else None,
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(),
+            "threads": torch.get_num_threads(),
+        },
         "torch_version": torch.__version__,
         "python_version": platform.python_version(),
         "test_accuracy_jpeg": test_acc,
@@ -874,6 +932,13 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-channels-last", action="store_true", help="keep the default NCHW memory format"
     )
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="training precision (auto: bf16 on CUDA and CPUs with native bf16, else float32)",
+    )
+    parser.add_argument("--compile", action="store_true", help="torch.compile the training model")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run_cli)
 
@@ -912,6 +977,8 @@ def run_cli(args: argparse.Namespace) -> int:
         name=args.name,
         stop_after=args.stop_after,
         channels_last=not args.no_channels_last,
+        precision=args.precision,
+        compile=args.compile,
         log=lambda msg: print(msg, flush=True),
     )
     return 0 if summary["completed"] or args.stop_after is not None else 1
