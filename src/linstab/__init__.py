@@ -9,23 +9,23 @@ Quick start::
     J = lin.unit(1, 5)
 """
 
+from ._version import __version__
 from .data import default_images, load_images
-from .network import Linearization, Network, UnitInfo, list_models, load_model, parse_unit
+from .models import list_models
+from .network import Linearization, Network, UnitInfo, load_model, parse_unit
 from .operators import ComposedOperator, DenseOperator, LinearOperator
 
-__version__ = "0.1.0"
-
 __all__ = [
-    "load_model",
-    "list_models",
-    "default_images",
-    "load_images",
-    "Network",
-    "Linearization",
-    "UnitInfo",
-    "LinearOperator",
     "ComposedOperator",
     "DenseOperator",
-    "parse_unit",
+    "Linearization",
+    "LinearOperator",
+    "Network",
+    "UnitInfo",
     "__version__",
+    "default_images",
+    "list_models",
+    "load_images",
+    "load_model",
+    "parse_unit",
 ]

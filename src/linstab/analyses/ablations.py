@@ -1,0 +1,177 @@
+"""analyses/ablations"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ..models.blocks import ResidualUnit
+from ..network.view import Network, UnitInfo
+from ..operators.closed_form import UnitJacobian
+from ..spectra.bands import bands as band_counts
+from ..spectra.spectrum import spectrum
+
+
+def _canonical(unit: nn.Module | UnitInfo) -> ResidualUnit:
+    if isinstance(unit, UnitInfo):
+        if unit.canonical is None:
+            raise ValueError(f"unit {unit.address} is not recognized: no transform possible")
+        return unit.canonical
+    if isinstance(unit, ResidualUnit):
+        return unit
+    raise TypeError(
+        f"expected a linstab ResidualUnit or a UnitInfo (net.unit(s, k)), got {type(unit).__name__}"
+    )
+
+
+def scale_skip(unit: nn.Module | UnitInfo, alpha: float) -> ResidualUnit:
+    """A copy of a unit computing ``activ(alpha * S(x) + R(x))``.
+
+    Args:
+        unit: a :class:`~linstab.models.ResidualUnit` or a :class:`~linstab.network.UnitInfo`.
+        alpha: the skip-connection scale (finite, real).
+    """
+    alpha = float(alpha)
+    if not torch.isfinite(torch.tensor(alpha)):
+        raise ValueError(f"alpha must be finite, got {alpha}")
+    new = copy.deepcopy(_canonical(unit))
+    new.alpha = alpha
+    return new
+
+
+def scale_skip_network(net: Network, alpha: float, units: list[str] | None = None) -> Network:
+    """A new :class:`Network` (deep copy) with the skip connections of ``units`` scaled.
+
+    Args:
+        net: the network (unchanged).
+        alpha: the scale.
+        units: unit addresses (``"1.5"``); default all units.
+    """
+    chosen = {u.address for u in net.units} if units is None else set(units)
+    unknown = chosen - {u.address for u in net.units}
+    if unknown:
+        raise ValueError(f"unknown unit addresses {sorted(unknown)}")
+    model = copy.deepcopy(net.model)
+    for u in net.units:
+        if u.address not in chosen:
+            continue
+        parent_name, _, child = u.name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, scale_skip(u, alpha))
+    out = Network(model, net.mean, net.std, name=f"{net.name} (alpha={alpha:g})", input_shape=net.input_shape)
+    out.spec = net.spec
+    return out
+
+
+def interpolate_weights(
+    unit: nn.Module | UnitInfo, t: float, seed: int = 0, include_shortcut: bool = True
+) -> ResidualUnit:
+    """A copy of a unit with conv weights ``t * theta + (1 - t) * eta`` (paper eq. 3).
+
+    Args:
+        unit: a ResidualUnit or UnitInfo.
+        t: interpolation weight in [0, 1] (1 = trained weights, 0 = pure noise).
+        seed: seed of the noise ``eta`` (one Gaussian tensor per conv, rescaled to ``||theta||``).
+        include_shortcut: also interpolate the option-B shortcut convolution.
+    """
+    t = float(t)
+    if not 0.0 <= t <= 1.0:
+        raise ValueError(f"t must lie in [0, 1], got {t}")
+    new = copy.deepcopy(_canonical(unit))
+    g = torch.Generator().manual_seed(int(seed))
+    convs = [
+        m
+        for name, m in new.named_modules()
+        if isinstance(m, nn.Conv2d) and (include_shortcut or not name.startswith("identity_conv"))
+    ]
+    with torch.no_grad():
+        for conv in convs:
+            theta = conv.weight.detach().clone()
+            eta = torch.randn(theta.shape, generator=g, dtype=torch.float64).to(theta.dtype)
+            eta = eta * (theta.norm() / eta.norm())
+            conv.weight.copy_(t * theta + (1.0 - t) * eta)
+    return new
+
+
+@dataclass
+class AblationPoint:
+    """Spectrum of a modified unit for one value of the ablation parameter.
+
+    Attributes:
+        parameter: ``"alpha"`` or ``"t"``.
+        value: the parameter value.
+        singular_values: descending singular values (float64 numpy array).
+        bands: counts ``{">1.01": .., "[0.99,1.01]": .., "(0,0.99)": .., "0": ..}``.
+        n_plateau_exact: singular values exactly equal to the plateau value (``alpha`` for skip
+            scaling, 1 for weight interpolation) from the structure, or ``None``.
+        plateau_value: that plateau value.
+        method: spectrum method used.
+    """
+
+    parameter: str
+    value: float
+    singular_values: object
+    bands: dict
+    n_plateau_exact: int | None
+    plateau_value: float
+    method: str
+    extra: dict = field(default_factory=dict)
+
+
+def _study_point(unit: ResidualUnit, x: torch.Tensor, dtype, parameter, value, plateau) -> AblationPoint:
+
+    J = UnitJacobian(unit, x, dtype)
+    res = spectrum(J, method="exact")
+    bc = band_counts(J, thresholds=(0.99, 1.01))
+    s = res.values.detach().cpu().double().numpy()
+    return AblationPoint(
+        parameter=parameter,
+        value=float(value),
+        singular_values=s,
+        bands={">1.01": bc.above, "[0.99,1.01]": bc.plateau, "(0,0.99)": bc.below, "0": bc.zero},
+        n_plateau_exact=getattr(res, "n_exact_ones", None),
+        plateau_value=float(plateau),
+        method=res.method,
+    )
+
+
+def _unit_input(
+    net: Network, image: torch.Tensor, stage: int, index: int, dtype
+) -> tuple[UnitInfo, torch.Tensor]:
+    info = net.unit(stage, index)
+    lin = net.linearize(image, dtype=dtype)
+    return info, lin.inputs[net.units.index(info)]
+
+
+def skip_scaling_study(
+    net: Network,
+    image: torch.Tensor,
+    stage: int,
+    index: int,
+    alphas: tuple[float, ...] = (0.5, 0.75, 1.0, 1.25, 1.5),
+    dtype: torch.dtype = torch.float64,
+) -> list[AblationPoint]:
+    """Spectra of unit ``stage.index`` with its skip connection scaled by each ``alpha``."""
+    if not alphas:
+        raise ValueError("alphas must not be empty")
+    info, x = _unit_input(net, image, stage, index, dtype)
+    return [_study_point(scale_skip(info, a), x, dtype, "alpha", a, a) for a in alphas]
+
+
+def weight_interpolation_study(
+    net: Network,
+    image: torch.Tensor,
+    stage: int,
+    index: int,
+    ts: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0),
+    seed: int = 0,
+    dtype: torch.dtype = torch.float64,
+) -> list[AblationPoint]:
+    """Spectra of unit ``stage.index`` with conv weights interpolated towards noise (eq. 3)."""
+    if not ts:
+        raise ValueError("ts must not be empty")
+    info, x = _unit_input(net, image, stage, index, dtype)
+    return [_study_point(interpolate_weights(info, t, seed), x, dtype, "t", t, 1.0) for t in ts]

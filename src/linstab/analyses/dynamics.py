@@ -1,0 +1,219 @@
+"""analyses/dynamics"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..network.linearization import Linearization
+from ..operators.base import LinearOperator
+from ..operators.closed_form import UnitJacobian
+
+
+@dataclass
+class EigenResult:
+    """Eigenvalues of a square unit Jacobian.
+
+    Attributes:
+        values: complex eigenvalues (numpy, ``n`` of them), sorted by decreasing modulus.
+        spectral_radius: ``max |lambda|``.
+        method: ``"structured"`` or ``"dense"``.
+        n: dimension.
+        n_zero_structural: eigenvalues exactly 0 from the outer mask (structured only).
+        n_alpha_structural: eigenvalues exactly ``alpha`` from the rank bound (structured only).
+        alpha: skip scale.
+        seconds: wall time.
+    """
+
+    values: np.ndarray
+    spectral_radius: float
+    method: str
+    n: int
+    n_zero_structural: int | None
+    n_alpha_structural: int | None
+    alpha: float
+    seconds: float
+
+
+def _masked_layer(op: UnitJacobian) -> int | None:
+    """Index of the inner block whose 0/1 mask has the fewest active units."""
+    best, best_r = None, None
+    for i, blk in enumerate(op.blocks[:-1]):
+        d = blk.deriv
+        if d is None or not bool(((d == 0) | (d == 1)).all()):
+            continue
+        r = int(d.sum())
+        if best_r is None or r < best_r:
+            best, best_r = i, r
+    return best
+
+
+def _structured_ok(op: LinearOperator) -> bool:
+    if not isinstance(op, UnitJacobian) or op.shortcut_kind != "identity":
+        return False
+    if op.in_shape != op.out_shape or op.out_deriv is None:
+        return False
+    d = op.out_deriv
+    return bool(((d == 0) | (d == 1)).all()) and _masked_layer(op) is not None
+
+
+def unit_eigenvalues(op: LinearOperator, method: str = "auto", batch_size: int = 256) -> EigenResult:
+    """All eigenvalues of a square unit Jacobian.
+
+    Args:
+        op: a square operator (``in_shape == out_shape``), typically ``lin.unit(s, k)``.
+        method: ``"structured"`` (identity-shortcut ReLU units), ``"dense"`` or ``"auto"``.
+        batch_size: impulses per block when building the reduced matrix.
+
+    Raises:
+        ValueError: for a non-square operator or a method that does not apply.
+    """
+    import time
+
+    if not isinstance(op, LinearOperator):
+        raise TypeError(f"expected a LinearOperator, got {type(op).__name__}")
+    if op.in_shape != op.out_shape:
+        raise ValueError(
+            f"eigenvalues need a square operator; this one maps {op.in_shape} -> {op.out_shape} "
+            "(a down-sampling unit)"
+        )
+    if method not in ("auto", "structured", "dense"):
+        raise ValueError(f"method must be 'auto', 'structured' or 'dense', got {method!r}")
+    ok = _structured_ok(op)
+    if method == "structured" and not ok:
+        raise ValueError("the structured reduction needs a closed-form ReLU unit with identity shortcut")
+    t0 = time.perf_counter()
+    n = op.shape[0]
+    if method == "dense" or not ok:
+        M = op.materialize(dtype=torch.float64)
+        vals = torch.linalg.eigvals(M).numpy()
+        nz = na = None
+        used, alpha = "dense", float(getattr(op, "alpha", 1.0))
+    else:
+        assert isinstance(op, UnitJacobian)
+        alpha = op.alpha
+        li = _masked_layer(op)
+        d_out = op.out_deriv
+        m = int(d_out.sum())
+        mask_t = op.blocks[li].deriv
+        T = torch.nonzero(mask_t.reshape(-1)).reshape(-1)
+        r = int(T.numel())
+        inner_shape = tuple(mask_t.shape)
+
+        def a_pre(V: torch.Tensor) -> torch.Tensor:
+            for blk in op.blocks[: li + 1]:
+                V = blk.conv(V)
+                if blk.deriv is not None:
+                    V = V * blk.deriv
+            return V
+
+        def a_post(V: torch.Tensor) -> torch.Tensor:
+            for blk in op.blocks[li + 1 :]:
+                V = blk.conv(V)
+                if blk.deriv is not None:
+                    V = V * blk.deriv
+            return V
+
+        S = torch.nonzero(d_out.reshape(-1)).reshape(-1)
+        numel_inner = int(math.prod(inner_shape))
+
+        def columns(idx_in: torch.Tensor, numel: int, shape, fn, idx_out: torch.Tensor) -> torch.Tensor:
+            out = torch.empty((idx_out.numel(), idx_in.numel()), dtype=torch.float64)
+            for s0 in range(0, idx_in.numel(), batch_size):
+                idx = idx_in[s0 : s0 + batch_size]
+                E = torch.zeros((idx.numel(), numel), dtype=op.dtype, device=op.device)
+                E[torch.arange(idx.numel()), idx] = 1
+                Z = fn(E.reshape(-1, *shape)).reshape(idx.numel(), -1)[:, idx_out]
+                out[:, s0 : s0 + idx.numel()] = Z.T.to(torch.float64)
+            return out
+
+        if r <= m:
+            # eig(U_S W_S) = eig(K) U {0}^(m - r), K = E_T^T A_pre D A_post E_T  (r x r)
+            K = columns(T, numel_inner, inner_shape, lambda V: a_pre(a_post(V) * d_out), T)
+            ev = torch.linalg.eigvals(K).numpy() + alpha if r else np.zeros(0, dtype=complex)
+            ev = np.concatenate([ev, np.full(m - r, alpha, dtype=complex)])
+        else:
+            # fewer active outputs than inner units: the m x m block J_SS directly
+            JSS = columns(S, n, op.in_shape, op._matmat, S)
+            ev = torch.linalg.eigvals(JSS).numpy()
+        vals = np.concatenate([ev, np.zeros(n - m, dtype=complex)])
+        nz, na, used = n - m, max(m - r, 0), "structured"
+    order = np.argsort(-np.abs(vals), kind="stable")
+    vals = vals[order]
+    return EigenResult(
+        values=vals,
+        spectral_radius=float(np.abs(vals).max()) if vals.size else 0.0,
+        method=used,
+        n=n,
+        n_zero_structural=nz,
+        n_alpha_structural=na,
+        alpha=alpha,
+        seconds=time.perf_counter() - t0,
+    )
+
+
+@dataclass
+class LyapunovResult:
+    """Local Lyapunov spectrum along the network at one image.
+
+    Attributes:
+        units: unit addresses in order.
+        log_growth: ``(n_units, k)`` array, ``log |R_kk|`` per unit and direction.
+        cumulative: ``(n_units, k)`` cumulative sums.
+        k: number of directions.
+        seed: frame seed.
+        stage_log_growth_top: per stage, the summed log-growth of the top direction.
+    """
+
+    units: list[str]
+    log_growth: np.ndarray
+    cumulative: np.ndarray
+    k: int
+    seed: int
+    stage_log_growth_top: dict[int, float]
+
+
+def lyapunov_spectrum(
+    lin: Linearization, k: int = 16, seed: int = 0, method: str | None = None
+) -> LyapunovResult:
+    """Propagate an orthonormal ``k``-frame through all unit Jacobians with QR after each unit.
+
+    Args:
+        lin: a :class:`~linstab.network.Linearization` (its dtype is used).
+        k: number of directions (at most the smallest unit dimension).
+        seed: seed of the initial random frame.
+        method: unit Jacobian method (default: the linearization's).
+    """
+    net = lin.net
+    dims = [(int(a[0].numel()), int(b[0].numel())) for a, b in zip(lin.inputs, lin.outputs, strict=True)]
+    n_min = min(min(d) for d in dims)
+    if not 1 <= k <= n_min:
+        raise ValueError(f"k must be in 1..{n_min} (smallest unit dimension), got {k}")
+    g = torch.Generator().manual_seed(seed)
+    Q = torch.randn((dims[0][0], k), generator=g, dtype=torch.float64).to(lin.dtype)
+    Q, _ = torch.linalg.qr(Q)
+    logs, names = [], []
+    for u in net.units:
+        J = lin.unit(u.stage, u.index, method)
+        Z = J.matmat(Q.T.reshape(k, *J.in_shape)).reshape(k, -1).T
+        Q, R = torch.linalg.qr(Z)
+        d = torch.diagonal(R).abs().to(torch.float64).clamp_min(1e-300)
+        signs = torch.sign(torch.diagonal(R))
+        Q = Q * torch.where(signs == 0, torch.ones_like(signs), signs)
+        logs.append(torch.log(d).numpy())
+        names.append(u.address)
+    L = np.stack(logs)
+    stages: dict[int, float] = {}
+    for i, u in enumerate(net.units):
+        stages[u.stage] = stages.get(u.stage, 0.0) + float(L[i, 0])
+    return LyapunovResult(
+        units=names,
+        log_growth=L,
+        cumulative=np.cumsum(L, axis=0),
+        k=k,
+        seed=seed,
+        stage_log_growth_top=stages,
+    )

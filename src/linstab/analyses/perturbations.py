@@ -1,0 +1,518 @@
+"""analyses/perturbations"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data.images import check_images
+from .attacks import ATTACKS, AttackResult, run_attack
+from .projections import UnitPrediction, predict_unit, right_singular
+from .propagation import Propagation, parse_perturbations, propagate, random_perturbation, resolve_units
+
+ROW_FIELDS: tuple[str, ...] = (
+    "image",
+    "image_pos",
+    "perturbation",
+    "label",
+    "clean_pred",
+    "pert_pred",
+    "flipped",
+    "eps",
+    "pert_l2",
+    "pert_linf",
+    "position",
+    "address",
+    "stage",
+    "index",
+    "kind",
+    "numel",
+    "norm",
+    "normalized",
+    "growth",
+    "in_norm",
+    "lin_pred",
+    "lin_ratio",
+    "lin_rel_err",
+    "eq1",
+    "eq1_upper",
+    "eq1_ratio",
+    "eq1_upper_ratio",
+    "n_vectors",
+    "spectrum",
+    "captured",
+    "align10",
+    "sigma1",
+    "sigma_last",
+)
+
+
+@dataclass
+class PropagationAnalysis:
+    """The result of :func:`analyze`.
+
+    Attributes:
+        network: the network's name.
+        rows: one dict per image x perturbation x layer (fields :data:`ROW_FIELDS`).
+        attacks: per perturbation, one :class:`~linstab.attacks.AttackResult` per image
+            (``random`` results carry the noise as ``delta``).
+        alphas: ``(image, perturbation, address) -> (alpha, sigma)`` numpy arrays for the
+            units asked in ``keep_alphas``.
+        settings: the analysis parameters.
+    """
+
+    network: str
+    rows: list[dict]
+    attacks: dict[str, list[AttackResult]]
+    alphas: dict[tuple[str, str, str], tuple[np.ndarray, np.ndarray]]
+    settings: dict
+
+    def summary(self) -> list[dict]:
+        """Per-perturbation summary (see :func:`summarize`)."""
+        return summarize(self.rows, self.attacks)
+
+    def write_csv(self, path: str | Path) -> Path:
+        """Write :attr:`rows` as CSV."""
+        return write_rows(self.rows, path)
+
+
+def _random_results(
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    norms: dict[int, float],
+    seed: int,
+    net,
+) -> list[AttackResult]:
+    out: list[AttackResult] = []
+    clean_pred = net.predict(x).argmax(1)
+    todo = {}
+    for i in range(x.shape[0]):
+        if i in norms and int(clean_pred[i]) == int(labels[i]):
+            g = torch.Generator().manual_seed(int(seed) * 1_000_003 + i)
+            todo[i] = random_perturbation(x[i], norms[i], generator=g)
+    preds = {}
+    if todo:
+        keys = sorted(todo)
+        xa = torch.stack([(x[i].double() + todo[i]) for i in keys])
+        p = net.predict(xa.float().clamp(0, 1)).argmax(1)
+        preds = {i: int(p[j]) for j, i in enumerate(keys)}
+    for i in range(x.shape[0]):
+        lab, cp = int(labels[i]), int(clean_pred[i])
+        if i not in todo:
+            note = "no reference norm (reference attack failed)"
+            if cp != lab:
+                note = "clean image misclassified: skipped"
+            out.append(AttackResult.unattacked("random", i, x[i], lab, cp, note))
+            continue
+        d = todo[i]
+        out.append(
+            AttackResult(
+                attack="random",
+                index=i,
+                x=x[i],
+                x_adv=x[i].double() + d,
+                delta=d,
+                label=lab,
+                clean_pred=cp,
+                adv_pred=preds[i],
+                flipped=preds[i] != lab,
+                success=True,
+                l2=float(d.norm()),
+                linf=float(d.abs().max()),
+                params={"seed": seed, "norm": norms[i]},
+            )
+        )
+    return out
+
+
+def analyze(
+    net,
+    images: torch.Tensor,
+    labels: torch.Tensor | None,
+    perturbations: str | Sequence[str] = ("fgsm", "random"),
+    *,
+    ids: Sequence[str] | None = None,
+    dtype: torch.dtype = torch.float64,
+    k: int | None = 64,
+    spectral_units: str | Sequence[str] | None = "all",
+    keep_alphas: str | Sequence[str] | None = None,
+    seed: int = 0,
+    random_ref: str = "fgsm",
+    random_norm: float | None = None,
+    attack_params: dict[str, dict] | None = None,
+    progress: bool = True,
+) -> PropagationAnalysis:
+    """Attack, propagate and predict: the data of Figures 3-4 and the per-attack summary.
+
+    For every image and perturbation: the propagated perturbation after the stem and every
+    unit (raw and normalized norm, growth ratio), the exact linear prediction of every unit,
+    and -- at the units in ``spectral_units`` -- the projections on the right singular vectors
+    of the unit Jacobian at the clean image (computed once per image and unit, shared by all
+    perturbations), eq. (1) with its bounds and the top-10 alignment.
+
+    Args:
+        net: the :class:`~linstab.network.Network`.
+        images: ``(N, 3, H, W)`` in [0, 1].
+        labels: ``(N,)`` true labels (``None``: the model's predictions are taken as labels).
+        perturbations: names from :data:`PERTURBATIONS`, a comma list, or ``"all"``.
+        ids: a name per image for the output (default ``"0", "1", ...``).
+        dtype: dtype of propagation and predictions (float64 recommended).
+        k: singular vectors per unit (``None``: all, dense SVD -- only for small units).
+        spectral_units: units with projections (see :func:`resolve_units`; ``None``: none).
+        keep_alphas: units whose ``alpha`` and ``sigma`` arrays are kept (for Figure 4).
+        seed: seed of the random perturbations (per image: ``seed * 1000003 + position``) and
+            of PGD's random start and the top-k start blocks.
+        random_ref: attack whose per-image L2 norm the random perturbation copies.
+        random_norm: a fixed L2 norm for the random perturbations instead.
+        attack_params: per-attack keyword arguments, e.g. ``{"pgd": {"eps": 0.01}}``.
+        progress: show progress bars.
+
+    Raises:
+        ValueError: for unknown perturbation or attack names, bad unit specs, bad norms.
+        TypeError: for a bad dtype.
+    """
+    from tqdm.auto import tqdm
+
+    if dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"dtype: expected torch.float32 or torch.float64, got {dtype}")
+    names = parse_perturbations(perturbations)
+    if random_ref not in ATTACKS:
+        raise ValueError(f"random_ref: expected one of {', '.join(ATTACKS)}, got {random_ref!r}")
+    if random_norm is not None and not (isinstance(random_norm, (int, float)) and random_norm > 0):
+        raise ValueError(f"random_norm: expected a float > 0, got {random_norm!r}")
+    attack_params = dict(attack_params or {})
+    unknown = sorted(set(attack_params) - set(ATTACKS))
+    if unknown:
+        raise ValueError(
+            f"attack_params: unknown attacks {unknown}; expected keys among {', '.join(ATTACKS)}"
+        )
+    x = check_images(images)
+    if labels is None:
+        labels = net.predict(x).argmax(1)
+    labels = torch.as_tensor(labels).reshape(-1)
+    if labels.shape[0] != x.shape[0]:
+        raise ValueError(f"labels: expected {x.shape[0]} labels, got {labels.shape[0]}")
+    ids = [str(i) for i in (ids if ids is not None else range(x.shape[0]))]
+    if len(ids) != x.shape[0]:
+        raise ValueError(f"ids: expected {x.shape[0]} ids, got {len(ids)}")
+    spectral = set(resolve_units(net, spectral_units))
+    keep = set(resolve_units(net, keep_alphas))
+
+    # ---- perturbations ----------------------------------------------------------------------
+    results: dict[str, list[AttackResult]] = {}
+    ref_needed = "random" in names and random_norm is None
+    for name in [n for n in ATTACKS if n in names or (ref_needed and n == random_ref)]:
+        if progress:
+            print(f"attack {name} on {x.shape[0]} images ...", flush=True)
+        prm = {"progress": progress, **attack_params.get(name, {})}
+        if name == "pgd":
+            prm.setdefault("seed", seed)
+        results[name] = run_attack(net, x, labels, name, **prm)
+    if "random" in names:
+        if random_norm is not None:
+            norms = dict.fromkeys(range(x.shape[0]), float(random_norm))
+        else:
+            norms = {r.index: r.l2 for r in results[random_ref] if r.success}
+        results["random"] = _random_results(x, labels, norms, seed, net)
+    results = {n: results[n] for n in names}
+
+    # ---- propagation --------------------------------------------------------------------------
+    props: dict[str, tuple[list[int], Propagation]] = {}
+    for name in names:
+        pos = [r.index for r in results[name] if r.success]
+        if not pos:
+            continue
+        pert = torch.stack([results[name][i].x_adv for i in pos]).to(dtype)
+        props[name] = (pos, propagate(net, x[pos], pert, dtype=dtype, keep=True))
+
+    # ---- predictions, per image (Jacobians and singular vectors shared by perturbations) ----
+    rows: list[dict] = []
+    alphas: dict[tuple[str, str, str], tuple[np.ndarray, np.ndarray]] = {}
+    by_image: dict[int, list[tuple[str, int]]] = {}
+    for name, (pos, _) in props.items():
+        for j, i in enumerate(pos):
+            by_image.setdefault(i, []).append((name, j))
+    units = net.units
+    bar = tqdm(total=len(by_image) * len(units), desc="propagation", unit="unit", disable=not progress)
+    for i in sorted(by_image):
+        lin = net.linearize(x[i], dtype)
+        preds: dict[str, list[UnitPrediction | None]] = {name: [None] for name, _ in by_image[i]}
+        for u in units:
+            op = lin.unit(u.stage, u.index)
+            spec = right_singular(op, k, seed=seed) if u.address in spectral else None
+            for name, j in by_image[i]:
+                dx = props[name][1].in_diffs[units.index(u)][j]
+                p = predict_unit(op, dx, spec)
+                preds[name].append(p)
+                if p.alpha is not None and u.address in keep:
+                    alphas[(ids[i], name, u.address)] = (p.alpha.cpu().numpy(), p.sigma.cpu().numpy())
+            bar.update(1)
+        for name, j in by_image[i]:
+            rows.extend(_rows_for(ids[i], i, name, results[name][i], props[name][1], j, preds[name]))
+    bar.close()
+    order = {n: r for r, n in enumerate(names)}
+    rows.sort(key=lambda r: (order[r["perturbation"]], r["image_pos"], r["position"]))
+    settings = {
+        "network": net.name,
+        "perturbations": names,
+        "dtype": str(dtype).replace("torch.", ""),
+        "k": k,
+        "spectral_units": sorted(spectral, key=lambda a: [int(t) for t in a.split(".")]),
+        "seed": seed,
+        "random_ref": random_ref,
+        "random_norm": random_norm,
+        "attack_params": {n: {kk: vv for kk, vv in v.items()} for n, v in attack_params.items()},
+        "images": ids,
+    }
+    return PropagationAnalysis(net.name, rows, results, alphas, settings)
+
+
+def _nan(v: float) -> float:
+    return float(v) if v is not None else math.nan
+
+
+def _rows_for(image_id, i, name, res: AttackResult, prop: Propagation, j, preds) -> list[dict]:
+    out = []
+    for pos in range(len(prop.addresses)):
+        norm = float(prop.norms[j, pos])
+        row = {
+            "image": image_id,
+            "image_pos": i,
+            "perturbation": name,
+            "label": res.label,
+            "clean_pred": int(prop.clean_pred[j]),
+            "pert_pred": int(prop.pert_pred[j]),
+            "flipped": int(prop.pert_pred[j]) != res.label,
+            "eps": _nan(res.eps),
+            "pert_l2": float(prop.input_norm[j]),
+            "pert_linf": res.linf,
+            "position": pos,
+            "address": prop.addresses[pos],
+            "stage": prop.stages[pos],
+            "index": prop.indices[pos],
+            "kind": prop.kinds[pos],
+            "numel": prop.numel[pos],
+            "norm": norm,
+            "normalized": float(prop.normalized[j, pos]),
+            "growth": float(prop.growth[j, pos]),
+        }
+        p = preds[pos]
+        if p is None:
+            row.update(in_norm=float(prop.input_norm[j]))
+        else:
+            inn = p.in_norm
+            row.update(
+                in_norm=inn,
+                lin_pred=p.lin_pred,
+                lin_ratio=p.lin_pred / inn if inn > 0 else math.nan,
+                lin_rel_err=abs(p.lin_pred - norm) / norm if norm > 0 else math.nan,
+                eq1=p.eq1,
+                eq1_upper=p.eq1_upper,
+                eq1_ratio=p.eq1 / inn if inn > 0 else math.nan,
+                eq1_upper_ratio=p.eq1_upper / inn if inn > 0 else math.nan,
+                n_vectors=p.n_vectors,
+                spectrum=p.spectrum,
+                captured=p.captured,
+                align10=p.align10,
+                sigma1=float(p.sigma[0]) if p.sigma is not None else math.nan,
+                sigma_last=float(p.sigma[-1]) if p.sigma is not None else math.nan,
+            )
+        out.append({f: row.get(f, math.nan if f not in ("spectrum",) else "") for f in ROW_FIELDS})
+    return out
+
+
+def _f(v) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _gmean(vals: list[float]) -> float:
+    v = [x for x in vals if x > 0 and math.isfinite(x)]
+    return math.exp(sum(math.log(x) for x in v) / len(v)) if v else math.nan
+
+
+def _mean(vals: list[float]) -> float:
+    v = [x for x in vals if math.isfinite(x)]
+    return sum(v) / len(v) if v else math.nan
+
+
+def _median(vals: list[float]) -> float:
+    v = sorted(x for x in vals if math.isfinite(x))
+    if not v:
+        return math.nan
+    m = len(v) // 2
+    return v[m] if len(v) % 2 else 0.5 * (v[m - 1] + v[m])
+
+
+def summarize(rows: list[dict], attacks: dict[str, list[AttackResult]] | None = None) -> list[dict]:
+    """Per-perturbation summary: the numbers that say whether the final-stage jump is attack-specific.
+
+    Per perturbation (means over its images):
+
+    * ``images``: images analysed; ``attempted``/``success_rate`` (with ``attacks``);
+    * ``l2``, ``linf``: mean input perturbation norms;
+    * ``growth_s{S}``: geometric mean of the per-unit growth ratio over stage ``S``'s units;
+    * ``last3_growth``: the same over the last 3 units of the last stage;
+      ``last3_vs_stage = last3_growth / growth_s{last}`` (> 1: a jump at the end of the stage);
+    * ``last3_gain`` (``_min``, ``_max``): per image, the amplification over the last 3 units
+      ``||dx_L|| / ||dx_{L-3}||``; geometric mean, smallest and largest over the images;
+    * ``end_normalized``: mean normalized propagated perturbation after the last unit;
+    * ``align10_last_stage``, ``align10_last3``, ``align10_rest``: mean top-10 alignment over the
+      last stage, its last 3 units and its other units (where computed);
+      ``align10_uniform``: ``10 / n`` of the last stage (a random direction's expectation);
+    * ``lin_rel_err``: median ``|lin_pred - norm| / norm`` over all units; ``lin_rel_err_last3``
+      over the last 3 units.
+
+    Args:
+        rows: rows of :func:`analyze` (or read back with :func:`read_rows`).
+        attacks: attack results, for the success rate.
+    """
+    names: list[str] = []
+    for r in rows:
+        if r["perturbation"] not in names:
+            names.append(r["perturbation"])
+    out = []
+    for name in names:
+        rr = [r for r in rows if r["perturbation"] == name]
+        units = [r for r in rr if r["address"] != "stem"]
+        stages = sorted({int(_f(r["stage"])) for r in units})
+        last = stages[-1] if stages else 0
+        last_units = sorted({int(_f(r["index"])) for r in units if int(_f(r["stage"])) == last})
+        last3 = set(last_units[-3:])
+        imgs = sorted({str(r["image"]) for r in rr})
+        per_img = {im: [r for r in rr if str(r["image"]) == im] for im in imgs}
+        first = [p[0] for p in per_img.values()]
+        s: dict = {"perturbation": name, "images": len(imgs)}
+        if attacks is not None and name in attacks:
+            att = [a for a in attacks[name] if not a.skipped]
+            s["attempted"] = len(att)
+            s["success_rate"] = sum(a.success for a in att) / len(att) if att else math.nan
+        s["l2"] = _mean([_f(r["pert_l2"]) for r in first])
+        s["linf"] = _mean([_f(r["pert_linf"]) for r in first])
+        for st in stages:
+            s[f"growth_s{st}"] = _gmean([_f(r["growth"]) for r in units if int(_f(r["stage"])) == st])
+        in_last = [r for r in units if int(_f(r["stage"])) == last]
+        l3 = [r for r in in_last if int(_f(r["index"])) in last3]
+        rest = [r for r in in_last if int(_f(r["index"])) not in last3]
+        s["last3_growth"] = _gmean([_f(r["growth"]) for r in l3])
+        s["last3_vs_stage"] = s["last3_growth"] / s.get(f"growth_s{last}", math.nan) if stages else math.nan
+        gains = [
+            math.prod(
+                _f(r["growth"]) for r in p if int(_f(r["stage"])) == last and int(_f(r["index"])) in last3
+            )
+            for p in per_img.values()
+        ]
+        s["last3_gain"] = _gmean(gains)
+        s["last3_gain_min"] = min(gains) if gains else math.nan
+        s["last3_gain_max"] = max(gains) if gains else math.nan
+        s["end_normalized"] = _mean([_f(p[-1]["normalized"]) for p in per_img.values()])
+        s["align10_last_stage"] = _mean([_f(r["align10"]) for r in in_last])
+        s["align10_last3"] = _mean([_f(r["align10"]) for r in l3])
+        s["align10_rest"] = _mean([_f(r["align10"]) for r in rest])
+        n_last = [int(_f(r["numel"])) for r in in_last]
+        s["align10_uniform"] = 10 / n_last[0] if n_last else math.nan
+        s["lin_rel_err"] = _median([_f(r["lin_rel_err"]) for r in units])
+        s["lin_rel_err_last3"] = _median([_f(r["lin_rel_err"]) for r in l3])
+        out.append(s)
+    return out
+
+
+def summary_table(summary: list[dict]) -> str:
+    """A Markdown table of :func:`summarize`'s output (one row per perturbation)."""
+    if not summary:
+        return "(no results)"
+    keys: list[str] = []
+    for s in summary:
+        keys.extend(k for k in s if k not in keys)
+
+    def fmt(v) -> str:
+        if isinstance(v, float):
+            if math.isnan(v):
+                return "-"
+            return f"{v:.3g}" if abs(v) < 1e4 else f"{v:.3e}"
+        return str(v)
+
+    lines = ["| " + " | ".join(keys) + " |", "|" + "|".join("---" for _ in keys) + "|"]
+    for s in summary:
+        lines.append("| " + " | ".join(fmt(s.get(k, math.nan)) for k in keys) + " |")
+    return "\n".join(lines)
+
+
+def write_rows(rows: list[dict], path: str | Path) -> Path:
+    """Write rows as CSV (NaN written as empty fields)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(ROW_FIELDS))
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: ("" if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()})
+    return path
+
+
+_INT_FIELDS = {
+    "image_pos",
+    "label",
+    "clean_pred",
+    "pert_pred",
+    "position",
+    "stage",
+    "index",
+    "numel",
+    "n_vectors",
+}
+
+
+_STR_FIELDS = {"image", "perturbation", "address", "kind", "spectrum"}
+
+
+def read_rows(path: str | Path) -> list[dict]:
+    """Read a CSV written by :func:`write_rows` (numbers parsed, empty fields as NaN)."""
+    rows = []
+    with open(path, newline="") as fh:
+        for r in csv.DictReader(fh):
+            if set(ROW_FIELDS) - set(r):
+                missing = sorted(set(ROW_FIELDS) - set(r))
+                raise ValueError(f"{path}: not a propagation CSV (missing columns {missing[:4]}...)")
+            row: dict = {}
+            for k, v in r.items():
+                if k in _STR_FIELDS:
+                    row[k] = v
+                elif k == "flipped":
+                    row[k] = v == "True"
+                elif k in _INT_FIELDS:
+                    row[k] = int(float(v)) if v not in ("", "nan") else -1
+                else:
+                    row[k] = float(v) if v != "" else math.nan
+            rows.append(row)
+    return rows
+
+
+def write_summary(summary: list[dict], path: str | Path, settings: dict | None = None) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() == ".json":
+        clean = [
+            {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in s.items()}
+            for s in summary
+        ]
+        path.write_text(json.dumps({"settings": settings or {}, "summary": clean}, indent=1))
+    else:
+        keys: list[str] = []
+        for s in summary:
+            keys.extend(k for k in s if k not in keys)
+        with open(path, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=keys)
+            w.writeheader()
+            for s in summary:
+                w.writerow({k: ("" if isinstance(v, float) and math.isnan(v) else v) for k, v in s.items()})
+    return path

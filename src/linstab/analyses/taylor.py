@@ -1,0 +1,203 @@
+"""analyses/taylor"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from ..models.state import cast_state
+from ..operators.autodiff import AutodiffJacobian
+from ..operators.closed_form import UnitJacobian
+
+SMOOTH = ("softplus", "gelu")
+
+
+@dataclass
+class TaylorResult:
+    """Outcome of :func:`jacobian_test`.
+
+    Attributes:
+        unit: unit address ``"S.K"``.
+        activation: ``"relu"``, ``"softplus(beta=...)"`` or ``"gelu"``.
+        method: Jacobian implementation tested (``"closed"`` or ``"autodiff"``).
+        dtype: computation dtype name.
+        eps: the step sizes.
+        err0: ``||F(x+eps dx) - F(x)||`` per eps.
+        err1: ``||F(x+eps dx) - F(x) - eps J dx||`` per eps.
+        slopes: pairwise slopes of ``log10 err1`` between consecutive eps.
+        order: median slope over points above round-off (``nan`` if fewer than two).
+        order0: the same for ``err0`` (should be 1).
+        floor: the round-off level used (``1e3 * machine eps * ||F(x)||``).
+        exact_below_eps: the largest eps from which on ``err1`` stays at round-off (piecewise
+            linear regime), or ``None``.
+        passed: ``order >= 1.9`` (smooth) or ``err1`` at round-off for small eps (ReLU).
+    """
+
+    unit: str
+    activation: str
+    method: str
+    dtype: str
+    eps: list[float]
+    err0: list[float]
+    err1: list[float]
+    slopes: list[float] = field(default_factory=list)
+    order: float = math.nan
+    order0: float = math.nan
+    floor: float = 0.0
+    exact_below_eps: float | None = None
+    passed: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def table(self) -> str:
+        """Human-readable table."""
+        rows = [
+            f"Jacobian test, unit {self.unit}, activation {self.activation}, "
+            f"{self.method} Jacobian, {self.dtype}",
+            f"{'eps':>10} {'||F(x+e dx)-F(x)||':>20} {'||...-e J dx||':>16} {'slope':>7}",
+        ]
+        for i, (e, a, b) in enumerate(zip(self.eps, self.err0, self.err1, strict=True)):
+            s = f"{self.slopes[i - 1]:7.2f}" if i > 0 else " " * 7
+            rows.append(f"{e:10.1e} {a:20.4e} {b:16.4e} {s}")
+        rows.append(f"observed order: {self.order:.3f} (first-order term: {self.order0:.3f})")
+        if self.exact_below_eps is not None:
+            rows.append(
+                f"linear to round-off for eps <= {self.exact_below_eps:.1e}: no activation "
+                "crosses zero there (ReLU is piecewise linear)"
+            )
+        rows.append("PASSED" if self.passed else "NOT PASSED")
+        return "\n".join(rows)
+
+
+def smooth_copy(unit: nn.Module, kind: str = "softplus", beta: float = 20.0) -> nn.Module:
+    """A copy of a linstab ``ResidualUnit`` with every ReLU replaced by a smooth activation.
+
+    Args:
+        unit: the unit (not modified).
+        kind: ``"softplus"`` (``Softplus(beta)``) or ``"gelu"``.
+        beta: softplus sharpness.
+    """
+    if kind not in SMOOTH:
+        raise ValueError(f"smooth activation must be one of {SMOOTH}, got {kind!r}")
+    new = copy.deepcopy(unit)
+
+    def make() -> nn.Module:
+        return nn.Softplus(beta=beta) if kind == "softplus" else nn.GELU()
+
+    for mod in list(new.modules()):
+        for name, child in list(mod.named_children()):
+            if isinstance(child, nn.ReLU):
+                setattr(mod, name, make())
+    return new
+
+
+def jacobian_test(
+    net,
+    image: torch.Tensor,
+    stage: int,
+    index: int,
+    *,
+    smooth: str | None = None,
+    beta: float = 20.0,
+    eps0: float = 1e-1,
+    steps: int = 8,
+    method: str = "auto",
+    dtype: torch.dtype = torch.float64,
+    seed: int = 0,
+) -> TaylorResult:
+    """Run the Jacobian test on unit ``stage.index`` of a :class:`~linstab.network.Network`.
+
+    Args:
+        net: the network.
+        image: the image ``(3, H, W)`` in [0, 1] at which the unit is linearized.
+        stage: 1-based stage.
+        index: 1-based unit within the stage.
+        smooth: ``None`` (the unit as it is), ``"softplus"`` or ``"gelu"``.
+        beta: softplus sharpness for ``smooth="softplus"``.
+        eps0: largest step; ``dx`` has the norm of the unit's input ``x``.
+        steps: number of step sizes (each a tenth of the previous).
+        method: ``"closed"``, ``"autodiff"`` or ``"auto"``.
+        dtype: float64 (default) or float32.
+        seed: seed of the direction ``dx``.
+    """
+    if steps < 2:
+        raise ValueError(f"steps must be >= 2, got {steps}")
+    if not eps0 > 0:
+        raise ValueError(f"eps0 must be positive, got {eps0}")
+    lin = net.linearize(image, dtype=dtype, method="autodiff")
+    info = net.unit(stage, index)
+    i = net.units.index(info)
+    x = lin.inputs[i][0]
+    if method == "auto":
+        method = "closed" if info.canonical is not None else "autodiff"
+    if smooth is not None:
+        if info.canonical is None:
+            raise ValueError(f"unit {info.address} is not recognized: cannot swap its activations")
+        module = smooth_copy(info.canonical, smooth, beta)
+        act = f"softplus(beta={beta:g})" if smooth == "softplus" else "gelu"
+    else:
+        module = info.module if method == "autodiff" else info.canonical
+        act = "relu"
+    if method == "closed":
+        if info.canonical is None:
+            raise ValueError(f"unit {info.address} has no closed form; use method='autodiff'")
+        J = UnitJacobian(module, x, dtype)
+    elif method == "autodiff":
+        J = AutodiffJacobian(module, x, dtype)
+    else:
+        raise ValueError(f"method must be 'closed', 'autodiff' or 'auto', got {method!r}")
+
+    state = cast_state(module, dtype)
+
+    def F(z: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return torch.func.functional_call(module, state, (z.unsqueeze(0),))[0]
+
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    dx = torch.randn(x.shape, generator=g, dtype=dtype).to(x.device)
+    dx = dx * (x.norm() / dx.norm())
+    fx = F(x)
+    jdx = J @ dx
+    eps = [eps0 / 10**k for k in range(steps)]
+    err0, err1 = [], []
+    for e in eps:
+        d = F(x + e * dx) - fx
+        err0.append(float(d.norm()))
+        err1.append(float((d - e * jdx).norm()))
+    floor = 1e3 * torch.finfo(dtype).eps * float(fx.norm())
+    slopes = [
+        math.log10(max(err1[k - 1], 1e-300) / max(err1[k], 1e-300)) for k in range(1, len(eps))
+    ]
+    above = [k for k in range(1, len(eps)) if err1[k] > floor and err1[k - 1] > floor]
+    order = float(torch.tensor([slopes[k - 1] for k in above]).median()) if above else math.nan
+    s0 = [math.log10(err0[k - 1] / err0[k]) for k in range(1, len(eps)) if err0[k] > 0]
+    order0 = float(torch.tensor(s0).median()) if s0 else math.nan
+    exact_below = None
+    for k in range(len(eps) if smooth is None else 0):
+        if all(v <= floor for v in err1[k:]):
+            exact_below = eps[k]
+            break
+    if smooth is not None:
+        passed = order >= 1.9
+    else:
+        passed = exact_below is not None or order >= 1.9
+    return TaylorResult(
+        unit=info.address,
+        activation=act,
+        method=method,
+        dtype=str(dtype).replace("torch.", ""),
+        eps=eps,
+        err0=err0,
+        err1=err1,
+        slopes=slopes,
+        order=order,
+        order0=order0,
+        floor=floor,
+        exact_below_eps=exact_below,
+        passed=passed,
+    )

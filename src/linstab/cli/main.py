@@ -1,0 +1,44 @@
+"""cli/main"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .._version import __version__
+from . import models, perturbations, report, spectra, train
+
+# modules contributing subcommands: each defines add_parser(subparsers) and may define
+# add_figure_parser(figure_subparsers) for kinds of `linstab figure KIND`
+COMMAND_MODULES = (models, train, perturbations, spectra, report)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="linstab",
+        description="Stability analysis of pre-trained residual networks by linearization.",
+    )
+
+    parser.add_argument("--version", action="version", version=f"linstab {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    fig = sub.add_parser("figure", help="draw one of the paper's figures (PNG and SVG)")
+    figsub = fig.add_subparsers(dest="figure", metavar="FIGURE")
+    for mod in COMMAND_MODULES:
+        mod.add_parser(sub)
+        if hasattr(mod, "add_figure_parser"):
+            mod.add_figure_parser(figsub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``linstab`` command."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, TypeError, FileNotFoundError) as exc:
+        print(f"linstab {args.command}: error: {exc}", file=sys.stderr)
+        return 2

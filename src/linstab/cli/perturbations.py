@@ -1,0 +1,249 @@
+"""cli/perturbations"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..analyses.attacks import ATTACKS
+from ..analyses.perturbations import analyze, read_rows, summary_table, write_summary
+from ..analyses.propagation import PERTURBATIONS, default_projection_units, parse_perturbations
+from ..data.selection import parse_index_spec
+from ..plots import save_figure
+from ..plots.perturbations import projections_figure, propagation_figure
+from . import common
+from .common import add_image_args, add_model_args, parse_dtype, parse_k
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dtype", default="float64", choices=["float32", "float64"])
+    p.add_argument("--seed", type=int, default=0, help="seed of random perturbations, PGD start (default 0)")
+    p.add_argument(
+        "--random-ref",
+        default="fgsm",
+        choices=list(ATTACKS),
+        help="attack whose per-image L2 norm the random perturbation copies (default fgsm)",
+    )
+    p.add_argument("--random-norm", type=float, default=None, help="fixed L2 norm for random instead")
+    p.add_argument(
+        "--pgd-eps",
+        type=float,
+        default=None,
+        help="fixed L-inf radius for PGD (default: minimal flipping radius, searched)",
+    )
+    p.add_argument("--cw-steps", type=int, default=200, help="CW Adam steps per constant (default 200)")
+    p.add_argument("--cw-search-steps", type=int, default=5, help="CW binary-search steps (default 5)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _attack_params(args) -> dict[str, dict]:
+    prm: dict[str, dict] = {"cw": {"steps": args.cw_steps, "binary_search_steps": args.cw_search_steps}}
+    if args.pgd_eps is not None:
+        prm["pgd"] = {"eps": args.pgd_eps}
+    return prm
+
+
+def _images_labels(args):
+
+    x, y, ids = common.images_from_args(args)
+    return x, y, ids
+
+
+def _cmd_propagate(args) -> int:
+
+    net = common.network_from_args(args)
+    x, y, ids = _images_labels(args)
+    if y is None:
+        print("no labels for these images: the model's predictions are used as labels")
+    res = analyze(
+        net,
+        x,
+        y,
+        args.attack,
+        ids=ids,
+        dtype=parse_dtype(args.dtype),
+        k=args.k,
+        spectral_units=args.spectral_units,
+        seed=args.seed,
+        random_ref=args.random_ref,
+        random_norm=args.random_norm,
+        attack_params=_attack_params(args),
+        progress=not args.no_progress,
+    )
+    for name, rr in res.attacks.items():
+        for r in rr:
+            if not r.success:
+                print(f"{name} image {ids[r.index]}: {r.note}")
+    path = res.write_csv(args.out)
+    print(f"wrote {path} ({len(res.rows)} rows)")
+    summary = res.summary()
+    if args.summary:
+        spath = write_summary(summary, args.summary, res.settings)
+        print(f"wrote {spath}")
+    if args.attacks_json:
+        data = {n: [r.to_dict() for r in rr] for n, rr in res.attacks.items()}
+        Path(args.attacks_json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.attacks_json).write_text(json.dumps(data, indent=1))
+    print(summary_table(summary))
+    return 0
+
+
+def add_parser(sub) -> None:
+    """Register ``linstab propagate``."""
+
+    p = sub.add_parser(
+        "propagate",
+        help="propagated perturbations (random vs adversarial), projections, eq. (1) (paper Sec. 3.3)",
+        description="Attack images, propagate clean and perturbed images through the network, and "
+        "compare the growth of the propagated perturbation with linear predictions. Writes one CSV "
+        "row per image x perturbation x layer and prints a per-perturbation summary.",
+    )
+    add_model_args(p)
+    add_image_args(p, multiple=True, default="0-9")
+    p.add_argument(
+        "--attack",
+        default="fgsm,random",
+        help=f"comma list of {', '.join(PERTURBATIONS)}, or all (default fgsm,random)",
+    )
+    p.add_argument(
+        "--k",
+        type=parse_k,
+        default=64,
+        help="right singular vectors per unit: an int (top-k) or all (dense SVD) (default 64)",
+    )
+    p.add_argument(
+        "--spectral-units",
+        default="all",
+        help="units with projections/eq. (1): all, none, last (last stage), a stage number, "
+        "addresses like 3.7,3.8 (default all)",
+    )
+    p.add_argument("--out", required=True, help="CSV file of rows")
+    p.add_argument("--summary", default=None, help="summary table file (.json or .csv)")
+    p.add_argument("--attacks-json", default=None, help="write per-image attack results (JSON)")
+    _add_common(p)
+    p.set_defaults(func=_cmd_propagate)
+
+
+def _cmd_figure_propagation(args) -> int:
+
+    wanted = parse_perturbations(args.attack)
+    if args.from_csv:
+
+        rows = read_rows(args.from_csv)
+        present = {int(r["image_pos"]) for r in rows}
+        keep = set(parse_index_spec(args.images, max(present, default=0) + 21)) & present
+        if not keep:
+            raise ValueError(f"--images {args.images!r} selects none of the CSV's images {sorted(present)}")
+        rows = [r for r in rows if int(r["image_pos"]) in keep]
+        title = Path(args.from_csv).stem
+    else:
+        net = common.network_from_args(args)
+        x, y, ids = _images_labels(args)
+        names = ["random", *[n for n in wanted if n != "random"]]
+        res = analyze(
+            net,
+            x,
+            y,
+            names,
+            ids=ids,
+            dtype=parse_dtype(args.dtype),
+            spectral_units=None,
+            seed=args.seed,
+            random_ref=args.random_ref,
+            random_norm=args.random_norm,
+            attack_params=_attack_params(args),
+            progress=not args.no_progress,
+        )
+        rows = res.rows
+        title = net.name
+    order = ["random", *[n for n in wanted if n != "random"]]
+    fig = propagation_figure(rows, order, log=args.log, title=title)
+    for path in save_figure(fig, args.out):
+        print(f"wrote {path}")
+    return 0
+
+
+def _cmd_figure_projections(args) -> int:
+
+    net = common.network_from_args(args)
+    x, y, ids = _images_labels(args)
+    stage = args.stage or len(net.stages)
+    if not 1 <= stage <= len(net.stages):
+        raise ValueError(f"--stage must be in 1..{len(net.stages)}, got {stage}")
+    if args.units:
+        idx = [int(t) for t in args.units.split(",") if t.strip()]
+    else:
+        idx = default_projection_units(net, stage)
+        print(f"units of stage {stage} (default for {len(net.stages[stage - 1])} units per stage): {idx}")
+    addrs = [net.unit(stage, i).address for i in idx]
+    name = parse_perturbations(args.attack)
+    if len(name) != 1 or name[0] == "random":
+        raise ValueError(f"--attack takes one attack of {', '.join(ATTACKS)}, got {args.attack!r}")
+    res = analyze(
+        net,
+        x,
+        y,
+        [name[0], "random"],
+        ids=ids,
+        dtype=parse_dtype(args.dtype),
+        k=args.k,
+        spectral_units=addrs,
+        keep_alphas=addrs,
+        seed=args.seed,
+        random_ref=name[0],
+        random_norm=args.random_norm,
+        attack_params=_attack_params(args),
+        progress=not args.no_progress,
+    )
+    fig = projections_figure(res.rows, res.alphas, stage=stage, units=addrs, attack=name[0], title=net.name)
+    for path in save_figure(fig, args.out):
+        print(f"wrote {path}")
+    print(summary_table(res.summary()))
+    return 0
+
+
+def add_figure_parser(figsub) -> None:
+    """Register ``linstab figure propagation`` (Figure 3) and ``linstab figure projections`` (Figure 4)."""
+
+    p = figsub.add_parser(
+        "propagation",
+        help="Figure 3: normalized propagated perturbations per unit, random (top) vs adversarial",
+    )
+    add_model_args(p)
+    add_image_args(p, multiple=True, default="0-9")
+    p.add_argument("--attack", default="fgsm", help="attack(s) for the lower rows (comma list; default fgsm)")
+    p.add_argument(
+        "--from-csv",
+        default=None,
+        help="draw from a 'linstab propagate' CSV instead of computing (--images then selects "
+        "positions in that CSV, default 0-9)",
+    )
+    p.add_argument("--log", action="store_true", help="logarithmic y axis")
+    p.add_argument("--out", required=True, help="output path (PNG and SVG are written)")
+    _add_common(p)
+    p.set_defaults(func=_cmd_figure_propagation)
+
+    p = figsub.add_parser(
+        "projections",
+        help="Figure 4: propagated perturbation in a stage, predicted vs actual growth, |alpha_i| vs i",
+    )
+    add_model_args(p)
+    add_image_args(p, multiple=True, default="0")
+    p.add_argument("--attack", default="fgsm", help="the adversarial attack (default fgsm)")
+    p.add_argument("--stage", type=int, default=None, help="stage (default: the last)")
+    p.add_argument(
+        "--units",
+        default=None,
+        help="unit indices in the stage for the bottom row, e.g. 6,7,8,9 (default: the paper's "
+        "12,14,16,18 of 18 mapped to the stage length; ResNet-56: 6,7,8,9)",
+    )
+    p.add_argument(
+        "--k",
+        type=parse_k,
+        default=None,
+        help="singular vectors for the bottom row: all (dense SVD, default) or an int",
+    )
+    p.add_argument("--out", required=True, help="output path (PNG and SVG are written)")
+    _add_common(p)
+    p.set_defaults(func=_cmd_figure_projections)

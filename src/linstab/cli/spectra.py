@@ -1,0 +1,168 @@
+"""cli/spectra"""
+
+from __future__ import annotations
+
+import argparse
+
+from ..analyses.network_spectra import scree_data, unit_bands, write_bands_csv
+from ..linalg.results import METHODS, SOLVERS
+from ..network.view import parse_unit
+from ..plots.spectra import plot_bands, plot_scree
+from ..spectra.spectrum import spectrum
+from . import common
+from .common import add_image_args, add_model_args, parse_dtype
+
+
+def _cmd_spectrum(args: argparse.Namespace) -> int:
+
+    if args.k is not None and args.k < 1:
+        raise ValueError(f"--k must be a positive integer, got {args.k}")
+    net = common.network_from_args(args)
+    x, _, ids = common.images_from_args(args)
+    dtype = parse_dtype(args.dtype)
+    lin = net.linearize(x[0], dtype=dtype)
+    if args.unit is not None:
+        s, k = parse_unit(args.unit)
+        op = lin.unit(s, k)
+        what = f"unit {args.unit}"
+    elif args.stage is not None:
+        op = lin.stage(args.stage)
+        what = f"stage {args.stage}"
+    else:
+        op = lin.network()
+        what = "network"
+    kwargs = {"vectors": args.vectors}
+    if args.method == "exact":
+        kwargs.update(k=args.k, dtype=dtype, progress=True)
+    else:
+        kwargs.update(k=args.k or 32, solver=args.solver, max_iter=args.max_iter)
+    res = spectrum(op, args.method, **kwargs)
+    path = res.save(
+        args.out, extra={"model": net.name, "image": ids[0], "component": what, "n_out": op.shape[0],
+                         "n_in": op.shape[1]},
+    )
+    v = res.values
+    print(f"{net.name} {ids[0]} {what}: {v.numel()} singular values ({res.method}, {res.route}, "
+          f"{res.timings.get('total', 0):.2f} s)")
+    print(f"  largest {float(v[0]):.6g}, smallest {float(v[-1]):.6g}"
+          + (f", exactly |alpha|: {res.n_exact_ones}" if res.n_exact_ones is not None else "")
+          + (f", structural zeros: {res.n_zero_structural}" if res.n_zero_structural is not None else ""))
+    if res.residuals is not None:
+        print(f"  max residual {float(res.residuals.max()):.3g}, converged {res.converged}")
+    print(f"wrote {path}")
+    return 0 if res.converged else 1
+
+
+def _cmd_bands(args: argparse.Namespace) -> int:
+
+    net = common.network_from_args(args)
+    x, _, ids = common.images_from_args(args)
+    rows = unit_bands(
+        net, x[0], tuple(args.thresholds), args.zero_tol, dtype=parse_dtype(args.dtype), progress=True
+    )
+    path = write_bands_csv(rows, args.out)
+    total = sum(r["seconds"] for r in rows)
+    print(f"{net.name} {ids[0]}: {len(rows)} units in {total:.1f} s; wrote {path}")
+    return 0
+
+
+
+
+def _cmd_figure_scree(args: argparse.Namespace) -> int:
+
+    x, _, ids = common.images_from_args(args)
+    data = []
+    for net in common.networks_from_args(args):
+        data.append(
+            scree_data(
+                net, x, unit_index=args.unit_index, stages=not args.no_stages,
+                dtype=parse_dtype(args.dtype), stage_method=args.stage_method, stage_k=args.stage_k,
+                max_dense=args.max_dense, image_ids=ids, progress=True,
+            )
+        )
+    paths = plot_scree(data, args.out)
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def _cmd_figure_bands(args: argparse.Namespace) -> int:
+
+    x, _, ids = common.images_from_args(args)
+    rows = []
+    for net in common.networks_from_args(args):
+        r = unit_bands(net, x[0], tuple(args.thresholds), args.zero_tol, dtype=parse_dtype(args.dtype))
+        for row in r:
+            row["image"] = ids[0]
+        rows.extend(r)
+    if args.csv:
+        write_bands_csv(rows, args.csv)
+    paths = plot_bands(rows, args.out)
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def _add_band_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--thresholds", nargs=2, type=float, default=[0.99, 1.01], metavar=("LO", "HI"),
+        help="plateau band [LO, HI] (default 0.99 1.01)",
+    )
+    p.add_argument("--zero-tol", type=float, default=1e-6, help="values <= this count as 0 (default 1e-6)")
+    p.add_argument("--dtype", default="float64", choices=["float32", "float64"],
+                   help="linearization dtype (counts are always computed in float64)")
+
+
+def add_parser(sub) -> None:
+    """Register ``linstab spectrum`` and ``linstab bands``."""
+
+    p = sub.add_parser("spectrum", help="singular values of a unit, stage or network Jacobian")
+    add_model_args(p)
+    add_image_args(p)
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--unit", help="unit address STAGE.UNIT, e.g. 1.5")
+    which.add_argument("--stage", type=int, help="stage number (1-based)")
+    which.add_argument("--network", action="store_true", help="the whole chain of units")
+    p.add_argument("--method", default="exact", choices=list(METHODS))
+    p.add_argument("--k", type=int, default=None, help="number of values for topk/bottomk (default 32)")
+    p.add_argument("--vectors", action="store_true", help="also store singular vectors u, v")
+    p.add_argument("--solver", default="auto", choices=list(SOLVERS), help="iterative solver")
+    p.add_argument("--max-iter", type=int, default=None, help="iteration limit of the iterative solver")
+    p.add_argument("--dtype", default="float64", choices=["float32", "float64"])
+    p.add_argument("--out", required=True, help="output .npz (singular_values, u, v, metadata JSON)")
+    p.set_defaults(func=_cmd_spectrum)
+
+    p = sub.add_parser("bands", help="band counts of every unit (paper Figure 2) as CSV")
+    add_model_args(p)
+    add_image_args(p)
+    _add_band_args(p)
+    p.add_argument("--out", required=True, help="output .csv")
+    p.set_defaults(func=_cmd_bands)
+
+
+def add_figure_parser(figsub) -> None:
+    """Register ``linstab figure scree`` (Figure 1) and ``linstab figure bands`` (Figure 2)."""
+
+    def models(p):
+        p.add_argument("--model", action="append", default=None,
+                       help="registered model; repeat for side-by-side columns (default: the default model)")
+        p.add_argument("--weights", action="append", default=None, help="weights file per --model")
+
+    p = figsub.add_parser("scree", help="Figure 1: scree plots of unit and stage spectra")
+    models(p)
+    add_image_args(p, multiple=True, default="0-4")
+    p.add_argument("--unit-index", type=int, default=5, help="unit of each stage for the top row (default 5)")
+    p.add_argument("--no-stages", action="store_true", help="skip the stage spectra (bottom row)")
+    p.add_argument("--stage-method", default="auto", choices=["auto", "exact", "topk"],
+                   help="stage spectra: exact, top-k, or auto (exact up to --max-dense)")
+    p.add_argument("--stage-k", type=int, default=256, help="values per stage with topk (default 256)")
+    p.add_argument("--max-dense", type=int, default=8192, help="largest dense stage for auto (default 8192)")
+    p.add_argument("--dtype", default="float64", choices=["float32", "float64"])
+    p.add_argument("--out", required=True, help="output path (PNG and SVG are written)")
+    p.set_defaults(func=_cmd_figure_scree)
+
+    p = figsub.add_parser("bands", help="Figure 2: fractions of singular values per band and unit")
+    models(p)
+    add_image_args(p)
+    _add_band_args(p)
+    p.add_argument("--csv", default=None, help="also write the counts as CSV")
+    p.add_argument("--out", required=True, help="output path (PNG and SVG are written)")
+    p.set_defaults(func=_cmd_figure_bands)

@@ -1,0 +1,130 @@
+"""cli/train"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import torch
+
+from ..training.loop import train
+from ..training.optim import DEFAULT_BATCH_SIZE, DEFAULT_LR, DEFAULT_WARMUP, DEFAULT_WEIGHT_DECAY
+from ..training.precision import PRECISIONS
+
+
+def _configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--depth", type=int, default=20, help="depth 6n+2 (default 20)")
+    parser.add_argument("--shortcut", choices=("A", "B"), default="B", help="default B")
+    parser.add_argument(
+        "--data",
+        default=os.environ.get("LINSTAB_CIFAR10_JPEG"),
+        help="folder with train.zip/test.zip (default $LINSTAB_CIFAR10_JPEG)",
+    )
+    parser.add_argument("--epochs", type=int, required=True, help="training epochs")
+    parser.add_argument("--out", required=True, help="output .safetensors file (+ .json)")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+    parser.add_argument("--lr", type=float, default=DEFAULT_LR, help="peak one-cycle LR")
+    parser.add_argument("--weight-decay", type=float, default=DEFAULT_WEIGHT_DECAY)
+    parser.add_argument("--warmup", type=float, default=DEFAULT_WARMUP, help="warm-up fraction")
+    parser.add_argument("--label-smoothing", type=float, default=0.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--limit", type=int, default=None, help="use only N training images")
+    parser.add_argument("--resume", action="store_true", help="continue from the checkpoint")
+    parser.add_argument(
+        "--init", default=None, help="warm start from this .safetensors model (new schedule)"
+    )
+    parser.add_argument(
+        "--checkpoint", default=None, help="resumable checkpoint (default <out stem>.ckpt.pt)"
+    )
+    parser.add_argument("--name", default=None, help="registry name (default: out's stem)")
+    parser.add_argument(
+        "--stop-after", type=int, default=None, help="stop after N epochs in this run"
+    )
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument(
+        "--no-channels-last", action="store_true", help="keep the default NCHW memory format"
+    )
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="training precision (auto: bf16 on CUDA and CPUs with native bf16, else float32)",
+    )
+    parser.add_argument("--compile", action="store_true", help="torch.compile the training model")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run_cli)
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    """Run :func:`train` from parsed command-line arguments; returns the exit status."""
+    if args.data is None:
+        raise ValueError(
+            "no data folder: pass --data DIR or set LINSTAB_CIFAR10_JPEG to the folder holding "
+            "train.zip and test.zip"
+        )
+    if not Path(args.data).expanduser().is_dir():
+        raise ValueError(f"--data {args.data}: no such directory")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1; got {args.threads}")
+        torch.set_num_threads(args.threads)
+    summary = train(
+        args.depth,
+        args.shortcut,
+        args.data,
+        args.epochs,
+        args.out,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        limit=args.limit,
+        resume=args.resume,
+        init=args.init,
+        device=args.device,
+        progress=not args.no_progress,
+        weight_decay=args.weight_decay,
+        warmup=args.warmup,
+        label_smoothing=args.label_smoothing,
+        checkpoint=args.checkpoint,
+        name=args.name,
+        stop_after=args.stop_after,
+        channels_last=not args.no_channels_last,
+        precision=args.precision,
+        compile=args.compile,
+        log=lambda msg: print(msg, flush=True),
+    )
+    return 0 if summary["completed"] or args.stop_after is not None else 1
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register the ``train`` subcommand on an ``argparse`` subparsers object.
+
+    Args:
+        subparsers: the result of ``parser.add_subparsers()``.
+
+    Returns:
+        The new sub-parser; its ``func`` default is :func:`run_cli`.
+    """
+    parser = subparsers.add_parser(
+        "train",
+        help="train a CIFAR ResNet on the JPEG CIFAR-10 set",
+        description=__doc__.split("\n\n")[0],
+    )
+    _configure(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m linstab.training``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m linstab.training", description=__doc__.split("\n\n")[0]
+    )
+    _configure(parser)
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as exc:
+        parser.error(str(exc))
+        return 2  # unreachable; parser.error exits

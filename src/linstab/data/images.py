@@ -1,0 +1,159 @@
+"""data/images"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+CIFAR10_CLASSES = (
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
+
+
+DEFAULT_LABELS = (3, 8, 8, 0, 6, 6, 1, 6, 3, 1, 0, 9, 5, 7, 9, 8, 5, 7, 8, 6)
+
+
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+
+
+def check_images(x: torch.Tensor | np.ndarray, *, name: str = "images") -> torch.Tensor:
+    """Validate a batch of RGB images in [0, 1] and return it as a float tensor.
+
+    Accepts ``(3, H, W)`` or ``(N, 3, H, W)``; a float tensor or array (uint8 arrays are
+    rejected: divide by 255 first, so nothing is rescaled silently).
+
+    Raises:
+        TypeError: for a non-tensor or a non-floating dtype.
+        ValueError: for a wrong shape, NaN/inf, or values outside [0, 1].
+    """
+    if isinstance(x, np.ndarray):
+        x = torch.from_numpy(x)
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor or numpy array, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(
+            f"{name}: expected floating-point values in [0, 1], got dtype {x.dtype} "
+            "(convert uint8 images with x / 255)"
+        )
+    if x.ndim == 3:
+        x = x.unsqueeze(0)
+    if x.ndim != 4 or x.shape[1] != 3:
+        raise ValueError(
+            f"{name}: expected shape (3, H, W) or (N, 3, H, W) with 3 RGB channels, "
+            f"got {tuple(x.shape)}"
+        )
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name}: contains NaN or infinite values")
+    lo, hi = float(x.min()), float(x.max())
+    if lo < 0.0 or hi > 1.0:
+        raise ValueError(f"{name}: values must lie in [0, 1], got range [{lo:.4g}, {hi:.4g}]")
+    return x
+
+
+def _foolbox_data_dir() -> Path:
+    try:
+        import foolbox  # noqa: F401  (imported for its data files only)
+    except ImportError as exc:  # pragma: no cover - foolbox is a dependency
+        raise ImportError("the default images ship inside the 'foolbox' package") from exc
+    import importlib.util
+
+    spec = importlib.util.find_spec("foolbox")
+    return Path(spec.origin).parent / "data"
+
+
+def default_images(indices: list[int] | range | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The 20 lossless CIFAR-10 test images (test-set indices 0-19) shipped with foolbox.
+
+    Args:
+        indices: a subset of 0..19 (default: all 20).
+
+    Returns:
+        ``(images, labels)``: ``(N, 3, 32, 32)`` float32 in [0, 1] and ``(N,)`` int64.
+    """
+    from PIL import Image
+
+    root = _foolbox_data_dir()
+    idx = list(range(20)) if indices is None else [int(i) for i in indices]
+    bad = [i for i in idx if not 0 <= i < 20]
+    if bad:
+        raise ValueError(f"default image indices must lie in 0..19, got {bad}")
+    imgs, labels = [], []
+    for i in idx:
+        hits = sorted(root.glob(f"cifar10_{i:02d}_*.png"))
+        if not hits:
+            raise FileNotFoundError(f"foolbox image cifar10_{i:02d}_*.png not found in {root}")
+        label = int(hits[0].stem.rsplit("_", 1)[1])
+        with Image.open(hits[0]) as im:
+            arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+        imgs.append(torch.from_numpy(arr).permute(2, 0, 1))
+        labels.append(label)
+    return torch.stack(imgs), torch.tensor(labels, dtype=torch.int64)
+
+
+def _read_image_file(path: Path) -> torch.Tensor:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        if im.mode not in ("RGB", "RGBA", "P"):
+            raise ValueError(f"{path}: expected an RGB image, got mode {im.mode!r}")
+        arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+
+
+def load_images(source: str | os.PathLike) -> torch.Tensor:
+    """Load user images: one PNG/JPEG file, a folder of them, or a ``.npy``/``.npz`` batch.
+
+    Arrays must be float in [0, 1], shaped ``(N, 3, H, W)``/``(3, H, W)`` or channels-last
+    ``(N, H, W, 3)``; a ``.npz`` must hold one array (or one named ``images``). uint8 arrays
+    are read as 0..255 and divided by 255 (this is the only conversion and it is stated here).
+
+    Returns:
+        ``(N, 3, H, W)`` float32 in [0, 1].
+    """
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise ValueError(f"image source {path} does not exist")
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
+        if not files:
+            raise ValueError(f"folder {path} holds no image files ({', '.join(_IMAGE_SUFFIXES)})")
+        imgs = [_read_image_file(p) for p in files]
+        shapes = {tuple(t.shape) for t in imgs}
+        if len(shapes) != 1:
+            raise ValueError(f"images in {path} differ in size: {sorted(shapes)}")
+        return check_images(torch.stack(imgs), name=str(path))
+    suffix = path.suffix.lower()
+    if suffix in _IMAGE_SUFFIXES:
+        return check_images(_read_image_file(path), name=str(path))
+    if suffix in (".npy", ".npz"):
+        if suffix == ".npy":
+            arr = np.load(path, allow_pickle=False)
+        else:
+            with np.load(path, allow_pickle=False) as z:
+                keys = list(z.keys())
+                key = "images" if "images" in keys else (keys[0] if len(keys) == 1 else None)
+                if key is None:
+                    raise ValueError(f"{path}: expected one array or one named 'images', got {keys}")
+                arr = z[key]
+        if arr.dtype == np.uint8:
+            arr = arr.astype(np.float32) / 255.0
+        if arr.ndim == 4 and arr.shape[-1] == 3 and arr.shape[1] != 3:
+            arr = np.transpose(arr, (0, 3, 1, 2))
+        elif arr.ndim == 3 and arr.shape[-1] == 3 and arr.shape[0] != 3:
+            arr = np.transpose(arr, (2, 0, 1))
+        return check_images(torch.from_numpy(np.ascontiguousarray(arr)).float(), name=str(path))
+    raise ValueError(
+        f"unsupported image source {path}: expected .png/.jpg/.jpeg, a folder, .npy or .npz"
+    )

@@ -1,0 +1,130 @@
+"""io/cache"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .._version import __version__
+
+
+def cache_root() -> Path:
+    """linstab's cache folder: ``$LINSTAB_CACHE_DIR``, else ``$XDG_CACHE_HOME/linstab`` or
+    ``~/.cache/linstab``."""
+    env = os.environ.get("LINSTAB_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache")
+    return Path(base).expanduser() / "linstab"
+
+
+def tensor_hash(x: torch.Tensor | np.ndarray) -> str:
+    """SHA-256 (first 16 hex digits) of an array's dtype, shape and bytes."""
+    a = x.detach().cpu().contiguous().numpy() if isinstance(x, torch.Tensor) else np.ascontiguousarray(x)
+    h = hashlib.sha256()
+    h.update(str(a.dtype).encode())
+    h.update(str(a.shape).encode())
+    h.update(a.tobytes())
+    return h.hexdigest()[:16]
+
+
+def default_cache_dir() -> Path:
+    """``$LINSTAB_CACHE_DIR/results`` or ``~/.cache/linstab/results``."""
+
+    return cache_root() / "results"
+
+
+class ResultCache:
+    """Content-keyed store of array results.
+
+    Args:
+        root: cache folder (default :func:`default_cache_dir`).
+        enabled: when False, every lookup computes and nothing is written.
+
+    Attributes:
+        hits: number of lookups answered from disk.
+        misses: number of lookups computed.
+    """
+
+    def __init__(self, root: str | os.PathLike | None = None, enabled: bool = True) -> None:
+        self.root = Path(root) if root is not None else default_cache_dir()
+        self.enabled = enabled
+        self.hits = 0
+        self.misses = 0
+
+    @staticmethod
+    def key(parts: dict) -> str:
+        """The entry key of a dict of JSON-able parts (the linstab version is added)."""
+
+        payload = json.dumps({"linstab": __version__, **parts}, sort_keys=True, default=str)
+        return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+    def path(self, kind: str, parts: dict) -> Path:
+        return self.root / kind / f"{self.key(parts)}.npz"
+
+    def load(self, kind: str, parts: dict) -> tuple[dict[str, np.ndarray], dict] | None:
+        """The stored ``(arrays, meta)`` or ``None`` when absent or unreadable."""
+        if not self.enabled:
+            return None
+        p = self.path(kind, parts)
+        if not p.is_file():
+            return None
+        try:
+            with np.load(p, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files if k != "__meta__"}
+                meta = json.loads(str(z["__meta__"])) if "__meta__" in z.files else {}
+        except (OSError, ValueError, KeyError, json.JSONDecodeError):
+            return None
+        return arrays, meta
+
+    def store(
+        self, kind: str, parts: dict, arrays: dict[str, np.ndarray], meta: dict | None = None
+    ) -> Path | None:
+        """Write an entry atomically (temp file + rename)."""
+        if not self.enabled:
+            return None
+        p = self.path(kind, parts)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=p.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(
+                    f,
+                    __meta__=np.array(json.dumps({"parts": parts, **(meta or {})}, default=str)),
+                    **{k: np.asarray(v) for k, v in arrays.items()},
+                )
+            os.replace(tmp, p)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        return p
+
+    def get_or_compute(
+        self,
+        kind: str,
+        parts: dict,
+        compute: Callable[[], tuple[dict[str, np.ndarray], dict]],
+    ) -> tuple[dict[str, np.ndarray], dict]:
+        """Return the stored result for ``parts`` or compute, store and return it.
+
+        Args:
+            kind: a folder name for this kind of result (``"spectrum"``, ``"bands"``, ...).
+            parts: what determines the result.
+            compute: returns ``(arrays, meta)``.
+        """
+        got = self.load(kind, parts)
+        if got is not None:
+            self.hits += 1
+            return got
+        self.misses += 1
+        arrays, meta = compute()
+        self.store(kind, parts, arrays, meta)
+        return arrays, meta

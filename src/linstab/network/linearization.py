@@ -1,0 +1,107 @@
+"""network/linearization"""
+
+from __future__ import annotations
+
+import torch
+
+from ..operators.autodiff import AutodiffJacobian
+from ..operators.base import ComposedOperator, LinearOperator
+from ..operators.closed_form import UnitJacobian
+
+JACOBIAN_METHODS = ("auto", "closed", "autodiff")
+
+
+class Linearization:
+    """Linear operators of units, stages and the whole network at one image.
+
+    Created by :meth:`Network.linearize`. Operators are built on first request and cached.
+
+    Attributes:
+        net: the :class:`Network`.
+        image: the input image ``(1, 3, H, W)``.
+        dtype: computation dtype.
+        method: ``"auto"``, ``"closed"`` or ``"autodiff"``.
+        inputs: each unit's input activation ``(1, C, H, W)``, in unit order.
+        outputs: each unit's output activation.
+        logits: the network output at the image.
+    """
+
+    def __init__(self, network, image, dtype, method, inputs, outputs, logits) -> None:
+        self.net = network
+        self.image = image
+        self.dtype = dtype
+        self.method = method
+        self.inputs = inputs
+        self.outputs = outputs
+        self.logits = logits
+        self._cache: dict[tuple[int, str], LinearOperator] = {}
+
+    def _index(self, stage: int, index: int) -> int:
+        info = self.net.unit(stage, index)
+        return self.net.units.index(info)
+
+    def unit(self, stage: int, index: int, method: str | None = None) -> LinearOperator:
+        """The Jacobian of unit ``stage.index`` (1-based) at this image."""
+        method = method or self.method
+        if method not in JACOBIAN_METHODS:
+            raise ValueError(f"method must be one of {JACOBIAN_METHODS}, got {method!r}")
+        i = self._index(stage, index)
+        info = self.net.units[i]
+        if method == "auto":
+            method = "closed" if info.canonical is not None else "autodiff"
+        key = (i, method)
+        if key not in self._cache:
+            if method == "closed":
+                if info.canonical is None:
+                    raise ValueError(
+                        f"unit {info.address} ({type(info.module).__name__}) has no closed form; "
+                        "use method='autodiff'"
+                    )
+                op = UnitJacobian(info.canonical, self.inputs[i], self.dtype)
+                ref = self.outputs[i][0].to(self.dtype)
+                scale = float(ref.abs().max()) or 1.0
+                err = float((op.output - ref).abs().max())
+                tol = (1e-10 if self.dtype == torch.float64 else 1e-4) * scale
+                if err > tol:
+                    raise RuntimeError(
+                        f"closed form of unit {info.address} does not reproduce the module "
+                        f"(max abs error {err:.3g}); use method='autodiff'"
+                    )
+            else:
+                op = AutodiffJacobian(info.module, self.inputs[i], self.dtype)
+            op.address = info.address
+            op.info = info
+            self._cache[key] = op
+        return self._cache[key]
+
+    def units_of_stage(self, stage: int, method: str | None = None) -> list[LinearOperator]:
+        """The unit operators of a stage, in forward order."""
+        n = len(self.net.stages[stage - 1]) if 1 <= stage <= len(self.net.stages) else 0
+        if n == 0:
+            raise ValueError(f"stage must be in 1..{len(self.net.stages)}, got {stage}")
+        return [self.unit(stage, k, method) for k in range(1, n + 1)]
+
+    def _check_chain(self, first: int, last: int) -> None:
+        for i in range(first, last):
+            a, b = self.outputs[i], self.inputs[i + 1]
+            if a.shape != b.shape or not torch.equal(a, b):
+                ua, ub = self.net.units[i], self.net.units[i + 1]
+                raise ValueError(
+                    f"units {ua.address} and {ub.address} are not chained (the output of one is "
+                    "not the input of the next): the composed operator would be wrong"
+                )
+
+    def stage(self, stage: int, method: str | None = None) -> ComposedOperator:
+        """The stage Jacobian: the product of its unit Jacobians (last unit leftmost)."""
+        ops = self.units_of_stage(stage, method)
+        first = self._index(stage, 1)
+        self._check_chain(first, first + len(ops) - 1)
+        return ComposedOperator(list(reversed(ops)))
+
+    def network(self, method: str | None = None) -> ComposedOperator:
+        """The Jacobian from the stem's output to the head's input (all units chained)."""
+        self._check_chain(0, len(self.net.units) - 1)
+        ops = [
+            self.unit(u.stage, u.index, method) for u in self.net.units
+        ]
+        return ComposedOperator(list(reversed(ops)))

@@ -1,0 +1,318 @@
+"""network/view"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .. import models as _models
+from ..data.images import check_images
+from ..models.adapters import is_residual_unit, to_residual_unit
+from ..models.registry import list_models
+from ..models.state import cast_state
+from .linearization import JACOBIAN_METHODS, Linearization
+
+
+@dataclass
+class UnitInfo:
+    """One residual unit of a network.
+
+    Attributes:
+        stage: 1-based stage number.
+        index: 1-based unit number within the stage.
+        name: module path in the model.
+        module: the unit module (the user's, never modified).
+        canonical: a :class:`~linstab.models.ResidualUnit` reproducing it (``None`` if its form
+            is not recognized: then only the autodiff Jacobian is available).
+        kind: ``"regular"`` (same shape, identity shortcut), ``"downsampling"`` (spatial size
+            shrinks) or ``"projection"`` (shape kept or channels changed by a shortcut map).
+        shortcut: ``"identity"``, ``"subsample-pad"``, ``"conv-bn"`` or ``"unknown"``.
+        in_shape: input map shape ``(C, H, W)``.
+        out_shape: output map shape.
+    """
+
+    stage: int
+    index: int
+    name: str
+    module: nn.Module = field(repr=False)
+    canonical: nn.Module | None = field(repr=False)
+    kind: str
+    shortcut: str
+    in_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+
+    @property
+    def address(self) -> str:
+        """``"stage.unit"``, e.g. ``"1.5"``."""
+        return f"{self.stage}.{self.index}"
+
+    @property
+    def n_in(self) -> int:
+        return int(torch.Size(self.in_shape).numel())
+
+    @property
+    def n_out(self) -> int:
+        return int(torch.Size(self.out_shape).numel())
+
+
+def parse_unit(text: str) -> tuple[int, int]:
+    """Parse ``"S.K"`` into ``(S, K)``.
+
+    Raises:
+        ValueError: for anything but two positive integers separated by a dot.
+    """
+    parts = str(text).split(".")
+    if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise ValueError(f"unit address must be 'STAGE.UNIT' with 1-based integers, got {text!r}")
+    return int(parts[0]), int(parts[1])
+
+
+def _check_eval(model: nn.Module) -> None:
+    training = [n or "<model>" for n, m in model.named_modules() if m.training]
+    if training:
+        raise ValueError(
+            "the model is in training mode (e.g. "
+            f"{', '.join(training[:3])}): batch norm would use batch statistics and the "
+            "linearization would couple images. Call model.eval() before passing it to "
+            "linstab (linstab never changes your model's mode)."
+        )
+
+
+class Network:
+    """A residual network with its input normalization, discovered structure and linearization.
+
+    Args:
+        model: the network, taking *normalized* inputs, in eval mode.
+        mean: per-channel input mean (``None``: images go in unchanged).
+        std: per-channel input std.
+        name: a label for outputs.
+        input_shape: shape of one input image ``(3, H, W)``, for shape discovery.
+        unit_types: extra module classes to treat as residual units (autodiff Jacobian only,
+            unless they match a recognized form).
+        sha256: checksum of the weights file, when loaded from one.
+
+    Raises:
+        ValueError: for a model in training mode or one without residual units.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        mean: tuple[float, ...] | None = None,
+        std: tuple[float, ...] | None = None,
+        *,
+        name: str | None = None,
+        input_shape: tuple[int, int, int] = (3, 32, 32),
+        unit_types: tuple[type, ...] = (),
+        sha256: str | None = None,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        _check_eval(model)
+        if (mean is None) != (std is None):
+            raise ValueError("give both mean and std, or neither")
+        self.model = model
+        self.mean, self.std = mean, std
+        if mean is not None:
+            self.module = _models.Normalize(model, mean, std)
+            self.module.training = False  # the wrapper only (not recursive): the model is in eval
+        else:
+            self.module = model
+        self.name = name or type(model).__name__
+        self.input_shape = tuple(input_shape)
+        self.sha256 = sha256
+        self.spec: _models.CheckpointSpec | None = None
+        self.units = self._discover(tuple(unit_types))
+
+    # -- structure ---------------------------------------------------------------------------
+    def _discover(self, unit_types: tuple[type, ...]) -> list[UnitInfo]:
+        found: list[tuple[str, nn.Module]] = []
+        for name, m in self.model.named_modules():
+            if any(name.startswith(f + ".") for f, _ in found):
+                continue
+            if name and (is_residual_unit(m) or (unit_types and isinstance(m, unit_types))):
+                found.append((name, m))
+        if not found:
+            raise ValueError(
+                f"no residual units found in {type(self.model).__name__}: linstab recognizes "
+                "linstab/pytorchcv ResUnit, akamaster and torchvision BasicBlock/Bottleneck; pass "
+                "unit_types=(YourBlock,) for others"
+            )
+        g = torch.Generator().manual_seed(0)
+        x = torch.rand((1, *self.input_shape), generator=g)
+        ins, outs = self._trace([m for _, m in found], x, torch.float32)
+        units: list[UnitInfo] = []
+        parents: list[str] = []
+        counts: dict[str, int] = {}
+        for (name, m), xi, yi in zip(found, ins, outs, strict=True):
+            parent = name.rsplit(".", 1)[0] if "." in name else ""
+            if parent not in counts:
+                parents.append(parent)
+                counts[parent] = 0
+            counts[parent] += 1
+            in_shape, out_shape = tuple(xi.shape[1:]), tuple(yi.shape[1:])
+            canon = to_residual_unit(m, in_shape, out_shape)
+            if canon is not None and canon is not m:
+                with torch.no_grad():
+                    if not torch.allclose(canon(xi), yi, rtol=1e-5, atol=1e-5):
+                        canon = None
+            shortcut = canon.shortcut_kind if canon is not None else "unknown"
+            if in_shape[-2:] != out_shape[-2:]:
+                kind = "downsampling"
+            elif shortcut == "identity" and in_shape == out_shape:
+                kind = "regular"
+            else:
+                kind = "projection"
+            units.append(
+                UnitInfo(
+                    stage=parents.index(parent) + 1,
+                    index=counts[parent],
+                    name=name,
+                    module=m,
+                    canonical=canon,
+                    kind=kind,
+                    shortcut=shortcut,
+                    in_shape=in_shape,
+                    out_shape=out_shape,
+                )
+            )
+        return units
+
+    def _trace(
+        self, mods: list[nn.Module], x: torch.Tensor, dtype: torch.dtype
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Run the model once (in ``dtype``) and record each module's input and output."""
+        ins: dict[int, torch.Tensor] = {}
+        outs: dict[int, torch.Tensor] = {}
+        handles = []
+        for i, m in enumerate(mods):
+
+            def pre(_m, args, i=i):
+                ins.setdefault(i, args[0].detach())
+
+            def post(_m, _args, out, i=i):
+                outs.setdefault(i, out.detach())
+
+            handles.append(m.register_forward_pre_hook(pre))
+            handles.append(m.register_forward_hook(post))
+        try:
+            with torch.no_grad():
+                if dtype == torch.float32 and all(
+                    p.dtype == torch.float32 for p in self.module.parameters()
+                ):
+                    logits = self.module(x.to(dtype))
+                else:
+                    state = cast_state(self.module, dtype)
+                    logits = torch.func.functional_call(self.module, state, (x.to(dtype),))
+        finally:
+            for h in handles:
+                h.remove()
+        missing = [i for i in range(len(mods)) if i not in ins]
+        if missing:
+            raise ValueError(f"{len(missing)} discovered units were not run by the forward pass")
+        self._last_logits = logits
+        return [ins[i] for i in range(len(mods))], [outs[i] for i in range(len(mods))]
+
+    @property
+    def stages(self) -> list[list[UnitInfo]]:
+        """Units grouped by stage, in order."""
+        out: list[list[UnitInfo]] = []
+        for u in self.units:
+            if u.stage > len(out):
+                out.append([])
+            out[-1].append(u)
+        return out
+
+    def unit(self, stage: int, index: int) -> UnitInfo:
+        """The unit at a 1-based address.
+
+        Raises:
+            ValueError: for an address outside the network, naming the valid ranges.
+        """
+        stages = self.stages
+        if not 1 <= stage <= len(stages):
+            raise ValueError(f"stage must be in 1..{len(stages)}, got {stage}")
+        if not 1 <= index <= len(stages[stage - 1]):
+            raise ValueError(
+                f"unit of stage {stage} must be in 1..{len(stages[stage - 1])}, got {index}"
+            )
+        return stages[stage - 1][index - 1]
+
+    def describe(self) -> str:
+        """A text table of the units."""
+        rows = [f"{self.name}: {len(self.units)} units in {len(self.stages)} stages"]
+        for u in self.units:
+            rows.append(
+                f"  {u.address:>6} {u.name:<28} {u.kind:<13} {u.shortcut:<14} "
+                f"{u.in_shape} -> {u.out_shape}"
+            )
+        return "\n".join(rows)
+
+    # -- evaluation --------------------------------------------------------------------------
+    def predict(self, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+        """Logits for images in [0, 1] (``(3, H, W)`` or ``(N, 3, H, W)``), normalization included."""
+        x = check_images(images)
+        p = next(self.module.parameters())
+        out = []
+        with torch.no_grad():
+            for s in range(0, x.shape[0], batch_size):
+                out.append(self.module(x[s : s + batch_size].to(p.device, p.dtype)))
+        return torch.cat(out)
+
+    def activations(
+        self, images: torch.Tensor, dtype: torch.dtype = torch.float32
+    ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+        """Stem output, every unit's output and the logits for a batch of images.
+
+        Returns:
+            ``(stem_out, unit_outs, logits)``: ``stem_out`` is the input of unit 1.1
+            ``(N, C, H, W)``; ``unit_outs[i]`` the output of ``self.units[i]``.
+        """
+        x = check_images(images)
+        ins, outs = self._trace([u.module for u in self.units], x, dtype)
+        return ins[0], outs, self._last_logits
+
+    def linearize(
+        self, image: torch.Tensor, dtype: torch.dtype = torch.float32, method: str = "auto"
+    ) -> Linearization:
+        """Linearize every unit at one image: one forward pass, unit inputs kept.
+
+        Args:
+            image: ``(3, H, W)`` or ``(1, 3, H, W)`` in [0, 1].
+            dtype: float32 or float64 (the forward pass runs in this dtype too).
+            method: ``"closed"`` (closed form, recognized units only), ``"autodiff"``
+                (``torch.func``, any unit) or ``"auto"`` (closed form where available).
+        """
+        if dtype not in (torch.float32, torch.float64):
+            raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+        if method not in JACOBIAN_METHODS:
+            raise ValueError(f"method must be one of {JACOBIAN_METHODS}, got {method!r}")
+        x = check_images(image, name="image")
+        if x.shape[0] != 1:
+            raise ValueError(f"linearize takes one image, got a batch of {x.shape[0]}")
+        p = next(self.module.parameters())
+        ins, outs = self._trace([u.module for u in self.units], x.to(p.device), dtype)
+        return Linearization(self, x, dtype, method, ins, outs, self._last_logits)
+
+
+def load_model(name: str, weights: str | os.PathLike | None = None) -> Network:
+    """Load a registered pre-trained network (weights verified by checksum).
+
+    Args:
+        name: a registry name (see :func:`list_models`), e.g. ``"resnet56-akamaster"``.
+        weights: explicit path of the weights file.
+
+    Raises:
+        ValueError: for an unknown name or a file whose checksum differs.
+        FileNotFoundError: when the weights cannot be found (the message says how to supply them).
+    """
+    if name not in _models.REGISTRY:
+        raise ValueError(f"unknown model {name!r}; registered: {', '.join(list_models())}")
+    spec = _models.REGISTRY[name]
+    model, path = _models.build_from_spec(spec, weights)
+    net = Network(model, spec.mean, spec.std, name=name, sha256=_models.sha256_file(path))
+    net.spec = spec
+    return net

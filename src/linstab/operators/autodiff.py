@@ -1,0 +1,48 @@
+"""operators/autodiff"""
+
+from __future__ import annotations
+
+import torch
+
+from ..models.state import cast_state
+from .base import LinearOperator
+
+
+class AutodiffJacobian(LinearOperator):
+    """Generic Jacobian of any module at a point via ``torch.func`` reverse mode.
+
+    The forward pass runs once, at construction (``torch.func.vjp``). ``J^T W`` applies the
+    cached vjp; ``J V`` is the vjp of that (linear) vjp function at zero, so it reuses the same
+    cached graph instead of recomputing the forward pass. Both are batched with ``torch.vmap``.
+    (``torch.func.linearize`` is not used: its traced graph can mutate captured constants when
+    the module uses in-place ops such as ``out += identity``, giving wrong results on later
+    calls.) The module runs through ``torch.func.functional_call`` with its parameters and
+    buffers cast to ``dtype``, so it is never changed. It must be in eval mode.
+
+    Args:
+        module: the map (a residual unit, a stage, ...), taking ``(1, *in_shape)``.
+        x: the point, ``in_shape`` or ``(1, *in_shape)``.
+        dtype: computation dtype.
+    """
+
+    def __init__(self, module: torch.nn.Module, x: torch.Tensor, dtype: torch.dtype) -> None:
+        x = x.detach().to(dtype)
+        if x.ndim >= 1 and x.shape[0] == 1:
+            x = x[0]
+        state = cast_state(module, dtype)
+
+        def f(z: torch.Tensor) -> torch.Tensor:
+            return torch.func.functional_call(module, state, (z.unsqueeze(0),))[0]
+
+        self.output, vjp_fn = torch.func.vjp(f, x)
+        self._vjp = lambda w: vjp_fn(w)[0]
+        _, jvp_fn = torch.func.vjp(self._vjp, torch.zeros_like(self.output))
+        self._jvp = lambda v: jvp_fn(v)[0]
+        self.point = x
+        super().__init__(x.shape, self.output.shape, dtype, x.device)
+
+    def _matmat(self, V: torch.Tensor) -> torch.Tensor:
+        return torch.vmap(self._jvp)(V)
+
+    def _rmatmat(self, W: torch.Tensor) -> torch.Tensor:
+        return torch.vmap(self._vjp)(W)

@@ -1,0 +1,84 @@
+"""report/build"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+from ..data.images import default_images
+from ..network.view import load_model
+from .ablations import section_ablations
+from .context import SECTIONS, ReportConfig, ReportContext, Section
+from .dynamics import section_dynamics
+from .html import environment, write_html
+from .jacobian import section_jacobian_tests
+from .perturbations import section_propagation
+from .spectra import section_spectra
+
+
+def for_model(ctx: ReportContext, net, build) -> Section:
+    """``build(net)`` for one of several models: figures and data in per-model subfolders, the
+    model's name on the section title and on the findings it adds."""
+    t0, n_found = time.perf_counter(), len(ctx.findings)
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", net.name)
+    old = ctx.fig_dir, ctx.data_dir
+    ctx.fig_dir, ctx.data_dir = old[0] / safe, old[1] / safe
+    ctx.fig_dir.mkdir(parents=True, exist_ok=True)
+    ctx.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        sec = build(net)
+    finally:
+        ctx.fig_dir, ctx.data_dir = old
+    sec.title += f" - {net.name}"
+    sec.seconds = time.perf_counter() - t0
+    for f in ctx.findings[n_found:]:
+        f.section += f" ({net.name})"
+    return sec
+
+
+def build_report(cfg: ReportConfig, sections: tuple[str, ...] = SECTIONS, nets: list | None = None) -> Path:
+    """Compute everything and write the report; returns the path of ``index.html``.
+
+    Args:
+        cfg: what to compute and where to write it.
+        sections: a subset of :data:`SECTIONS`.
+        nets: already built :class:`~linstab.network.Network` objects to use instead of loading
+            ``cfg.models`` (e.g. a user's own network).
+    """
+
+    bad = [s for s in sections if s not in SECTIONS]
+    if bad:
+        raise ValueError(f"unknown sections {bad}; choose from {SECTIONS}")
+    if not cfg.models and not nets:
+        raise ValueError("at least one model is needed")
+    t_start = time.perf_counter()
+    ctx = ReportContext(cfg)
+    nets = nets if nets else [load_model(m) for m in cfg.models]
+    images, labels = default_images(cfg.images)
+    per_net = {
+        "jacobian": lambda net: section_jacobian_tests(ctx, net, images),
+        "propagation": lambda net: section_propagation(ctx, net, images, labels),
+        "ablations": lambda net: section_ablations(ctx, net, images),
+        "dynamics": lambda net: section_dynamics(ctx, net, images),
+    }
+    for name in sections:
+        t0 = time.perf_counter()
+        if name == "spectra":  # Figures 1-2: every model in the same figures
+            secs = [section_spectra(ctx, nets, images)]
+        elif len(nets) == 1:
+            secs = [per_net[name](nets[0])]
+        else:  # one section per model
+            secs = [for_model(ctx, net, per_net[name]) for net in nets]
+        if len(secs) == 1:
+            secs[0].seconds = time.perf_counter() - t0
+        ctx.timings[name + "_s"] = round(time.perf_counter() - t0, 2)
+        ctx.sections.extend(secs)
+    ctx.timings["total_s"] = round(time.perf_counter() - t_start, 2)
+    env = environment(ctx, nets, cfg.images)
+    env["timings"] = ctx.timings
+    env["cache"] = {"hits": ctx.cache.hits, "misses": ctx.cache.misses}
+    (ctx.out / "environment.json").write_text(json.dumps(env, indent=1))
+    ctx.write_csv("findings.csv", [f.__dict__ for f in ctx.findings])
+    return write_html(ctx, f"linstab report: {', '.join(n.name for n in nets)}", env)

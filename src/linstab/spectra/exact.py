@@ -1,0 +1,195 @@
+"""spectra/exact"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import torch
+
+from ..linalg.eigh import eigvalsh
+from ..linalg.results import SpectrumResult
+from ..operators.base import LinearOperator
+from ..operators.closed_form import UnitJacobian
+from ..operators.factors import UnitFactors, is_mask, unit_factors, unit_products
+from .reduction import banded_core, core_matrices, factors_js, reduce_unit
+
+
+def structured_spectrum(op: UnitJacobian, dtype: torch.dtype) -> SpectrumResult:
+    t0 = time.perf_counter()
+    f = unit_factors(op)
+    red = reduce_unit(f)
+    m, n, r, alpha = red.m, red.n, red.r, red.alpha
+    # Wt_S columns that vanish carry nothing (zero columns of Q): drop them from Q and M
+    keepw = np.asarray(abs(red.G22).sum(axis=0)).ravel() > 0
+    timings = {"factors": f.seconds, "reduce": red.seconds}
+    info = {"r": r, "m": m, "n": n, "layer": f.layer + 1, "dropped_inner": red.dropped}
+    if r == 0:
+        vals = torch.cat([torch.full((m,), abs(alpha), dtype=dtype), torch.zeros(n - m, dtype=dtype)])
+        timings["total"] = time.perf_counter() - t0
+        return SpectrumResult(
+            values=vals, method="exact", route="structured", dtype=dtype, timings=timings,
+            n_exact_ones=m, n_zero_structural=n - m, alpha=alpha, shape=op.shape, info=info,
+        )
+    rw = int(keepw.sum())
+    if r + rw >= m:
+        # the reduction is no smaller than J_S J_S^T: use the m x m Gram built from the factors
+        res = gram_spectrum(op, dtype, f)
+        res.timings["factors"] = f.seconds
+        res.n_exact_ones = 0
+        res.alpha = alpha
+        res.info.update(info, note="2r >= m: no structural plateau; m x m Gram from sparse factors")
+        return res
+    K, band = banded_core(red, keepw, dtype, timings)
+    t3 = time.perf_counter()
+    if K is not None:
+        k = r + rw
+        info["reduction"] = "cholesky"
+        info["bandwidth"], info["block"] = band
+    else:
+        # Q is rank deficient: pivoted Cholesky of the Gram, K = L^T P^T M P L
+        from scipy.linalg import lapack
+
+        Gd, Md = (X.toarray() for X in core_matrices(red, keepw))
+        c, piv, rank, _ = lapack.dpstrf(Gd, tol=-1.0, lower=1)
+        piv = piv - 1
+        Lp = torch.from_numpy(np.tril(c)[:, :rank]).to(dtype)
+        Mp = torch.from_numpy(Md[np.ix_(piv, piv)]).to(dtype)
+        K = Lp.T @ (Mp @ Lp)
+        K = (K + K.T) / 2
+        k = int(rank)
+        info["reduction"] = "pivoted-cholesky"
+        timings["core"] = time.perf_counter() - t3
+    t4 = time.perf_counter()
+    # K is symmetric: pass its column-major transpose (read in place by LAPACK; in torch's
+    # fallback copied by a memcpy rather than a transposing copy)
+    lam = eigvalsh(K.mT, overwrite=True)
+    del K
+    t5 = time.perf_counter()
+    timings["eig"] = t5 - t4
+    extra = 0
+    if info["reduction"] == "pivoted-cholesky" or alpha == 0:
+        # a rank-deficient Q (or alpha = 0) can leave exact zeros in the core: more values
+        # equal |alpha| exactly; count them with a rounding-level tolerance
+        scale = max(float(lam.abs().max()) if lam.numel() else 0.0, alpha**2, 1.0)
+        zero = lam.abs() <= 100 * math.sqrt(max(k, 1)) * torch.finfo(dtype).eps * scale
+        extra = int(zero.sum())
+        lam = torch.where(zero, torch.zeros_like(lam), lam)
+    core = torch.sqrt(torch.clamp(alpha**2 + lam, min=0))
+    vals = torch.cat(
+        [core, torch.full((m - k,), abs(alpha), dtype=dtype), torch.zeros(n - m, dtype=dtype)]
+    )
+    vals = torch.sort(vals, descending=True).values
+    info["core_size"] = k
+    timings["total"] = time.perf_counter() - t0
+    return SpectrumResult(
+        values=vals, method="exact", route="structured", dtype=dtype, timings=timings,
+        n_exact_ones=m - k + extra, n_zero_structural=n - m, alpha=alpha, shape=op.shape, info=info,
+    )
+
+
+def values_from_gram(lam: torch.Tensor, n_vals: int, dtype: torch.dtype) -> torch.Tensor:
+    lam = torch.sort(lam, descending=True).values[:n_vals]
+    s = torch.sqrt(torch.clamp(lam, min=0)).to(dtype)
+    if s.numel() < n_vals:
+        s = torch.cat([s, torch.zeros(n_vals - s.numel(), dtype=dtype)])
+    return s
+
+
+def gram_spectrum(op: UnitJacobian, dtype: torch.dtype, f: UnitFactors | None = None) -> SpectrumResult:
+    """All singular values from the ``m x m`` Gram of the active rows, built from sparse factors."""
+    t0 = time.perf_counter()
+    f = f or unit_factors(op)
+    JS = factors_js(f)
+    t1 = time.perf_counter()
+    n_out, n_in = op.shape
+    n_vals = min(n_out, n_in)
+    m = f.m
+    if m <= n_in:
+        G = (JS @ JS.T).toarray()
+    else:
+        G = (JS.T @ JS).toarray()
+    t2 = time.perf_counter()
+    lam = eigvalsh(torch.from_numpy(G).to(dtype), overwrite=True)
+    t3 = time.perf_counter()
+    vals = values_from_gram(lam, n_vals, dtype)
+    return SpectrumResult(
+        values=vals, method="exact", route="gram", dtype=dtype,
+        timings={"factors": f.seconds, "rows": t1 - t0, "gram": t2 - t1, "eig": t3 - t2,
+                 "total": time.perf_counter() - t0},
+        n_zero_structural=max(0, n_vals - m), shape=op.shape, info={"m": m, "gram_size": G.shape[0]},
+    )
+
+
+def active_rows(op: LinearOperator) -> np.ndarray | None:
+    if isinstance(op, UnitJacobian) and is_mask(op.out_deriv):
+        return torch.nonzero(op.out_deriv.reshape(-1)).flatten().cpu().numpy()
+    return None
+
+
+def dense_rows(op: LinearOperator, rows: np.ndarray | None, dtype: torch.dtype, progress: bool = False):
+    """The matrix (or its rows ``rows``) as a dense tensor in ``dtype``."""
+    if rows is None:
+        return op.materialize(dtype=dtype, progress=progress)
+    n_out, n_in = op.shape
+    if isinstance(op, UnitJacobian) and dtype != op.dtype:
+        _, rmv = unit_products(op, dtype)
+        cdtype = dtype
+    else:
+        rmv, cdtype = op._rmatmat, op.dtype
+    out = torch.empty((rows.size, n_in), dtype=dtype)
+    bs = max(1, min(256, (1 << 23) // max(n_in, n_out)))
+    for s in range(0, rows.size, bs):
+        e = torch.as_tensor(rows[s : s + bs])
+        E = torch.zeros((e.numel(), n_out), dtype=cdtype, device=op.device)
+        E[torch.arange(e.numel()), e] = 1
+        Y = rmv(E.reshape(e.numel(), *op.out_shape)).reshape(e.numel(), -1)
+        out[s : s + e.numel()] = Y.to(dtype).cpu()
+    return out
+
+
+def dense_spectrum(
+    op: LinearOperator, dtype: torch.dtype, vectors: bool, solver: str, progress: bool
+) -> SpectrumResult:
+    t0 = time.perf_counter()
+    n_out, n_in = op.shape
+    n_vals = min(n_out, n_in)
+    info: dict = {}
+    if vectors:
+        M = op.materialize(dtype=dtype, progress=progress).cpu()
+        t1 = time.perf_counter()
+        U, s, Vh = torch.linalg.svd(M, full_matrices=False)
+        t2 = time.perf_counter()
+        return SpectrumResult(
+            values=s, U=U, V=Vh.T.contiguous(), method="exact", route="dense-svd", dtype=dtype,
+            timings={"materialize": t1 - t0, "svd": t2 - t1, "total": t2 - t0}, shape=op.shape,
+            n_zero_structural=None if active_rows(op) is None else max(0, n_vals - active_rows(op).size),
+        )
+    rows = active_rows(op)
+    M = dense_rows(op, rows, dtype, progress).cpu()
+    t1 = time.perf_counter()
+    m = M.shape[0]
+    if solver == "auto":
+        solver = "svd" if min(M.shape) <= 2048 else "gram"
+    if solver == "svd":
+        s = torch.linalg.svdvals(M)
+        vals = s[:n_vals]
+        if s.numel() < n_vals:
+            vals = torch.cat([s, torch.zeros(n_vals - s.numel(), dtype=dtype)])
+        route = "dense-svd"
+        t2 = t3 = time.perf_counter()
+    else:
+        G = M @ M.T if m <= n_in else M.T @ M
+        del M
+        t2 = time.perf_counter()
+        vals = values_from_gram(eigvalsh(G, overwrite=True), n_vals, dtype)
+        t3 = time.perf_counter()
+        route = "dense-gram"
+        info["gram_size"] = G.shape[0]
+    info["rows"] = m
+    return SpectrumResult(
+        values=vals, method="exact", route=route, dtype=dtype,
+        timings={"materialize": t1 - t0, "gram": t2 - t1, "eig": t3 - t2, "total": time.perf_counter() - t0},
+        n_zero_structural=None if rows is None else max(0, n_vals - rows.size), shape=op.shape, info=info,
+    )

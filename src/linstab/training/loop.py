@@ -1,0 +1,597 @@
+"""training/loop"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..data.cifar10_jpeg import cifar10_jpeg_dir
+from ..data.images import default_images
+from ..models.blocks import CIFAR10_MEAN_PYTORCHCV, CIFAR10_STD_PYTORCHCV, CifarResNet
+from ..models.weights import load_state_dict_file, sha256_file
+from .dataset import DATASET_DESCRIPTION, DEFAULT_PAD, augment, load_split, normalize, tmp_path
+from .optim import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_LR,
+    DEFAULT_MOMENTUM,
+    DEFAULT_WARMUP,
+    DEFAULT_WEIGHT_DECAY,
+    make_scheduler,
+    param_groups,
+)
+from .precision import autocast, cpu_has_native_bf16, is_channels_last, resolve_precision
+
+CHECKPOINT_VERSION = 1
+
+
+@torch.no_grad()
+def _eval_pass(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    batch_size: int,
+) -> tuple[float, float]:
+    if images.ndim != 4 or images.shape[0] != labels.shape[0]:
+        raise ValueError(
+            f"expected images (N, 3, H, W) and labels (N,), got {tuple(images.shape)} and "
+            f"{tuple(labels.shape)}"
+        )
+    if images.shape[0] == 0:
+        raise ValueError("cannot evaluate on an empty set of images")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    was_training = model.training
+    model.eval()
+    correct, loss_sum = 0, 0.0
+    try:
+        for i in range(0, images.shape[0], batch_size):
+            x = normalize(images[i : i + batch_size].to(device), mean, std)
+            y = labels[i : i + batch_size].to(device)
+            if is_channels_last(model):
+                x = x.contiguous(memory_format=torch.channels_last)
+            with autocast(device, "bf16" if device.type == "cuda" else "float32"):
+                logits = model(x)
+            logits = logits.float()
+            loss_sum += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
+            correct += int((logits.argmax(1) == y).sum())
+    finally:
+        model.train(was_training)
+    n = images.shape[0]
+    return correct / n, loss_sum / n
+
+
+def evaluate(
+    model: nn.Module,
+    images_uint8: torch.Tensor,
+    labels: torch.Tensor,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    batch_size: int = 1000,
+) -> float:
+    """Top-1 accuracy (a fraction in [0, 1]) of a model taking normalized inputs.
+
+    Args:
+        model: a network taking ``(x - mean) / std`` (e.g. :class:`linstab.models.CifarResNet`);
+            it is run in eval mode and its training flag restored afterwards.
+        images_uint8: ``(N, 3, H, W)`` uint8 images (0..255); float images in [0, 1] work too.
+        labels: ``(N,)`` integer labels.
+        mean: per-channel normalization mean.
+        std: per-channel normalization std.
+        batch_size: images per forward pass.
+    """
+    return _eval_pass(model, images_uint8, labels, mean, std, batch_size)[0]
+
+
+def evaluate_loss(
+    model: nn.Module,
+    images_uint8: torch.Tensor,
+    labels: torch.Tensor,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    batch_size: int = 1000,
+) -> float:
+    """Mean cross-entropy of a model in eval mode; arguments as in :func:`evaluate`."""
+    return _eval_pass(model, images_uint8, labels, mean, std, batch_size)[1]
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    tmp = tmp_path(path)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = tmp_path(path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _save_safetensors(model: nn.Module, path: Path, metadata: dict[str, str]) -> None:
+    """Save every state-dict entry (floats as float32), contiguous, on the CPU, atomically."""
+    from safetensors.torch import save_file
+
+    tensors = {}
+    for k, v in model.state_dict().items():
+        v = v.detach().cpu()
+        if v.is_floating_point():
+            v = v.float()
+        tensors[k] = v.contiguous().clone()
+    tmp = tmp_path(path)
+    try:
+        save_file(tensors, str(tmp), metadata=metadata)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # safetensors creates the file owner-only
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def default_checkpoint_path(out: str | os.PathLike) -> Path:
+    """``<out without suffix>.ckpt.pt``, e.g. ``runs/r20.safetensors`` -> ``runs/r20.ckpt.pt``."""
+    out = Path(out)
+    return out.with_name(out.stem + ".ckpt.pt")
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def _check_args(
+    depth: int,
+    shortcut: str,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float,
+    warmup: float,
+    label_smoothing: float,
+    limit: int | None,
+    out: str | os.PathLike,
+) -> None:
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
+        raise ValueError(f"depth must be 6n+2 with n >= 1 (8, 14, 20, 32, 56, ...); got {depth!r}")
+    if shortcut not in ("A", "B"):
+        raise ValueError(f"shortcut must be 'A' or 'B'; got {shortcut!r}")
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs must be an integer >= 1; got {epochs!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1; got {batch_size!r}")
+    if not (isinstance(lr, int | float) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a positive finite number; got {lr!r}")
+    if not (math.isfinite(weight_decay) and weight_decay >= 0):
+        raise ValueError(f"weight_decay must be >= 0; got {weight_decay!r}")
+    if not 0 < warmup < 1:
+        raise ValueError(f"warmup must be a fraction in (0, 1); got {warmup!r}")
+    if not 0 <= label_smoothing < 1:
+        raise ValueError(f"label_smoothing must lie in [0, 1); got {label_smoothing!r}")
+    if limit is not None and (isinstance(limit, bool) or int(limit) < 1):
+        raise ValueError(f"limit must be a positive number of images; got {limit!r}")
+    if Path(out).suffix != ".safetensors":
+        raise ValueError(f"out must be a .safetensors file name; got {str(out)!r}")
+
+
+def _load_init(
+    init: str | os.PathLike, depth: int, shortcut: str
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Weights and a provenance record of a warm-start file (see ``train(init=...)``)."""
+    path = Path(init).expanduser()
+    if path.suffix != ".safetensors" or not path.is_file():
+        raise ValueError(f"init must be an existing .safetensors file; got {str(init)!r}")
+    state = load_state_dict_file(path, "safetensors")
+    expected = CifarResNet(depth, shortcut).state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    bad_shape = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+    if missing or unexpected or bad_shape:
+        raise ValueError(
+            f"init {path} does not hold CifarResNet(depth={depth}, shortcut={shortcut!r}) weights: "
+            f"missing {missing[:3]}, unexpected {unexpected[:3]}, wrong shape {bad_shape[:3]}"
+        )
+    record: dict[str, Any] = {"file": path.name, "sha256": sha256_file(path), "total_epochs": 0}
+    sidecar = path.with_suffix(".json")
+    if sidecar.is_file():
+        meta = json.loads(sidecar.read_text())
+        record["total_epochs"] = int(meta.get("total_epochs", meta.get("epochs", 0)))
+        record["recipe"] = meta.get("recipe")
+        record["history"] = meta.get("history")
+        record["test_accuracy_jpeg"] = meta.get("test_accuracy_jpeg")
+        record["training_wall_time_s"] = meta.get("training_wall_time_s")
+    return state, record
+
+
+def _resolve_device(device: str | torch.device | None) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r} requested but CUDA is not available")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu' or 'cuda[:N]'; got {str(device)!r}")
+    return dev
+
+
+def train(
+    depth: int,
+    shortcut: str,
+    data_dir: str | os.PathLike | None,
+    epochs: int,
+    out: str | os.PathLike,
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    lr: float = DEFAULT_LR,
+    seed: int = 0,
+    limit: int | None = None,
+    resume: bool = False,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+    weight_decay: float = DEFAULT_WEIGHT_DECAY,
+    warmup: float = DEFAULT_WARMUP,
+    label_smoothing: float = 0.0,
+    checkpoint: str | os.PathLike | None = None,
+    name: str | None = None,
+    stop_after: int | None = None,
+    channels_last: bool = True,
+    init: str | os.PathLike | None = None,
+    log: Callable[[str], None] | None = None,
+    precision: str = "auto",
+    compile: bool = False,
+) -> dict[str, Any]:
+    """Train a CIFAR ResNet on the JPEG CIFAR-10 set and save it as ``.safetensors`` + JSON.
+
+    Args:
+        depth: network depth ``6n + 2`` (20, 32, 56, ...).
+        shortcut: ``"A"`` or ``"B"`` down-sampling shortcuts.
+        data_dir: folder with ``train.zip``/``test.zip`` (``None``: ``$LINSTAB_CIFAR10_JPEG``).
+        epochs: number of training epochs (the one-cycle schedule spans all of them).
+        out: the ``.safetensors`` file written at the end; the JSON sidecar is
+            ``out.with_suffix(".json")``.
+        batch_size: training batch size.
+        lr: peak learning rate of the one-cycle schedule.
+        seed: seed of the initialization, the shuffling and the augmentation.
+        limit: train on this many training images and evaluate on ``min(limit, 10000)`` test
+            images (quick runs); ``None`` for the full set.
+        resume: continue from the checkpoint if it exists (its recipe must match).
+        device: ``"cpu"``, ``"cuda"``, ... (default: CUDA when available).
+        progress: show a tqdm bar per epoch and print one summary line per epoch.
+        weight_decay: L2 weight decay of conv/linear weights (BN and biases get none).
+        warmup: fraction of the steps spent warming up.
+        label_smoothing: cross-entropy label smoothing (0: none).
+        checkpoint: the resumable checkpoint (default ``<out stem>.ckpt.pt`` next to ``out``).
+        name: registry name in the sidecar (default: the stem of ``out``).
+        stop_after: stop after this many epochs *in this call* (the checkpoint stays; continue
+            with ``resume=True``); ``None`` runs to the end.
+        channels_last: run the model in the ``channels_last`` memory format.
+        init: start from these weights (a ``.safetensors`` file written by :func:`train`, same
+            depth and shortcut) instead of a random initialization: a warm restart with a new
+            one-cycle schedule. Its SHA-256, and its JSON sidecar's epochs and history when the
+            sidecar is beside it, go into the recipe and the sidecar.
+        log: where per-epoch lines go (default: ``print`` when ``progress``, else nowhere).
+        precision: ``"auto"`` (bf16 autocast on CUDA and on CPUs with native bf16, float32
+            elsewhere), ``"bf16"`` or ``"float32"``. The weights, the optimizer and the
+            evaluation stay float32; only the forward/backward of a training step runs in bf16.
+        compile: run the training forward through ``torch.compile`` (same weights and
+            checkpoints; the first steps compile).
+
+    Returns:
+        A summary dict: ``completed``, ``epoch`` (epochs done), ``history`` (one dict per
+        epoch), and when completed the final accuracies, output paths and the sidecar.
+
+    Raises:
+        ValueError: for invalid arguments, a missing data folder or zip, or a checkpoint whose
+            recipe differs from the requested one.
+    """
+    _check_args(
+        depth, shortcut, epochs, batch_size, lr, weight_decay, warmup, label_smoothing, limit, out
+    )
+    if stop_after is not None and stop_after < 1:
+        raise ValueError(f"stop_after must be >= 1; got {stop_after!r}")
+    dev = _resolve_device(device)
+    prec = resolve_precision(precision, dev)
+    out = Path(out)
+    ckpt_path = Path(checkpoint) if checkpoint is not None else default_checkpoint_path(out)
+    json_path = out.with_suffix(".json")
+    name = name or out.stem
+    emit = log if log is not None else (print if progress else (lambda _msg: None))
+    if data_dir is not None and not Path(data_dir).expanduser().is_dir():
+        raise ValueError(f"data folder {str(data_dir)!r} does not exist or is not a directory")
+    try:
+        root = cifar10_jpeg_dir(data_dir)
+    except FileNotFoundError as exc:
+        raise ValueError(str(exc)) from exc
+    for split in ("train", "test"):
+        if not (root / f"{split}.zip").is_file():
+            raise ValueError(f"data folder {root} lacks {split}.zip")
+
+    init_state, init_record = (None, None) if init is None else _load_init(init, depth, shortcut)
+    mean, std = CIFAR10_MEAN_PYTORCHCV, CIFAR10_STD_PYTORCHCV
+    recipe: dict[str, Any] = {
+        "architecture": f"CifarResNet(depth={depth}, shortcut={shortcut!r})",
+        "depth": depth,
+        "shortcut": shortcut,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "optimizer": "SGD",
+        "momentum": DEFAULT_MOMENTUM,
+        "nesterov": True,
+        "weight_decay": weight_decay,
+        "weight_decay_on": "conv and linear weights (not batch norm, not biases)",
+        "schedule": "OneCycleLR (per batch), cosine warm-up and annealing",
+        "max_lr": float(lr),
+        "initial_lr": float(lr) / 10.0,
+        "final_lr": float(lr) / 1e4,
+        "warmup_fraction": warmup,
+        "label_smoothing": label_smoothing,
+        "loss": "cross-entropy",
+        "augmentation": f"random crop {DEFAULT_PAD}-pixel zero padding, random horizontal flip",
+        "normalization_mean": list(mean),
+        "normalization_std": list(std),
+        "seed": seed,
+        "limit": limit,
+        "precision": "bf16 autocast" if prec == "bf16" else "float32",
+        "channels_last": bool(channels_last),
+    }
+    if compile:
+        recipe["compile"] = True
+    if init_record is not None:
+        recipe["init"] = init_record
+
+    t_load = time.perf_counter()
+    x_train, y_train = load_split("train", root, limit)
+    x_test, y_test = load_split("test", root, None if limit is None else min(int(limit), 10000))
+    emit(
+        f"data: {x_train.shape[0]} train / {x_test.shape[0]} test JPEG images "
+        f"({time.perf_counter() - t_load:.1f} s)"
+    )
+    if dev.type == "cuda":
+        x_train, y_train = x_train.to(dev), y_train.to(dev)
+        x_test, y_test = x_test.to(dev), y_test.to(dev)
+    n_train = x_train.shape[0]
+    steps_per_epoch = math.ceil(n_train / batch_size)
+
+    torch.manual_seed(seed)
+    model = CifarResNet(depth, shortcut)
+    if init_state is not None:
+        model.load_state_dict(init_state)
+    model = model.to(dev)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(
+        param_groups(model, weight_decay), lr=lr, momentum=DEFAULT_MOMENTUM, nesterov=True
+    )
+    scheduler = make_scheduler(optimizer, lr, epochs * steps_per_epoch, warmup)
+    step_model = torch.compile(model) if compile else model
+    gen = torch.Generator().manual_seed(seed)
+    criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+
+    start_epoch, history, train_seconds = 0, [], 0.0
+    if resume and ckpt_path.is_file():
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        if state.get("version") != CHECKPOINT_VERSION:
+            raise ValueError(f"{ckpt_path}: unsupported checkpoint version {state.get('version')}")
+        old = state["recipe"]
+        diff = {k: (old.get(k), v) for k, v in recipe.items() if old.get(k) != v}
+        if diff:
+            raise ValueError(
+                f"cannot resume from {ckpt_path}: its recipe differs (checkpoint, requested): "
+                f"{diff}"
+            )
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        gen.set_state(state["rng"]["generator"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if dev.type == "cuda" and state["rng"].get("cuda"):
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        start_epoch = int(state["epoch"])
+        history = list(state["history"])
+        train_seconds = float(state.get("train_seconds", 0.0))
+        emit(f"resumed from {ckpt_path} after epoch {start_epoch}/{epochs}")
+    elif resume:
+        emit(f"no checkpoint at {ckpt_path}; starting from scratch")
+
+    bar_cls = None
+    if progress:
+        from tqdm.auto import tqdm as bar_cls
+
+    epochs_run = 0
+    for epoch in range(start_epoch, epochs):
+        if stop_after is not None and epochs_run >= stop_after:
+            break
+        t0 = time.perf_counter()
+        model.train()
+        perm = torch.randperm(n_train, generator=gen).to(dev)
+        loss_sum = torch.zeros((), device=dev)
+        correct = torch.zeros((), device=dev, dtype=torch.long)
+        seen = 0
+        batch_losses: list[float] = []
+        bar = (
+            bar_cls(
+                total=steps_per_epoch,
+                desc=f"epoch {epoch + 1}/{epochs}",
+                leave=False,
+                dynamic_ncols=True,
+                mininterval=1.0 if sys.stderr.isatty() else 10.0,
+            )
+            if bar_cls is not None
+            else None
+        )
+        for step in range(steps_per_epoch):
+            idx = perm[step * batch_size : (step + 1) * batch_size]
+            xb = augment(x_train[idx], gen)
+            yb = y_train[idx]
+            xb = normalize(xb, mean, std)
+            if channels_last:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            with autocast(dev, prec):
+                logits = step_model(xb)
+                loss = criterion(logits.float(), yb)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            bs = yb.shape[0]
+            with torch.no_grad():
+                loss_sum += loss.detach() * bs
+                correct += (logits.argmax(1) == yb).sum()
+            seen += bs
+            batch_losses.append(float(loss.detach()) if dev.type == "cpu" else 0.0)
+            if bar is not None:
+                bar.update(1)
+                if step % 20 == 0 or step == steps_per_epoch - 1:
+                    bar.set_postfix(
+                        loss=f"{float(loss_sum) / seen:.3f}",
+                        acc=f"{100.0 * int(correct) / seen:.1f}%",
+                        refresh=False,
+                    )
+        if bar is not None:
+            bar.close()
+        train_loss = float(loss_sum) / seen
+        train_acc = int(correct) / seen
+        test_acc, test_loss = _eval_pass(model, x_test, y_test, mean, std, 1000)
+        secs = time.perf_counter() - t0
+        train_seconds += secs
+        q = max(1, steps_per_epoch // 4)
+        record = {
+            "epoch": epoch + 1,
+            "train_loss": train_loss,
+            "train_acc": train_acc,
+            "test_loss": test_loss,
+            "test_acc": test_acc,
+            "lr": optimizer.param_groups[0]["lr"],
+            "seconds": secs,
+        }
+        if dev.type == "cpu":
+            record["loss_first_quarter"] = float(np.mean(batch_losses[:q]))
+            record["loss_last_quarter"] = float(np.mean(batch_losses[-q:]))
+        history.append(record)
+        emit(
+            f"epoch {epoch + 1:3d}/{epochs}  train loss {train_loss:.4f}  "
+            f"train acc {100 * train_acc:6.2f}%  test acc {100 * test_acc:6.2f}%  "
+            f"lr {record['lr']:.5f}  {secs:6.1f} s"
+        )
+        rng = {"generator": gen.get_state(), "torch": torch.get_rng_state()}
+        if dev.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        _atomic_torch_save(
+            {
+                "version": CHECKPOINT_VERSION,
+                "recipe": recipe,
+                "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "epoch": epoch + 1,
+                "rng": rng,
+                "history": history,
+                "train_seconds": train_seconds,
+            },
+            ckpt_path,
+        )
+        epochs_run += 1
+
+    done = len(history)
+    summary: dict[str, Any] = {
+        "completed": done >= epochs,
+        "epoch": done,
+        "history": history,
+        "checkpoint": str(ckpt_path),
+        "recipe": recipe,
+    }
+    if done < epochs:
+        emit(f"stopped after epoch {done}/{epochs}; continue with resume (checkpoint {ckpt_path})")
+        return summary
+
+    model.eval()
+    test_acc = evaluate(model, x_test, y_test, mean, std)
+    imgs, labels = default_images()
+    default_acc = evaluate(model, imgs, labels, mean, std)
+    default_correct = round(default_acc * labels.shape[0])
+    model_cpu = model.to("cpu", memory_format=torch.contiguous_format)
+    _save_safetensors(
+        model_cpu,
+        out,
+        {"format": "pt", "linstab": "CifarResNet", "depth": str(depth), "shortcut": shortcut},
+    )
+    digest = sha256_file(out)
+    test_error = round(100.0 * (1.0 - test_acc), 2)
+    sidecar = {
+        "model": recipe["architecture"],
+        "recipe": recipe,
+        "epochs": epochs,
+        "total_epochs": epochs + (init_record or {}).get("total_epochs", 0),
+        "seed": seed,
+        "dataset": DATASET_DESCRIPTION,
+        "train_images": int(n_train),
+        "test_images": int(x_test.shape[0]),
+        "training_wall_time_s": round(train_seconds, 1),
+        "device": _device_name(dev),
+        "precision": recipe["precision"],
+        "cpu_native_bf16": cpu_has_native_bf16() if dev.type == "cpu" else None,
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(),
+            "threads": torch.get_num_threads(),
+        },
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+        "test_accuracy_jpeg": test_acc,
+        "test_error_jpeg": test_error,
+        "default_images_accuracy": default_acc,
+        "default_images_correct": f"{default_correct}/{labels.shape[0]}",
+        "history": history,
+        "registry": {
+            "name": name,
+            "depth": depth,
+            "shortcut": shortcut,
+            "file_name": out.name,
+            "sha256": digest,
+            "test_error_jpeg": test_error,
+            "mean": list(mean),
+            "std": list(std),
+        },
+    }
+    atomic_write_text(json_path, json.dumps(sidecar, indent=2) + "\n")
+    emit(
+        f"done: JPEG test accuracy {100 * test_acc:.2f}% on {x_test.shape[0]} images, "
+        f"default images {default_correct}/{labels.shape[0]}; wrote {out} and {json_path}"
+    )
+    summary.update(
+        test_accuracy_jpeg=test_acc,
+        default_images_accuracy=default_acc,
+        out=str(out),
+        sidecar_path=str(json_path),
+        sidecar=sidecar,
+    )
+    return summary

@@ -1,0 +1,56 @@
+"""training/optim"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+DEFAULT_LR = 0.2
+
+
+DEFAULT_BATCH_SIZE = 128
+
+
+DEFAULT_WEIGHT_DECAY = 5e-4
+
+
+DEFAULT_MOMENTUM = 0.9
+
+
+DEFAULT_WARMUP = 0.25
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Two parameter groups: weight decay on conv/linear weights, none on BN and biases."""
+    decay, no_decay = [], []
+    for _, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (decay if p.ndim > 1 else no_decay).append(p)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def make_scheduler(
+    optimizer: torch.optim.Optimizer,
+    max_lr: float,
+    total_steps: int,
+    warmup: float = DEFAULT_WARMUP,
+) -> torch.optim.lr_scheduler.OneCycleLR:
+    """One-cycle schedule: cosine warm-up from ``max_lr / 10`` to ``max_lr`` over the first
+    ``warmup`` fraction of the steps, then cosine annealing to ``max_lr / 1e4``. Stepped per
+    batch; momentum is kept fixed."""
+    return torch.optim.lr_scheduler.OneCycleLR(
+        optimizer,
+        max_lr=max_lr,
+        total_steps=total_steps,
+        pct_start=warmup,
+        anneal_strategy="cos",
+        cycle_momentum=False,
+        div_factor=10.0,
+        final_div_factor=1e3,
+    )

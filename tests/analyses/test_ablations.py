@@ -1,0 +1,116 @@
+"""Ablations: skip scaling and weight interpolation return new modules and honour alpha."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from factories import make_net, tiny_image
+
+from linstab.analyses.ablations import (
+    interpolate_weights,
+    scale_skip,
+    scale_skip_network,
+    skip_scaling_study,
+    weight_interpolation_study,
+)
+from linstab.operators import UnitJacobian
+
+
+def test_scale_skip_returns_copy_and_computes_alpha_skip():
+    net = make_net("option-B", seed=2)
+    u = net.units[1]
+    before = copy.deepcopy(u.canonical.state_dict())
+    s = scale_skip(u, 0.5)
+    assert s is not u.canonical and s.alpha == 0.5 and u.canonical.alpha == 1.0
+    x = torch.rand((2, *u.in_shape))
+    with torch.no_grad():
+        ref = torch.relu(0.5 * x + u.canonical.body(x))
+        assert torch.allclose(s(x), ref, atol=1e-6)
+    for k, v in u.canonical.state_dict().items():
+        assert torch.equal(v, before[k])
+    with pytest.raises(ValueError, match="finite"):
+        scale_skip(u, float("nan"))
+    with pytest.raises(TypeError, match="ResidualUnit"):
+        scale_skip(torch.nn.Linear(2, 2), 1.0)
+
+
+@pytest.mark.parametrize("kind", ["option-A", "option-B", "tv-basic"])
+def test_scaled_unit_jacobian_matches_autodiff(kind):
+    net = make_net(kind, seed=3)
+    lin = net.linearize(tiny_image(1), dtype=torch.float64)
+    from linstab.operators import AutodiffJacobian
+
+    for i, u in enumerate(net.units):
+        s = scale_skip(u, 1.3)
+        Jc = UnitJacobian(s, lin.inputs[i], torch.float64)
+        Ja = AutodiffJacobian(s, lin.inputs[i], torch.float64)
+        assert torch.allclose(Jc.materialize(), Ja.materialize(), rtol=1e-10, atol=1e-12)
+
+
+def test_exact_spectrum_plateau_moves_to_alpha():
+    from linstab.spectra import spectrum
+
+    net = make_net("option-A", seed=5)
+    lin = net.linearize(tiny_image(2), dtype=torch.float64)
+    i = next(i for i, u in enumerate(net.units) if u.kind == "regular")
+    u = net.units[i]
+    for alpha in (0.5, 1.5):
+        J = UnitJacobian(scale_skip(u, alpha), lin.inputs[i], torch.float64)
+        res = spectrum(J, method="exact")
+        dense = torch.linalg.svdvals(J.materialize())
+        assert torch.allclose(res.values.double().cpu(), dense, atol=1e-8)
+        n_alpha = int((dense - alpha).abs().lt(1e-9).sum())
+        assert res.n_exact_ones is not None and res.n_exact_ones <= n_alpha
+
+
+def test_interpolate_weights():
+    net = make_net("option-B", seed=4)
+    u = net.unit(2, 1)  # has a shortcut conv
+    orig = copy.deepcopy(u.canonical.state_dict())
+    one = interpolate_weights(u, 1.0, seed=0)
+    zero = interpolate_weights(u, 0.0, seed=0)
+    zero2 = interpolate_weights(u, 0.0, seed=0)
+    half = interpolate_weights(u, 0.5, seed=0)
+    for k, v in one.state_dict().items():
+        assert torch.equal(v, orig[k])
+    for (k, v0), v2 in zip(zero.state_dict().items(), zero2.state_dict().values(), strict=True):
+        assert torch.equal(v0, v2)  # seeded
+        if k.endswith("conv.weight"):
+            assert abs(float(v0.norm()) - float(orig[k].norm())) < 1e-4 * float(orig[k].norm())
+            assert not torch.equal(v0, orig[k])
+            assert torch.allclose(half.state_dict()[k], 0.5 * orig[k] + 0.5 * v0, atol=1e-6)
+        else:
+            assert torch.equal(v0, orig[k])  # BN parameters and statistics kept
+    for k, v in u.canonical.state_dict().items():
+        assert torch.equal(v, orig[k])
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        interpolate_weights(u, 1.5)
+
+
+def test_scale_skip_network_copies_model():
+    net = make_net("akamaster", seed=1)
+    new = scale_skip_network(net, 0.8, ["1.2"])
+    assert new.model is not net.model
+    assert new.unit(1, 2).canonical.alpha == 0.8 and new.unit(1, 1).canonical.alpha == 1.0
+    assert net.unit(1, 2).canonical.alpha == 1.0
+    x = tiny_image(0)
+    with torch.no_grad():
+        a = net.predict(x)
+        b = scale_skip_network(net, 1.0).predict(x)
+    assert torch.allclose(a, b, atol=1e-6)
+    with pytest.raises(ValueError, match="unknown unit"):
+        scale_skip_network(net, 0.8, ["9.9"])
+
+
+def test_studies_on_tiny_net():
+    net = make_net("option-A", seed=6)
+    pts = skip_scaling_study(net, tiny_image(3), 1, 2, alphas=(0.5, 1.0))
+    assert [p.value for p in pts] == [0.5, 1.0]
+    for p in pts:
+        s = np.asarray(p.singular_values)
+        assert np.all(np.diff(s) <= 1e-12) and sum(p.bands.values()) == s.size
+    tp = weight_interpolation_study(net, tiny_image(3), 1, 2, ts=(0.0, 1.0))
+    assert tp[0].parameter == "t" and tp[1].value == 1.0

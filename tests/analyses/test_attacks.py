@@ -1,0 +1,193 @@
+"""Attacks: verified label flips, minimal-eps search, bounds, determinism, user errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from factories import make_net, tiny_image
+
+from linstab.analyses import attacks
+from linstab.analyses.attacks import check_eps_grid, default_eps_grid
+
+# a short grid and cheap PGD settings keep the fast tier fast
+GRID = torch.from_numpy(__import__("numpy").geomspace(1e-3, 0.5, 16))
+FAST_PGD = {"steps": 10, "eps_grid": GRID, "rtol": 0.05}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread(one_thread):
+    """One torch thread for this module (shared fixture in conftest)."""
+
+
+@pytest.fixture(scope="module")
+def net():
+    return make_net("option-A")
+
+
+@pytest.fixture(scope="module")
+def batch(net):
+    x = torch.stack([tiny_image(s) for s in range(6)])
+    y = net.predict(x).argmax(1)
+    return x, y
+
+
+def _fgsm_direction(net, x, y):
+    """Independent recomputation of the FGSM direction sign(grad CE)."""
+    xi = x.clone().requires_grad_(True)
+    loss = F.cross_entropy(net.module(xi), y, reduction="sum")
+    (g,) = torch.autograd.grad(loss, xi)
+    return g.sign()
+
+
+def test_fgsm_flips_minimal_grid_eps_and_bounds(net, batch):
+    x, y = batch
+    rtol = 1e-3
+    res = attacks.fgsm(net, x, y, eps_grid=GRID, rtol=rtol)
+    assert len(res) == x.shape[0]
+    direction = _fgsm_direction(net, x, y)
+    ok = [r for r in res if r.success]
+    assert len(ok) >= 3
+    for r in ok:
+        i = r.index
+        # label flips (independently re-checked) and the image stays in [0, 1]
+        assert int(net.predict(r.x_adv).argmax(1)) != int(y[i])
+        assert r.flipped and r.adv_pred != r.label
+        assert float(r.x_adv.min()) >= 0 and float(r.x_adv.max()) <= 1
+        assert torch.allclose(r.x_adv, (x[i] + r.eps * direction[i]).clamp(0, 1))
+        assert r.linf <= r.eps + 1e-7
+        assert r.l2 == pytest.approx(float((r.x_adv - x[i]).double().norm()), rel=1e-6)
+        # minimal grid eps: no smaller grid value flips; the bracket is within the tolerance
+        j = r.params["grid_index"]
+        assert r.params["grid_eps"] == pytest.approx(float(GRID[j]))
+        for e in GRID[:j]:
+            xa = (x[i] + float(e) * direction[i]).clamp(0, 1)
+            assert int(net.predict(xa).argmax(1)) == int(y[i])
+        lo = r.params["eps_lo"]
+        assert (float(GRID[j - 1]) if j > 0 else 0.0) <= lo < r.eps <= float(GRID[j])
+        assert r.eps - lo <= rtol * r.eps
+        x_lo = (x[i] + lo * direction[i]).clamp(0, 1)
+        assert int(net.predict(x_lo).argmax(1)) == int(y[i])
+
+
+def test_fgsm_fixed_eps_and_failure_reported(net, batch):
+    x, y = batch
+    res = attacks.fgsm(net, x, y, eps=1e-6)
+    for r in res:
+        assert r.eps == 1e-6
+        if not r.success:
+            assert r.note
+    # a grid too small to flip anything: success=False with a reason, never an exception
+    res = attacks.fgsm(net, x, y, eps_grid=[1e-6, 2e-6])
+    assert not any(r.success for r in res)
+    assert all("flips" in r.note for r in res)
+
+
+def test_misclassified_image_is_skipped(net, batch):
+    x, y = batch
+    wrong = y.clone()
+    wrong[0] = (wrong[0] + 1) % 10
+    res = attacks.fgsm(net, x[:2], wrong[:2], eps_grid=GRID)
+    assert res[0].skipped and not res[0].success and "misclassified" in res[0].note
+    assert float(res[0].delta.abs().max()) == 0
+    assert not res[1].skipped
+
+
+def test_pgd_minimal_eps_flips_in_bounds_and_deterministic(net, batch):
+    x, y = batch
+    res = attacks.pgd(net, x[:4], y[:4], seed=3, **FAST_PGD)
+    ok = [r for r in res if r.success]
+    assert ok
+    for r in ok:
+        assert int(net.predict(r.x_adv).argmax(1)) != int(y[r.index])
+        assert r.linf <= r.eps + 1e-6
+        assert float(r.x_adv.min()) >= 0 and float(r.x_adv.max()) <= 1
+        j = r.params["grid_index"]
+        assert r.eps <= float(GRID[j]) + 1e-12
+        assert r.eps - r.params["eps_lo"] <= 0.05 * r.eps
+    again = attacks.pgd(net, x[:4], y[:4], seed=3, **FAST_PGD)
+    for a, b in zip(res, again, strict=True):
+        assert torch.equal(a.x_adv, b.x_adv)
+
+
+def test_pgd_fixed_eps(net, batch):
+    x, y = batch
+    res = attacks.pgd(net, x[:3], y[:3], eps=0.2, steps=10)
+    for r in res:
+        assert r.eps == 0.2
+        assert r.linf <= 0.2 + 1e-6
+        assert r.success == (int(net.predict(r.x_adv).argmax(1)) != int(y[r.index]))
+
+
+def test_deepfool_and_cw_flips_verified(net, batch):
+    x, y = batch
+    for name, prm in (
+        ("deepfool", {"steps": 20}),
+        ("cw", {"steps": 50, "binary_search_steps": 3, "initial_const": 1.0}),
+    ):
+        res = attacks.run_attack(net, x[:3], y[:3], name, **prm)
+        assert any(r.success for r in res), name
+        for r in res:
+            assert r.eps is None
+            assert r.success == (r.flipped and int(net.predict(r.x_adv).argmax(1)) != int(y[r.index]))
+            assert r.l2 == pytest.approx(float(r.delta.double().norm()), rel=1e-6)
+
+
+def test_library_garbage_is_marked_failed(net, batch, monkeypatch):
+    """A library returning all-zero images (DeepFool on degenerate models) is not a success."""
+    import foolbox as fb
+
+    x, y = batch
+
+    def zeros(self, model, inputs, criterion, *, epsilons, **kw):
+        z = torch.zeros_like(inputs)
+        return z, z, torch.ones(inputs.shape[0], dtype=torch.bool)
+
+    monkeypatch.setattr(fb.attacks.L2DeepFoolAttack, "__call__", zeros)
+    res = attacks.deepfool(net, x[:3], y[:3])
+    assert not any(r.success for r in res)
+    assert all("all-zero" in r.note for r in res)
+
+
+def test_user_errors(net, batch):
+    x, y = batch
+    with pytest.raises(ValueError, match="unknown attack 'bim'.*fgsm"):
+        attacks.run_attack(net, x, y, "bim")
+    with pytest.raises(ValueError, match="strictly increasing"):
+        attacks.fgsm(net, x, y, eps_grid=[0.1, 0.01])
+    with pytest.raises(ValueError, match=r"\(0, 1\]"):
+        attacks.fgsm(net, x, y, eps_grid=[-0.1, 0.2])
+    with pytest.raises(ValueError, match="1-D"):
+        check_eps_grid([[0.1, 0.2]])
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        attacks.fgsm(net, x * 2, y)
+    with pytest.raises(TypeError, match="integer dtype"):
+        attacks.fgsm(net, x, y.float())
+    with pytest.raises(ValueError, match="expected 6 labels"):
+        attacks.fgsm(net, x, y[:2])
+    with pytest.raises(TypeError, match="linstab.Network"):
+        attacks.fgsm(net.module, x, y)
+    assert default_eps_grid().numel() == 33
+
+
+def test_training_mode_is_refused():
+    net = make_net("akamaster")
+    net.model.train()
+    x = tiny_image(0).unsqueeze(0)
+    with pytest.raises(ValueError, match="training mode"):
+        attacks.fgsm(net, x, torch.tensor([0]))
+    assert net.model.training  # linstab never changes the mode
+
+
+@pytest.mark.slow
+def test_attacks_on_resnet20(shared_weights):
+    import linstab
+
+    net = linstab.load_model("resnet20-akamaster")
+    x, y = linstab.default_images([0, 1])
+    for name in ("fgsm", "pgd", "deepfool"):
+        res = attacks.run_attack(net, x, y, name)
+        for r in res:
+            assert r.success, (name, r.note)
+            assert int(net.predict(r.x_adv).argmax(1)) != int(y[r.index])
+            assert 0 < r.linf < 0.1

@@ -1,0 +1,338 @@
+"""Propagated perturbations, linear predictions / eq. (1), summaries, CSV, CLI and figures."""
+
+from __future__ import annotations
+
+import json
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+from factories import make_net, tiny_image
+
+import linstab.cli
+import linstab.cli.common
+from linstab.analyses import perturbations as P
+from linstab.analyses import projections as proj
+from linstab.analyses import propagation as pg
+
+FAST_ATTACKS = {
+    "pgd": {"steps": 10, "rtol": 0.05},
+    "cw": {"steps": 50, "binary_search_steps": 3, "initial_const": 1.0},
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread(one_thread):
+    """One torch thread for this module (shared fixture in conftest)."""
+
+
+@pytest.fixture(scope="module")
+def net():
+    return make_net("option-A")
+
+
+@pytest.fixture(scope="module")
+def images():
+    return torch.stack([tiny_image(s) for s in range(4)])
+
+
+# ---- random perturbation ----------------------------------------------------------------------
+@pytest.mark.parametrize("norm", [1e-6, 0.3, 2.0])
+def test_random_perturbation_has_exactly_the_norm(norm):
+    x = tiny_image(1)
+    d = pg.random_perturbation(x, norm, seed=5)
+    assert d.dtype == torch.float64 and d.shape == x.shape
+    assert float(d.norm()) == pytest.approx(norm, rel=1e-12)
+    y = x.double() + d
+    assert float(y.min()) >= 0 and float(y.max()) <= 1
+    assert torch.equal(d, pg.random_perturbation(x, norm, seed=5))
+    assert not torch.equal(d, pg.random_perturbation(x, norm, seed=6))
+
+
+def test_random_perturbation_with_heavy_clipping_and_errors():
+    x = torch.full((3, 8, 8), 0.999)
+    x[0] = 0.001
+    d = pg.random_perturbation(x, 5.0, seed=0)
+    assert float(d.norm()) == pytest.approx(5.0, rel=1e-12)
+    y = x.double() + d
+    assert float(y.min()) >= 0 and float(y.max()) <= 1
+    with pytest.raises(ValueError, match="larger than the image box"):
+        pg.random_perturbation(x, 100.0)
+    with pytest.raises(ValueError, match="norm: expected a finite float > 0"):
+        pg.random_perturbation(x, -1.0)
+    with pytest.raises(ValueError, match="one image"):
+        pg.random_perturbation(torch.stack([x, x]), 1.0)
+
+
+# ---- propagation --------------------------------------------------------------------------------
+def test_propagation_equals_independent_activations(net, images):
+    g = torch.Generator().manual_seed(0)
+    pert = (images + 0.05 * torch.randn(images.shape, generator=g)).clamp(0, 1)
+    prop = pg.propagate(net, images, pert, dtype=torch.float64, keep=True)
+    s_c, outs_c, _ = net.activations(images, dtype=torch.float64)
+    s_p, outs_p, _ = net.activations(pert, dtype=torch.float64)
+    maps_c, maps_p = [s_c, *outs_c], [s_p, *outs_p]
+    assert prop.addresses == ["stem", *[u.address for u in net.units]]
+    for k in range(len(maps_c)):
+        ref = (maps_p[k] - maps_c[k]).flatten(1).norm(dim=1)
+        torch.testing.assert_close(prop.norms[:, k], ref, rtol=1e-12, atol=0)
+        n = maps_c[k][0].numel()
+        assert prop.numel[k] == n
+        torch.testing.assert_close(prop.normalized[:, k], ref / math.sqrt(n), rtol=1e-12, atol=0)
+    # growth: ratio to the previous layer; the stem's to the input perturbation
+    torch.testing.assert_close(prop.growth[:, 1:], prop.norms[:, 1:] / prop.norms[:, :-1])
+    inp = (pert.double() - images.double()).flatten(1).norm(dim=1)
+    torch.testing.assert_close(prop.growth[:, 0], prop.norms[:, 0] / inp)
+    # the perturbation entering unit k+1 is the one leaving unit k (chained units)
+    for k in range(1, len(net.units)):
+        torch.testing.assert_close(prop.in_diffs[k], maps_p[k] - maps_c[k], rtol=0, atol=0)
+
+
+def test_propagate_errors(net, images):
+    with pytest.raises(ValueError, match="expected shape"):
+        pg.propagate(net, images, images[:2])
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        pg.propagate(net, images, images + 2)
+    with pytest.raises(TypeError, match="float32 or torch.float64"):
+        pg.propagate(net, images, images, dtype=torch.float16)
+
+
+@pytest.mark.parametrize("kind", ["option-A", "option-B", "tv-basic", "akamaster"])
+def test_tiny_perturbation_linear_prediction_is_exact(kind):
+    net = make_net(kind)
+    x = torch.stack([tiny_image(7), tiny_image(8)])
+    res = P.analyze(net, x, None, "random", random_norm=1e-6, spectral_units=None, progress=False)
+    units = [r for r in res.rows if r["address"] != "stem"]
+    assert len(units) == 2 * len(net.units)
+    for r in units:
+        assert r["lin_rel_err"] < 1e-4, (kind, r["address"], r["lin_rel_err"])
+        assert r["pert_l2"] == pytest.approx(1e-6, rel=1e-9)
+
+
+# ---- eq. (1) ----------------------------------------------------------------------------------
+def test_eq1_with_all_vectors_equals_linear_prediction(net, images):
+    lin = net.linearize(images[0], torch.float64)
+    g = torch.Generator().manual_seed(2)
+    for u in net.units:
+        op = lin.unit(u.stage, u.index)
+        spec = proj.right_singular(op, None)
+        assert spec.complete and spec.method == "exact"
+        dx = torch.randn(op.in_shape, generator=g, dtype=torch.float64)
+        p = proj.predict_unit(op, dx, spec)
+        jdx = float((op @ dx).norm())
+        assert p.lin_pred == pytest.approx(jdx, rel=1e-12)
+        assert p.eq1 == pytest.approx(jdx, rel=1e-10)
+        assert p.eq1_upper == pytest.approx(jdx, rel=1e-10)
+        # at down-sampling units V spans only the row space; the rest is the null space
+        assert p.captured <= 1 + 1e-12
+        assert p.alpha.numel() == min(op.shape)
+
+
+def test_topk_bounds_contain_linear_prediction(net, images):
+    lin = net.linearize(images[1], torch.float64)
+    g = torch.Generator().manual_seed(3)
+    u = net.units[-1]
+    op = lin.unit(u.stage, u.index)
+    exact = proj.right_singular(op, None)
+    top = proj.right_singular(op, 12)
+    assert top.method == "topk" and not top.complete
+    torch.testing.assert_close(top.values, exact.values[:12], rtol=1e-6, atol=0)
+    assert top.tail_bound == pytest.approx(float(exact.values[11]), rel=1e-6)
+    for _ in range(3):
+        dx = torch.randn(op.in_shape, generator=g, dtype=torch.float64)
+        p = proj.predict_unit(op, dx, top)
+        assert p.eq1 <= p.lin_pred * (1 + 1e-9)
+        assert p.lin_pred <= p.eq1_upper * (1 + 1e-6)
+        pe = proj.predict_unit(op, dx, exact)
+        assert p.align10 == pytest.approx(pe.align10, rel=1e-5)
+
+
+def test_broken_solver_falls_back_with_a_warning(net, images, monkeypatch):
+    lin = net.linearize(images[2], torch.float64)
+    op = lin.unit(3, 1)  # down-sampling: n_out < n_in
+    exact = proj.right_singular(op, None)
+
+    def garbage(op, k, *, seed=0):
+        m = k or min(op.shape)
+        return (
+            torch.linspace(20, 1, m, dtype=torch.float64),
+            torch.eye(op.shape[1], m, dtype=torch.float64),
+            False,
+        )
+
+    monkeypatch.setattr(proj, "_right_singular", garbage)
+    with pytest.warns(RuntimeWarning, match="failed the check"):
+        top = proj.right_singular(op, 12)
+    assert top.method == "topk-fallback"
+    torch.testing.assert_close(top.values, exact.values[:12], rtol=1e-8, atol=0)
+    with pytest.warns(RuntimeWarning, match="failed the check"):
+        allv = proj.right_singular(op, None)
+    assert allv.method == "exact-fallback" and allv.complete
+    torch.testing.assert_close(allv.values, exact.values, rtol=1e-10, atol=1e-12)
+
+
+# ---- analysis, summary, CSV ------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def analysis(net, images):
+    y = net.predict(images).argmax(1)
+    return P.analyze(
+        net,
+        images,
+        y,
+        "fgsm,pgd,random",
+        ids=[f"img{i}" for i in range(4)],
+        k=12,
+        spectral_units="last",
+        keep_alphas="3.2",
+        attack_params={"pgd": FAST_ATTACKS["pgd"]},
+        progress=False,
+    )
+
+
+def test_analysis_rows_and_summary(analysis, net, tmp_path):
+    rows = analysis.rows
+    assert set(P.ROW_FIELDS) == set(rows[0])
+    names = [r["perturbation"] for r in rows]
+    assert names.index("fgsm") < names.index("pgd") < names.index("random")
+    # random copies the FGSM norm of the same image
+    fg = {r["image"]: r["pert_l2"] for r in rows if r["perturbation"] == "fgsm" and r["position"] == 0}
+    rd = {r["image"]: r["pert_l2"] for r in rows if r["perturbation"] == "random" and r["position"] == 0}
+    assert rd and set(rd) == set(fg)
+    for im in rd:
+        assert rd[im] == pytest.approx(fg[im], rel=1e-6)
+    for r in rows:
+        if r["perturbation"] != "random" and r["address"] == "stem":
+            assert r["flipped"]
+        if r["stage"] == len(net.stages):
+            assert r["n_vectors"] == 12 and r["spectrum"].startswith("topk")
+            assert 0 <= r["align10"] <= r["captured"] <= 1 + 1e-9
+            assert r["eq1"] <= r["lin_pred"] * (1 + 1e-9) <= r["eq1_upper"] * (1 + 1e-6)
+        elif r["address"] != "stem":
+            assert math.isnan(r["eq1"]) and not math.isnan(r["lin_pred"])
+    assert any(k[2] == "3.2" for k in analysis.alphas)
+    summ = analysis.summary()
+    assert [s["perturbation"] for s in summ] == ["fgsm", "pgd", "random"]
+    for s in summ:
+        for key in (
+            "growth_s1",
+            "growth_s2",
+            "growth_s3",
+            "last3_growth",
+            "last3_vs_stage",
+            "align10_last_stage",
+        ):
+            assert math.isfinite(s[key]), key
+        assert s["align10_uniform"] == pytest.approx(10 / 64)
+    table = P.summary_table(summ)
+    assert table.count("\n") == 4 and "last3_vs_stage" in table
+    # CSV round trip gives the same summary
+    path = analysis.write_csv(tmp_path / "rows.csv")
+    back = P.read_rows(path)
+    assert len(back) == len(rows)
+    s2 = P.summarize(back)
+    for a, b in zip(summ, s2, strict=True):
+        for key, v in b.items():
+            if isinstance(v, float) and math.isfinite(v):
+                assert v == pytest.approx(a[key], rel=1e-9), key
+
+
+def test_unit_specs_and_default_projection_units(net):
+    assert pg.resolve_units(net, "all") == [u.address for u in net.units]
+    assert pg.resolve_units(net, "last") == ["3.1", "3.2"]
+    assert pg.resolve_units(net, "2,3.2") == ["2.1", "2.2", "3.2"]
+    assert pg.resolve_units(net, None) == [] == pg.resolve_units(net, "none")
+    with pytest.raises(ValueError, match="stage must be in 1..3"):
+        pg.resolve_units(net, "4")
+    with pytest.raises(ValueError):
+        pg.resolve_units(net, "3.9")
+    fake = lambda n: SimpleNamespace(stages=[[None] * n] * 3)  # noqa: E731
+    assert pg.default_projection_units(fake(9)) == [6, 7, 8, 9]
+    assert pg.default_projection_units(fake(18)) == [12, 14, 16, 18]
+    assert pg.default_projection_units(fake(3)) == [2, 3]
+
+
+def test_misclassified_images_are_skipped_for_every_perturbation(net, images):
+    y = net.predict(images).argmax(1)
+    y[1] = (y[1] + 1) % 10
+    res = P.analyze(net, images, y, "fgsm,random", random_norm=0.1, spectral_units=None, progress=False)
+    for name in ("fgsm", "random"):
+        assert res.attacks[name][1].skipped and "misclassified" in res.attacks[name][1].note
+        assert 1 not in {r["image_pos"] for r in res.rows if r["perturbation"] == name}
+
+
+def test_analyze_errors(net, images):
+    with pytest.raises(ValueError, match="unknown perturbation 'bim'"):
+        P.analyze(net, images, None, "bim", progress=False)
+    with pytest.raises(TypeError, match="dtype"):
+        P.analyze(net, images, None, "random", dtype=torch.int32, progress=False)
+    with pytest.raises(ValueError, match="random_ref"):
+        P.analyze(net, images, None, "random", random_ref="random", progress=False)
+    with pytest.raises(ValueError, match="attack_params"):
+        P.analyze(net, images, None, "fgsm", attack_params={"bim": {}}, progress=False)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        P.analyze(net, images - 1, None, "fgsm", progress=False)
+    with pytest.raises(ValueError, match="k: expected a positive int"):
+        proj.right_singular(net.linearize(images[0]).unit(1, 1), 0)
+
+
+# ---- CLI and figures ---------------------------------------------------------------------------
+@pytest.fixture
+def tiny_cli(monkeypatch, net, images):
+    y = net.predict(images).argmax(1)
+    monkeypatch.setattr(linstab.cli.common, "network_from_args", lambda args: net)
+    monkeypatch.setattr(
+        linstab.cli.common, "images_from_args", lambda args: (images, y, [f"t{i}" for i in range(images.shape[0])])
+    )
+
+
+def test_cli_propagate_and_figures(tiny_cli, tmp_path, capsys):
+    out, summ = tmp_path / "r.csv", tmp_path / "s.json"
+    rc = linstab.cli.main(
+        ["propagate", "--attack", "fgsm,random", "--k", "8", "--spectral-units", "last",
+         "--out", str(out), "--summary", str(summ), "--no-progress"]
+    )  # fmt: skip
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "| perturbation |" in text and "| fgsm |" in text
+    rows = P.read_rows(out)
+    assert {r["perturbation"] for r in rows} == {"fgsm", "random"}
+    data = json.loads(summ.read_text())
+    assert [s["perturbation"] for s in data["summary"]] == ["fgsm", "random"]
+    assert data["settings"]["k"] == 8
+    rc = linstab.cli.main(["figure", "propagation", "--from-csv", str(out), "--out", str(tmp_path / "f3")])
+    assert rc == 0
+    assert (tmp_path / "f3.png").stat().st_size > 0 and (tmp_path / "f3.svg").exists()
+    rc = linstab.cli.main(
+        ["figure", "projections", "--units", "1,2", "--k", "all", "--out", str(tmp_path / "f4.png"),
+         "--no-progress"]
+    )  # fmt: skip
+    assert rc == 0
+    assert (tmp_path / "f4.png").stat().st_size > 0 and (tmp_path / "f4.svg").exists()
+
+
+def test_cli_errors(tiny_cli, tmp_path, capsys):
+    rc = linstab.cli.main(["propagate", "--attack", "bim", "--out", str(tmp_path / "x.csv"), "--no-progress"])
+    assert rc == 2
+    assert "unknown perturbation 'bim'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        linstab.cli.main(["propagate", "--k", "zero", "--out", str(tmp_path / "x.csv")])
+
+
+@pytest.mark.slow
+def test_resnet20_fgsm_deepfool_random(shared_weights):
+    import linstab
+
+    net = linstab.load_model("resnet20-akamaster")
+    x, y = linstab.default_images([0, 1])
+    res = P.analyze(net, x, y, "fgsm,deepfool,random", k=16, spectral_units="last", progress=False)
+    summ = {s["perturbation"]: s for s in res.summary()}
+    assert set(summ) == {"fgsm", "deepfool", "random"}
+    for r in res.rows:
+        assert math.isfinite(r["normalized"]) and r["norm"] > 0
+        if r["perturbation"] != "random":
+            assert r["flipped"]
+        if r["stage"] == 3:
+            assert r["eq1"] <= r["lin_pred"] * (1 + 1e-6) <= r["eq1_upper"] * (1 + 1e-4)
+    # random perturbations of the FGSM size stay in the linear regime much better
+    assert summ["random"]["lin_rel_err"] < summ["fgsm"]["lin_rel_err"]

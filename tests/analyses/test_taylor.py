@@ -1,0 +1,101 @@
+"""The Jacobian (Taylor) test and the core CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from factories import make_net, tiny_image
+
+import linstab
+from linstab.analyses.taylor import jacobian_test, smooth_copy
+from linstab.cli import main
+from linstab.data.selection import parse_index_spec
+
+
+@pytest.mark.parametrize("smooth", ["softplus", "gelu"])
+@pytest.mark.parametrize("kind", ["option-A", "option-B", "tv-bottleneck"])
+def test_smooth_taylor_order_two(kind, smooth):
+    net = make_net(kind, seed=1)
+    for u in (net.units[0], net.units[-1]):
+        for method in ("closed", "autodiff"):
+            r = jacobian_test(net, tiny_image(2), u.stage, u.index, smooth=smooth, method=method)
+            assert r.order >= 1.9, r.table()
+            assert abs(r.order0 - 1) < 0.05
+            assert r.passed
+
+
+def test_relu_taylor_is_exact_for_small_eps():
+    net = make_net("option-B", seed=2)
+    r = jacobian_test(net, tiny_image(1), 2, 1)
+    assert r.activation == "relu"
+    assert r.exact_below_eps is not None and r.exact_below_eps <= 1e-2
+    assert all(e <= r.floor for e, s in zip(r.err1, r.eps, strict=True) if s <= r.exact_below_eps)
+    assert r.passed
+
+
+def test_wrong_jacobian_fails_the_test(monkeypatch):
+    """A Jacobian off by a factor must not pass: the check can fail."""
+    net = make_net("option-A", seed=3)
+    from linstab import operators
+
+    orig = operators.UnitJacobian._matmat
+    monkeypatch.setattr(operators.UnitJacobian, "_matmat", lambda self, V: 1.01 * orig(self, V))
+    r = jacobian_test(net, tiny_image(), 1, 1, smooth="softplus", method="closed")
+    assert r.order < 1.5 and not r.passed
+
+
+def test_smooth_copy_leaves_original():
+    net = make_net("option-B")
+    unit = net.units[0].canonical
+    s = smooth_copy(unit, "gelu")
+    assert any(isinstance(m, torch.nn.GELU) for m in s.modules())
+    assert not any(isinstance(m, torch.nn.GELU) for m in unit.modules())
+    with pytest.raises(ValueError, match="softplus"):
+        smooth_copy(unit, "tanh")
+
+
+def test_taylor_bad_arguments():
+    net = make_net("option-B")
+    with pytest.raises(ValueError, match="steps"):
+        jacobian_test(net, tiny_image(), 1, 1, steps=1)
+    with pytest.raises(ValueError, match="eps0"):
+        jacobian_test(net, tiny_image(), 1, 1, eps0=0)
+    with pytest.raises(ValueError, match="method"):
+        jacobian_test(net, tiny_image(), 1, 1, method="x")
+
+
+def test_parse_index_spec():
+    assert parse_index_spec("0-3,7", 20) == [0, 1, 2, 3, 7]
+    assert parse_index_spec("all", 3) == [0, 1, 2]
+    for bad in ["3-1", "a", "25"]:
+        with pytest.raises(ValueError):
+            parse_index_spec(bad, 20)
+
+
+@pytest.mark.slow
+def test_real_unit_taylor_and_cli(shared_weights, capsys):
+    net = linstab.load_model("resnet56-akamaster")
+    x, _ = linstab.default_images([0])
+    r = jacobian_test(net, x[0], 3, 5, smooth="softplus")
+    assert r.order >= 1.9
+    rc = main(["jacobian-test", "--model", "resnet20-akamaster", "--image", "0", "--unit", "2.1",
+               "--smooth", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0 and out["order"] >= 1.9 and out["unit"] == "2.1"
+    assert main(["predict", "--model", "resnet20-akamaster", "--images", "0-3"]) == 0
+    assert "accuracy: 4/4" in capsys.readouterr().out
+
+
+def test_cli_errors(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("LINSTAB_WEIGHTS_DIR", str(tmp_path))
+    monkeypatch.setenv("LINSTAB_CACHE_DIR", str(tmp_path / "c"))
+    monkeypatch.setattr("linstab.models.weights._download", lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))
+    rc = main(["info", "--model", "resnet56-akamaster"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "LINSTAB_WEIGHTS_DIR" in err
+    assert main(["info", "--model", "nope"]) == 2
+    assert "unknown model" in capsys.readouterr().err
+    assert main([]) == 2
+    assert main(["models"]) == 0

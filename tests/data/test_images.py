@@ -1,0 +1,79 @@
+"""Images: defaults from foolbox, user files, validation errors, the JPEG CIFAR-10 zips."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import linstab
+from linstab.data import DEFAULT_LABELS, check_images, load_cifar10_jpeg, load_images
+
+JPEG_DIR = Path(
+    os.environ.get("LINSTAB_CIFAR10_JPEG", Path(__file__).parents[3] / "shared/data/cifar10-jpeg")
+)
+
+
+def test_default_images():
+    x, y = linstab.default_images()
+    assert x.shape == (20, 3, 32, 32) and x.dtype == torch.float32
+    assert float(x.min()) >= 0 and float(x.max()) <= 1
+    assert y.tolist() == list(DEFAULT_LABELS)
+    x3, y3 = linstab.default_images([3, 5])
+    assert torch.equal(x3, x[[3, 5]]) and y3.tolist() == [0, 6]
+    with pytest.raises(ValueError, match="0..19"):
+        linstab.default_images([20])
+
+
+def test_load_user_images(tmp_path):
+    x, _ = linstab.default_images([0, 1])
+    arr = (x.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+    for i in range(2):
+        Image.fromarray(arr[i]).save(tmp_path / f"img{i}.png")
+    one = load_images(tmp_path / "img0.png")
+    assert one.shape == (1, 3, 32, 32)
+    assert torch.allclose(one[0], x[0], atol=1 / 255 / 2 + 1e-7)
+    folder = load_images(tmp_path)
+    assert folder.shape == (2, 3, 32, 32)
+    np.save(tmp_path / "b.npy", x.numpy())
+    assert torch.equal(load_images(tmp_path / "b.npy"), x)
+    np.savez(tmp_path / "c.npz", images=x.permute(0, 2, 3, 1).numpy())  # channels-last
+    assert torch.equal(load_images(tmp_path / "c.npz"), x)
+    np.save(tmp_path / "u8.npy", arr)
+    assert torch.allclose(load_images(tmp_path / "u8.npy"), one.new_tensor(arr).permute(0, 3, 1, 2) / 255)
+
+
+def test_bad_images(tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        load_images(tmp_path / "missing.png")
+    Image.new("L", (8, 8)).save(tmp_path / "gray.png")
+    with pytest.raises(ValueError, match="RGB"):
+        load_images(tmp_path / "gray.png")
+    np.save(tmp_path / "bad.npy", np.full((2, 3, 8, 8), 2.0, dtype=np.float32))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        load_images(tmp_path / "bad.npy")
+    (tmp_path / "x.txt").write_text("hi")
+    with pytest.raises(ValueError, match="unsupported"):
+        load_images(tmp_path / "x.txt")
+    with pytest.raises(ValueError, match="RGB channels"):
+        check_images(torch.rand(2, 4, 8, 8))
+    with pytest.raises(TypeError, match="uint8"):
+        check_images(torch.zeros(3, 8, 8, dtype=torch.uint8))
+    with pytest.raises(TypeError, match="Tensor"):
+        check_images([[0.0]])
+    with pytest.raises(ValueError, match="NaN"):
+        check_images(torch.tensor(float("nan")).expand(3, 4, 4))
+
+
+def test_cifar10_jpeg_subset():
+    if not (JPEG_DIR / "test.zip").is_file():
+        pytest.skip(f"JPEG CIFAR-10 not at {JPEG_DIR} (set LINSTAB_CIFAR10_JPEG)")
+    x, y = load_cifar10_jpeg("test", JPEG_DIR, limit=30)
+    assert x.shape == (30, 3, 32, 32) and x.dtype == torch.uint8
+    assert sorted(set(y.tolist())) == list(range(10))
+    with pytest.raises(ValueError, match="split"):
+        load_cifar10_jpeg("val", JPEG_DIR)

@@ -1,0 +1,225 @@
+"""Seeded factories of tiny residual networks of every unit kind, shared by the tests.
+
+Each factory returns a model in eval mode with randomized (non-trivial) BN statistics, and the
+:class:`linstab.Network` over it. Ids are readable (``option-A``, ``tv-bottleneck``, ...).
+Import with ``from factories import make_net`` (``tests/`` is on pytest's ``pythonpath``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import linstab
+from linstab.models import CifarResNet
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+
+
+def weights_dir() -> Path | None:
+    env = os.environ.get("LINSTAB_WEIGHTS_DIR")
+    if env and Path(env).is_dir():
+        return Path(env)
+    return None
+
+
+def randomize_bn(model: nn.Module, seed: int) -> nn.Module:
+    """Give every BatchNorm non-trivial running statistics and affine parameters."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                c = m.num_features
+                m.running_mean.copy_(0.1 * torch.randn(c, generator=g))
+                m.running_var.copy_(0.5 + torch.rand(c, generator=g))
+                if m.weight is not None:
+                    m.weight.copy_(0.5 + torch.rand(c, generator=g))
+                    m.bias.copy_(0.1 * torch.randn(c, generator=g))
+    return model
+
+
+# ---- torchvision-style blocks (same attribute names as torchvision.models.resnet) -----------
+class TVBasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample=None) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = downsample
+        self.stride = stride
+
+    def forward(self, x):
+        identity = x
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        if self.downsample is not None:
+            identity = self.downsample(x)
+        out += identity
+        return self.relu(out)
+
+
+class TVBottleneck(nn.Module):
+    expansion = 4
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample=None) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * 4)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+        self.stride = stride
+
+    def forward(self, x):
+        identity = x
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        if self.downsample is not None:
+            identity = self.downsample(x)
+        out += identity
+        return self.relu(out)
+
+
+class TVResNet(nn.Module):
+    """A small torchvision-style ResNet (conv1/bn1/relu/maxpool, layer1..layerK, avgpool, fc)."""
+
+    def __init__(self, block, layers=(2, 2), widths=(4, 8), num_classes: int = 10) -> None:
+        super().__init__()
+        self.inplanes = widths[0]
+        self.conv1 = nn.Conv2d(3, self.inplanes, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(self.inplanes)
+        self.relu = nn.ReLU(inplace=True)
+        for i, (n, w) in enumerate(zip(layers, widths, strict=True)):
+            setattr(self, f"layer{i + 1}", self._make_layer(block, w, n, 1 if i == 0 else 2))
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(self.inplanes, num_classes)
+
+    def _make_layer(self, block, planes, n, stride):
+        down = None
+        if stride != 1 or self.inplanes != planes * block.expansion:
+            down = nn.Sequential(
+                nn.Conv2d(self.inplanes, planes * block.expansion, 1, stride, bias=False),
+                nn.BatchNorm2d(planes * block.expansion),
+            )
+        layers = [block(self.inplanes, planes, stride, down)]
+        self.inplanes = planes * block.expansion
+        layers += [block(self.inplanes, planes) for _ in range(1, n)]
+        return nn.Sequential(*layers)
+
+    def forward(self, x):
+        x = self.relu(self.bn1(self.conv1(x)))
+        k = 1
+        while hasattr(self, f"layer{k}"):
+            x = getattr(self, f"layer{k}")(x)
+            k += 1
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+# ---- akamaster-style block (F.relu in forward, LambdaLayer option-A shortcut) ----------------
+class LambdaLayer(nn.Module):
+    def __init__(self, fn) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(x)
+
+
+class AkaBasicBlock(nn.Module):
+    def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or in_planes != planes:
+            self.shortcut = LambdaLayer(
+                lambda x: F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, planes // 4, planes // 4))
+            )
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        out += self.shortcut(x)
+        return F.relu(out)
+
+
+class AkaResNet(nn.Module):
+    def __init__(self, n: int = 2, widths=(4, 8)) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, widths[0], 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(widths[0])
+        cin = widths[0]
+        for i, w in enumerate(widths):
+            blocks = []
+            for u in range(n):
+                blocks.append(AkaBasicBlock(cin, w, 2 if (u == 0 and i > 0) else 1))
+                cin = w
+            setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
+        self.nstages = len(widths)
+        self.linear = nn.Linear(cin, 10)
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        for i in range(self.nstages):
+            out = getattr(self, f"layer{i + 1}")(out)
+        out = F.adaptive_avg_pool2d(out, 1).flatten(1)
+        return self.linear(out)
+
+
+class TinyCifarResNet(CifarResNet):
+    """linstab's CifarResNet with narrow stages (for fast tests)."""
+
+    def __init__(self, shortcut: str, n: int = 2, widths=(4, 8, 16)) -> None:
+        super().__init__(6 * n + 2, shortcut, 10, widths)
+
+
+def _finish(model: nn.Module, seed: int, name: str, hw: int = 8) -> linstab.Network:
+    randomize_bn(model, seed)
+    model.eval()
+    return linstab.Network(model, name=name, input_shape=(3, hw, hw))
+
+
+def make_net(kind: str, seed: int = 0, dtype=torch.float32) -> linstab.Network:
+    """A tiny seeded network of one unit kind (8x8 inputs)."""
+    torch.manual_seed(seed)
+    if kind == "option-A":
+        model = TinyCifarResNet("A")
+    elif kind == "option-B":
+        model = TinyCifarResNet("B")
+    elif kind == "tv-basic":
+        model = TVResNet(TVBasicBlock, (2, 2), (4, 8))
+    elif kind == "tv-bottleneck":
+        model = TVResNet(TVBottleneck, (2, 2), (2, 4))
+    elif kind == "akamaster":
+        model = AkaResNet(2, (4, 8))
+    elif kind == "pytorchcv":
+        from pytorchcv.models.resnet_cifar import CIFARResNet as CVResNet
+
+        model = CVResNet([[4, 4], [8, 8], [16, 16]], 4, False, in_size=(8, 8))
+        model.features.final_pool = nn.AdaptiveAvgPool2d(1)
+    else:
+        raise ValueError(kind)
+    return _finish(model.to(dtype), seed, kind)
+
+
+NET_KINDS = ["option-A", "option-B", "tv-basic", "tv-bottleneck", "akamaster", "pytorchcv"]
+
+
+def tiny_image(seed: int = 0, hw: int = 8) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand((3, hw, hw), generator=g)

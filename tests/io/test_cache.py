@@ -1,0 +1,68 @@
+"""The result cache: keys, atomic writes, corrupt entries, disabled mode."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+
+from linstab.io.cache import ResultCache, tensor_hash
+
+
+def test_roundtrip_and_hits(tmp_path):
+    c = ResultCache(tmp_path)
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"s": np.arange(5.0)}, {"seconds": 1.5}
+
+    parts = {"model": "abc", "image": "h1", "op": "unit 1.5", "dtype": "float64"}
+    a, m = c.get_or_compute("spectrum", parts, compute)
+    b, m2 = c.get_or_compute("spectrum", parts, compute)
+    assert len(calls) == 1 and c.hits == 1 and c.misses == 1
+    assert np.array_equal(a["s"], b["s"]) and m2["seconds"] == 1.5
+    assert m2["parts"] == parts
+    # another key part -> another entry
+    c.get_or_compute("spectrum", {**parts, "dtype": "float32"}, compute)
+    assert len(calls) == 2
+
+
+def test_corrupt_entry_is_recomputed(tmp_path):
+    c = ResultCache(tmp_path)
+    parts = {"x": 1}
+    c.store("k", parts, {"a": np.ones(3)})
+    p = c.path("k", parts)
+    p.write_bytes(b"not a zip")  # e.g. a file truncated by an earlier, non-atomic writer
+    assert c.load("k", parts) is None
+    out, _ = c.get_or_compute("k", parts, lambda: ({"a": np.zeros(2)}, {}))
+    assert np.array_equal(out["a"], np.zeros(2))
+
+
+def test_failed_write_leaves_no_entry(tmp_path):
+    c = ResultCache(tmp_path)
+
+    class Boom:
+        def __array__(self, *a, **k):
+            raise RuntimeError("killed mid-write")
+
+    try:
+        c.store("k", {"y": 2}, {"a": Boom()})
+    except RuntimeError:
+        pass
+    assert c.load("k", {"y": 2}) is None
+    assert not [f for f in os.listdir(tmp_path / "k") if f.startswith(".tmp-")]
+
+
+def test_disabled_cache_writes_nothing(tmp_path):
+    c = ResultCache(tmp_path / "c", enabled=False)
+    out, _ = c.get_or_compute("k", {"z": 3}, lambda: ({"a": np.ones(1)}, {}))
+    assert out["a"][0] == 1 and not (tmp_path / "c").exists()
+
+
+def test_tensor_hash():
+    x = torch.arange(6.0).reshape(2, 3)
+    assert tensor_hash(x) == tensor_hash(x.clone())
+    assert tensor_hash(x) != tensor_hash(x.double())
+    assert tensor_hash(x) != tensor_hash(x.reshape(3, 2))

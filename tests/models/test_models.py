@@ -1,0 +1,137 @@
+"""Models, the checkpoint registry, weight resolution and safe loading."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+import linstab
+from linstab import models
+from linstab.models import REGISTRY, CifarResNet, build_from_spec, resolve_weights
+
+
+def test_architecture_shapes_and_params():
+    for depth, params in [(20, 272474), (56, 855770), (110, 1730714)]:
+        m = CifarResNet(depth, "B").eval()
+        # pytorchcv's published weight counts for resnet{20,56,110}_cifar10
+        assert sum(p.numel() for p in m.parameters()) == params
+        assert m(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+    a = CifarResNet(20, "A")
+    assert sum(p.numel() for p in a.parameters()) == 269722  # akamaster ResNet-20: 0.27M
+    with pytest.raises(ValueError, match="6n\\+2"):
+        CifarResNet(21)
+    with pytest.raises(ValueError, match="'A' or 'B'"):
+        CifarResNet(20, "C")
+
+
+def test_pytorchcv_state_dict_loads_and_matches(tmp_path):
+    pcv = pytest.importorskip("pytorchcv.models.resnet_cifar")
+    torch.manual_seed(0)
+    ref = pcv.resnet56_cifar10()
+    from factories import randomize_bn
+
+    randomize_bn(ref, 1)
+    ref.eval()
+    path = tmp_path / "resnet56_cifar10.pth"
+    torch.save(ref.state_dict(), path)
+    sd = models.load_state_dict_file(path, "pytorchcv")
+    ours = CifarResNet(56, "B")
+    ours.load_state_dict(sd, strict=True)
+    ours.eval()
+    x = torch.rand(4, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(ours(x), ref(x), rtol=1e-5, atol=1e-5)
+    # the network view of the pytorchcv model itself is recognized unit by unit
+    net = linstab.Network(ref)
+    assert len(net.units) == 27
+    assert [u.shortcut for u in net.units if u.kind == "downsampling"] == ["conv-bn", "conv-bn"]
+
+
+def test_registry_entries():
+    for name in ["resnet20-akamaster", "resnet56-akamaster", "resnet56-pytorchcv", "resnet110-pytorchcv"]:
+        assert name in REGISTRY
+    spec = REGISTRY["resnet56-akamaster"]
+    assert spec.shortcut == "A" and spec.depth == 56 and spec.sha256.startswith("4bfd9763")
+    assert spec.url.startswith("https://")
+    assert REGISTRY["resnet110-pytorchcv"].shortcut == "B"
+    with pytest.raises(ValueError, match="unknown model"):
+        linstab.load_model("resnet57-nowhere")
+
+
+def test_missing_weights_fail_fast_with_three_ways(monkeypatch, tmp_path):
+    monkeypatch.setenv("LINSTAB_WEIGHTS_DIR", str(tmp_path / "empty"))
+    monkeypatch.setenv("LINSTAB_CACHE_DIR", str(tmp_path / "cache"))
+    spec = REGISTRY["resnet56-akamaster"]
+    with pytest.raises(FileNotFoundError) as err:
+        resolve_weights(spec, download=False)
+    msg = str(err.value)
+    assert spec.file_name in msg and "--weights" in msg and "LINSTAB_WEIGHTS_DIR" in msg
+    assert str(tmp_path / "cache") in msg
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        resolve_weights(spec, tmp_path / "nope.th")
+
+
+def test_download_failure_is_reported(monkeypatch, tmp_path):
+    monkeypatch.delenv("LINSTAB_WEIGHTS_DIR", raising=False)
+    monkeypatch.setenv("LINSTAB_CACHE_DIR", str(tmp_path / "cache"))
+
+    def boom(url, target, timeout=20.0):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(models.weights, "_download", boom)
+    with pytest.raises(FileNotFoundError, match="download from https://.* failed: network unreachable"):
+        resolve_weights(REGISTRY["resnet20-akamaster"])
+
+
+def test_checksum_mismatch_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("LINSTAB_WEIGHTS_DIR", str(tmp_path))
+    spec = REGISTRY["resnet20-akamaster"]
+    fake = tmp_path / "sub" / spec.file_name
+    fake.parent.mkdir()
+    torch.save({"state_dict": CifarResNet(20, "A").state_dict()}, fake)
+    with pytest.raises(ValueError, match="SHA-256"):
+        resolve_weights(spec)
+    with pytest.raises(ValueError, match="SHA-256"):
+        linstab.load_model("resnet20-akamaster", weights=fake)
+
+
+def test_pickled_code_is_never_executed(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (shutil.rmtree, (str(tmp_path / "victim"),))
+
+    (tmp_path / "victim").mkdir()
+    path = tmp_path / "evil.th"
+    torch.save({"state_dict": {}, "x": Evil()}, path)
+    with pytest.raises(Exception, match="(?i)weights_only|unpickl|global"):
+        models.load_state_dict_file(path, "akamaster")
+    assert (tmp_path / "victim").is_dir()
+
+
+@pytest.mark.usefixtures("shared_weights")
+@pytest.mark.parametrize("name", ["resnet20-akamaster", "resnet56-akamaster"])
+def test_akamaster_weights_classify_default_images(name):
+    net = linstab.load_model(name)
+    assert net.sha256 == REGISTRY[name].sha256
+    x, y = linstab.default_images()
+    pred = net.predict(x).argmax(1)
+    assert pred.tolist() == y.tolist()  # all 20 correct
+
+
+def test_weights_dir_is_searched_recursively(shared_weights, tmp_path, monkeypatch):
+    src = Path(shared_weights).rglob(REGISTRY["resnet20-akamaster"].file_name)
+    src = next(src)
+    deep = tmp_path / "a" / "b"
+    deep.mkdir(parents=True)
+    (deep / src.name).symlink_to(src)
+    monkeypatch.setenv("LINSTAB_WEIGHTS_DIR", str(tmp_path))
+    path = resolve_weights(REGISTRY["resnet20-akamaster"], download=False)
+    assert path.parent == deep
+    model, _ = build_from_spec(REGISTRY["resnet20-akamaster"])
+    assert not model.training
+    with open(src, "rb") as f:
+        assert hashlib.sha256(f.read()).hexdigest() == REGISTRY["resnet20-akamaster"].sha256

@@ -1,0 +1,113 @@
+"""Network discovery, addresses, unit kinds, linearization bookkeeping and user errors."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from factories import AkaResNet, TVBasicBlock, TVResNet, make_net, randomize_bn, tiny_image
+
+import linstab
+from linstab.network import parse_unit
+
+
+def test_discovery_addresses_and_kinds(tiny_net):
+    stages = tiny_net.stages
+    assert len(stages) >= 2
+    for s, units in enumerate(stages, start=1):
+        for k, u in enumerate(units, start=1):
+            assert (u.stage, u.index) == (s, k)
+            assert u.address == f"{s}.{k}"
+            assert tiny_net.unit(s, k) is u
+    first = [u for u in tiny_net.units if u.index == 1 and u.stage > 1]
+    assert all(u.kind == "downsampling" for u in first)
+    assert all(u.canonical is not None for u in tiny_net.units)
+    assert "1.1" in tiny_net.describe()
+
+
+def test_linearization_chain_and_point(tiny_net):
+    lin = tiny_net.linearize(tiny_image(5), dtype=torch.float64)
+    assert len(lin.inputs) == len(tiny_net.units)
+    for i in range(len(tiny_net.units) - 1):
+        assert torch.equal(lin.outputs[i], lin.inputs[i + 1])
+    # the closed form reproduces each unit's output at the point
+    for i, u in enumerate(tiny_net.units):
+        J = lin.unit(u.stage, u.index, "closed")
+        assert torch.allclose(J.output, lin.outputs[i][0], rtol=1e-12, atol=1e-12)
+    # a (1,3,H,W) image works the same
+    lin2 = tiny_net.linearize(tiny_image(5).unsqueeze(0), dtype=torch.float64)
+    assert torch.equal(lin2.inputs[0], lin.inputs[0])
+
+
+def test_user_model_is_never_modified():
+    model = AkaResNet(2, (4, 8))
+    randomize_bn(model, 0)
+    model.eval()
+    before = copy.deepcopy(model.state_dict())
+    net = linstab.Network(model, input_shape=(3, 8, 8))
+    lin = net.linearize(tiny_image(), dtype=torch.float64)
+    lin.network().materialize()
+    for k, v in model.state_dict().items():
+        assert v.dtype == before[k].dtype and torch.equal(v, before[k]), k
+    assert not model.training
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+
+
+def test_training_mode_is_refused_not_changed():
+    model = TVResNet(TVBasicBlock)
+    assert model.training
+    with pytest.raises(ValueError, match="training mode"):
+        linstab.Network(model, input_shape=(3, 8, 8))
+    assert model.training  # linstab did not call eval()
+
+
+def test_no_units_and_bad_inputs():
+    with pytest.raises(ValueError, match="no residual units"):
+        linstab.Network(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3)).eval())
+    with pytest.raises(TypeError):
+        linstab.Network("resnet")
+    net = make_net("option-B")
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        net.linearize(tiny_image() * 3)
+    with pytest.raises(ValueError, match="NaN"):
+        net.linearize(torch.full((3, 8, 8), float("nan")))
+    with pytest.raises(ValueError, match="3 RGB channels"):
+        net.linearize(torch.rand(1, 8, 8))
+    with pytest.raises(ValueError, match="one image"):
+        net.linearize(torch.rand(2, 3, 8, 8))
+    with pytest.raises(TypeError, match="dtype"):
+        net.linearize(tiny_image(), dtype=torch.float16)
+    with pytest.raises(ValueError, match="unit of stage 1"):
+        net.unit(1, 99)
+
+
+def test_parse_unit():
+    assert parse_unit("1.5") == (1, 5)
+    assert parse_unit("3.18") == (3, 18)
+    for bad in ["1", "a.b", "0.1", "1.2.3", "-1.2"]:
+        with pytest.raises(ValueError, match="STAGE.UNIT"):
+            parse_unit(bad)
+
+
+def test_custom_unit_types_use_autodiff():
+    class Odd(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = torch.nn.Conv2d(4, 4, 3, padding=1)
+
+        def forward(self, x):
+            return torch.tanh(x + self.c(x))
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), Odd(), Odd()).eval()
+    net = linstab.Network(model, input_shape=(3, 8, 8), unit_types=(Odd,))
+    assert [u.address for u in net.units] == ["1.1", "1.2"]
+    assert all(u.canonical is None and u.shortcut == "unknown" for u in net.units)
+    lin = net.linearize(tiny_image(), dtype=torch.float64)
+    with pytest.raises(ValueError, match="no closed form"):
+        lin.unit(1, 1, "closed")
+    J = lin.unit(1, 1)  # auto -> autodiff
+    from test_operators import dense_jacobian
+
+    D = dense_jacobian(model[1], lin.inputs[0][0])
+    assert float((J.materialize() - D).norm() / D.norm()) < 1e-10

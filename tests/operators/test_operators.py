@@ -1,0 +1,196 @@
+"""Dense twins: every unit, stage and network operator against torch.func Jacobians (float64)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse.linalg as spla
+import torch
+from factories import NET_KINDS, make_net, tiny_image
+
+from linstab.operators import (
+    ComposedOperator,
+    DenseOperator,
+    IdentityOperator,
+    LinearOperator,
+)
+
+RTOL = 1e-10  # closed form vs autodiff vs torch.func dense, float64
+
+
+def dense_jacobian(module, x: torch.Tensor, forward: bool = False) -> torch.Tensor:
+    """torch.func Jacobian ``(n_out, n_in)`` of a module at ``x`` (float64 copy of the state)."""
+    state = {
+        k: v.detach().double() if v.is_floating_point() else v
+        for k, v in list(module.named_parameters()) + list(module.named_buffers())
+    }
+
+    def f(z):
+        return torch.func.functional_call(module, state, (z.unsqueeze(0),))[0]
+
+    jac = (torch.func.jacfwd if forward else torch.func.jacrev)(f)(x.double())
+    n_in = x.numel()
+    return jac.reshape(-1, n_in)
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / max(float(b.norm()), 1e-300))
+
+
+@pytest.mark.parametrize("kind", NET_KINDS)
+def test_unit_operators_match_torch_func(kind):
+    if kind == "pytorchcv":
+        pytest.importorskip("pytorchcv")
+    net = make_net(kind, seed=NET_KINDS.index(kind))
+    lin = net.linearize(tiny_image(3), dtype=torch.float64)
+    g = torch.Generator().manual_seed(1)
+    kinds_seen = set()
+    for i, u in enumerate(net.units):
+        kinds_seen.add(u.kind)
+        x = lin.inputs[i][0]
+        D = dense_jacobian(u.module, x, forward=(i % 2 == 0))
+        V = torch.randn((5, *u.in_shape), generator=g, dtype=torch.float64)
+        W = torch.randn((5, *u.out_shape), generator=g, dtype=torch.float64)
+        for method in ("closed", "autodiff"):
+            J = lin.unit(u.stage, u.index, method)
+            assert J.in_shape == u.in_shape and J.out_shape == u.out_shape
+            assert J.shape == (u.n_out, u.n_in)
+            # blocks of vectors
+            JV = (J @ V).reshape(5, -1)
+            assert rel(JV, V.reshape(5, -1) @ D.T) < RTOL, (kind, u.address, method)
+            JTW = (J.T @ W).reshape(5, -1)
+            assert rel(JTW, W.reshape(5, -1) @ D) < RTOL, (kind, u.address, method)
+            # single vectors, flat and map-shaped
+            v = V[0]
+            assert rel(J @ v.reshape(-1), D @ v.reshape(-1)) < RTOL
+            assert rel((J @ v).reshape(-1), D @ v.reshape(-1)) < RTOL
+            # flat column blocks (n, B)
+            cols = V.reshape(5, -1).T.contiguous()
+            assert rel(J @ cols, D @ cols) < RTOL
+            # adjoint identity <J v, w> = <v, J^T w>
+            lhs = float(((J @ v) * W[0]).sum())
+            rhs = float((v * (J.T @ W[0])).sum())
+            assert abs(lhs - rhs) <= 1e-12 * max(1.0, abs(lhs))
+            # dense materialization
+            assert rel(J.materialize(), D) < RTOL
+    if kind in ("option-A", "option-B", "tv-basic", "akamaster", "pytorchcv"):
+        assert {"regular", "downsampling"} <= kinds_seen
+
+
+@pytest.mark.parametrize("kind", ["option-A", "option-B", "tv-bottleneck"])
+def test_stage_and_network_operators(kind):
+    net = make_net(kind, seed=7)
+    lin = net.linearize(tiny_image(4), dtype=torch.float64)
+    for s, units in enumerate(net.stages, start=1):
+        S = lin.stage(s)
+        assert isinstance(S, ComposedOperator) and len(S) == len(units)
+        i0 = net.units.index(units[0])
+        seq = torch.nn.Sequential(*[u.module for u in units])
+        D = dense_jacobian(seq, lin.inputs[i0][0])
+        assert rel(S.materialize(), D) < RTOL
+        assert rel(S.T.materialize(), D.T) < RTOL
+    N = lin.network()
+    seq = torch.nn.Sequential(*[u.module for u in net.units])
+    D = dense_jacobian(seq, lin.inputs[0][0])
+    assert N.shape == tuple(D.shape)
+    assert rel(N.materialize(), D) < RTOL
+    # the network is the product of the stages
+    P = lin.stage(1)
+    for s in range(2, len(net.stages) + 1):
+        P = lin.stage(s) @ P
+    v = torch.randn(N.in_shape, dtype=torch.float64)
+    assert rel(P @ v, N @ v) < 1e-13
+
+
+def test_relu_at_zero_convention():
+    """relu'(0) = 0 in both implementations: a unit whose pre-activations are exactly 0."""
+    net = make_net("option-B", seed=3)
+    unit = net.units[0]
+    canon = unit.canonical
+    lin = net.linearize(tiny_image(0), dtype=torch.float64)
+    x0 = torch.zeros((1, *unit.in_shape), dtype=torch.float64)
+    # zero input: the residual branch sees BN shifts only; zero the BN shifts on a copy
+    import copy
+
+    from linstab.operators import AutodiffJacobian, UnitJacobian
+
+    c = copy.deepcopy(canon)
+    with torch.no_grad():
+        for m in c.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.zero_()
+                m.bias.zero_()
+    Jc = UnitJacobian(c, x0, torch.float64)
+    Ja = AutodiffJacobian(c, x0, torch.float64)
+    assert float(Jc.out_deriv.abs().sum()) == 0.0  # every pre-activation is exactly 0
+    M = Ja.materialize()
+    assert float(M.abs().max()) == 0.0
+    assert float(Jc.materialize().abs().max()) == 0.0
+    assert lin is not None
+
+
+def test_operator_input_validation():
+    net = make_net("option-A")
+    lin = net.linearize(tiny_image(), dtype=torch.float64)
+    J = lin.unit(1, 1)
+    with pytest.raises(TypeError, match="float64"):
+        J @ torch.zeros(J.in_shape, dtype=torch.float32)
+    with pytest.raises(ValueError, match="expected shape"):
+        J @ torch.zeros((3, 5), dtype=torch.float64)
+    with pytest.raises(ValueError, match="cannot compose"):
+        lin.unit(1, 1) @ lin.unit(2, 1)
+    with pytest.raises(TypeError):
+        ComposedOperator([J, "not an operator"])
+    with pytest.raises(ValueError, match="method"):
+        lin.unit(1, 1, "magic")
+    with pytest.raises(ValueError, match="stage"):
+        lin.unit(9, 1)
+
+
+def test_numpy_and_scipy_exports():
+    net = make_net("option-B", seed=2)
+    lin = net.linearize(tiny_image(1), dtype=torch.float64)
+    J = lin.unit(2, 1)
+    D = J.materialize().numpy()
+    rng = np.random.default_rng(0)
+    v = rng.standard_normal(J.shape[1])
+    w = rng.standard_normal(J.shape[0])
+    assert np.allclose(J @ v, D @ v, rtol=1e-12, atol=1e-12)
+    A = J.to_scipy()
+    assert A.shape == J.shape
+    assert np.allclose(A @ v, D @ v, rtol=1e-12, atol=1e-12)
+    assert np.allclose(A.rmatvec(w), D.T @ w, rtol=1e-12, atol=1e-12)
+    V = rng.standard_normal((J.shape[1], 3))
+    assert np.allclose(A.matmat(V), D @ V, rtol=1e-12, atol=1e-12)
+    s = spla.svds(A, k=3, return_singular_vectors=False, random_state=0)
+    ref = np.linalg.svd(D, compute_uv=False)[:3]
+    assert np.allclose(np.sort(s)[::-1], ref, rtol=1e-8)
+
+
+def test_generic_operators():
+    g = torch.Generator().manual_seed(0)
+    A = torch.randn(6, 4, generator=g, dtype=torch.float64)
+    B = torch.randn(4, 5, generator=g, dtype=torch.float64)
+    opA = DenseOperator(A, in_shape=(2, 2), out_shape=(6,))
+    opB = DenseOperator(B, in_shape=(5,), out_shape=(2, 2))
+    C = opA @ opB
+    assert C.shape == (6, 5)
+    assert torch.allclose(C.materialize(), A @ B)
+    assert torch.allclose(C.T.materialize(), (A @ B).T)
+    assert C.T.T is C
+    Id = IdentityOperator((5,), torch.float64)
+    assert torch.allclose((C @ Id).materialize(), A @ B)
+    with pytest.raises(ValueError):
+        DenseOperator(torch.zeros(3, 4), in_shape=(5,))
+    assert isinstance(C, LinearOperator)
+    assert "in_shape" in repr(C)
+
+
+def test_float32_operators_close_to_float64():
+    net = make_net("option-A", seed=5)
+    x = tiny_image(2)
+    l32 = net.linearize(x, dtype=torch.float32)
+    l64 = net.linearize(x, dtype=torch.float64)
+    J32, J64 = l32.unit(2, 1), l64.unit(2, 1)
+    assert J32.dtype == torch.float32
+    assert rel(J32.materialize(torch.float64), J64.materialize()) < 1e-5

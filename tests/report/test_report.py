@@ -1,0 +1,175 @@
+"""The one-command report: files, cache reuse, generated text, and a headless-browser check."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from factories import make_net
+
+from linstab.report import ReportConfig, build_report
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def images_loaded(index: Path, tmp: Path) -> str:
+    """Open the page offline in headless Chromium; return 'loaded/total' images and screenshot."""
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp / 'chrome-profile'}",
+        "--virtual-time-budget=10000",
+    ]
+    dom = subprocess.run(
+        [CHROMIUM, *flags, "--dump-dom", index.as_uri()], capture_output=True, text=True, timeout=120
+    ).stdout
+    shot = tmp / "report.png"
+    subprocess.run(
+        [CHROMIUM, *flags, "--window-size=1200,3000", f"--screenshot={shot}", index.as_uri()],
+        capture_output=True,
+        timeout=120,
+    )
+    assert shot.is_file() and shot.stat().st_size > 10_000
+    m = re.search(r'data-images-loaded="(\d+)/(\d+)"', dom)
+    assert m, "the page's load script did not run"
+    return f"{m.group(1)}/{m.group(2)}"
+
+
+@pytest.fixture(scope="module")
+def tiny_report(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("report")
+    net = make_net("option-A", seed=2)
+    cfg = ReportConfig(
+        models=[], images=[0, 1], quick=True, out=tmp / "out", cache_dir=tmp / "cache", progress=False
+    )
+    t0 = time.perf_counter()
+    index = build_report(cfg, ("jacobian", "ablations", "dynamics"), nets=[net])
+    cold = time.perf_counter() - t0
+    return cfg, net, index, cold, tmp
+
+
+def test_report_files_and_text(tiny_report):
+    cfg, net, index, _, _ = tiny_report
+    out = index.parent
+    assert index.name == "index.html" and index.is_file()
+    env = json.loads((out / "environment.json").read_text())
+    assert env["models"][0]["name"] == net.name and "torch" in env and "timings" in env
+    page = index.read_text()
+    imgs = re.findall(r"<img src='([^']+)'", page)
+    assert len(imgs) >= 3
+    for src in imgs:
+        assert (out / src).is_file(), src
+    for link in re.findall(r"<a href='(data/[^']+)'", page):
+        assert (out / link).is_file(), link
+    assert (out / "data" / "findings.csv").is_file()
+    # text is generated from the numbers: the measured Taylor order appears in the page
+    rows = (out / "data" / "jacobian_tests.csv").read_text().splitlines()
+    assert len(rows) > 1 and "order" in rows[0]
+    assert "Findings" in page and ("reproduced" in page)
+
+
+def test_report_cache_makes_second_run_fast(tiny_report):
+    cfg, net, index, cold, tmp = tiny_report
+    index2 = build_report(replace(cfg, out=tmp / "out2"), ("jacobian", "ablations", "dynamics"), nets=[net])
+    env = json.loads((index2.parent / "environment.json").read_text())
+    # every cached result (ablations and eigenvalues included) comes from the cache, unchanged
+    assert env["cache"]["hits"] >= 2 and env["cache"]["misses"] == 0, env["cache"]
+    for name in ("ablations.csv", "eigenvalues.csv"):
+        a = (index.parent / "data" / name).read_text()
+        assert a == (index2.parent / "data" / name).read_text(), name
+
+
+def test_report_two_models_side_by_side(tmp_path):
+    """Two models: per-model sections, figures and data in per-model folders, findings tagged."""
+    nets = [make_net("option-A", seed=2), make_net("option-B", seed=3)]
+    cfg = ReportConfig(models=[], images=[0], quick=True, out=tmp_path / "out", cache_dir=tmp_path / "c",
+                       progress=False)  # fmt: skip
+    index = build_report(cfg, ("jacobian", "ablations"), nets=nets)
+    out, page = index.parent, index.read_text()
+    for net in nets:
+        assert f"- {net.name}" in page
+        assert any((out / "figures" / net.name).iterdir()), net.name
+        assert (out / "data" / net.name / "ablations.csv").is_file()
+    imgs = re.findall(r"<img src='([^']+)'", page)
+    assert {Path(src).parts[1] for src in imgs} == {"option-A", "option-B"}
+    for src in imgs + re.findall(r"<a href='(data/[^']+)'", page):
+        assert (out / src).is_file(), src
+    sections = (out / "data" / "findings.csv").read_text()
+    assert "(option-A)" in sections and "(option-B)" in sections
+
+
+@pytest.mark.slow  # 20 s (quick) and 50 s (full) on one thread
+@pytest.mark.parametrize("quick", [True, False], ids=["quick", "full"])
+def test_stage_plateau_finding_needs_whole_stage_spectra(tmp_path, quick):
+    """Quick mode has only top-k stage values: the plateau is not judged from them."""
+    cfg = ReportConfig(models=[], images=[0, 1], quick=quick, out=tmp_path / "out", cache_dir=tmp_path / "c",
+                       progress=False)  # fmt: skip
+    index = build_report(cfg, ("spectra",), nets=[make_net("option-A", seed=2)])
+    rows = (index.parent / "data" / "findings.csv").read_text().splitlines()
+    stage = [r for r in rows if r.startswith("Spectra,Stage Jacobians")]
+    assert len(stage) == 1
+    if quick:
+        assert "plateau not assessed" in stage[0] and "plateau share" not in stage[0]
+        assert not stage[0].endswith(",reproduced")
+    else:
+        assert "plateau share <=" in stage[0] and "not assessed" not in stage[0]
+
+
+def test_report_bad_sections(tmp_path):
+    with pytest.raises(ValueError, match="unknown sections"):
+        build_report(ReportConfig(models=["x"], images=[0], out=tmp_path), ("nope",))
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium)")
+def test_report_opens_in_headless_chromium(tiny_report):
+    _, _, index, _, tmp = tiny_report
+    loaded = images_loaded(index, tmp)
+    n, total = (int(v) for v in loaded.split("/"))
+    assert total >= 3 and n == total, loaded
+
+
+@pytest.mark.slow
+def test_full_quick_report_resnet20(shared_weights, tmp_path):
+    cfg = ReportConfig(
+        models=["resnet20-akamaster"],
+        images=[0, 1],
+        quick=True,
+        attacks=("fgsm",),
+        out=tmp_path / "out",
+        cache_dir=tmp_path / "cache",
+        progress=False,
+    )
+    index = build_report(cfg)
+    page = index.read_text()
+    for key in (
+        "figure1_scree",
+        "figure2_bands",
+        "figure3_propagation_fgsm",
+        "figure4_projections",
+        "figure5_ablations",
+        "eigenvalues",
+        "lyapunov",
+    ):
+        assert key in page, key
+    # quick mode: stage-1 units (16384 values) get no eigenvalues, stages only top-k values
+    eig_csv = (index.parent / "data" / "eigenvalues.csv").read_text().splitlines()
+    eig_units = [r.split(",")[0] for r in eig_csv[1:]]
+    assert eig_units == ["2.3", "3.3"], eig_units
+    assert "skipped: 1.3" in page
+    findings = (index.parent / "data" / "findings.csv").read_text()
+    assert "plateau not assessed (top-64 values only" in findings
+    if CHROMIUM:
+        n, total = (int(v) for v in images_loaded(index, tmp_path).split("/"))
+        assert n == total

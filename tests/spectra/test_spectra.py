@@ -1,0 +1,646 @@
+"""Singular-value spectra, band counts and figures (linstab.spectra) against dense float64 SVD.
+
+Fast tier: tiny seeded networks of every unit kind (conftest) and hand-made units. Slow tier
+(``-m slow``, needs ``LINSTAB_WEIGHTS_DIR``): real stage-3 units of ResNet-56 (n = 4096).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections import OrderedDict
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+from factories import NET_KINDS, make_net, randomize_bn, tiny_image
+from torch import nn
+
+import linstab
+from linstab import spectra as S
+from linstab.analyses import network_spectra
+from linstab.linalg import eigh, inertia
+from linstab.operators import factors
+from linstab.spectra import reduction
+from linstab.models import ConvBlock, ResidualUnit
+from linstab.operators import ConvBNLinearization, DenseOperator, UnitJacobian
+
+F64 = torch.float64
+
+
+def dense(op) -> torch.Tensor:
+    return op.materialize(dtype=F64)
+
+
+def dense_sv(op) -> torch.Tensor:
+    return torch.linalg.svdvals(dense(op))
+
+
+def dense_counts(s: torch.Tensor, n: int, lo=0.99, hi=1.01, zt=1e-6) -> tuple[int, int, int, int]:
+    return S.count_from_values(s, n, lo, hi, zt)
+
+
+def n_alpha(s: torch.Tensor, alpha: float = 1.0) -> int:
+    return int(((s - abs(alpha)).abs() < 1e-9).sum())
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread(one_thread):
+    """One torch thread for this module (shared fixture in conftest)."""
+
+
+@pytest.fixture(scope="module")
+def nets():
+    out = {}
+    for kind in NET_KINDS:
+        if kind == "pytorchcv":
+            try:
+                import pytorchcv  # noqa: F401
+            except ImportError:
+                continue
+        out[kind] = make_net(kind, seed=NET_KINDS.index(kind))
+    return out
+
+
+def make_unit(
+    alpha: float = 1.0, act=nn.ReLU, c: int = 4, hw: int = 6, shift: float = -0.4, seed: int = 0,
+    dependent: bool = False,
+) -> UnitJacobian:
+    """A regular BasicBlock unit whose first BN is shifted down (few active inner units)."""
+    torch.manual_seed(seed)
+    body = nn.Sequential(
+        OrderedDict(conv1=ConvBlock(c, c, 3, 1, 1, activation=act()), conv2=ConvBlock(c, c, 3, 1, 1))
+    )
+    unit = ResidualUnit(body, None, act(), alpha=alpha)
+    randomize_bn(unit, seed)
+    with torch.no_grad():
+        unit.body.conv1.bn.bias.add_(shift)
+        if dependent:  # inner channels 0 and 1 feed conv2 proportionally: Q loses rank
+            unit.body.conv2.conv.weight[:, 1] = 2 * unit.body.conv2.conv.weight[:, 0]
+    unit = unit.to(F64).eval()
+    g = torch.Generator().manual_seed(seed + 1)
+    x = torch.rand((1, c, hw, hw), generator=g, dtype=F64)
+    return UnitJacobian(unit, x, F64)
+
+
+# --------------------------------------------------------------------------------------------
+# sparse factors
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "geom",
+    [
+        dict(cin=4, cout=6, k=3, stride=1, pad=1, dil=1, groups=1),
+        dict(cin=4, cout=6, k=3, stride=2, pad=1, dil=1, groups=2),
+        dict(cin=4, cout=4, k=3, stride=1, pad=2, dil=2, groups=1),
+        dict(cin=4, cout=8, k=1, stride=2, pad=0, dil=1, groups=1),
+    ],
+)
+def test_conv_columns_match_impulses(geom):
+    torch.manual_seed(0)
+    blk = ConvBlock(geom["cin"], geom["cout"], geom["k"], geom["stride"], geom["pad"])
+    blk.conv = nn.Conv2d(geom["cin"], geom["cout"], geom["k"], geom["stride"], geom["pad"],
+                         dilation=geom["dil"], groups=geom["groups"], bias=False)
+    randomize_bn(blk, 1)
+    blk = blk.to(F64).eval()
+    z = torch.rand((1, geom["cin"], 7, 7), dtype=F64)
+    lin = ConvBNLinearization(blk, z, F64)
+    n_in = geom["cin"] * 49
+    n_out = geom["cout"] * lin.out_hw[0] * lin.out_hw[1]
+    idx = np.arange(n_in)
+    fwd = factors.conv_columns(lin, idx, transpose=False).toarray()
+    ref = lin.conv(torch.eye(n_in, dtype=F64).reshape(n_in, geom["cin"], 7, 7)).reshape(n_in, -1).T
+    assert np.abs(fwd - ref.numpy()).max() < 1e-14
+    idx = np.arange(n_out)
+    bwd = factors.conv_columns(lin, idx, transpose=True).toarray()
+    E = torch.eye(n_out, dtype=F64).reshape(n_out, geom["cout"], *lin.out_hw)
+    ref = lin.conv_t(E).reshape(n_out, -1).T
+    assert np.abs(bwd - ref.numpy()).max() < 1e-14
+
+
+def test_unit_factors_reproduce_every_unit(nets):
+    for net in nets.values():
+        lin = net.linearize(tiny_image(3), dtype=F64)
+        for u in net.units:
+            op = lin.unit(u.stage, u.index)
+            f = S.unit_factors(op)
+            assert f is not None, (net.name, u.address)
+            Jf = reduction.factors_js(f).toarray()
+            Jd = dense(op).numpy()
+            assert np.abs(Jf - Jd[f.out_active]).max() < 1e-13
+            assert np.abs(Jd[np.setdiff1d(np.arange(op.shape[0]), f.out_active)]).max() == 0
+            fop = S.factor_operator(op)
+            assert torch.allclose(dense(fop), torch.from_numpy(Jd), atol=1e-13, rtol=0)
+
+
+# --------------------------------------------------------------------------------------------
+# exact spectra and band counts against dense SVD
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", NET_KINDS)
+def test_exact_and_bands_match_dense_svd(nets, kind):
+    if kind not in nets:
+        pytest.skip("pytorchcv not installed")
+    net = nets[kind]
+    lin = net.linearize(tiny_image(1), dtype=F64)
+    routes = set()
+    for u in net.units:
+        op = lin.unit(u.stage, u.index)
+        sd = dense_sv(op)
+        res = S.spectrum(op, "exact")
+        routes.add(res.route)
+        assert res.values.shape == sd.shape
+        assert torch.all(res.values[:-1] >= res.values[1:])
+        assert (res.values - sd).abs().max() < 1e-8, (u.address, res.route)
+        if res.n_exact_ones is not None:
+            assert res.n_exact_ones == n_alpha(sd), u.address
+        if res.n_zero_structural is not None:
+            assert int((sd < 1e-12).sum()) >= res.n_zero_structural
+        bc = S.bands(op)
+        assert (bc.above, bc.plateau, bc.below, bc.zero) == dense_counts(sd, min(op.shape)), u.address
+        if bc.n_exact_ones is not None:
+            assert bc.n_exact_ones == n_alpha(sd)
+        assert abs(sum(bc.fractions[k] for k in ("above", "plateau", "below", "zero")) - 1) < 1e-12
+        if u.kind != "regular":
+            assert bc.route == "inertia-gram"
+        else:
+            assert bc.route == "inertia-structured"
+            gram = S.bands(op, route="gram")
+            assert gram.counts == bc.counts
+    assert routes <= {"structured", "gram"}
+
+
+@pytest.mark.parametrize("alpha", [1.0, 0.5, 2.0])
+def test_structured_route_plateau_at_alpha(alpha):
+    op = make_unit(alpha=alpha, c=4, hw=7, shift=-0.6, seed=2)
+    sd = dense_sv(op)
+    res = S.spectrum(op, "exact", route="structured")
+    assert res.route == "structured" and res.alpha == alpha
+    f = S.unit_factors(op)
+    assert 2 * f.r < f.m  # the reduction is smaller than the active rows
+    assert (res.values - sd).abs().max() < 1e-10
+    assert res.n_exact_ones == n_alpha(sd, alpha) >= f.m - 2 * f.r
+    assert res.n_zero_structural == op.shape[0] - f.m
+    for lo, hi in [(0.99 * alpha, 1.01 * alpha), (0.5 * alpha, 1.3 * alpha)]:
+        bc = S.bands(op, (lo, hi))
+        assert bc.route == "inertia-structured"
+        assert (bc.above, bc.plateau, bc.below, bc.zero) == dense_counts(sd, op.shape[0], lo, hi)
+        assert bc.n_exact_ones == res.n_exact_ones
+    # thresholds exactly at |alpha|: the exact plateau values count as inside [lo, hi]
+    snapped = torch.where((sd - abs(alpha)).abs() < 1e-9, torch.full_like(sd, abs(alpha)), sd)
+    for lo, hi in [(abs(alpha), 1.5 * abs(alpha)), (0.5 * abs(alpha), abs(alpha))]:
+        bc = S.bands(op, (lo, hi))
+        assert bc.route == "inertia-structured"
+        assert (bc.above, bc.plateau, bc.below, bc.zero) == dense_counts(snapped, op.shape[0], lo, hi)
+
+
+def test_structured_float32_close():
+    op = make_unit(c=4, hw=7, shift=-0.6, seed=2)
+    sd = dense_sv(op)
+    res = S.spectrum(op, "exact", dtype=torch.float32)
+    assert res.dtype == torch.float32 and res.values.dtype == torch.float32
+    assert (res.values.double() - sd).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("alpha,shift", [(0.0, -0.6), (-0.5, -1.0)], ids=["alpha0", "alpha-0.5"])
+def test_structured_route_zero_and_negative_alpha(alpha, shift):
+    """alpha = 0 (plateau at 0, on top of the structural zeros) and a negative skip scale."""
+    op = make_unit(alpha=alpha, c=4, hw=7, shift=shift, seed=2)
+    f = S.unit_factors(op)
+    assert 0 < 2 * f.r < f.m
+    sd = dense_sv(op)
+    res = S.spectrum(op, "exact", route="structured")
+    assert res.route == "structured" and res.info["reduction"] in ("cholesky", "pivoted-cholesky")
+    assert (res.values - sd).abs().max() < 1e-10
+    assert res.n_zero_structural == op.shape[0] - f.m
+    if alpha == 0:
+        assert res.n_exact_ones + res.n_zero_structural == n_alpha(sd, 0.0)
+    else:
+        assert res.n_exact_ones == n_alpha(sd, alpha) >= f.m - 2 * f.r
+
+
+@pytest.mark.parametrize("alpha,extra", [(1.0, 0), (0.7, 0), (1.0, 9)], ids=["a1", "a0.7", "a1-wide"])
+def test_banded_core_many_blocks_equals_one_block(alpha, extra):
+    """The block-pentadiagonal assembly of K = L^T M L (spatial order, banded Cholesky) with many
+    small blocks equals the single-block (dense) product, and its eigenvalues give the dense
+    spectrum."""
+    op = make_unit(alpha=alpha, c=4, hw=12, shift=0.0, seed=3)
+    f = S.unit_factors(op)
+    red = reduction.reduce_unit(f)
+    keepw = np.asarray(abs(red.G22).sum(axis=0)).ravel() > 0
+    K1, (bw, b1) = reduction.banded_core(red, keepw, F64, {}, min_block=10**9)
+    tim = {}
+    _, (_, b0) = reduction.banded_core(red, keepw, F64, {}, min_block=1)  # b0 = max(bandwidths)
+    # extra > 0: blocks wider than the bandwidth (off-diagonal L blocks not full triangles)
+    Kb, (bw2, b) = reduction.banded_core(red, keepw, F64, tim, min_block=b0 + extra)
+    assert b == b0 + extra
+    k = K1.shape[0]
+    assert b1 == k and bw2 == bw and b < k / 3  # at least four blocks
+    assert set(tim) == {"gram", "cholesky", "core"}
+    assert torch.equal(Kb, Kb.T) and torch.equal(K1, K1.T)
+    assert (Kb - K1).abs().max() <= 1e-12 * K1.abs().max()
+    # outside the block pentadiagonal band K is exactly zero
+    i = torch.arange(k)
+    far = (i[:, None] // b - i[None, :] // b).abs() > 2
+    assert bool((Kb[far] == 0).all())
+    lam = torch.linalg.eigvalsh(Kb)
+    core = torch.sqrt(torch.clamp(alpha**2 + lam, min=0))
+    plateau = torch.full((red.m - k,), alpha, dtype=F64)
+    vals = torch.cat([core, plateau, torch.zeros(red.n - red.m, dtype=F64)])
+    sd = dense_sv(op)
+    assert (vals.sort(descending=True).values - sd).abs().max() < 1e-10
+
+
+def test_rank_deficient_reduction_uses_pivoted_cholesky():
+    op = make_unit(c=4, hw=7, shift=-0.2, seed=5, dependent=True)
+    f = S.unit_factors(op)
+    sd = dense_sv(op)
+    res = S.spectrum(op, "exact", route="structured")
+    assert res.info["reduction"] == "pivoted-cholesky"
+    assert res.info["core_size"] < 2 * f.r
+    assert (res.values - sd).abs().max() < 1e-9
+    assert res.n_exact_ones == n_alpha(sd)
+    bc = S.bands(op)
+    assert (bc.above, bc.plateau, bc.below, bc.zero) == dense_counts(sd, op.shape[0])
+    assert bc.n_exact_ones == res.n_exact_ones
+
+
+def test_bottleneck_factors_through_narrowest_layer(nets):
+    net = nets["tv-bottleneck"]
+    lin = net.linearize(tiny_image(1), dtype=F64)
+    op = lin.unit(1, 2)
+    counts = [int(b.deriv.sum()) for b in op.blocks if b.deriv is not None]
+    f = S.unit_factors(op)
+    assert f.r == min(counts) and len(op.blocks) == 3
+    res = S.spectrum(op, "exact")
+    sd = dense_sv(op)
+    assert res.route == "structured"
+    assert (res.values - sd).abs().max() < 1e-10
+    assert res.n_exact_ones == n_alpha(sd)
+
+
+def test_non_relu_falls_back_to_dense():
+    op = make_unit(act=nn.Softplus, c=3, hw=5)
+    assert S.unit_factors(op) is None
+    sd = dense_sv(op)
+    res = S.spectrum(op, "exact")
+    assert res.route.startswith("dense") and res.n_exact_ones is None
+    assert "not a 0/1 mask" in res.info["why_not_structured"]
+    assert (res.values - sd).abs().max() < 1e-10
+    bc = S.bands(op)
+    assert bc.route.startswith("spectrum-dense")
+    assert (bc.above, bc.plateau, bc.below, bc.zero) == dense_counts(sd, op.shape[0])
+    with pytest.raises(ValueError, match="no structured reduction"):
+        S.spectrum(op, "exact", route="structured")
+
+
+def test_dense_routes_agree(nets):
+    lin = nets["option-B"].linearize(tiny_image(2), dtype=F64)
+    op = lin.unit(2, 1)
+    sd = dense_sv(op)
+    for kw in (dict(route="dense", dense_solver="svd"), dict(route="dense", dense_solver="gram"),
+               dict(route="gram")):
+        res = S.spectrum(op, "exact", **kw)
+        tol = 1e-8 if kw.get("dense_solver") != "gram" and kw.get("route") != "gram" else 1e-6
+        assert (res.values - sd).abs().max() < tol, kw
+
+
+def test_stage_and_network_exact(nets):
+    net = nets["akamaster"]
+    lin = net.linearize(tiny_image(4), dtype=F64)
+    for op in (lin.stage(1), lin.stage(2), lin.network()):
+        sd = dense_sv(op)
+        res = S.spectrum(op, "exact")
+        assert res.route.startswith("dense")
+        assert (res.values - sd).abs().max() < 1e-8
+        bc = S.bands(op)
+        assert (bc.above, bc.plateau, bc.below, bc.zero) == dense_counts(sd, min(op.shape))
+
+
+def test_exact_with_vectors_is_an_svd(nets):
+    lin = nets["tv-basic"].linearize(tiny_image(0), dtype=F64)
+    op = lin.unit(2, 1)
+    res = S.spectrum(op, "exact", vectors=True)
+    M = dense(op)
+    assert res.U.shape == (op.shape[0], min(op.shape)) and res.V.shape == (op.shape[1], min(op.shape))
+    assert torch.allclose(M @ res.V, res.U * res.values, atol=1e-12)
+    assert torch.allclose(res.V.T @ res.V, torch.eye(res.V.shape[1], dtype=F64), atol=1e-12)
+
+
+# --------------------------------------------------------------------------------------------
+# block inertia
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("seed", range(4))
+def test_block_inertia_matches_eigenvalues(seed):
+    rng = np.random.default_rng(seed)
+    n, bw = 400, 12
+    A = sp.random(n, n, density=0.05, random_state=rng, format="csr")
+    A = sp.triu(A, -bw).tocsr()
+    A = sp.tril(A, bw).tocsr()
+    A = (A + A.T + sp.diags(rng.standard_normal(n))).tocsr()
+    ev = torch.linalg.eigvalsh(torch.from_numpy(A.toarray())).numpy()
+    # a shift onto an eigenvalue of the leading block makes its pivot block singular: merge path
+    lead = torch.linalg.eigvalsh(torch.from_numpy(A[:40, :40].toarray())).numpy()
+    for shift in (0.01, ev[n // 3] + 1e-3, lead[5]):
+        N = (A - shift * sp.identity(n)).tocsr()
+        bounds = inertia.partition(N, 40)
+        assert len(bounds) > 3
+        p, q, z = inertia.block_inertia(N, bounds)
+        assert (p, q) == (int((ev > shift + 1e-9).sum()), int((ev < shift - 1e-9).sum()))
+        assert p + q + z == n
+
+
+# --------------------------------------------------------------------------------------------
+# iterative methods
+# --------------------------------------------------------------------------------------------
+def _check_triplets(res, op, largest: bool, tol_val=1e-8):
+    M = dense(op)
+    U, s, Vh = torch.linalg.svd(M)
+    k = res.k
+    ref = s[:k] if largest else s[-k:]
+    assert (res.values - ref).abs().max() < tol_val
+    assert res.converged
+    assert res.residuals.shape == (k,)
+    assert float(res.residuals.max()) <= 10 * res.tol * float(s[0]) + 1e-12
+    if largest and res.V is not None:
+        # vectors up to sign, only where the value is well separated from its neighbours
+        for i in range(k):
+            gap = min(float(s[i - 1] - s[i]) if i else math.inf, float(s[i] - s[i + 1]))
+            if gap > 1e-4:
+                assert abs(float(res.V[:, i] @ Vh[i])) > 1 - 1e-8
+                assert abs(float(res.U[:, i] @ U[:, i])) > 1 - 1e-8
+
+
+@pytest.mark.parametrize("products", ["auto", "operator", "factors"])
+def test_topk_matches_dense(nets, products):
+    lin = nets["option-A"].linearize(tiny_image(2), dtype=F64)
+    for op in (lin.unit(1, 2), lin.unit(2, 1), lin.stage(2)):
+        res = S.spectrum(op, "topk", k=6, vectors=True, products=products)
+        assert res.route == "block-krylov" and res.method == "topk"
+        assert res.info["products_via"] == ("sparse-factors" if products == "factors" else "operator")
+        _check_triplets(res, op, largest=True)
+        M = dense(op)
+        assert torch.allclose(M @ res.V, res.U * res.values, atol=1e-6)
+
+
+def test_bottomk_matches_dense(nets):
+    lin = nets["tv-basic"].linearize(tiny_image(2), dtype=F64)
+    op = lin.unit(2, 2)
+    res = S.spectrum(op, "bottomk", k=4)
+    s = dense_sv(op)
+    assert res.method == "bottomk" and res.converged
+    assert (res.values - s[-4:]).abs().max() < 1e-6
+    # a full-rank operator: compare vectors too
+    g = torch.Generator().manual_seed(0)
+    A = torch.randn(60, 40, generator=g, dtype=F64)
+    op = DenseOperator(A)
+    res = S.spectrum(op, "bottomk", k=3, vectors=True)
+    U, s, Vh = torch.linalg.svd(A, full_matrices=False)
+    assert (res.values - s[-3:]).abs().max() < 1e-8
+    for i in range(3):
+        assert abs(float(res.V[:, i] @ Vh[-3 + i])) > 1 - 1e-6
+
+
+@pytest.mark.parametrize("solver", ["arpack", "propack"])
+def test_scipy_solvers(nets, solver):
+    lin = nets["option-B"].linearize(tiny_image(2), dtype=F64)
+    op = lin.unit(2, 2)
+    res = S.spectrum(op, "topk", k=5, solver=solver, vectors=True)
+    assert res.route == solver
+    _check_triplets(res, op, largest=True)
+
+
+def test_nonconvergence_is_reported(nets):
+    lin = nets["option-B"].linearize(tiny_image(2), dtype=F64)
+    op = lin.unit(1, 1)
+    with pytest.warns(S.ConvergenceWarning, match="did not reach"):
+        res = S.spectrum(op, "topk", k=20, block_size=2, ncv=30, max_iter=1, tol=1e-14)
+    assert not res.converged and res.iterations == 1
+    assert float(res.residuals.max()) > 1e-14 * float(res.values[0])
+    assert issubclass(S.ConvergenceWarning, RuntimeWarning)
+
+
+def test_iterative_float32_operator(nets):
+    lin = nets["akamaster"].linearize(tiny_image(2), dtype=torch.float32)
+    op = lin.unit(1, 2)
+    res = S.spectrum(op, "topk", k=4)
+    assert res.dtype == torch.float32 and res.converged
+    ref = torch.linalg.svdvals(op.materialize(dtype=F64))[:4]
+    assert (res.values.double() - ref).abs().max() < 1e-4
+    with pytest.raises(TypeError, match="Linearize"):
+        S.spectrum(op, "topk", k=4, dtype=F64)
+
+
+# --------------------------------------------------------------------------------------------
+# input checks, result files
+# --------------------------------------------------------------------------------------------
+def test_input_validation(nets):
+    lin = nets["option-A"].linearize(tiny_image(2), dtype=F64)
+    op = lin.unit(1, 1)
+    n = min(op.shape)
+    with pytest.raises(TypeError, match="LinearOperator"):
+        S.spectrum(np.eye(3))
+    with pytest.raises(ValueError, match="method must be one of"):
+        S.spectrum(op, "svd")
+    with pytest.raises(ValueError, match="needs k"):
+        S.spectrum(op, "topk")
+    with pytest.raises(ValueError, match=f"1..{n}"):
+        S.spectrum(op, "topk", k=n + 1)
+    with pytest.raises(ValueError, match=f"1..{n}"):
+        S.spectrum(op, "topk", k=0)
+    with pytest.raises(TypeError, match="positive int"):
+        S.spectrum(op, "topk", k=2.5)
+    with pytest.raises(TypeError, match="float32 or torch.float64"):
+        S.spectrum(op, "exact", dtype=torch.float16)
+    with pytest.raises(ValueError, match="solver must be one of"):
+        S.spectrum(op, "topk", k=2, solver="lanczos")
+    with pytest.raises(ValueError, match="route must be one of"):
+        S.spectrum(op, "exact", route="fast")
+    with pytest.raises(ValueError, match="needs k < min"):
+        S.spectrum(op, "topk", k=n, solver="arpack")
+    with pytest.raises(ValueError, match="no structured reduction"):
+        S.spectrum(lin.unit(2, 1), "exact", route="structured")
+    with pytest.raises(ValueError, match="0 < zero_tol < lo <= hi"):
+        S.bands(op, (1.01, 0.99))
+    with pytest.raises(TypeError, match="two numbers"):
+        S.bands(op, 0.99)
+    with pytest.raises(TypeError, match="LinearOperator"):
+        S.bands("J")
+
+
+def test_save_load_roundtrip(nets, tmp_path):
+    lin = nets["option-A"].linearize(tiny_image(2), dtype=F64)
+    res = S.spectrum(lin.unit(1, 2), "topk", k=3, vectors=True)
+    path = res.save(tmp_path / "s", extra={"model": "tiny"})
+    assert path.suffix == ".npz"
+    with np.load(path) as z:
+        assert set(z.files) >= {"singular_values", "u", "v", "residuals", "metadata"}
+    back = S.SpectrumResult.load(path)
+    assert torch.equal(back.values, res.values) and torch.equal(back.V, res.V)
+    assert back.method == "topk" and back.route == res.route and back.converged == res.converged
+    assert back.info["model"] == "tiny" and back.info["products_via"] == res.info["products_via"]
+    ex = S.spectrum(lin.unit(1, 2), "exact")
+    back = S.SpectrumResult.load(ex.save(tmp_path / "e.npz"))
+    assert back.n_exact_ones == ex.n_exact_ones and back.U is None
+
+
+# --------------------------------------------------------------------------------------------
+# network helpers, figures, CLI
+# --------------------------------------------------------------------------------------------
+def test_unit_bands_rows_csv_and_figures(nets, tmp_path):
+    from linstab.plots.spectra import plot_bands, plot_scree
+
+    net = nets["option-A"]
+    rows = network_spectra.unit_bands(net, tiny_image(0), progress=False)
+    assert [r["address"] for r in rows] == [u.address for u in net.units]
+    for r in rows:
+        assert r["above"] + r["plateau"] + r["below"] + r["zero"] == r["n"]
+    path = network_spectra.write_bands_csv(rows, tmp_path / "b.csv")
+    header = path.read_text().splitlines()[0].split(",")
+    assert header[:6] == ["stage", "unit", "address", "kind", "shortcut", "n"]
+    assert "n_gt_1.01" in header and "frac_in_0.99_1.01" in header and "n_exact_ones" in header
+    written = plot_bands(rows, tmp_path / "fig2")
+    assert [p.suffix for p in written] == [".png", ".svg"] and all(p.stat().st_size > 0 for p in written)
+    x = torch.stack([tiny_image(0), tiny_image(1)])
+    data = network_spectra.scree_data(net, x, unit_index=5, progress=False)
+    assert set(data["rows"]) == {"unit", "downsampling", "stage"}
+    assert data["rows"]["unit"][0]["address"] == "1.2"  # clipped to the stage length
+    assert len(data["rows"]["stage"][2]["spectra"]) == 2
+    written = plot_scree([data, data], tmp_path / "fig1.png")
+    assert [p.name for p in written] == ["fig1.png", "fig1.svg"]
+
+
+def test_cli_commands(nets, tmp_path, monkeypatch):
+    import linstab.cli as cli
+    import linstab.cli.common as common
+
+    net = nets["option-A"]
+    monkeypatch.setattr(common, "network_from_args", lambda args: net)
+    imgs = torch.stack([tiny_image(i) for i in range(3)])
+    monkeypatch.setattr(
+        common, "images_from_args",
+        lambda args: (imgs[:1] if getattr(args, "images", None) is None else imgs, None, ["a", "b", "c"]),
+    )
+    monkeypatch.setattr(common, "networks_from_args", lambda args: [net])
+    out = tmp_path / "u.npz"
+    assert cli.main(["spectrum", "--unit", "1.2", "--out", str(out)]) == 0
+    back = S.SpectrumResult.load(out)
+    assert back.info["component"] == "unit 1.2" and back.k == 256
+    assert cli.main(["spectrum", "--stage", "3", "--method", "topk", "--k", "4", "--vectors",
+                     "--out", str(tmp_path / "s.npz")]) == 0
+    with np.load(tmp_path / "s.npz") as z:
+        assert z["u"].shape == (64, 4) and z["v"].shape == (128, 4)
+    assert cli.main(["bands", "--out", str(tmp_path / "b.csv")]) == 0
+    assert len((tmp_path / "b.csv").read_text().splitlines()) == 1 + len(net.units)
+    f2 = str(tmp_path / "f2")
+    assert cli.main(["figure", "bands", "--out", f2, "--csv", f2 + ".csv"]) == 0
+    assert (tmp_path / "f2.png").exists() and (tmp_path / "f2.svg").exists()
+    assert cli.main(["figure", "scree", "--out", str(tmp_path / "f1"), "--stage-method", "topk",
+                     "--stage-k", "8"]) == 0
+    assert (tmp_path / "f1.png").exists() and (tmp_path / "f1.svg").exists()
+    assert cli.main(["spectrum", "--unit", "1.2", "--method", "topk", "--k", "0", "--out", str(out)]) == 2
+
+
+# --------------------------------------------------------------------------------------------
+# real weights (slow): stage-3 units of ResNet-56, n = 4096
+# --------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def resnet56_stage3(request):
+    from factories import weights_dir
+
+    if weights_dir() is None:
+        pytest.skip("needs LINSTAB_WEIGHTS_DIR pointing at ../shared/weights (akamaster files)")
+    net = linstab.load_model("resnet56-akamaster")
+    x, _ = linstab.default_images([0])
+    lin = net.linearize(x[0], dtype=F64)
+    op = lin.unit(3, 5)
+    M = dense(op)
+    U, s, Vh = torch.linalg.svd(M)
+    return lin, op, U, s, Vh
+
+
+@pytest.mark.slow
+def test_real_stage3_unit_exact_bands_topk(resnet56_stage3):
+    lin, op, U, s, Vh = resnet56_stage3
+    res = S.spectrum(op, "exact")
+    assert res.route == "structured"
+    assert (res.values - s).abs().max() < 1e-8
+    assert res.n_exact_ones == n_alpha(s) > 0
+    bc = S.bands(op)
+    assert (bc.above, bc.plateau, bc.below, bc.zero) == dense_counts(s, 4096)
+    assert bc.n_exact_ones == res.n_exact_ones
+    top = S.spectrum(op, "topk", k=16, vectors=True)
+    assert top.converged and (top.values - s[:16]).abs().max() < 1e-8
+    for i in range(16):
+        gap = min(float(s[i - 1] - s[i]) if i else math.inf, float(s[i] - s[i + 1]))
+        if gap > 1e-4:
+            assert abs(float(top.V[:, i] @ Vh[i])) > 1 - 1e-7
+
+
+@pytest.mark.slow
+def test_real_stage3_downsampling_unit(resnet56_stage3):
+    lin = resnet56_stage3[0]
+    op = lin.unit(3, 1)
+    s = dense_sv(op)
+    res = S.spectrum(op, "exact")
+    assert res.route == "gram"
+    assert (res.values - s).abs().max() < 1e-7
+    bc = S.bands(op)
+    assert bc.route == "inertia-gram"
+    assert (bc.above, bc.plateau, bc.below, bc.zero) == dense_counts(s, min(op.shape))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", S.ConvergenceWarning)
+        top = S.spectrum(op, "topk", k=8)
+    assert (top.values - s[:8]).abs().max() < 1e-8
+
+
+def test_openblas_threads_follow_torch(monkeypatch):
+    """Dense SciPy kernels run with torch's thread count (or LINSTAB_BLAS_THREADS), then restore."""
+    fns = eigh.load_2stage()
+    if not fns or "threads" not in fns:
+        pytest.skip("SciPy's OpenBLAS thread control not found")
+    get, put = fns["threads"]
+    before, torch_threads = get(), torch.get_num_threads()
+    if before < 2 and put(2) is None and get() < 2:
+        pytest.skip("OpenBLAS was built for one thread")
+    try:
+        put(1)
+        torch.set_num_threads(2)
+        with eigh.openblas_threads():
+            assert get() == 2  # torch's setting, not a fixed single thread
+        assert get() == 1
+        torch.set_num_threads(1)
+        put(2)
+        with eigh.openblas_threads():
+            assert get() == 1
+        assert get() == 2
+        monkeypatch.setenv("LINSTAB_BLAS_THREADS", "2")
+        put(1)
+        with eigh.openblas_threads():
+            assert get() == 2
+        assert get() == 1
+    finally:
+        put(before)
+        torch.set_num_threads(torch_threads)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("layout", ["row-major", "column-major"])
+def test_eigvalsh_in_place_matches_torch(dtype, layout):
+    """``_eigvalsh(A, overwrite=True)`` (MKL ``syevd`` in place where torch exports it) reads the
+    lower triangle like ``torch.linalg.eigvalsh`` and returns the same values, in either layout."""
+    g = torch.Generator().manual_seed(7)
+    A = torch.randn((150, 150), generator=g, dtype=torch.float64)  # not symmetric: lower is read
+    ref = torch.linalg.eigvalsh(A).to(dtype)
+    B = A.to(dtype).clone() if layout == "row-major" else A.to(dtype).mT.contiguous().mT
+    assert B.is_contiguous() == (layout == "row-major")
+    w = eigh.eigvalsh(B, overwrite=True)
+    tol = 1e-10 if dtype == torch.float64 else 1e-3
+    assert w.dtype == dtype and w.shape == (150,)
+    assert bool((w[1:] >= w[:-1]).all())
+    assert (w - ref).abs().max() <= tol * ref.abs().max()
+    if eigh.load_mkl_syevd() is not None:  # the in-place path ran: A was overwritten
+        assert not torch.equal(B, A.to(dtype) if layout == "row-major" else A.to(dtype))
+    # without overwrite the input is left alone
+    C = A.to(dtype).clone()
+    eigh.eigvalsh(C)
+    assert torch.equal(C, A.to(dtype))
