@@ -106,8 +106,10 @@ def p1(lin, unit: tuple[int, int]) -> tuple[dict, torch.Tensor]:
         runs.append(time.perf_counter() - t)
         diff = max(diff, float((res2.values - s_base).abs().max()))
     t_ours = statistics.median(runs)
-    log(f"P1: ours {runs[1]:.1f} s, {runs[2]:.1f} s; ratio {tb['total'] / t_ours:.1f}x (median of "
-        f"three runs; first run {tb['total'] / runs[0]:.1f}x); max abs diff {diff:.2e}")
+    log(
+        f"P1: ours {runs[1]:.1f} s, {runs[2]:.1f} s; ratio {tb['total'] / t_ours:.1f}x (median of "
+        f"three runs; first run {tb['total'] / runs[0]:.1f}x); max abs diff {diff:.2e}"
+    )
     sf = solver_factor(int(res.info.get("core_size", 8022)))
     out = {
         "unit": f"{unit[0]}.{unit[1]}",
@@ -155,8 +157,10 @@ def p2(lin, unit: tuple[int, int], exact: torch.Tensor, k: int) -> dict:
     def rel(r):
         return float(((r.values - ref).abs() / ref).max())
 
-    log(f"P2: ours {t_ours:.2f} s, ARPACK {t_base:.2f} s (medians); ratio {t_base / t_ours:.1f}x; "
-        f"rel err ours {rel(ours):.1e}")
+    log(
+        f"P2: ours {t_ours:.2f} s, ARPACK {t_base:.2f} s (medians); ratio {t_base / t_ours:.1f}x; "
+        f"rel err ours {rel(ours):.1e}"
+    )
     out = {
         "unit": f"{unit[0]}.{unit[1]}",
         "k": k,
@@ -196,10 +200,7 @@ def p3(net, image) -> dict:
         "median_unit_s": statistics.median(per),
         "max_unit_s": max(per),
         "routes": {r["address"]: r["route"] for r in rows},
-        "rows": [
-            {k: r[k] for k in ROW_KEYS}
-            for r in rows
-        ],
+        "rows": [{k: r[k] for k in ROW_KEYS} for r in rows],
         "requirement": {"goal_s": 60.0},
     }
 
@@ -249,8 +250,10 @@ def main() -> None:
     for key in ("P1", "P2"):
         if key in result:
             r = result[key]
-            log(f"{key}: ours {r['ours_s']:.2f} s, baseline {r['baseline_s']:.2f} s, "
-                f"ratio {r['ratio']:.1f}x, passed {r['passed']}")
+            log(
+                f"{key}: ours {r['ours_s']:.2f} s, baseline {r['baseline_s']:.2f} s, "
+                f"ratio {r['ratio']:.1f}x, passed {r['passed']}"
+            )
     if "P3" in result:
         log(f"P3: {result['P3']['total_s']:.1f} s for {result['P3']['units']} units")
 

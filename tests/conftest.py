@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from factories import NET_KINDS, make_net, weights_dir
 
 import linstab
-from factories import NET_KINDS, make_net, weights_dir
 
 
 @pytest.fixture
@@ -40,5 +40,3 @@ def tiny_net(request) -> linstab.Network:
     if request.param == "pytorchcv":
         pytest.importorskip("pytorchcv")
     return make_net(request.param, seed=NET_KINDS.index(request.param))
-
-

@@ -282,7 +282,9 @@ def tiny_cli(monkeypatch, net, images):
     y = net.predict(images).argmax(1)
     monkeypatch.setattr(linstab.cli.common, "network_from_args", lambda args: net)
     monkeypatch.setattr(
-        linstab.cli.common, "images_from_args", lambda args: (images, y, [f"t{i}" for i in range(images.shape[0])])
+        linstab.cli.common,
+        "images_from_args",
+        lambda args: (images, y, [f"t{i}" for i in range(images.shape[0])]),
     )
 
 

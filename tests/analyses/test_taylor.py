@@ -80,8 +80,19 @@ def test_real_unit_taylor_and_cli(shared_weights, capsys):
     x, _ = linstab.default_images([0])
     r = jacobian_test(net, x[0], 3, 5, smooth="softplus")
     assert r.order >= 1.9
-    rc = main(["jacobian-test", "--model", "resnet20-akamaster", "--image", "0", "--unit", "2.1",
-               "--smooth", "--json"])
+    rc = main(
+        [
+            "jacobian-test",
+            "--model",
+            "resnet20-akamaster",
+            "--image",
+            "0",
+            "--unit",
+            "2.1",
+            "--smooth",
+            "--json",
+        ]
+    )
     out = json.loads(capsys.readouterr().out)
     assert rc == 0 and out["order"] >= 1.9 and out["unit"] == "2.1"
     assert main(["predict", "--model", "resnet20-akamaster", "--images", "0-3"]) == 0
@@ -91,7 +102,9 @@ def test_real_unit_taylor_and_cli(shared_weights, capsys):
 def test_cli_errors(capsys, monkeypatch, tmp_path):
     monkeypatch.setenv("LINSTAB_WEIGHTS_DIR", str(tmp_path))
     monkeypatch.setenv("LINSTAB_CACHE_DIR", str(tmp_path / "c"))
-    monkeypatch.setattr("linstab.models.weights._download", lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))
+    monkeypatch.setattr(
+        "linstab.models.weights._download", lambda *a, **k: (_ for _ in ()).throw(OSError("offline"))
+    )
     rc = main(["info", "--model", "resnet56-akamaster"])
     err = capsys.readouterr().err
     assert rc == 2 and "LINSTAB_WEIGHTS_DIR" in err

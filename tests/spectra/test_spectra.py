@@ -21,10 +21,9 @@ import linstab
 from linstab import spectra as S
 from linstab.analyses import network_spectra
 from linstab.linalg import eigh, inertia
-from linstab.operators import factors
-from linstab.spectra import reduction
 from linstab.models import ConvBlock, ResidualUnit
-from linstab.operators import ConvBNLinearization, DenseOperator, UnitJacobian
+from linstab.operators import ConvBNLinearization, DenseOperator, UnitJacobian, factors
+from linstab.spectra import reduction
 
 F64 = torch.float64
 
@@ -64,7 +63,12 @@ def nets():
 
 
 def make_unit(
-    alpha: float = 1.0, act=nn.ReLU, c: int = 4, hw: int = 6, shift: float = -0.4, seed: int = 0,
+    alpha: float = 1.0,
+    act=nn.ReLU,
+    c: int = 4,
+    hw: int = 6,
+    shift: float = -0.4,
+    seed: int = 0,
     dependent: bool = False,
 ) -> UnitJacobian:
     """A regular BasicBlock unit whose first BN is shifted down (few active inner units)."""
@@ -99,8 +103,16 @@ def make_unit(
 def test_conv_columns_match_impulses(geom):
     torch.manual_seed(0)
     blk = ConvBlock(geom["cin"], geom["cout"], geom["k"], geom["stride"], geom["pad"])
-    blk.conv = nn.Conv2d(geom["cin"], geom["cout"], geom["k"], geom["stride"], geom["pad"],
-                         dilation=geom["dil"], groups=geom["groups"], bias=False)
+    blk.conv = nn.Conv2d(
+        geom["cin"],
+        geom["cout"],
+        geom["k"],
+        geom["stride"],
+        geom["pad"],
+        dilation=geom["dil"],
+        groups=geom["groups"],
+        bias=False,
+    )
     randomize_bn(blk, 1)
     blk = blk.to(F64).eval()
     z = torch.rand((1, geom["cin"], 7, 7), dtype=F64)
@@ -297,8 +309,11 @@ def test_dense_routes_agree(nets):
     lin = nets["option-B"].linearize(tiny_image(2), dtype=F64)
     op = lin.unit(2, 1)
     sd = dense_sv(op)
-    for kw in (dict(route="dense", dense_solver="svd"), dict(route="dense", dense_solver="gram"),
-               dict(route="gram")):
+    for kw in (
+        dict(route="dense", dense_solver="svd"),
+        dict(route="dense", dense_solver="gram"),
+        dict(route="gram"),
+    ):
         res = S.spectrum(op, "exact", **kw)
         tol = 1e-8 if kw.get("dense_solver") != "gram" and kw.get("route") != "gram" else 1e-6
         assert (res.values - sd).abs().max() < tol, kw
@@ -517,7 +532,8 @@ def test_cli_commands(nets, tmp_path, monkeypatch):
     monkeypatch.setattr(common, "network_from_args", lambda args: net)
     imgs = torch.stack([tiny_image(i) for i in range(3)])
     monkeypatch.setattr(
-        common, "images_from_args",
+        common,
+        "images_from_args",
         lambda args: (imgs[:1] if getattr(args, "images", None) is None else imgs, None, ["a", "b", "c"]),
     )
     monkeypatch.setattr(common, "networks_from_args", lambda args: [net])
@@ -525,8 +541,23 @@ def test_cli_commands(nets, tmp_path, monkeypatch):
     assert cli.main(["spectrum", "--unit", "1.2", "--out", str(out)]) == 0
     back = S.SpectrumResult.load(out)
     assert back.info["component"] == "unit 1.2" and back.k == 256
-    assert cli.main(["spectrum", "--stage", "3", "--method", "topk", "--k", "4", "--vectors",
-                     "--out", str(tmp_path / "s.npz")]) == 0
+    assert (
+        cli.main(
+            [
+                "spectrum",
+                "--stage",
+                "3",
+                "--method",
+                "topk",
+                "--k",
+                "4",
+                "--vectors",
+                "--out",
+                str(tmp_path / "s.npz"),
+            ]
+        )
+        == 0
+    )
     with np.load(tmp_path / "s.npz") as z:
         assert z["u"].shape == (64, 4) and z["v"].shape == (128, 4)
     assert cli.main(["bands", "--out", str(tmp_path / "b.csv")]) == 0
@@ -534,8 +565,12 @@ def test_cli_commands(nets, tmp_path, monkeypatch):
     f2 = str(tmp_path / "f2")
     assert cli.main(["figure", "bands", "--out", f2, "--csv", f2 + ".csv"]) == 0
     assert (tmp_path / "f2.png").exists() and (tmp_path / "f2.svg").exists()
-    assert cli.main(["figure", "scree", "--out", str(tmp_path / "f1"), "--stage-method", "topk",
-                     "--stage-k", "8"]) == 0
+    assert (
+        cli.main(
+            ["figure", "scree", "--out", str(tmp_path / "f1"), "--stage-method", "topk", "--stage-k", "8"]
+        )
+        == 0
+    )
     assert (tmp_path / "f1.png").exists() and (tmp_path / "f1.svg").exists()
     assert cli.main(["spectrum", "--unit", "1.2", "--method", "topk", "--k", "0", "--out", str(out)]) == 2
 

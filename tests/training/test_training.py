@@ -19,8 +19,8 @@ import torch
 from linstab import models, training
 from linstab.cli import main as cli_main
 from linstab.cli import train as cli_train
-from linstab.training import precision
 from linstab.data import default_images
+from linstab.training import precision
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / os.environ.get("LINSTAB_CIFAR10_JPEG", "../shared/data/cifar10-jpeg")
@@ -47,9 +47,7 @@ def short_run(tmp_path_factory):
     if not HAVE_DATA:
         pytest.skip(f"JPEG CIFAR-10 zips not found in {DATA}")
     out = tmp_path_factory.mktemp("run") / "r8-test.safetensors"
-    summary = training.train(
-        8, "B", DATA, 1, out, batch_size=32, lr=0.2, seed=0, limit=512, progress=False
-    )
+    summary = training.train(8, "B", DATA, 1, out, batch_size=32, lr=0.2, seed=0, limit=512, progress=False)
     return out, summary
 
 
@@ -221,8 +219,10 @@ def test_outputs_round_trip_and_sidecar(short_run):
                 "torch_version", "default_images_accuracy", "precision", "machine"):  # fmt: skip
         assert key in meta, key
     expected = training.resolve_precision("auto", torch.device("cpu"))
-    assert meta["precision"] == meta["recipe"]["precision"] == (
-        "bf16 autocast" if expected == "bf16" else "float32"
+    assert (
+        meta["precision"]
+        == meta["recipe"]["precision"]
+        == ("bf16 autocast" if expected == "bf16" else "float32")
     )
     assert "JPEG" in meta["dataset"]
 
@@ -270,9 +270,7 @@ def test_resume_matches_uninterrupted_run(tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
-    assert [h["train_loss"] for h in full["history"]] == [
-        h["train_loss"] for h in resumed["history"]
-    ]
+    assert [h["train_loss"] for h in full["history"]] == [h["train_loss"] for h in resumed["history"]]
 
 
 @needs_data

@@ -11,6 +11,7 @@ import torch
 from ..network.linearization import Linearization
 from ..operators.base import LinearOperator
 from ..operators.closed_form import UnitJacobian
+from ..operators.factors import factor_plan, structured_plan
 
 
 @dataclass
@@ -38,28 +39,6 @@ class EigenResult:
     seconds: float
 
 
-def _masked_layer(op: UnitJacobian) -> int | None:
-    """Index of the inner block whose 0/1 mask has the fewest active units."""
-    best, best_r = None, None
-    for i, blk in enumerate(op.blocks[:-1]):
-        d = blk.deriv
-        if d is None or not bool(((d == 0) | (d == 1)).all()):
-            continue
-        r = int(d.sum())
-        if best_r is None or r < best_r:
-            best, best_r = i, r
-    return best
-
-
-def _structured_ok(op: LinearOperator) -> bool:
-    if not isinstance(op, UnitJacobian) or op.shortcut_kind != "identity":
-        return False
-    if op.in_shape != op.out_shape or op.out_deriv is None:
-        return False
-    d = op.out_deriv
-    return bool(((d == 0) | (d == 1)).all()) and _masked_layer(op) is not None
-
-
 def unit_eigenvalues(op: LinearOperator, method: str = "auto", batch_size: int = 256) -> EigenResult:
     """All eigenvalues of a square unit Jacobian.
 
@@ -82,7 +61,7 @@ def unit_eigenvalues(op: LinearOperator, method: str = "auto", batch_size: int =
         )
     if method not in ("auto", "structured", "dense"):
         raise ValueError(f"method must be 'auto', 'structured' or 'dense', got {method!r}")
-    ok = _structured_ok(op)
+    ok = structured_plan(op)[0] and op.out_deriv is not None
     if method == "structured" and not ok:
         raise ValueError("the structured reduction needs a closed-form ReLU unit with identity shortcut")
     t0 = time.perf_counter()
@@ -95,7 +74,7 @@ def unit_eigenvalues(op: LinearOperator, method: str = "auto", batch_size: int =
     else:
         assert isinstance(op, UnitJacobian)
         alpha = op.alpha
-        li = _masked_layer(op)
+        li = factor_plan(op)[0]
         d_out = op.out_deriv
         m = int(d_out.sum())
         mask_t = op.blocks[li].deriv
@@ -137,7 +116,7 @@ def unit_eigenvalues(op: LinearOperator, method: str = "auto", batch_size: int =
             ev = np.concatenate([ev, np.full(m - r, alpha, dtype=complex)])
         else:
             # fewer active outputs than inner units: the m x m block J_SS directly
-            JSS = columns(S, n, op.in_shape, op._matmat, S)
+            JSS = columns(S, n, op.in_shape, op.matmat_batch, S)
             ev = torch.linalg.eigvals(JSS).numpy()
         vals = np.concatenate([ev, np.zeros(n - m, dtype=complex)])
         nz, na, used = n - m, max(m - r, 0), "structured"

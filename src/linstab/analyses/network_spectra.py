@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import csv
 import os
 import time
 from pathlib import Path
 
 import torch
 
+from ..io.tables import write_csv
 from ..spectra.bands import _check_bands_args, bands
 from ..spectra.spectrum import spectrum
 
@@ -87,33 +87,33 @@ def unit_bands(
 
 def _csv_columns(lo: float, hi: float) -> list[tuple[str, str]]:
     return [
-        ("stage", "stage"), ("unit", "unit"), ("address", "address"), ("kind", "kind"),
-        ("shortcut", "shortcut"), ("n", "n"),
-        (f"n_gt_{hi:g}", "above"), (f"frac_gt_{hi:g}", "frac_above"),
-        (f"n_in_{lo:g}_{hi:g}", "plateau"), (f"frac_in_{lo:g}_{hi:g}", "frac_plateau"),
-        (f"n_in_0_{lo:g}", "below"), (f"frac_in_0_{lo:g}", "frac_below"),
-        ("n_zero", "zero"), ("frac_zero", "frac_zero"),
-        ("n_exact_ones", "exact_ones"), ("frac_exact_ones", "frac_exact_ones"),
-        ("route", "route"), ("seconds", "seconds"),
+        ("stage", "stage"),
+        ("unit", "unit"),
+        ("address", "address"),
+        ("kind", "kind"),
+        ("shortcut", "shortcut"),
+        ("n", "n"),
+        (f"n_gt_{hi:g}", "above"),
+        (f"frac_gt_{hi:g}", "frac_above"),
+        (f"n_in_{lo:g}_{hi:g}", "plateau"),
+        (f"frac_in_{lo:g}_{hi:g}", "frac_plateau"),
+        (f"n_in_0_{lo:g}", "below"),
+        (f"frac_in_0_{lo:g}", "frac_below"),
+        ("n_zero", "zero"),
+        ("frac_zero", "frac_zero"),
+        ("n_exact_ones", "exact_ones"),
+        ("frac_exact_ones", "frac_exact_ones"),
+        ("route", "route"),
+        ("seconds", "seconds"),
     ]
 
 
 def write_bands_csv(rows: list[dict], path: str | os.PathLike) -> Path:
     """Write :func:`unit_bands` rows as CSV (band names carry the thresholds)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     lo, hi = rows[0]["thresholds"] if rows else (0.99, 1.01)
     cols = _csv_columns(lo, hi)
-    with open(path, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow([c for c, _ in cols])
-        for r in rows:
-            out = []
-            for _, key in cols:
-                v = r.get(key)
-                out.append("" if v is None else (f"{v:.6g}" if isinstance(v, float) else v))
-            w.writerow(out)
-    return path
+    table = [{name: r.get(key) for name, key in cols} for r in rows]
+    return write_csv(table, path, [name for name, _ in cols], float_format=".6g")
 
 
 def scree_data(

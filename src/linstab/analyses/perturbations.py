@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from collections.abc import Sequence
@@ -13,6 +12,7 @@ import numpy as np
 import torch
 
 from ..data.images import check_images
+from ..io.tables import read_csv, write_csv
 from .attacks import ATTACKS, AttackResult, run_attack
 from .projections import UnitPrediction, predict_unit, right_singular
 from .propagation import Propagation, parse_perturbations, propagate, random_perturbation, resolve_units
@@ -449,14 +449,7 @@ def summary_table(summary: list[dict]) -> str:
 
 def write_rows(rows: list[dict], path: str | Path) -> Path:
     """Write rows as CSV (NaN written as empty fields)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(ROW_FIELDS))
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: ("" if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()})
-    return path
+    return write_csv(rows, path, ROW_FIELDS, empty_nan=True)
 
 
 _INT_FIELDS = {
@@ -477,23 +470,23 @@ _STR_FIELDS = {"image", "perturbation", "address", "kind", "spectrum"}
 
 def read_rows(path: str | Path) -> list[dict]:
     """Read a CSV written by :func:`write_rows` (numbers parsed, empty fields as NaN)."""
+    try:
+        raw = read_csv(path, required=ROW_FIELDS)
+    except ValueError as exc:
+        raise ValueError(f"{path}: not a propagation CSV ({exc})") from exc
     rows = []
-    with open(path, newline="") as fh:
-        for r in csv.DictReader(fh):
-            if set(ROW_FIELDS) - set(r):
-                missing = sorted(set(ROW_FIELDS) - set(r))
-                raise ValueError(f"{path}: not a propagation CSV (missing columns {missing[:4]}...)")
-            row: dict = {}
-            for k, v in r.items():
-                if k in _STR_FIELDS:
-                    row[k] = v
-                elif k == "flipped":
-                    row[k] = v == "True"
-                elif k in _INT_FIELDS:
-                    row[k] = int(float(v)) if v not in ("", "nan") else -1
-                else:
-                    row[k] = float(v) if v != "" else math.nan
-            rows.append(row)
+    for r in raw:
+        row: dict = {}
+        for k, v in r.items():
+            if k in _STR_FIELDS:
+                row[k] = v
+            elif k == "flipped":
+                row[k] = v == "True"
+            elif k in _INT_FIELDS:
+                row[k] = int(float(v)) if v not in ("", "nan") else -1
+            else:
+                row[k] = float(v) if v != "" else math.nan
+        rows.append(row)
     return rows
 
 
@@ -507,12 +500,5 @@ def write_summary(summary: list[dict], path: str | Path, settings: dict | None =
         ]
         path.write_text(json.dumps({"settings": settings or {}, "summary": clean}, indent=1))
     else:
-        keys: list[str] = []
-        for s in summary:
-            keys.extend(k for k in s if k not in keys)
-        with open(path, "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=keys)
-            w.writeheader()
-            for s in summary:
-                w.writerow({k: ("" if isinstance(v, float) and math.isnan(v) else v) for k, v in s.items()})
+        write_csv(summary, path, empty_nan=True)
     return path

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -68,11 +69,9 @@ def right_singular(op, k: int | None = None, *, seed: int = 0) -> RightSingular:
         values, V, conv, err = None, None, False, f"{type(exc).__name__}: {exc}"
     tol = 1e-6 if op.dtype == torch.float64 else 1e-3
     if isinstance(err, str) or err > tol:
-        import warnings
-
         why = err if isinstance(err, str) else f"max | ||J v_i|| - s_i | / s_1 = {err:.2e}"
         warnings.warn(
-            f"singular vectors of {getattr(op, 'address', 'operator')} failed the check ({why}); "
+            f"singular vectors of {op.label or 'operator'} failed the check ({why}); "
             "using linstab's internal solver",
             RuntimeWarning,
             stacklevel=2,
@@ -93,8 +92,6 @@ def _right_singular(op, k: int | None, *, seed: int = 0) -> tuple[torch.Tensor, 
     dense SVD for ``"exact"``, restarted block Krylov to a 1e-8 relative residual in float64
     for ``"topk"``).
     """
-    import warnings
-
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # non-convergence is judged by _pair_error instead
@@ -116,52 +113,26 @@ def _pair_error(op, values: torch.Tensor, V: torch.Tensor) -> float:
         return math.inf
     orth = float((V.T @ V - torch.eye(V.shape[1], dtype=V.dtype)).abs().max())
     c = V.shape[1]
-    JV = op._matmat(V.T.reshape(c, *op.in_shape).to(op.dtype)).reshape(c, -1).to(torch.float64)
+    JV = op.matmat_batch(V.T.reshape(c, *op.in_shape).to(op.dtype)).reshape(c, -1).to(torch.float64)
     return max(orth, float((JV.norm(dim=1) - values).abs().max()) / s1)
 
 
-def _fallback_right(op, k: int | None, *, seed: int = 0, depth: int = 6, oversample: int = 8):
-    """Internal solver: dense SVD (``k=None`` or small operators), else randomized block Krylov.
+DENSE_FALLBACK_MAX = 4096  # a failed check is redone by a dense SVD up to this many values
 
-    Block Krylov: ``K = [Q_0, ..., Q_depth]`` (block size ``k + oversample``, each block
-    orthogonalized twice against the previous ones) and Rayleigh-Ritz with ``J K``. Returns
-    ``(values, V)`` in float64.
-    """
+
+def _fallback_right(op, k: int | None, *, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Second attempt after a result failed the check, in float64: a dense SVD when all vectors
+    are asked for or the operator is small, else the block Krylov solver again from another
+    start block with a tighter tolerance and more restarts. Returns ``(values, V)``."""
     n_out, n_in = op.shape
-    dt = torch.float64
-    b = min((k or n_in) + oversample, n_in)
-    if k is None or b * (depth + 1) >= n_in:
-        M = op.materialize(dt)
-        _, S, Vh = torch.linalg.svd(M, full_matrices=False)
+    if k is None or min(n_out, n_in) <= DENSE_FALLBACK_MAX:
+        _, S, Vh = torch.linalg.svd(op.materialize(torch.float64), full_matrices=False)
         m = S.numel() if k is None else k
         return S[:m], Vh[:m].T.contiguous()
-
-    def J(Q: torch.Tensor) -> torch.Tensor:  # (n_in, c) -> (n_out, c)
-        c = Q.shape[1]
-        return op._matmat(Q.T.reshape(c, *op.in_shape).to(op.dtype)).reshape(c, -1).T.to(dt)
-
-    def JT(W: torch.Tensor) -> torch.Tensor:
-        c = W.shape[1]
-        return op._rmatmat(W.T.reshape(c, *op.out_shape).to(op.dtype)).reshape(c, -1).T.to(dt)
-
-    g = torch.Generator().manual_seed(seed)
-    Q, _ = torch.linalg.qr(torch.randn(n_in, b, generator=g, dtype=dt))
-    basis, images = [Q], []
-    for _ in range(depth):
-        JQ = J(basis[-1])
-        images.append(JQ)
-        Z = JT(JQ)
-        for _ in range(2):
-            for B in basis:
-                Z = Z - B @ (B.T @ Z)
-        Q, _ = torch.linalg.qr(Z)
-        basis.append(Q)
-    images.append(J(basis[-1]))
-    K, JK = torch.cat(basis, 1), torch.cat(images, 1)
-    G = JK.T @ JK
-    lam, W = torch.linalg.eigh(0.5 * (G + G.T))
-    order = torch.argsort(lam, descending=True)[:k]
-    return lam[order].clamp_min(0).sqrt(), K @ W[:, order]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = spectrum(op, "topk", k=k, vectors=True, seed=seed + 1, tol=1e-10, max_iter=600)
+    return res.values.to(torch.float64), res.V.to(torch.float64)
 
 
 @dataclass

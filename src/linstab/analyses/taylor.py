@@ -170,9 +170,7 @@ def jacobian_test(
         err0.append(float(d.norm()))
         err1.append(float((d - e * jdx).norm()))
     floor = 1e3 * torch.finfo(dtype).eps * float(fx.norm())
-    slopes = [
-        math.log10(max(err1[k - 1], 1e-300) / max(err1[k], 1e-300)) for k in range(1, len(eps))
-    ]
+    slopes = [math.log10(max(err1[k - 1], 1e-300) / max(err1[k], 1e-300)) for k in range(1, len(eps))]
     above = [k for k in range(1, len(eps)) if err1[k] > floor and err1[k - 1] > floor]
     order = float(torch.tensor([slopes[k - 1] for k in above]).median()) if above else math.nan
     s0 = [math.log10(err0[k - 1] / err0[k]) for k in range(1, len(eps)) if err0[k] > 0]

@@ -129,7 +129,6 @@ def _cmd_figure_propagation(args) -> int:
 
     wanted = parse_perturbations(args.attack)
     if args.from_csv:
-
         rows = read_rows(args.from_csv)
         present = {int(r["image_pos"]) for r in rows}
         keep = set(parse_index_spec(args.images, max(present, default=0) + 21)) & present

@@ -38,15 +38,25 @@ def _cmd_spectrum(args: argparse.Namespace) -> int:
         kwargs.update(k=args.k or 32, solver=args.solver, max_iter=args.max_iter)
     res = spectrum(op, args.method, **kwargs)
     path = res.save(
-        args.out, extra={"model": net.name, "image": ids[0], "component": what, "n_out": op.shape[0],
-                         "n_in": op.shape[1]},
+        args.out,
+        extra={
+            "model": net.name,
+            "image": ids[0],
+            "component": what,
+            "n_out": op.shape[0],
+            "n_in": op.shape[1],
+        },
     )
     v = res.values
-    print(f"{net.name} {ids[0]} {what}: {v.numel()} singular values ({res.method}, {res.route}, "
-          f"{res.timings.get('total', 0):.2f} s)")
-    print(f"  largest {float(v[0]):.6g}, smallest {float(v[-1]):.6g}"
-          + (f", exactly |alpha|: {res.n_exact_ones}" if res.n_exact_ones is not None else "")
-          + (f", structural zeros: {res.n_zero_structural}" if res.n_zero_structural is not None else ""))
+    print(
+        f"{net.name} {ids[0]} {what}: {v.numel()} singular values ({res.method}, {res.route}, "
+        f"{res.timings.get('total', 0):.2f} s)"
+    )
+    print(
+        f"  largest {float(v[0]):.6g}, smallest {float(v[-1]):.6g}"
+        + (f", exactly |alpha|: {res.n_exact_ones}" if res.n_exact_ones is not None else "")
+        + (f", structural zeros: {res.n_zero_structural}" if res.n_zero_structural is not None else "")
+    )
     if res.residuals is not None:
         print(f"  max residual {float(res.residuals.max()):.3g}, converged {res.converged}")
     print(f"wrote {path}")
@@ -66,8 +76,6 @@ def _cmd_bands(args: argparse.Namespace) -> int:
     return 0
 
 
-
-
 def _cmd_figure_scree(args: argparse.Namespace) -> int:
 
     x, _, ids = common.images_from_args(args)
@@ -75,9 +83,16 @@ def _cmd_figure_scree(args: argparse.Namespace) -> int:
     for net in common.networks_from_args(args):
         data.append(
             scree_data(
-                net, x, unit_index=args.unit_index, stages=not args.no_stages,
-                dtype=parse_dtype(args.dtype), stage_method=args.stage_method, stage_k=args.stage_k,
-                max_dense=args.max_dense, image_ids=ids, progress=True,
+                net,
+                x,
+                unit_index=args.unit_index,
+                stages=not args.no_stages,
+                dtype=parse_dtype(args.dtype),
+                stage_method=args.stage_method,
+                stage_k=args.stage_k,
+                max_dense=args.max_dense,
+                image_ids=ids,
+                progress=True,
             )
         )
     paths = plot_scree(data, args.out)
@@ -103,12 +118,20 @@ def _cmd_figure_bands(args: argparse.Namespace) -> int:
 
 def _add_band_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--thresholds", nargs=2, type=float, default=[0.99, 1.01], metavar=("LO", "HI"),
+        "--thresholds",
+        nargs=2,
+        type=float,
+        default=[0.99, 1.01],
+        metavar=("LO", "HI"),
         help="plateau band [LO, HI] (default 0.99 1.01)",
     )
     p.add_argument("--zero-tol", type=float, default=1e-6, help="values <= this count as 0 (default 1e-6)")
-    p.add_argument("--dtype", default="float64", choices=["float32", "float64"],
-                   help="linearization dtype (counts are always computed in float64)")
+    p.add_argument(
+        "--dtype",
+        default="float64",
+        choices=["float32", "float64"],
+        help="linearization dtype (counts are always computed in float64)",
+    )
 
 
 def add_parser(sub) -> None:
@@ -142,8 +165,12 @@ def add_figure_parser(figsub) -> None:
     """Register ``linstab figure scree`` (Figure 1) and ``linstab figure bands`` (Figure 2)."""
 
     def models(p):
-        p.add_argument("--model", action="append", default=None,
-                       help="registered model; repeat for side-by-side columns (default: the default model)")
+        p.add_argument(
+            "--model",
+            action="append",
+            default=None,
+            help="registered model; repeat for side-by-side columns (default: the default model)",
+        )
         p.add_argument("--weights", action="append", default=None, help="weights file per --model")
 
     p = figsub.add_parser("scree", help="Figure 1: scree plots of unit and stage spectra")
@@ -151,8 +178,12 @@ def add_figure_parser(figsub) -> None:
     add_image_args(p, multiple=True, default="0-4")
     p.add_argument("--unit-index", type=int, default=5, help="unit of each stage for the top row (default 5)")
     p.add_argument("--no-stages", action="store_true", help="skip the stage spectra (bottom row)")
-    p.add_argument("--stage-method", default="auto", choices=["auto", "exact", "topk"],
-                   help="stage spectra: exact, top-k, or auto (exact up to --max-dense)")
+    p.add_argument(
+        "--stage-method",
+        default="auto",
+        choices=["auto", "exact", "topk"],
+        help="stage spectra: exact, top-k, or auto (exact up to --max-dense)",
+    )
     p.add_argument("--stage-k", type=int, default=256, help="values per stage with topk (default 256)")
     p.add_argument("--max-dense", type=int, default=8192, help="largest dense stage for auto (default 8192)")
     p.add_argument("--dtype", default="float64", choices=["float32", "float64"])

@@ -31,21 +31,15 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, default=None, help="use only N training images")
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint")
-    parser.add_argument(
-        "--init", default=None, help="warm start from this .safetensors model (new schedule)"
-    )
+    parser.add_argument("--init", default=None, help="warm start from this .safetensors model (new schedule)")
     parser.add_argument(
         "--checkpoint", default=None, help="resumable checkpoint (default <out stem>.ckpt.pt)"
     )
     parser.add_argument("--name", default=None, help="registry name (default: out's stem)")
-    parser.add_argument(
-        "--stop-after", type=int, default=None, help="stop after N epochs in this run"
-    )
+    parser.add_argument("--stop-after", type=int, default=None, help="stop after N epochs in this run")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument(
-        "--no-channels-last", action="store_true", help="keep the default NCHW memory format"
-    )
+    parser.add_argument("--no-channels-last", action="store_true", help="keep the default NCHW memory format")
     parser.add_argument(
         "--precision",
         choices=PRECISIONS,
@@ -118,9 +112,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m linstab.training``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m linstab.training", description=__doc__.split("\n\n")[0]
-    )
+    parser = argparse.ArgumentParser(prog="python -m linstab.training", description=__doc__.split("\n\n")[0])
     _configure(parser)
     args = parser.parse_args(argv)
     try:

@@ -51,8 +51,7 @@ def check_images(x: torch.Tensor | np.ndarray, *, name: str = "images") -> torch
         x = x.unsqueeze(0)
     if x.ndim != 4 or x.shape[1] != 3:
         raise ValueError(
-            f"{name}: expected shape (3, H, W) or (N, 3, H, W) with 3 RGB channels, "
-            f"got {tuple(x.shape)}"
+            f"{name}: expected shape (3, H, W) or (N, 3, H, W) with 3 RGB channels, got {tuple(x.shape)}"
         )
     if not torch.isfinite(x).all():
         raise ValueError(f"{name}: contains NaN or infinite values")
@@ -154,6 +153,4 @@ def load_images(source: str | os.PathLike) -> torch.Tensor:
         elif arr.ndim == 3 and arr.shape[-1] == 3 and arr.shape[0] != 3:
             arr = np.transpose(arr, (2, 0, 1))
         return check_images(torch.from_numpy(np.ascontiguousarray(arr)).float(), name=str(path))
-    raise ValueError(
-        f"unsupported image source {path}: expected .png/.jpg/.jpeg, a folder, .npy or .npz"
-    )
+    raise ValueError(f"unsupported image source {path}: expected .png/.jpg/.jpeg, a folder, .npy or .npz")

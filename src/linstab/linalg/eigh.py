@@ -62,8 +62,13 @@ def load_2stage():
                     if fn is not None:
                         fn.restype = ctypes.c_int
                         fn.argtypes = [
-                            ctypes.c_int, ctypes.c_char, ctypes.c_char, ctypes.c_int64,
-                            ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p,
+                            ctypes.c_int,
+                            ctypes.c_char,
+                            ctypes.c_char,
+                            ctypes.c_int64,
+                            ctypes.c_void_p,
+                            ctypes.c_int64,
+                            ctypes.c_void_p,
                         ]
                         found[ctype] = fn
                         break

@@ -14,7 +14,7 @@ from .results import SpectrumResult
 def row_products(op: LinearOperator, transpose: bool):
     """Row-batched products on flat vectors: ``A(X)`` with ``X`` ``(b, n)`` and its adjoint."""
     in_shape, out_shape = (op.out_shape, op.in_shape) if transpose else (op.in_shape, op.out_shape)
-    fwd, adj = (op._rmatmat, op._matmat) if transpose else (op._matmat, op._rmatmat)
+    fwd, adj = (op.rmatmat_batch, op.matmat_batch) if transpose else (op.matmat_batch, op.rmatmat_batch)
     counts = {"forward": 0, "adjoint": 0}
 
     def A(X):

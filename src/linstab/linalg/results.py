@@ -160,8 +160,19 @@ class SpectrumResult:
 
 
 _META_KEYS = {
-    "method", "route", "dtype", "converged", "iterations", "timings", "n_exact_ones",
-    "n_zero_structural", "alpha", "shape", "tol", "k", "info",
+    "method",
+    "route",
+    "dtype",
+    "converged",
+    "iterations",
+    "timings",
+    "n_exact_ones",
+    "n_zero_structural",
+    "alpha",
+    "shape",
+    "tol",
+    "k",
+    "info",
 }
 
 
@@ -226,9 +237,7 @@ class BandCounts:
 
 def check_op(op) -> None:
     if not isinstance(op, LinearOperator):
-        raise TypeError(
-            f"expected a linstab LinearOperator (e.g. lin.unit(1, 5)), got {type(op).__name__}"
-        )
+        raise TypeError(f"expected a linstab LinearOperator (e.g. lin.unit(1, 5)), got {type(op).__name__}")
 
 
 def check_dtype(dtype) -> None:

@@ -14,8 +14,14 @@ from .results import SpectrumResult
 
 
 def scipy_svds(
-    op: LinearOperator, k: int, largest: bool, solver: str, tol: float, max_iter: int | None,
-    seed: int, vectors: bool,
+    op: LinearOperator,
+    k: int,
+    largest: bool,
+    solver: str,
+    tol: float,
+    max_iter: int | None,
+    seed: int,
+    vectors: bool,
 ) -> SpectrumResult:
     from scipy.sparse.linalg import ArpackNoConvergence, svds
     from scipy.sparse.linalg import LinearOperator as SciPyOperator
@@ -46,8 +52,14 @@ def scipy_svds(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             u, s, vt = svds(
-                A, k=k, which="LM" if largest else "SM", tol=tol, maxiter=max_iter, solver=solver,
-                random_state=seed, return_singular_vectors=True,
+                A,
+                k=k,
+                which="LM" if largest else "SM",
+                tol=tol,
+                maxiter=max_iter,
+                solver=solver,
+                random_state=seed,
+                return_singular_vectors=True,
             )
     except ArpackNoConvergence as exc:
         converged, err = False, str(exc)
@@ -55,8 +67,14 @@ def scipy_svds(
     if s is None:
         vals = torch.full((k,), float("nan"), dtype=op.dtype)
         return SpectrumResult(
-            values=vals, method="topk" if largest else "bottomk", route=solver, dtype=op.dtype,
-            converged=False, timings={"total": time.perf_counter() - t0}, shape=op.shape, tol=tol,
+            values=vals,
+            method="topk" if largest else "bottomk",
+            route=solver,
+            dtype=op.dtype,
+            converged=False,
+            timings={"total": time.perf_counter() - t0},
+            shape=op.shape,
+            tol=tol,
             info={"products": counts, "error": err},
         )
     order = np.argsort(-s)  # descending, for topk and bottomk alike
@@ -71,8 +89,17 @@ def scipy_svds(
     rtol = max(tol, math.sqrt(torch.finfo(op.dtype).eps)) if tol else math.sqrt(torch.finfo(op.dtype).eps)
     converged = bool((resid <= rtol * max(smax, 1e-300)).all())
     return SpectrumResult(
-        values=st, U=U if vectors else None, V=V if vectors else None,
-        method="topk" if largest else "bottomk", route=solver, dtype=op.dtype, converged=converged,
-        iterations=0, residuals=resid, timings={"total": time.perf_counter() - t0}, shape=op.shape,
-        tol=tol, info={"products": counts},
+        values=st,
+        U=U if vectors else None,
+        V=V if vectors else None,
+        method="topk" if largest else "bottomk",
+        route=solver,
+        dtype=op.dtype,
+        converged=converged,
+        iterations=0,
+        residuals=resid,
+        timings={"total": time.perf_counter() - t0},
+        shape=op.shape,
+        tol=tol,
+        info={"products": counts},
     )

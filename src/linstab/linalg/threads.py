@@ -13,8 +13,6 @@ def blas_threads() -> int:
     return int(env) if env and env.isdigit() and int(env) > 0 else torch.get_num_threads()
 
 
-
-
 class torch_threads:  # noqa: N801 - used like a function
     """Context manager: run with ``n`` torch threads (``None``: unchanged), then restore."""
 

@@ -71,9 +71,7 @@ class SubsamplePad(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = self.stride
-        return nn.functional.pad(
-            x[:, :, ::s, ::s], (0, 0, 0, 0, self.pad_front, self.pad_back)
-        )
+        return nn.functional.pad(x[:, :, ::s, ::s], (0, 0, 0, 0, self.pad_front, self.pad_back))
 
     def extra_repr(self) -> str:
         return f"pad_front={self.pad_front}, pad_back={self.pad_back}, stride={self.stride}"
@@ -134,9 +132,7 @@ class ResidualUnit(nn.Module):
         return f"alpha={self.alpha}" if self.alpha != 1.0 else ""
 
 
-def basic_unit(
-    in_channels: int, out_channels: int, stride: int, shortcut: str
-) -> ResidualUnit:
+def basic_unit(in_channels: int, out_channels: int, stride: int, shortcut: str) -> ResidualUnit:
     """A BasicBlock unit: conv3x3-BN-ReLU-conv3x3-BN, shortcut, ReLU.
 
     Args:
@@ -189,9 +185,7 @@ class CifarResNet(nn.Module):
         self.shortcut_option = shortcut
         n = (depth - 2) // 6
         self.features = nn.Sequential()
-        self.features.add_module(
-            "init_block", ConvBlock(3, widths[0], 3, 1, 1, activation=nn.ReLU())
-        )
+        self.features.add_module("init_block", ConvBlock(3, widths[0], 3, 1, 1, activation=nn.ReLU()))
         cin = widths[0]
         for s, width in enumerate(widths):
             stage = nn.Sequential()
@@ -219,9 +213,7 @@ class Normalize(nn.Module):
         std: per-channel standard deviations.
     """
 
-    def __init__(
-        self, model: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]
-    ) -> None:
+    def __init__(self, model: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
         super().__init__()
         self.model = model
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)

@@ -45,8 +45,7 @@ def _verify(spec: CheckpointSpec, path: Path) -> None:
         got = sha256_file(path)
         if got != spec.sha256:
             raise ValueError(
-                f"refusing weights file {path} for {spec.name!r}: SHA-256 is {got}, "
-                f"expected {spec.sha256}"
+                f"refusing weights file {path} for {spec.name!r}: SHA-256 is {got}, expected {spec.sha256}"
             )
     elif spec.sha1 is not None:
         target = path
@@ -55,8 +54,7 @@ def _verify(spec: CheckpointSpec, path: Path) -> None:
         got = _sha1_file(target)
         if got != spec.sha1:
             raise ValueError(
-                f"refusing weights file {path} for {spec.name!r}: SHA-1 is {got}, "
-                f"expected {spec.sha1}"
+                f"refusing weights file {path} for {spec.name!r}: SHA-1 is {got}, expected {spec.sha1}"
             )
 
 
@@ -232,9 +230,7 @@ def load_state_dict_file(path: str | os.PathLike, fmt: str, sha1: str | None = N
     return {k[len("module.") :] if k.startswith("module.") else k: v for k, v in obj.items()}
 
 
-def build_from_spec(
-    spec: CheckpointSpec, weights: str | os.PathLike | None = None
-) -> tuple[nn.Module, Path]:
+def build_from_spec(spec: CheckpointSpec, weights: str | os.PathLike | None = None) -> tuple[nn.Module, Path]:
     """Build the registered architecture and load its verified weights.
 
     Returns:

@@ -57,7 +57,7 @@ class Linearization:
                         f"unit {info.address} ({type(info.module).__name__}) has no closed form; "
                         "use method='autodiff'"
                     )
-                op = UnitJacobian(info.canonical, self.inputs[i], self.dtype)
+                op = UnitJacobian(info.canonical, self.inputs[i], self.dtype, label=info.address)
                 ref = self.outputs[i][0].to(self.dtype)
                 scale = float(ref.abs().max()) or 1.0
                 err = float((op.output - ref).abs().max())
@@ -68,9 +68,7 @@ class Linearization:
                         f"(max abs error {err:.3g}); use method='autodiff'"
                     )
             else:
-                op = AutodiffJacobian(info.module, self.inputs[i], self.dtype)
-            op.address = info.address
-            op.info = info
+                op = AutodiffJacobian(info.module, self.inputs[i], self.dtype, label=info.address)
             self._cache[key] = op
         return self._cache[key]
 
@@ -101,7 +99,5 @@ class Linearization:
     def network(self, method: str | None = None) -> ComposedOperator:
         """The Jacobian from the stem's output to the head's input (all units chained)."""
         self._check_chain(0, len(self.net.units) - 1)
-        ops = [
-            self.unit(u.stage, u.index, method) for u in self.net.units
-        ]
+        ops = [self.unit(u.stage, u.index, method) for u in self.net.units]
         return ComposedOperator(list(reversed(ops)))

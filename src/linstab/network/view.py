@@ -200,9 +200,7 @@ class Network:
             handles.append(m.register_forward_hook(post))
         try:
             with torch.no_grad():
-                if dtype == torch.float32 and all(
-                    p.dtype == torch.float32 for p in self.module.parameters()
-                ):
+                if dtype == torch.float32 and all(p.dtype == torch.float32 for p in self.module.parameters()):
                     logits = self.module(x.to(dtype))
                 else:
                     state = cast_state(self.module, dtype)
@@ -236,9 +234,7 @@ class Network:
         if not 1 <= stage <= len(stages):
             raise ValueError(f"stage must be in 1..{len(stages)}, got {stage}")
         if not 1 <= index <= len(stages[stage - 1]):
-            raise ValueError(
-                f"unit of stage {stage} must be in 1..{len(stages[stage - 1])}, got {index}"
-            )
+            raise ValueError(f"unit of stage {stage} must be in 1..{len(stages[stage - 1])}, got {index}")
         return stages[stage - 1][index - 1]
 
     def describe(self) -> str:
@@ -246,8 +242,7 @@ class Network:
         rows = [f"{self.name}: {len(self.units)} units in {len(self.stages)} stages"]
         for u in self.units:
             rows.append(
-                f"  {u.address:>6} {u.name:<28} {u.kind:<13} {u.shortcut:<14} "
-                f"{u.in_shape} -> {u.out_shape}"
+                f"  {u.address:>6} {u.name:<28} {u.kind:<13} {u.shortcut:<14} {u.in_shape} -> {u.out_shape}"
             )
         return "\n".join(rows)
 

@@ -23,9 +23,12 @@ class AutodiffJacobian(LinearOperator):
         module: the map (a residual unit, a stage, ...), taking ``(1, *in_shape)``.
         x: the point, ``in_shape`` or ``(1, *in_shape)``.
         dtype: computation dtype.
+        label: what the operator is (the unit address), kept as :attr:`label`.
     """
 
-    def __init__(self, module: torch.nn.Module, x: torch.Tensor, dtype: torch.dtype) -> None:
+    def __init__(
+        self, module: torch.nn.Module, x: torch.Tensor, dtype: torch.dtype, label: str | None = None
+    ) -> None:
         x = x.detach().to(dtype)
         if x.ndim >= 1 and x.shape[0] == 1:
             x = x[0]
@@ -39,7 +42,7 @@ class AutodiffJacobian(LinearOperator):
         _, jvp_fn = torch.func.vjp(self._vjp, torch.zeros_like(self.output))
         self._jvp = lambda v: jvp_fn(v)[0]
         self.point = x
-        super().__init__(x.shape, self.output.shape, dtype, x.device)
+        super().__init__(x.shape, self.output.shape, dtype, x.device, label=label)
 
     def _matmat(self, V: torch.Tensor) -> torch.Tensor:
         return torch.vmap(self._jvp)(V)

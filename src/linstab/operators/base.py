@@ -21,12 +21,15 @@ class LinearOperator:
         out_shape: shape of one output map.
         dtype: the floating dtype the operator computes in.
         device: the torch device of its cached tensors.
+        label: what the operator is (e.g. the unit address ``"1.5"``), used in messages and
+            results; ``None`` when not given.
     """
 
     in_shape: tuple[int, ...]
     out_shape: tuple[int, ...]
     dtype: torch.dtype
     device: torch.device
+    label: str | None
 
     def __init__(
         self,
@@ -34,11 +37,13 @@ class LinearOperator:
         out_shape: Sequence[int],
         dtype: torch.dtype,
         device: torch.device | str = "cpu",
+        label: str | None = None,
     ) -> None:
         self.in_shape = tuple(int(s) for s in in_shape)
         self.out_shape = tuple(int(s) for s in out_shape)
         self.dtype = dtype
         self.device = torch.device(device)
+        self.label = label
 
     # -- to be implemented -------------------------------------------------------------------
     def _matmat(self, V: torch.Tensor) -> torch.Tensor:  # (B, *in_shape) -> (B, *out_shape)
@@ -87,10 +92,21 @@ class LinearOperator:
             out = fn(x)
         else:
             raise ValueError(
-                f"{what}: expected shape {shape_in}, (B, *{shape_in}), ({n},) or ({n}, B); "
-                f"got {shp}"
+                f"{what}: expected shape {shape_in}, (B, *{shape_in}), ({n},) or ({n}, B); got {shp}"
             )
         return out.detach().cpu().numpy() if as_numpy else out
+
+    def matmat_batch(self, V: torch.Tensor) -> torch.Tensor:
+        """``J V`` on a batch ``(B, *in_shape)`` -> ``(B, *out_shape)``, without conversions.
+
+        The hook for algorithms that apply the operator in loops: ``V`` must already have the
+        operator's dtype, device and batched shape (:meth:`matmat` checks and converts).
+        """
+        return self._matmat(V)
+
+    def rmatmat_batch(self, W: torch.Tensor) -> torch.Tensor:
+        """``J^T W`` on a batch ``(B, *out_shape)`` -> ``(B, *in_shape)``, without conversions."""
+        return self._rmatmat(W)
 
     def matmat(self, V: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
         """``J V`` for one or a batch of vectors (see the module docstring for shapes)."""
@@ -140,9 +156,7 @@ class LinearOperator:
         def rmm(W: np.ndarray) -> np.ndarray:
             return self.rmatmat(np.asarray(W).reshape(n_out, -1)).astype(np_dtype, copy=False)
 
-        return SciPyOperator(
-            (n_out, n_in), matvec=mv, rmatvec=rmv, matmat=mm, rmatmat=rmm, dtype=np_dtype
-        )
+        return SciPyOperator((n_out, n_in), matvec=mv, rmatvec=rmv, matmat=mm, rmatmat=rmm, dtype=np_dtype)
 
     def materialize(
         self, dtype: torch.dtype | None = None, batch_size: int = 256, progress: bool = False
@@ -178,8 +192,7 @@ class LinearOperator:
 
     def __repr__(self) -> str:
         return (
-            f"{type(self).__name__}(in_shape={self.in_shape}, out_shape={self.out_shape}, "
-            f"dtype={self.dtype})"
+            f"{type(self).__name__}(in_shape={self.in_shape}, out_shape={self.out_shape}, dtype={self.dtype})"
         )
 
 
@@ -222,8 +235,7 @@ class ComposedOperator(LinearOperator):
         for left, right in zip(flat[:-1], flat[1:], strict=True):
             if left.in_shape != right.out_shape:
                 raise ValueError(
-                    f"cannot compose: {left!r} takes {left.in_shape}, but {right!r} gives "
-                    f"{right.out_shape}"
+                    f"cannot compose: {left!r} takes {left.in_shape}, but {right!r} gives {right.out_shape}"
                 )
             if left.dtype != right.dtype:
                 raise TypeError(f"cannot compose operators of dtypes {left.dtype}, {right.dtype}")
@@ -264,9 +276,7 @@ class DenseOperator(LinearOperator):
         in_shape = tuple(in_shape) if in_shape is not None else (matrix.shape[1],)
         out_shape = tuple(out_shape) if out_shape is not None else (matrix.shape[0],)
         if _prod(in_shape) != matrix.shape[1] or _prod(out_shape) != matrix.shape[0]:
-            raise ValueError(
-                f"matrix {tuple(matrix.shape)} does not fit shapes {out_shape} x {in_shape}"
-            )
+            raise ValueError(f"matrix {tuple(matrix.shape)} does not fit shapes {out_shape} x {in_shape}")
         super().__init__(in_shape, out_shape, matrix.dtype, matrix.device)
         self.matrix = matrix
 

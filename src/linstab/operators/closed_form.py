@@ -121,8 +121,12 @@ class ConvBNLinearization:
         k = self.weight.shape[-2:]
         out_pad = tuple(
             self.in_hw[i]
-            - ((self.out_hw[i] - 1) * self.stride[i] - 2 * self.padding[i]
-               + self.dilation[i] * (k[i] - 1) + 1)
+            - (
+                (self.out_hw[i] - 1) * self.stride[i]
+                - 2 * self.padding[i]
+                + self.dilation[i] * (k[i] - 1)
+                + 1
+            )
             for i in range(2)
         )
         return torch.nn.functional.conv_transpose2d(
@@ -140,9 +144,10 @@ class UnitJacobian(LinearOperator):
     The adjoint uses ``conv_transpose2d`` with the output padding that restores the input size.
 
     Args:
-        unit: the residual unit (a linstab ``ResidualUnit``; see :mod:`linstab.units`).
+        unit: the residual unit (a linstab ``ResidualUnit``; see :mod:`linstab.models.adapters`).
         x: the point, ``(C, H, W)`` or ``(1, C, H, W)``.
         dtype: computation dtype (float32 or float64).
+        label: what the operator is (the unit address), kept as :attr:`label`.
 
     Attributes:
         blocks: list of :class:`ConvBNLinearization`, the body in order.
@@ -154,7 +159,9 @@ class UnitJacobian(LinearOperator):
         output: the unit's output at the point, ``(C_out, H', W')``.
     """
 
-    def __init__(self, unit: torch.nn.Module, x: torch.Tensor, dtype: torch.dtype) -> None:
+    def __init__(
+        self, unit: torch.nn.Module, x: torch.Tensor, dtype: torch.dtype, label: str | None = None
+    ) -> None:
         if x.ndim == 3:
             x = x.unsqueeze(0)
         x = x.detach().to(dtype)
@@ -180,7 +187,7 @@ class UnitJacobian(LinearOperator):
         self.out_deriv = activation_derivative(unit.activ, pre[0])
         self.output = unit.activ(pre)[0]
         self.point = x[0]
-        super().__init__(x.shape[1:], self.output.shape, dtype, x.device)
+        super().__init__(x.shape[1:], self.output.shape, dtype, x.device, label=label)
 
     # -- pieces, also used by the structured spectra ------------------------------------------
     def body(self, V: torch.Tensor) -> torch.Tensor:

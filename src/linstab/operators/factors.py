@@ -131,9 +131,7 @@ def conv_columns(blk, idx: np.ndarray, transpose: bool) -> sp.csc_matrix:
                 rows.append(((ci * hin + h[sel, None]) * win + x[sel, None]).ravel())
                 cols.append(np.broadcast_to(sel[:, None], ci.shape).ravel())
         shape = (ci_n * hin * win, idx.size)
-    M = sp.csc_matrix(
-        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=shape
-    )
+    M = sp.csc_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=shape)
     M.eliminate_zeros()
     return M
 
@@ -327,7 +325,10 @@ class FactorOperator(LinearOperator):
         mask[f.out_active] = 1
         self.alpha = f.alpha
         mats = {
-            "W": f.Wt.T.tocsr(), "Wt": f.Wt.tocsr(), "U": f.U.tocsr(), "Ut": f.U.T.tocsr(),
+            "W": f.Wt.T.tocsr(),
+            "Wt": f.Wt.tocsr(),
+            "U": f.U.tocsr(),
+            "Ut": f.U.T.tocsr(),
             "S": None if f.skip is None else f.skip.tocsr(),
             "St": None if f.skip is None else f.skip.T.tocsr(),
         }

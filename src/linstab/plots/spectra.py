@@ -67,8 +67,14 @@ def plot_scree(
                 colors = [f"C{c % 10}" for c in range(len(spectra))]
                 for c, (s, img) in enumerate(zip(spectra, d.get("images", []), strict=False)):
                     s = np.asarray(s, dtype=float)
-                    ax.plot(np.arange(1, s.size + 1), s, lw=1.0, alpha=0.7, color=colors[c],
-                            label=str(img) if (i == 0 and j == 0) else None)
+                    ax.plot(
+                        np.arange(1, s.size + 1),
+                        s,
+                        lw=1.0,
+                        alpha=0.7,
+                        color=colors[c],
+                        label=str(img) if (i == 0 and j == 0) else None,
+                    )
                 alpha = p.get("alpha")
                 if alpha is not None:
                     ax.axhline(abs(alpha), color="0.4", lw=0.6, ls="--")
@@ -86,14 +92,19 @@ def plot_scree(
         top.annotate(d["model"], xy=(0, 1.18), xycoords="axes fraction", fontsize=10, weight="bold")
     handles, labels = axes[0, 0].get_legend_handles_labels()
     if handles:
-        fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 6), fontsize=7,
-                   title="images", title_fontsize=7)
+        fig.legend(
+            handles,
+            labels,
+            loc="outside lower center",
+            ncols=min(len(labels), 6),
+            fontsize=7,
+            title="images",
+            title_fontsize=7,
+        )
     return save_figure(fig, out, formats)
 
 
-def plot_bands(
-    rows: list[dict], out: str | Path, formats: tuple[str, ...] = ("png", "svg")
-) -> list[Path]:
+def plot_bands(rows: list[dict], out: str | Path, formats: tuple[str, ...] = ("png", "svg")) -> list[Path]:
     """Figure 2: stacked fractions of singular values per band for each unit through the network.
 
     One panel per stage (a row of panels per model); x is the unit within the stage; bars stack
@@ -124,8 +135,10 @@ def plot_bands(
     for mi, model in enumerate(models):
         for s in range(1, nst + 1):
             ax = axes[mi, s - 1]
-            rs = sorted((r for r in rows if r.get("model", "") == model and int(r["stage"]) == s),
-                        key=lambda r: int(r["unit"]))
+            rs = sorted(
+                (r for r in rows if r.get("model", "") == model and int(r["stage"]) == s),
+                key=lambda r: int(r["unit"]),
+            )
             if not rs:
                 ax.set_visible(False)
                 continue
@@ -133,15 +146,30 @@ def plot_bands(
             bottom = np.zeros(x.size)
             for key in ("zero", "below", "plateau", "above"):
                 h = np.array([float(r[f"frac_{key}"]) for r in rs])
-                ax.bar(x, h, bottom=bottom, width=0.85, color=BAND_COLORS[key],
-                       label=labels[key] if (mi == 0 and s == 1) else None,
-                       edgecolor="black" if key == "above" else "none", linewidth=0.4)
+                ax.bar(
+                    x,
+                    h,
+                    bottom=bottom,
+                    width=0.85,
+                    color=BAND_COLORS[key],
+                    label=labels[key] if (mi == 0 and s == 1) else None,
+                    edgecolor="black" if key == "above" else "none",
+                    linewidth=0.4,
+                )
                 if key == "plateau":
                     ex = np.array([float(r.get("frac_exact_ones") or 0.0) for r in rs])
                     if ex.any():
-                        ax.bar(x, ex, bottom=bottom, width=0.85, color=BAND_COLORS["plateau"], hatch="///",
-                               lw=0, edgecolor="white",
-                               label="exactly |alpha|" if (mi == 0 and s == 1) else None)
+                        ax.bar(
+                            x,
+                            ex,
+                            bottom=bottom,
+                            width=0.85,
+                            color=BAND_COLORS["plateau"],
+                            hatch="///",
+                            lw=0,
+                            edgecolor="white",
+                            label="exactly |alpha|" if (mi == 0 and s == 1) else None,
+                        )
                 bottom += h
             ax.set_title(f"{model}: stage {s}" if model else f"stage {s}", fontsize=9)
             ax.set_xlabel("unit", fontsize=8)

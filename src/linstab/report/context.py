@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..io.cache import ResultCache
+from ..io.tables import write_csv
 
 
 @dataclass
@@ -76,18 +76,7 @@ class ReportContext:
         return str(Path(path).relative_to(self.out))
 
     def write_csv(self, name: str, rows: list[dict]) -> str:
-        path = self.data_dir / name
-        if rows:
-            keys = list(rows[0].keys())
-            for r in rows[1:]:
-                keys += [k for k in r if k not in keys]
-            with open(path, "w", newline="") as f:
-                w = csv.DictWriter(f, fieldnames=keys)
-                w.writeheader()
-                w.writerows(rows)
-        else:
-            path.write_text("")
-        return self.rel(path)
+        return self.rel(write_csv(rows, self.data_dir / name))
 
     def write_npz(self, name: str, **arrays) -> str:
         path = self.data_dir / name

@@ -86,7 +86,6 @@ def write_html(ctx: ReportContext, title: str, env: dict) -> Path:
 def environment(ctx: ReportContext, nets, image_ids) -> dict:
     import scipy
 
-
     return {
         "linstab": __version__,
         "python": platform.python_version(),

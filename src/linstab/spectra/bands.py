@@ -128,10 +128,22 @@ def _bands(op: LinearOperator, lo: float, hi: float, zt: float, route: str, min_
         below = C["zt"][0] - C["lo"][0] - C["lo"][1]
         zero = n - above - plateau - below
         return BandCounts(
-            n=n, thresholds=(lo, hi), zero_tol=zt, above=above, plateau=plateau, below=below,
-            zero=zero, n_exact_ones=n_exact, alpha=f.alpha, route="inertia-structured",
-            timings={"factors": f.seconds, "reduce": red.seconds, "inertia": time.perf_counter() - t1,
-                     "total": time.perf_counter() - t0},
+            n=n,
+            thresholds=(lo, hi),
+            zero_tol=zt,
+            above=above,
+            plateau=plateau,
+            below=below,
+            zero=zero,
+            n_exact_ones=n_exact,
+            alpha=f.alpha,
+            route="inertia-structured",
+            timings={
+                "factors": f.seconds,
+                "reduce": red.seconds,
+                "inertia": time.perf_counter() - t1,
+                "total": time.perf_counter() - t0,
+            },
         )
     if has_factors and route in ("auto", "gram"):
         f = unit_factors(op)
@@ -153,16 +165,34 @@ def _bands(op: LinearOperator, lo: float, hi: float, zt: float, route: str, min_
         below = C["zt"][0] - C["lo"][0] - C["lo"][1]
         zero = n - above - plateau - below
         return BandCounts(
-            n=n, thresholds=(lo, hi), zero_tol=zt, above=above, plateau=plateau, below=below,
-            zero=zero, route="inertia-gram",
-            timings={"factors": f.seconds, "gram": t2 - t1, "inertia": time.perf_counter() - t2,
-                     "total": time.perf_counter() - t0},
+            n=n,
+            thresholds=(lo, hi),
+            zero_tol=zt,
+            above=above,
+            plateau=plateau,
+            below=below,
+            zero=zero,
+            route="inertia-gram",
+            timings={
+                "factors": f.seconds,
+                "gram": t2 - t1,
+                "inertia": time.perf_counter() - t2,
+                "total": time.perf_counter() - t0,
+            },
         )
     res = spectrum(op, "exact", dtype=torch.float64)
     above, plateau, below, zero = count_from_values(res.values, n, lo, hi, zt)
     return BandCounts(
-        n=n, thresholds=(lo, hi), zero_tol=zt, above=above, plateau=plateau, below=below, zero=zero,
-        n_exact_ones=res.n_exact_ones, alpha=res.alpha, route=f"spectrum-{res.route}",
+        n=n,
+        thresholds=(lo, hi),
+        zero_tol=zt,
+        above=above,
+        plateau=plateau,
+        below=below,
+        zero=zero,
+        n_exact_ones=res.n_exact_ones,
+        alpha=res.alpha,
+        route=f"spectrum-{res.route}",
         timings={"total": time.perf_counter() - t0},
     )
 

@@ -29,8 +29,16 @@ def structured_spectrum(op: UnitJacobian, dtype: torch.dtype) -> SpectrumResult:
         vals = torch.cat([torch.full((m,), abs(alpha), dtype=dtype), torch.zeros(n - m, dtype=dtype)])
         timings["total"] = time.perf_counter() - t0
         return SpectrumResult(
-            values=vals, method="exact", route="structured", dtype=dtype, timings=timings,
-            n_exact_ones=m, n_zero_structural=n - m, alpha=alpha, shape=op.shape, info=info,
+            values=vals,
+            method="exact",
+            route="structured",
+            dtype=dtype,
+            timings=timings,
+            n_exact_ones=m,
+            n_zero_structural=n - m,
+            alpha=alpha,
+            shape=op.shape,
+            info=info,
         )
     rw = int(keepw.sum())
     if r + rw >= m:
@@ -77,15 +85,21 @@ def structured_spectrum(op: UnitJacobian, dtype: torch.dtype) -> SpectrumResult:
         extra = int(zero.sum())
         lam = torch.where(zero, torch.zeros_like(lam), lam)
     core = torch.sqrt(torch.clamp(alpha**2 + lam, min=0))
-    vals = torch.cat(
-        [core, torch.full((m - k,), abs(alpha), dtype=dtype), torch.zeros(n - m, dtype=dtype)]
-    )
+    vals = torch.cat([core, torch.full((m - k,), abs(alpha), dtype=dtype), torch.zeros(n - m, dtype=dtype)])
     vals = torch.sort(vals, descending=True).values
     info["core_size"] = k
     timings["total"] = time.perf_counter() - t0
     return SpectrumResult(
-        values=vals, method="exact", route="structured", dtype=dtype, timings=timings,
-        n_exact_ones=m - k + extra, n_zero_structural=n - m, alpha=alpha, shape=op.shape, info=info,
+        values=vals,
+        method="exact",
+        route="structured",
+        dtype=dtype,
+        timings=timings,
+        n_exact_ones=m - k + extra,
+        n_zero_structural=n - m,
+        alpha=alpha,
+        shape=op.shape,
+        info=info,
     )
 
 
@@ -115,10 +129,20 @@ def gram_spectrum(op: UnitJacobian, dtype: torch.dtype, f: UnitFactors | None = 
     t3 = time.perf_counter()
     vals = values_from_gram(lam, n_vals, dtype)
     return SpectrumResult(
-        values=vals, method="exact", route="gram", dtype=dtype,
-        timings={"factors": f.seconds, "rows": t1 - t0, "gram": t2 - t1, "eig": t3 - t2,
-                 "total": time.perf_counter() - t0},
-        n_zero_structural=max(0, n_vals - m), shape=op.shape, info={"m": m, "gram_size": G.shape[0]},
+        values=vals,
+        method="exact",
+        route="gram",
+        dtype=dtype,
+        timings={
+            "factors": f.seconds,
+            "rows": t1 - t0,
+            "gram": t2 - t1,
+            "eig": t3 - t2,
+            "total": time.perf_counter() - t0,
+        },
+        n_zero_structural=max(0, n_vals - m),
+        shape=op.shape,
+        info={"m": m, "gram_size": G.shape[0]},
     )
 
 
@@ -137,7 +161,7 @@ def dense_rows(op: LinearOperator, rows: np.ndarray | None, dtype: torch.dtype, 
         _, rmv = unit_products(op, dtype)
         cdtype = dtype
     else:
-        rmv, cdtype = op._rmatmat, op.dtype
+        rmv, cdtype = op.rmatmat_batch, op.dtype
     out = torch.empty((rows.size, n_in), dtype=dtype)
     bs = max(1, min(256, (1 << 23) // max(n_in, n_out)))
     for s in range(0, rows.size, bs):
@@ -162,8 +186,14 @@ def dense_spectrum(
         U, s, Vh = torch.linalg.svd(M, full_matrices=False)
         t2 = time.perf_counter()
         return SpectrumResult(
-            values=s, U=U, V=Vh.T.contiguous(), method="exact", route="dense-svd", dtype=dtype,
-            timings={"materialize": t1 - t0, "svd": t2 - t1, "total": t2 - t0}, shape=op.shape,
+            values=s,
+            U=U,
+            V=Vh.T.contiguous(),
+            method="exact",
+            route="dense-svd",
+            dtype=dtype,
+            timings={"materialize": t1 - t0, "svd": t2 - t1, "total": t2 - t0},
+            shape=op.shape,
             n_zero_structural=None if active_rows(op) is None else max(0, n_vals - active_rows(op).size),
         )
     rows = active_rows(op)
@@ -189,7 +219,12 @@ def dense_spectrum(
         info["gram_size"] = G.shape[0]
     info["rows"] = m
     return SpectrumResult(
-        values=vals, method="exact", route=route, dtype=dtype,
+        values=vals,
+        method="exact",
+        route=route,
+        dtype=dtype,
         timings={"materialize": t1 - t0, "gram": t2 - t1, "eig": t3 - t2, "total": time.perf_counter() - t0},
-        n_zero_structural=None if rows is None else max(0, n_vals - rows.size), shape=op.shape, info=info,
+        n_zero_structural=None if rows is None else max(0, n_vals - rows.size),
+        shape=op.shape,
+        info=info,
     )

@@ -156,8 +156,15 @@ def spectrum(
         single = work is not op and work.device.type == "cpu"
         with torch_threads(1 if single else None):
             res = block_krylov(
-                work, k, largest, block=block_size, ncv=ncv, tol=max(float(tol), 10 * eps),
-                max_iter=int(max_iter), seed=seed, vectors=vectors,
+                work,
+                k,
+                largest,
+                block=block_size,
+                ncv=ncv,
+                tol=max(float(tol), 10 * eps),
+                max_iter=int(max_iter),
+                seed=seed,
+                vectors=vectors,
             )
     else:
         if solver in ("arpack", "lobpcg") and k >= n_vals:

@@ -146,9 +146,7 @@ def augment(
     dev = images.device
     oy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
     ox = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
-    mirror = (
-        torch.rand(n, generator=generator) < 0.5 if flip else torch.zeros(n, dtype=torch.bool)
-    )
+    mirror = torch.rand(n, generator=generator) < 0.5 if flip else torch.zeros(n, dtype=torch.bool)
     oy, ox, mirror = oy.to(dev), ox.to(dev), mirror.to(dev)
     padded = nn.functional.pad(images, (pad, pad, pad, pad)) if pad else images
     ar_h = torch.arange(h, device=dev)
@@ -160,9 +158,7 @@ def augment(
     return padded[batch, chan, rows[:, None, :, None], cols[:, None, None, :]]
 
 
-def normalize(
-    images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]
-) -> torch.Tensor:
+def normalize(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
     """Map uint8 (0..255) or float ([0, 1]) images to ``(x - mean) / std`` in float32."""
     x = images.float()
     if images.dtype == torch.uint8:

@@ -312,9 +312,7 @@ def train(
         ValueError: for invalid arguments, a missing data folder or zip, or a checkpoint whose
             recipe differs from the requested one.
     """
-    _check_args(
-        depth, shortcut, epochs, batch_size, lr, weight_decay, warmup, label_smoothing, limit, out
-    )
+    _check_args(depth, shortcut, epochs, batch_size, lr, weight_decay, warmup, label_smoothing, limit, out)
     if stop_after is not None and stop_after < 1:
         raise ValueError(f"stop_after must be >= 1; got {stop_after!r}")
     dev = _resolve_device(device)
@@ -404,8 +402,7 @@ def train(
         diff = {k: (old.get(k), v) for k, v in recipe.items() if old.get(k) != v}
         if diff:
             raise ValueError(
-                f"cannot resume from {ckpt_path}: its recipe differs (checkpoint, requested): "
-                f"{diff}"
+                f"cannot resume from {ckpt_path}: its recipe differs (checkpoint, requested): {diff}"
             )
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
