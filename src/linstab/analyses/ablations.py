@@ -1,4 +1,17 @@
-"""analyses/ablations"""
+"""Ablations of Section 3.4: skip-connection scaling and weight interpolation.
+
+Both are *transforms that return new modules*: the user's model is never modified.
+
+* :func:`scale_skip` - a copy of a unit (or of a whole network) computing
+  ``relu(alpha * S(x) + R(x))``. The closed-form linearization and the structured exact spectrum
+  honour ``alpha``: the plateau of singular values exactly 1 becomes a plateau exactly ``alpha``.
+* :func:`interpolate_weights` - a copy of a unit whose convolution weights are
+  ``t * theta + (1 - t) * eta`` (eq. 3), ``eta`` Gaussian rescaled per tensor to the norm of
+  ``theta`` (seeded); batch-norm parameters and statistics kept.
+
+The studies linearize the modified unit at the *same input activation* as the original network
+(units before it are unchanged, so this is also the input the modified network would give it).
+"""
 
 from __future__ import annotations
 

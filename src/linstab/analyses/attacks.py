@@ -1,4 +1,26 @@
-"""analyses/attacks"""
+"""Adversarial attacks on a :class:`~linstab.network.Network`, with verified label flips.
+
+All attacks run on ``net.module`` (the model *with* its input normalization), so images and
+perturbations live in [0, 1] image space. Every attack returns one :class:`AttackResult` per
+image; the label flip is always re-checked with :meth:`Network.predict` (never taken from the
+attack library), so a library returning garbage (e.g. all-zero images from DeepFool on a
+degenerate model) is reported as ``success=False``.
+
+Attacks (names accepted by :func:`run_attack`):
+
+* ``"fgsm"`` -- implemented here, as in the paper: the direction ``sign(grad_x CE(x, y))``
+  and the *smallest* ``eps`` for which ``clip(x + eps * sign(grad), 0, 1)`` is misclassified,
+  found on a geometric grid and refined by bisection to a relative tolerance;
+* ``"pgd"`` -- L-inf projected gradient descent (``foolbox.attacks.LinfPGD``), either at a
+  fixed ``eps`` or with the same minimal-eps search (grid, then bisection);
+* ``"deepfool"`` -- L2 DeepFool (``foolbox.attacks.L2DeepFoolAttack``), minimal L2 by design;
+* ``"cw"`` -- L2 Carlini-Wagner (``foolbox.attacks.L2CarliniWagnerAttack``).
+
+Images the model already misclassifies are reported (``skipped=True``) and not attacked: a
+label flip is meaningless for them.
+
+Shapes: images ``(N, 3, H, W)`` (or one ``(3, H, W)``) in [0, 1], labels ``(N,)`` int64.
+"""
 
 from __future__ import annotations
 
@@ -258,6 +280,9 @@ def _min_eps_search(
         idx: images to search.
         grid: increasing eps values.
         rtol: stop bisecting when ``hi - lo <= rtol * hi``.
+        max_bisect: at most this many bisection steps per image.
+        progress: show a progress bar over the grid and the bisection.
+        desc: the progress bar's label.
 
     Returns:
         ``eps`` (the flipping upper bracket) per image that flipped anywhere on the grid,
@@ -417,7 +442,7 @@ def _to_model(net, x: torch.Tensor) -> torch.Tensor:
 
 
 def _batched_linf_pgd():
-    """foolbox's ``LinfPGD`` accepting one radius per image (``epsilon`` of shape ``(N, 1, 1, 1)``).
+    """Foolbox's ``LinfPGD`` accepting one radius per image (``epsilon`` of shape ``(N, 1, 1, 1)``).
 
     Only the random start and the projection are rewritten so that they broadcast a tensor
     radius; the gradient steps (``rel_stepsize * epsilon`` times the gradient sign) are foolbox's.

@@ -1,4 +1,34 @@
-"""analyses/dynamics"""
+"""Dynamics beyond the paper: eigenvalues of unit Jacobians and local Lyapunov spectra.
+
+Eigenvalues (square units only, i.e. units whose input and output shapes agree)
+--------------------------------------------------------------------------------
+For a unit with identity shortcut, ``J = D (alpha I + A_post E_T E_T^T A_pre)`` where ``D`` is
+the 0/1 outer ReLU mask with ``m`` active outputs ``S``, ``T`` the ``r`` active units of the
+narrowest masked inner layer, ``A_pre`` the body up to that layer and ``A_post`` the rest. In
+the basis (active outputs, inactive outputs) ``J`` is block upper triangular with a zero
+diagonal block, so its eigenvalues are ``0`` (``n - m`` times) and those of
+``J_SS = alpha I_m + U_S W_S`` (``U = A_post E_T``, ``W = E_T^T A_pre``). The non-zero
+eigenvalues of ``U_S W_S`` (rank <= r) are those of the ``r x r`` matrix
+``K = W D U = E_T^T A_pre D A_post E_T``. Hence
+
+    eig(J) = {0}^(n - m)  U  {alpha}^(m - r)  U  {alpha + eig(K)}       (exact)
+
+so an ``n = 16384`` unit needs one ``r x r`` (r ~ 4000) non-symmetric eigenproblem instead of
+an ``n x n`` one. ``K`` is built column by column from impulses through the cached closed-form
+pieces. Other square units (non-ReLU activations, conv shortcuts that keep the shape) use dense
+``torch.linalg.eigvals``.
+
+Local Lyapunov spectrum
+-----------------------
+The network is a discrete dynamical system ``x_{k+1} = F_k(x_k)``. Starting from a seeded random
+orthonormal frame ``Q_0`` (``n_0 x k``) at the stem output, each unit maps ``Z = J_k Q_{k-1}``,
+then ``Z = Q_k R_k`` (thin QR); ``log |R_k[i, i]|`` is the growth of direction ``i`` at unit
+``k``. Down-sampling units change the dimension (``n_out < n_in``): the frame keeps its ``k``
+columns, re-orthonormalized in the smaller output space (``k`` must not exceed the smallest
+unit dimension). Over a stage, the summed log-growth of the top direction is a lower bound of
+``log sigma_max`` of the stage operator (equality needs the frame to align with the top right
+singular vector); linstab reports both.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""analyses/network_spectra"""
+"""Spectra of every unit and stage of a network (Figures 1 and 2): scree values, band counts,
+their CSV, and the quick-mode rules (which routes fit a short run).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from ..spectra.spectrum import spectrum
 
 
 def progress_bar(iterable=None, **kw):
+    """A tqdm progress bar (``tqdm.auto``) over ``iterable``; keyword arguments go to tqdm."""
     from tqdm.auto import tqdm
 
     return tqdm(iterable, **kw)
@@ -206,8 +209,8 @@ QUICK_TOPK = 64
 def scree_quick(net, images, progress: bool = True) -> dict:
     """Figure 1 data in quick mode: exact spectra for units with at most
     :data:`QUICK_EXACT_MAX` singular values, the :data:`QUICK_TOPK` largest for larger units
-    and for every stage operator."""
-
+    and for every stage operator.
+    """
     rows: dict[str, list[dict]] = {"unit": [], "downsampling": [], "stage": []}
     for s_ in range(1, len(net.stages) + 1):
         k5 = min(5, len(net.stages[s_ - 1]))

@@ -1,4 +1,39 @@
-"""analyses/perturbations"""
+"""Propagated perturbations: random vs adversarial, projections on singular vectors, eq. (1).
+
+Section 3.3 of the paper, and its open question (does the jump at the end of the last stage
+depend on the attack?).
+
+Definitions (``x`` a clean image, ``x~ = x + delta`` a perturbed one, both in [0, 1]):
+
+* ``x_0`` is the stem's output (the input of unit 1.1); ``x_k`` is the **output** of the
+  ``k``-th residual unit in forward order (``k = 1..L`` over all stages).
+* The **propagated perturbation at unit k** is ``dx_k = x_k(x~) - x_k(x)``; ``dx_0`` is the
+  stem's. The perturbation entering unit ``k+1`` is ``dx_k`` (the difference of that unit's
+  actual inputs, which equals ``dx_k`` when units are chained).
+* **Raw norm** ``||dx_k||_2`` per image; **normalized norm** ``||dx_k||_2 / sqrt(numel(x_k))``
+  (``numel`` per image: C*H*W), i.e. the RMS of the difference map -- the paper's
+  "normalized with respect to the sizes of the activation maps" (Figure 3).
+* **Growth ratio** of unit ``k``: ``||dx_k|| / ||dx_{k-1}||`` with *raw* norms (``J_k`` maps the
+  raw vector; at down-sampling units the map size changes, so the ratio of normalized norms
+  would differ by ``sqrt(numel_{k-1} / numel_k)``). For the stem it is ``||dx_0|| / ||delta||``
+  (includes the input normalization ``1/std``).
+* **Exact linear prediction** at unit ``k``: ``||J_k dx_{k-1}||`` with ``J_k`` the unit's
+  Jacobian at the *clean* image; compared with the actual ``||dx_k||`` it shows where
+  linearization breaks (``lin_rel_err``).
+* **Eq. (1)**: with right singular vectors ``v_i`` and values ``s_i`` of ``J_k`` (descending),
+  ``alpha_i = <dx_{k-1}, v_i>`` and ``||J_k dx|| = sqrt(sum_i alpha_i^2 s_i^2)``. With only the
+  top ``m`` vectors, the remainder ``r^2 = ||dx||^2 - sum_{i<=m} alpha_i^2`` lies in directions
+  with singular values ``<= s_m``, so ``||J_k dx||`` lies in
+  ``[sqrt(sum alpha_i^2 s_i^2), sqrt(sum alpha_i^2 s_i^2 + s_m^2 r^2)]`` (``eq1``,
+  ``eq1_upper``). With all vectors both equal ``||J_k dx||``.
+* **Alignment** ``align10``: ``sum_{i<=10} alpha_i^2 / ||dx||^2``, the fraction of the incoming
+  perturbation's energy on the top-10 right singular vectors (``10/n`` for a random direction).
+
+Perturbations: the attacks of :mod:`linstab.attacks` (``fgsm``, ``pgd``, ``deepfool``,
+``cw``) and ``random``: uniform noise in ``[-1, 1]^n``, seeded per image, scaled (with clipping
+to the image box accounted for) to exactly the L2 norm of a reference attack's perturbation of
+the same image (FGSM by default, as in the paper).
+"""
 
 from __future__ import annotations
 
@@ -491,6 +526,7 @@ def read_rows(path: str | Path) -> list[dict]:
 
 
 def write_summary(summary: list[dict], path: str | Path, settings: dict | None = None) -> Path:
+    """Write :func:`summarize` rows as JSON (with ``settings``) or CSV, by the file's suffix."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix.lower() == ".json":

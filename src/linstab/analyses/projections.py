@@ -1,4 +1,6 @@
-"""analyses/projections"""
+"""Right singular vectors of unit Jacobians, projections of incoming perturbations on them and
+the eq. (1) predictions of the growth.
+"""
 
 from __future__ import annotations
 
@@ -92,7 +94,6 @@ def _right_singular(op, k: int | None, *, seed: int = 0) -> tuple[torch.Tensor, 
     dense SVD for ``"exact"``, restarted block Krylov to a 1e-8 relative residual in float64
     for ``"topk"``).
     """
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # non-convergence is judged by _pair_error instead
         if k is None:
@@ -123,7 +124,8 @@ DENSE_FALLBACK_MAX = 4096  # a failed check is redone by a dense SVD up to this 
 def _fallback_right(op, k: int | None, *, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Second attempt after a result failed the check, in float64: a dense SVD when all vectors
     are asked for or the operator is small, else the block Krylov solver again from another
-    start block with a tighter tolerance and more restarts. Returns ``(values, V)``."""
+    start block with a tighter tolerance and more restarts. Returns ``(values, V)``.
+    """
     n_out, n_in = op.shape
     if k is None or min(n_out, n_in) <= DENSE_FALLBACK_MAX:
         _, S, Vh = torch.linalg.svd(op.materialize(torch.float64), full_matrices=False)

@@ -1,4 +1,9 @@
-"""analyses/propagation"""
+"""Propagating a perturbation through the units (Section 3.3): random perturbations, differences
+of activations, unit selections.
+
+Section 3.3 of the paper, and its open question (does the jump at the end of the last stage
+depend on the attack?).
+"""
 
 from __future__ import annotations
 
@@ -193,7 +198,6 @@ def resolve_units(net, spec) -> list[str]:
     Raises:
         ValueError: for malformed specs or units outside the network.
     """
-
     if spec is None:
         return []
     tokens = [t.strip() for t in spec.split(",")] if isinstance(spec, str) else [str(t) for t in spec]
@@ -232,6 +236,7 @@ def default_projection_units(net, stage: int | None = None) -> list[int]:
 
 
 def parse_perturbations(spec) -> list[str]:
+    """Perturbation names from ``"all"``, a comma list or a sequence; unknown names are a ValueError."""
     if isinstance(spec, str):
         spec = [t.strip() for t in spec.split(",") if t.strip()]
     names: list[str] = []

@@ -1,4 +1,17 @@
-"""analyses/taylor"""
+"""The Jacobian (Taylor) test of Appendix A.
+
+For a unit map ``F`` (one residual unit), a point ``x`` and a direction ``dx``, and
+``eps = eps0, eps0/10, ...``::
+
+    e0(eps) = ||F(x + eps dx) - F(x)||               (first order in eps)
+    e1(eps) = ||F(x + eps dx) - F(x) - eps J dx||    (second order if J is right and F smooth)
+
+The observed order is the slope of ``log10 e1`` against ``log10 eps`` over the points above
+round-off. With ReLU the unit is piecewise linear: once ``eps`` is small enough that no
+activation crosses zero, ``e1`` drops to round-off at once and no order can be read; linstab
+reports that honestly (``exact_below_eps``). With ``smooth="softplus"``/``"gelu"`` every ReLU of
+the unit is swapped for a smooth activation (on a copy) and the order is 2.
+"""
 
 from __future__ import annotations
 
@@ -52,6 +65,7 @@ class TaylorResult:
     passed: bool = False
 
     def to_dict(self) -> dict:
+        """The result as a JSON-able dict."""
         return asdict(self)
 
     def table(self) -> str:

@@ -1,4 +1,4 @@
-"""cli"""
+"""The ``linstab`` command line: every argparse parser and command lives in this package."""
 
 from .main import build_parser, main
 

@@ -1,4 +1,4 @@
-"""cli/common"""
+"""Options shared by the commands: model, images, dtype, k."""
 
 from __future__ import annotations
 
@@ -26,7 +26,6 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 def network_from_args(args: argparse.Namespace):
     """Load the :class:`~linstab.network.Network` named by ``--model``/``--weights``."""
-
     return load_model(args.model or default_model_name(), weights=args.weights)
 
 
@@ -54,7 +53,6 @@ def images_from_args(args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tens
         ``(images, labels, ids)``: ``(N, 3, H, W)`` in [0, 1], labels (``None`` for user
         files) and a readable id per image.
     """
-
     spec = getattr(args, "images", None)
     if spec is None:
         spec = getattr(args, "image", "0")
@@ -74,6 +72,7 @@ def images_from_args(args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tens
 
 
 def parse_dtype(name: str) -> torch.dtype:
+    """``"float32"``/``"float64"`` -> the torch dtype; anything else is a ValueError."""
     table = {"float32": torch.float32, "float64": torch.float64}
     if name not in table:
         raise ValueError(f"dtype must be float32 or float64, got {name!r}")
@@ -81,6 +80,7 @@ def parse_dtype(name: str) -> torch.dtype:
 
 
 def parse_k(text: str) -> int | None:
+    """``--k``: a positive integer, or ``all`` (``None``: every singular vector)."""
     if str(text).strip().lower() == "all":
         return None
     try:

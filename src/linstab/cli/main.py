@@ -1,4 +1,4 @@
-"""cli/main"""
+"""The ``linstab`` entry point: the parser assembled from the command modules."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ COMMAND_MODULES = (models, train, perturbations, spectra, report)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``linstab`` parser with the subcommands of every command module."""
     parser = argparse.ArgumentParser(
         prog="linstab",
         description="Stability analysis of pre-trained residual networks by linearization.",

@@ -1,4 +1,4 @@
-"""cli/models"""
+"""``linstab models``, ``info``, ``predict`` and ``jacobian-test``."""
 
 from __future__ import annotations
 

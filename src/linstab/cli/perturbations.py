@@ -1,4 +1,4 @@
-"""cli/perturbations"""
+"""``linstab propagate``, ``figure propagation`` and ``figure projections``."""
 
 from __future__ import annotations
 
@@ -91,7 +91,6 @@ def _cmd_propagate(args) -> int:
 
 def add_parser(sub) -> None:
     """Register ``linstab propagate``."""
-
     p = sub.add_parser(
         "propagate",
         help="propagated perturbations (random vs adversarial), projections, eq. (1) (paper Sec. 3.3)",
@@ -204,7 +203,6 @@ def _cmd_figure_projections(args) -> int:
 
 def add_figure_parser(figsub) -> None:
     """Register ``linstab figure propagation`` (Figure 3) and ``linstab figure projections`` (Figure 4)."""
-
     p = figsub.add_parser(
         "propagation",
         help="Figure 3: normalized propagated perturbations per unit, random (top) vs adversarial",

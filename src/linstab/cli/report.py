@@ -1,4 +1,4 @@
-"""cli/report"""
+"""``linstab report``."""
 
 from __future__ import annotations
 

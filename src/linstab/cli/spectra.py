@@ -1,4 +1,4 @@
-"""cli/spectra"""
+"""``linstab spectrum``, ``bands``, ``figure scree`` and ``figure bands``."""
 
 from __future__ import annotations
 
@@ -136,7 +136,6 @@ def _add_band_args(p: argparse.ArgumentParser) -> None:
 
 def add_parser(sub) -> None:
     """Register ``linstab spectrum`` and ``linstab bands``."""
-
     p = sub.add_parser("spectrum", help="singular values of a unit, stage or network Jacobian")
     add_model_args(p)
     add_image_args(p)

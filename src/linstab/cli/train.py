@@ -1,4 +1,4 @@
-"""cli/train"""
+"""``linstab train``."""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""data"""
+"""Images: the 20 lossless CIFAR-10 test images in ``foolbox``, user files, the JPEG CIFAR-10 set.
+
+All images are returned as float32 tensors of shape ``(N, 3, H, W)`` with values in [0, 1].
+"""
 
 from .cifar10_jpeg import cifar10_jpeg_dir, load_cifar10_jpeg
 from .images import CIFAR10_CLASSES, DEFAULT_LABELS, check_images, default_images, load_images

@@ -1,4 +1,4 @@
-"""data/cifar10_jpeg"""
+"""The lossy JPEG re-encoding of CIFAR-10 (``train.zip``/``test.zip``); always labelled lossy."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""data/images"""
+"""The 20 lossless CIFAR-10 test images shipped in ``foolbox``, user image files and input checks."""
 
 from __future__ import annotations
 

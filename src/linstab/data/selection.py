@@ -1,4 +1,4 @@
-"""data/selection"""
+"""Image selections given as text: index specs (``0-9``, ``0,3,7``, ``all``)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""io"""
+"""Input/output helpers at the bottom of the stack: the result cache, CSV tables, JSON conversion.
+
+Nothing here imports another linstab module.
+"""
 
 from .cache import ResultCache, cache_root, default_cache_dir, tensor_hash
 from .jsonable import dtype_name, is_plain_json, to_jsonable

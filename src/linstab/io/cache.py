@@ -1,4 +1,15 @@
-"""io/cache"""
+"""A result cache for long computations: atomic, content-keyed, safe to kill at any point.
+
+Entries are ``.npz`` files of named NumPy arrays plus a JSON metadata string, stored under
+``root/<kind>/<key>.npz``. The key is the SHA-256 of the canonical JSON of the parts that
+determine the result (model SHA-256, image hash, operator, method, dtype, ...) and the linstab
+version. Writes go to a temporary file in the same folder, then ``os.replace``: a run killed at
+any point leaves either no entry or a complete one, never a corrupt one. Unreadable entries are
+treated as missing and recomputed.
+
+:func:`cache_root` is linstab's one cache folder (weights, decoded data sets and results
+live below it).
+"""
 
 from __future__ import annotations
 
@@ -16,8 +27,9 @@ from .._version import __version__
 
 
 def cache_root() -> Path:
-    """linstab's cache folder: ``$LINSTAB_CACHE_DIR``, else ``$XDG_CACHE_HOME/linstab`` or
-    ``~/.cache/linstab``."""
+    """Linstab's cache folder: ``$LINSTAB_CACHE_DIR``, else ``$XDG_CACHE_HOME/linstab`` or
+    ``~/.cache/linstab``.
+    """
     env = os.environ.get("LINSTAB_CACHE_DIR")
     if env:
         return Path(env).expanduser()
@@ -37,7 +49,6 @@ def tensor_hash(x: torch.Tensor | np.ndarray) -> str:
 
 def default_cache_dir() -> Path:
     """``$LINSTAB_CACHE_DIR/results`` or ``~/.cache/linstab/results``."""
-
     return cache_root() / "results"
 
 
@@ -62,11 +73,11 @@ class ResultCache:
     @staticmethod
     def key(parts: dict) -> str:
         """The entry key of a dict of JSON-able parts (the linstab version is added)."""
-
         payload = json.dumps({"linstab": __version__, **parts}, sort_keys=True, default=str)
         return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
     def path(self, kind: str, parts: dict) -> Path:
+        """The file of the entry for ``parts`` under ``root/kind/``."""
         return self.root / kind / f"{self.key(parts)}.npz"
 
     def load(self, kind: str, parts: dict) -> tuple[dict[str, np.ndarray], dict] | None:

@@ -1,4 +1,4 @@
-"""io/jsonable"""
+"""Conversion of results to JSON-able values (dtypes, NumPy scalars, tensors, non-finite floats)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,14 @@ import torch
 
 
 def dtype_name(dtype: torch.dtype) -> str:
+    """``torch.float64`` -> ``"float64"``."""
     return str(dtype).replace("torch.", "")
 
 
 def to_jsonable(obj):
+    """A copy of ``obj`` with dtypes, NumPy scalars, arrays and tensors as JSON values and
+    non-finite floats as strings.
+    """
     if isinstance(obj, dict):
         return {str(k): to_jsonable(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
@@ -33,6 +37,7 @@ def to_jsonable(obj):
 
 
 def is_plain_json(v) -> bool:
+    """Whether ``v`` is a JSON scalar or a flat list of them (kept in records as it is)."""
     return isinstance(v, (int, float, str, bool, type(None))) or (
         isinstance(v, (list, tuple)) and all(isinstance(e, (int, float, str, bool)) for e in v)
     )

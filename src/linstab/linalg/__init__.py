@@ -1,4 +1,6 @@
-"""linalg"""
+"""Linear algebra below the spectra: result objects, thread control, LAPACK eigensolvers called
+in place, inertia counting by block LDL^T, the block Krylov solver and SciPy's ``svds``.
+"""
 
 from .eigh import eigvalsh, load_2stage, load_mkl_syevd, openblas_threads
 from .inertia import block_inertia, block_is_pd, ldl_inertia, partition

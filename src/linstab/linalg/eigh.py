@@ -1,4 +1,7 @@
-"""linalg/eigh"""
+"""Symmetric eigenvalues in place: MKL ``?syevd`` from torch's own library or SciPy-OpenBLAS's
+2-stage ``?syev``, each self-tested on first use, else ``torch.linalg.eigvalsh``; OpenBLAS
+thread control.
+"""
 
 from __future__ import annotations
 
@@ -22,7 +25,8 @@ _SELF_TEST = ((torch.float64, np.float64, 1e-10), (torch.float32, np.float32, 1e
 
 def _eig_self_test(solve, npt, tol: float) -> bool:
     """Whether ``solve`` (values of a symmetric C-order ``npt`` matrix it may destroy, or
-    ``None`` on failure) gets a seeded random 40 x 40 matrix right to ``40 tol``."""
+    ``None`` on failure) gets a seeded random 40 x 40 matrix right to ``40 tol``.
+    """
     a = np.random.default_rng(0).standard_normal((40, 40))
     a = a + a.T
     w = solve(np.array(a, dtype=npt, order="C"))
@@ -134,7 +138,8 @@ def load_mkl_syevd():
 
 def _syevd_inplace(fn, a: np.ndarray, uplo: str) -> np.ndarray | None:
     """Eigenvalues (ascending) by LAPACK ``?syevd`` (values only) on the column-major ``a``,
-    which is destroyed; ``None`` if LAPACK reports an error."""
+    which is destroyed; ``None`` if LAPACK reports an error.
+    """
     n = a.shape[0]
     ints = np.zeros(5, dtype=np.int64)  # n, lda, lwork, liwork, info
     ints[:2] = n

@@ -1,4 +1,6 @@
-"""linalg/inertia"""
+"""Inertia (counts of positive, negative and zero eigenvalues) of sparse, spatially banded
+symmetric matrices by block ``LDL^T`` (Sylvester's law of inertia).
+"""
 
 from __future__ import annotations
 
@@ -115,7 +117,8 @@ def block_inertia(
 
 def block_is_pd(N: sp.csr_matrix, bounds: list[int], delta: float) -> bool:
     """Whether ``N - delta I`` is positive definite (block Cholesky of a block-tridiagonal
-    sparse matrix; stable without pivoting for definite matrices)."""
+    sparse matrix; stable without pivoting for definite matrices).
+    """
     n = N.shape[0]
     start, end, j = bounds[0], bounds[1], 1
     S = torch.from_numpy(N[start:end, start:end].toarray())

@@ -1,4 +1,6 @@
-"""linalg/krylov"""
+"""The block Krylov solver: thick-restart block Lanczos on ``J^T J`` for the top-k or bottom-k
+singular triplets, on batched operator products.
+"""
 
 from __future__ import annotations
 
@@ -31,7 +33,8 @@ def row_products(op: LinearOperator, transpose: bool):
 def _orth_against(Z: torch.Tensor, Q: torch.Tensor | None, drop_tol: float) -> torch.Tensor:
     """Rows of ``Z`` orthonormalized against the rows of ``Q`` and each other (block CGS2 +
     CholeskyQR, repeated once, Householder QR when Cholesky fails); rows that lie in the span
-    of ``Q`` to working precision are dropped."""
+    of ``Q`` to working precision are dropped.
+    """
     tiny = torch.finfo(Z.dtype).tiny
     norms0 = Z.norm(dim=1).clamp_min(tiny)
     has_q = Q is not None and Q.shape[0] > 0

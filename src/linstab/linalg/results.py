@@ -1,4 +1,6 @@
-"""linalg/results"""
+"""Result objects of the spectral solvers (:class:`SpectrumResult`, :class:`BandCounts`), their
+warning and the shared argument checks.
+"""
 
 from __future__ import annotations
 
@@ -210,10 +212,12 @@ class BandCounts:
 
     @property
     def counts(self) -> dict[str, int]:
+        """The four counts by band name."""
         return {"above": self.above, "plateau": self.plateau, "below": self.below, "zero": self.zero}
 
     @property
     def fractions(self) -> dict[str, float]:
+        """The counts divided by ``n`` (and the exact-ones fraction when known)."""
         n = max(self.n, 1)
         out = {k: v / n for k, v in self.counts.items()}
         if self.n_exact_ones is not None:
@@ -221,6 +225,7 @@ class BandCounts:
         return out
 
     def to_dict(self) -> dict:
+        """The counts, fractions, route and timings as a JSON-able dict."""
         d = {
             "n": self.n,
             "thresholds": list(self.thresholds),
@@ -236,16 +241,19 @@ class BandCounts:
 
 
 def check_op(op) -> None:
+    """Raise TypeError unless ``op`` is a linstab :class:`~linstab.operators.LinearOperator`."""
     if not isinstance(op, LinearOperator):
         raise TypeError(f"expected a linstab LinearOperator (e.g. lin.unit(1, 5)), got {type(op).__name__}")
 
 
 def check_dtype(dtype) -> None:
+    """Raise ValueError unless ``dtype`` is ``None``, float32 or float64."""
     if dtype is not None and dtype not in _DTYPES:
         raise TypeError(f"dtype must be torch.float32 or torch.float64 (or None), got {dtype!r}")
 
 
 def check_k(k, n: int, method: str) -> int:
+    """``k`` checked against ``n`` values for ``method``; returns it as an int."""
     if isinstance(k, bool) or not isinstance(k, int | np.integer):
         raise TypeError(f"k must be a positive int for method={method!r}, got {type(k).__name__} {k!r}")
     k = int(k)

@@ -1,4 +1,4 @@
-"""linalg/svds"""
+"""SciPy ``svds`` (ARPACK, PROPACK, LOBPCG) on an operator, returning the same result object."""
 
 from __future__ import annotations
 
@@ -23,6 +23,9 @@ def scipy_svds(
     seed: int,
     vectors: bool,
 ) -> SpectrumResult:
+    """Top-k or bottom-k singular triplets by SciPy's ``svds`` on the operator's SciPy export,
+    returned as a :class:`SpectrumResult` with residuals (the baseline of the benchmarks).
+    """
     from scipy.sparse.linalg import ArpackNoConvergence, svds
     from scipy.sparse.linalg import LinearOperator as SciPyOperator
 

@@ -1,4 +1,4 @@
-"""linalg/threads"""
+"""Thread counts of linstab's dense kernels (torch's setting, or ``$LINSTAB_BLAS_THREADS``)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,18 @@
-"""models"""
+"""CIFAR residual networks, the checkpoint registry and weight loading.
+
+linstab's own module layout follows pytorchcv (``features.init_block``,
+``features.stageS.unitK.body.convI.{conv,bn}``, ``identity_conv``, ``output``), so pytorchcv
+state dicts load as they are; akamaster checkpoints are mapped onto it.
+
+Shortcut variants of the down-sampling units:
+
+* ``"A"`` (akamaster): ``x[:, :, ::2, ::2]`` zero-padded by ``planes // 4`` channels on each
+  side, no parameters;
+* ``"B"`` (pytorchcv, the paper's networks): a 1x1 stride-2 convolution followed by batch norm.
+
+Checkpoints are untrusted input: they are read with ``torch.load(..., weights_only=True)`` or
+from ``.safetensors``; pickled code is never executed.
+"""
 
 from .adapters import RELU_TYPES, is_residual_unit, to_residual_unit
 from .blocks import (

@@ -1,4 +1,18 @@
-"""models/adapters"""
+"""Recognize residual units of common code bases and convert them to :class:`ResidualUnit`.
+
+Recognized (by attributes, so forks of these code bases work too):
+
+* linstab / pytorchcv ``ResUnit``: ``body.conv1..convL`` blocks with ``conv``/``bn``/``activ``,
+  optional ``identity_conv``, ``activ``;
+* akamaster ``BasicBlock``: ``conv1, bn1, conv2, bn2, shortcut`` (``shortcut`` an empty
+  ``Sequential`` = identity, ``Sequential(conv, bn)`` = option B, or a parameter-free module
+  checked numerically to be option A's subsample-and-pad);
+* torchvision ``BasicBlock`` (``conv1, bn1, conv2, bn2, downsample``) and ``Bottleneck``
+  (``conv1..conv3, bn1..bn3, downsample``).
+
+The converted unit is a *copy* (the user's module is never changed) and is checked to
+reproduce the original's output before the closed-form Jacobian uses it.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""models/blocks"""
+"""Building blocks of linstab's CIFAR residual networks (pytorchcv module layout) and the
+normalizing wrapper.
+"""
 
 from __future__ import annotations
 
@@ -49,6 +51,7 @@ class ConvBlock(nn.Module):
             self.activ = activation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the module to a batch ``(N, C, H, W)``."""
         x = self.bn(self.conv(x))
         activ = getattr(self, "activ", None)
         return x if activ is None else activ(x)
@@ -70,10 +73,12 @@ class SubsamplePad(nn.Module):
         self.stride = int(stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the module to a batch ``(N, C, H, W)``."""
         s = self.stride
         return nn.functional.pad(x[:, :, ::s, ::s], (0, 0, 0, 0, self.pad_front, self.pad_back))
 
     def extra_repr(self) -> str:
+        """The module's settings for ``repr``."""
         return f"pad_front={self.pad_front}, pad_back={self.pad_back}, stride={self.stride}"
 
 
@@ -121,6 +126,7 @@ class ResidualUnit(nn.Module):
         return "conv-bn" if isinstance(sc, ConvBlock) else "subsample-pad"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the module to a batch ``(N, C, H, W)``."""
         sc = self.shortcut
         skip = x if sc is None else sc(x)
         y = self.body(x)
@@ -129,6 +135,7 @@ class ResidualUnit(nn.Module):
         return self.activ(skip + y)
 
     def extra_repr(self) -> str:
+        """The module's settings for ``repr``."""
         return f"alpha={self.alpha}" if self.alpha != 1.0 else ""
 
 
@@ -201,6 +208,7 @@ class CifarResNet(nn.Module):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the module to a batch ``(N, C, H, W)``."""
         return self.output(torch.flatten(self.features(x), 1))
 
 
@@ -220,6 +228,7 @@ class Normalize(nn.Module):
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the module to a batch ``(N, C, H, W)``."""
         return self.model((x - self.mean.to(x.dtype)) / self.std.to(x.dtype))
 
 

@@ -1,4 +1,6 @@
-"""models/registry"""
+"""The checkpoint registry: named models, where their weights come from, their checksums; the
+default model.
+"""
 
 from __future__ import annotations
 
@@ -153,7 +155,6 @@ def list_models() -> list[str]:
 
 def default_model_name() -> str:
     """The default model: the best embedded linstab model, else ``resnet56-akamaster``."""
-
     own = [s for s in REGISTRY.values() if s.source == "linstab" and s.package_data]
     if own:
         own.sort(key=lambda s: (s.published_error if s.published_error is not None else 1e9, -s.depth))

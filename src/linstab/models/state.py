@@ -1,4 +1,6 @@
-"""models/state"""
+"""A module's parameters and buffers cast to a dtype, for functional calls that leave the
+user's module unchanged.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""models/weights"""
+"""Weight resolution (explicit path, ``$LINSTAB_WEIGHTS_DIR``, package data, cache, download),
+checksums and safe loading (``weights_only`` / safetensors; pickled code never runs).
+"""
 
 from __future__ import annotations
 

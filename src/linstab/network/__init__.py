@@ -1,4 +1,9 @@
-"""network"""
+"""A residual network seen as a dynamical system: stem, stages of units, head; linearization.
+
+Units are addressed ``stage.unit`` with 1-based numbers, as in the paper (``1.5`` = fifth unit
+of the first stage). The *network operator* maps the stem's output (the input of unit 1.1) to
+the head's input (the output of the last unit).
+"""
 
 from .linearization import Linearization
 from .view import JACOBIAN_METHODS, Network, UnitInfo, load_model, parse_unit

@@ -1,4 +1,4 @@
-"""network/linearization"""
+"""A network linearized at one input: cached unit, stage and network operators."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""network/view"""
+"""The network view: stem, stages of residual units, head; unit discovery and addresses."""
 
 from __future__ import annotations
 
@@ -51,10 +51,12 @@ class UnitInfo:
 
     @property
     def n_in(self) -> int:
+        """Input dimension ``prod(in_shape)``."""
         return int(torch.Size(self.in_shape).numel())
 
     @property
     def n_out(self) -> int:
+        """Output dimension ``prod(out_shape)``."""
         return int(torch.Size(self.out_shape).numel())
 
 

@@ -1,4 +1,23 @@
-"""operators"""
+"""Matrix-free linear operators: one abstraction for units, stages and networks.
+
+An operator maps tensors of shape ``in_shape`` to tensors of shape ``out_shape`` (for a
+residual unit, ``(C, H, W)`` activation maps). Its matrix has shape ``(n_out, n_in)`` with
+``n = prod(shape)`` in row-major (C-order) flattening.
+
+Accepted inputs of ``op @ v`` / :meth:`LinearOperator.matmat` (``n_in = prod(in_shape)``):
+
+* ``(*in_shape)``: one vector as a map, returns ``(*out_shape)``;
+* ``(B, *in_shape)``: a batch of maps, returns ``(B, *out_shape)``;
+* ``(n_in,)``: one flat vector, returns ``(n_out,)``;
+* ``(n_in, B)``: ``B`` flat column vectors, returns ``(n_out, B)``.
+
+NumPy arrays are accepted too and NumPy arrays are returned. The dtype of a tensor must
+match the operator's (no silent casting); NumPy inputs are converted to the operator's dtype.
+
+Modules: :mod:`.base` (the operator contract and its algebra), :mod:`.closed_form` (unit
+Jacobians of Appendix A), :mod:`.autodiff` (any module, by ``torch.func``), :mod:`.factors`
+(sparse factors ``J = D_out (alpha S + U W)`` of closed-form units).
+"""
 
 from .autodiff import AutodiffJacobian
 from .base import (

@@ -1,4 +1,6 @@
-"""operators/autodiff"""
+"""Unit (or any module's) Jacobians by automatic differentiation: ``J^T w`` is a cached vjp,
+``J v`` the vjp of that vjp.
+"""
 
 from __future__ import annotations
 

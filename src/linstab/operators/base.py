@@ -1,4 +1,6 @@
-"""operators/base"""
+"""The operator contract (``_matmat``/``_rmatmat`` on batches) and its algebra: adjoint,
+composition, dense and identity operators, SciPy export, materialization.
+"""
 
 from __future__ import annotations
 
@@ -130,6 +132,7 @@ class LinearOperator:
 
     @property
     def T(self) -> LinearOperator:  # noqa: N802 - matrix convention
+        """The adjoint, as ``op.T``."""
         return self.adjoint()
 
     # -- exports -----------------------------------------------------------------------------
@@ -214,6 +217,7 @@ class AdjointOperator(LinearOperator):
         return self.op._matmat(W)
 
     def adjoint(self) -> LinearOperator:
+        """The adjoint operator."""
         return self.op
 
 
@@ -289,6 +293,7 @@ class DenseOperator(LinearOperator):
         return (W.reshape(b, -1) @ self.matrix).reshape(b, *self.in_shape)
 
     def materialize(self, dtype=None, batch_size: int = 256, progress: bool = False):
+        """The dense matrix ``(n_out, n_in)``."""
         return self.matrix.to(dtype or self.dtype).clone()
 
 

@@ -1,4 +1,6 @@
-"""operators/closed_form"""
+"""Closed-form unit Jacobians (Appendix A, generalized to chains of conv + BN (+ activation)):
+``J v = D_out (alpha S v + B_L C_L D_{L-1} ... D_1 B_1 C_1 v)``.
+"""
 
 from __future__ import annotations
 

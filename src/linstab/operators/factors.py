@@ -1,4 +1,7 @@
-"""operators/factors"""
+"""Sparse factors of closed-form unit Jacobians, ``J = D_out (alpha S + U W)``, factored through
+the masked inner layer with the fewest active units (the one factor plan), and operators built
+from them.
+"""
 
 from __future__ import annotations
 
@@ -37,6 +40,7 @@ def _blk_conv_t(blk, W: torch.Tensor) -> torch.Tensor:
 
 
 def is_mask(d: torch.Tensor | None) -> bool:
+    """Whether ``d`` is a 0/1 mask (a ReLU derivative)."""
     return d is not None and bool(((d == 0) | (d == 1)).all())
 
 
@@ -205,10 +209,12 @@ class UnitFactors:
 
     @property
     def m(self) -> int:
+        """Number of active outputs."""
         return int(self.out_active.size)
 
     @property
     def r(self) -> int:
+        """Number of active units of the factored inner layer."""
         return int(self.inner_active.size)
 
 
@@ -392,8 +398,8 @@ def _torch_csr(M: sp.spmatrix, dtype: torch.dtype, device) -> torch.Tensor:
 
 def factor_operator(op: LinearOperator) -> LinearOperator | None:
     """The sparse-factor twin of a unit Jacobian, or of a composition of them (a stage or the
-    network); ``None`` when some factor does not exist (see :func:`unit_factors`)."""
-
+    network); ``None`` when some factor does not exist (see :func:`unit_factors`).
+    """
     if isinstance(op, ComposedOperator):
         parts = [factor_operator(o) for o in op.ops]
         if any(p is None for p in parts):
@@ -404,6 +410,7 @@ def factor_operator(op: LinearOperator) -> LinearOperator | None:
 
 
 def structured_plan(op: LinearOperator) -> tuple[bool, str]:
+    """Whether the structured (identity plus low rank) route applies, and why not."""
     layer, why = factor_plan(op)
     if layer is None:
         return False, why

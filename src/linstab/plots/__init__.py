@@ -1,5 +1,6 @@
 """Figures. Plotting never selects a matplotlib backend: figures are built with
-``matplotlib.figure.Figure`` (no pyplot) and always written to a path the caller gives."""
+``matplotlib.figure.Figure`` (no pyplot) and always written to a path the caller gives.
+"""
 
 from __future__ import annotations
 

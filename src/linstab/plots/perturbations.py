@@ -37,7 +37,7 @@ def _in_norm(rows: list[dict], image, name: str, addr: str, alpha: np.ndarray) -
 
 
 def _stage_bounds(layer_rows: list[dict]) -> list[float]:
-    """x positions between stages (half-way between the last unit of one and the first of the next)."""
+    """X positions between stages (half-way between the last unit of one and the first of the next)."""
     out = []
     prev = None
     for r in layer_rows:

@@ -1,4 +1,12 @@
-"""report"""
+"""``linstab report``: the whole paper for one (or two) models in one command.
+
+Writes ``DIR/index.html`` (opens offline; figures are files beside it), ``DIR/data/`` (CSV
+tables and NPZ arrays behind every figure) and ``DIR/environment.json`` (versions, device, model
+SHA-256, image set, timings). Every expensive result goes through :class:`~linstab.cache.ResultCache`
+(keyed by model SHA-256, image hash, operator, method, dtype and linstab version), so a second
+run is near-instant and a killed run resumes. The text under each figure is generated from the
+measured numbers, with a verdict on the paper's finding.
+"""
 
 from .build import build_report
 from .context import SECTIONS, Finding, ReportConfig, Section

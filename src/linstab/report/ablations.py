@@ -1,4 +1,4 @@
-"""report/ablations"""
+"""Report section: Figure 5 (skip scaling and weight interpolation) and its findings."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from .context import Finding, ReportContext, Section
 
 def _ablations_cached(ctx: ReportContext, net, x, u, alphas, ts):
     """Skip-scaling and weight-interpolation studies of unit ``u`` through the cache."""
-
     parts = {
         "model": net.sha256 or net.name,
         "image": tensor_hash(x),
@@ -48,7 +47,7 @@ def _ablations_cached(ctx: ReportContext, net, x, u, alphas, ts):
 
 
 def section_ablations(ctx: ReportContext, net, images) -> Section:
-
+    """Figure 5: skip scaling and weight interpolation on one regular unit, with findings."""
     sec = Section("Skip scaling and weight interpolation (Figure 5)")
     regular = [u for u in net.units if u.kind == "regular" and u.canonical is not None]
     if not regular:

@@ -1,4 +1,4 @@
-"""report/build"""
+"""``build_report``: runs the sections for one or two models and writes the page."""
 
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ from .spectra import section_spectra
 
 def for_model(ctx: ReportContext, net, build) -> Section:
     """``build(net)`` for one of several models: figures and data in per-model subfolders, the
-    model's name on the section title and on the findings it adds."""
+    model's name on the section title and on the findings it adds.
+    """
     t0, n_found = time.perf_counter(), len(ctx.findings)
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", net.name)
     old = ctx.fig_dir, ctx.data_dir
@@ -47,7 +48,6 @@ def build_report(cfg: ReportConfig, sections: tuple[str, ...] = SECTIONS, nets: 
         nets: already built :class:`~linstab.network.Network` objects to use instead of loading
             ``cfg.models`` (e.g. a user's own network).
     """
-
     bad = [s for s in sections if s not in SECTIONS]
     if bad:
         raise ValueError(f"unknown sections {bad}; choose from {SECTIONS}")

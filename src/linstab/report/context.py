@@ -1,4 +1,4 @@
-"""report/context"""
+"""The report's configuration, findings, sections and the context that writes data files."""
 
 from __future__ import annotations
 
@@ -49,6 +49,8 @@ class Finding:
 
 @dataclass
 class Section:
+    """One section of the report: title, text, figures, tables and its run time."""
+
     title: str
     figures: list[str] = field(default_factory=list)
     text: list[str] = field(default_factory=list)
@@ -73,17 +75,21 @@ class ReportContext:
         self.timings: dict[str, float] = {}
 
     def rel(self, path: Path) -> str:
+        """``path`` relative to the report folder."""
         return str(Path(path).relative_to(self.out))
 
     def write_csv(self, name: str, rows: list[dict]) -> str:
+        """Write rows to ``data/name``; returns the relative path."""
         return self.rel(write_csv(rows, self.data_dir / name))
 
     def write_npz(self, name: str, **arrays) -> str:
+        """Write arrays to ``data/name``; returns the relative path."""
         path = self.data_dir / name
         np.savez_compressed(path, **{k: np.asarray(v) for k, v in arrays.items()})
         return self.rel(path)
 
     def progress(self, it, desc: str, total: int | None = None):
+        """``it`` wrapped in a progress bar when the report shows progress."""
         if not self.cfg.progress:
             return it
         from tqdm.auto import tqdm
@@ -92,6 +98,7 @@ class ReportContext:
 
 
 def fmt(x: float, digits: int = 3) -> str:
+    """A number for the report's text (``digits`` significant digits, NaN as ``n/a``)."""
     return f"{x:.{digits}g}"
 
 

@@ -1,4 +1,4 @@
-"""report/dynamics"""
+"""Report section: eigenvalues of unit Jacobians and Lyapunov spectra."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from .context import ReportContext, Section, fmt
 
 
 def section_dynamics(ctx: ReportContext, net, images) -> Section:
-
+    """Eigenvalues of the fifth unit of each stage and the Lyapunov spectrum, with findings."""
     sec = Section("Dynamics: eigenvalues and local Lyapunov spectrum (beyond the paper)")
     x = images[0]
     lin = net.linearize(x, dtype=torch.float64)

@@ -1,4 +1,4 @@
-"""report/html"""
+"""The report's HTML page and its environment record."""
 
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ def _cell(v) -> str:
 
 
 def write_html(ctx: ReportContext, title: str, env: dict) -> Path:
+    """Write ``index.html`` with every section and the environment record."""
     css = (
         "body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}"
         "table{border-collapse:collapse;font-size:12px;margin:.5em 0}td,th{border:1px solid #ccc;"
@@ -84,6 +85,7 @@ def write_html(ctx: ReportContext, title: str, env: dict) -> Path:
 
 
 def environment(ctx: ReportContext, nets, image_ids) -> dict:
+    """Versions, device, models with their SHA-256, images and timings of this report."""
     import scipy
 
     return {

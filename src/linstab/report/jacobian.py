@@ -1,4 +1,4 @@
-"""report/jacobian"""
+"""Report section: the Taylor test of the linearization."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from .context import Finding, ReportContext, Section, fmt
 
 
 def section_jacobian_tests(ctx: ReportContext, net, images) -> Section:
-
+    """The Taylor test of unit Jacobians (smooth and ReLU), with its finding."""
     sec = Section("Jacobian (Taylor) tests")
     rows = []
     picks = [net.stages[s][min(4, len(net.stages[s]) - 1)] for s in range(len(net.stages))]

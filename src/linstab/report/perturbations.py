@@ -1,4 +1,4 @@
-"""report/perturbations"""
+"""Report section: Figures 3 and 4 (propagated perturbations, projections) and their findings."""
 
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ def _propagation_cached(ctx: ReportContext, net, images, labels):
 
 
 def section_propagation(ctx: ReportContext, net, images, labels) -> Section:
-
+    """Figures 3 and 4: propagated perturbations and projections, with findings."""
     sec = Section("Propagated perturbations: random vs adversarial (Figures 3 and 4)")
     n_img = min(images.shape[0], 3 if ctx.cfg.quick else 10)
     rows, summary, alphas, units, stage = _propagation_cached(ctx, net, images[:n_img], labels[:n_img])

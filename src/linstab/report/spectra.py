@@ -1,4 +1,4 @@
-"""report/spectra"""
+"""Report section: Figures 1 and 2 (scree plots, band fractions) and their findings."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from .context import Finding, ReportContext, Section
 
 def _scree_cached(ctx: ReportContext, net, images) -> dict:
     """``spectra.scree_data`` through the cache (arrays per panel and image)."""
-
     quick = ctx.cfg.quick
     parts = {
         "model": net.sha256 or net.name,
@@ -75,7 +74,7 @@ def _bands_cached(ctx: ReportContext, net, image) -> list[dict]:
 
 
 def section_spectra(ctx: ReportContext, nets, images) -> Section:
-
+    """Figures 1 and 2: scree plots and band fractions of every unit, with findings."""
     sec = Section("Spectra of unit and stage Jacobians (Figures 1 and 2)")
     n_scree = 2 if ctx.cfg.quick else min(5, images.shape[0])
     screes = [_scree_cached(ctx, net, images[:n_scree]) for net in nets]

@@ -1,4 +1,6 @@
-"""spectra/bands"""
+"""``bands``: exact counts of singular values above, inside and below a band and at zero, by
+inertia, without computing singular values.
+"""
 
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ def _check_bands_args(thresholds, zero_tol) -> tuple[float, float, float]:
 
 
 def count_from_values(s: torch.Tensor, n: int, lo: float, hi: float, zt: float) -> tuple[int, int, int, int]:
+    """Band counts ``(above, plateau, below, zero)`` from computed singular values ``s``."""
     s = s.to(torch.float64)
     above = int((s > hi).sum())
     plateau = int(((s >= lo) & (s <= hi)).sum())

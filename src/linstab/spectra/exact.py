@@ -1,4 +1,6 @@
-"""spectra/exact"""
+"""Exact spectra: the structured route (identity-shortcut units), the Gram route on the active
+rows, the dense route.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from .reduction import banded_core, core_matrices, factors_js, reduce_unit
 
 
 def structured_spectrum(op: UnitJacobian, dtype: torch.dtype) -> SpectrumResult:
+    """All singular values of an identity-shortcut unit through its ``2r x 2r`` core."""
     t0 = time.perf_counter()
     f = unit_factors(op)
     red = reduce_unit(f)
@@ -104,6 +107,7 @@ def structured_spectrum(op: UnitJacobian, dtype: torch.dtype) -> SpectrumResult:
 
 
 def values_from_gram(lam: torch.Tensor, n_vals: int, dtype: torch.dtype) -> torch.Tensor:
+    """Singular values (descending, ``n_vals`` of them) from the eigenvalues of a Gram matrix."""
     lam = torch.sort(lam, descending=True).values[:n_vals]
     s = torch.sqrt(torch.clamp(lam, min=0)).to(dtype)
     if s.numel() < n_vals:
@@ -147,6 +151,7 @@ def gram_spectrum(op: UnitJacobian, dtype: torch.dtype, f: UnitFactors | None = 
 
 
 def active_rows(op: LinearOperator) -> np.ndarray | None:
+    """Indices of the outputs a 0/1 output mask leaves active (``None``: no mask known)."""
     if isinstance(op, UnitJacobian) and is_mask(op.out_deriv):
         return torch.nonzero(op.out_deriv.reshape(-1)).flatten().cpu().numpy()
     return None
@@ -176,6 +181,7 @@ def dense_rows(op: LinearOperator, rows: np.ndarray | None, dtype: torch.dtype, 
 def dense_spectrum(
     op: LinearOperator, dtype: torch.dtype, vectors: bool, solver: str, progress: bool
 ) -> SpectrumResult:
+    """All singular values from the Gram matrix of the smaller side (active rows only)."""
     t0 = time.perf_counter()
     n_out, n_in = op.shape
     n_vals = min(n_out, n_in)

@@ -1,4 +1,6 @@
-"""spectra/reduction"""
+"""The identity-shortcut reduction ``J_S J_S^T = alpha^2 I_m + Q M Q^T`` of a masked unit and its
+banded ``2r x 2r`` core ``K = L^T M L``.
+"""
 
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ class Reduction:
 
 
 def reduce_unit(f: UnitFactors) -> Reduction:
+    """The identity-shortcut reduction of a unit's sparse factors."""
     t0 = time.perf_counter()
     S = f.out_active
     US = f.U.tocsr()[S].tocsc()
@@ -58,13 +61,15 @@ def reduce_unit(f: UnitFactors) -> Reduction:
 
 
 def rank_tol(G: sp.csr_matrix) -> float:
+    """Tolerance below which a pivot of ``G`` counts as zero."""
     norm = float(abs(G).sum(axis=1).max()) if G.nnz else 0.0
     return max(G.shape[0], 1) * np.finfo(np.float64).eps * max(norm, 1e-300) * 10
 
 
 def core_matrices(red: Reduction, keepw: np.ndarray) -> tuple[sp.csr_matrix, sp.csr_matrix]:
     """``G = Q^T Q`` and ``M = [[W W^T, alpha E], [alpha E^T, 0]]`` (sparse, ``k x k``), ``Q``
-    without its vanishing ``(W^T)_S`` columns (``E``: the kept columns of the identity)."""
+    without its vanishing ``(W^T)_S`` columns (``E``: the kept columns of the identity).
+    """
     G12k = red.G12[:, keepw]
     G = sp.bmat([[red.G11, G12k], [G12k.T, red.G22[keepw][:, keepw]]], format="csr")
     E = sp.identity(red.r, format="csr")[:, keepw]

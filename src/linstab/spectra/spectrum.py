@@ -1,4 +1,4 @@
-"""spectra/spectrum"""
+"""``spectrum``: all singular values exactly, or the top-k / bottom-k triplets iteratively."""
 
 from __future__ import annotations
 

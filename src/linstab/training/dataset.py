@@ -1,4 +1,6 @@
-"""training/dataset"""
+"""Training data: the JPEG CIFAR-10 arrays (decoded once, cached as ``.npy``), batched
+augmentation and normalization.
+"""
 
 from __future__ import annotations
 

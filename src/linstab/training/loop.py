@@ -1,4 +1,4 @@
-"""training/loop"""
+"""The training loop: resumable checkpoints, evaluation, and the safetensors + JSON outputs."""
 
 from __future__ import annotations
 
@@ -122,6 +122,7 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
+    """Write text to ``path`` through a temporary file and a rename."""
     tmp = tmp_path(path)
     try:
         with open(tmp, "w", encoding="utf-8") as f:

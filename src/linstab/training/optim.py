@@ -1,4 +1,4 @@
-"""training/optim"""
+"""The optimizer's parameter groups and the one-cycle learning-rate schedule."""
 
 from __future__ import annotations
 
@@ -43,7 +43,8 @@ def make_scheduler(
 ) -> torch.optim.lr_scheduler.OneCycleLR:
     """One-cycle schedule: cosine warm-up from ``max_lr / 10`` to ``max_lr`` over the first
     ``warmup`` fraction of the steps, then cosine annealing to ``max_lr / 1e4``. Stepped per
-    batch; momentum is kept fixed."""
+    batch; momentum is kept fixed.
+    """
     return torch.optim.lr_scheduler.OneCycleLR(
         optimizer,
         max_lr=max_lr,

@@ -1,4 +1,4 @@
-"""training/precision"""
+"""Training precision: bf16 autocast where the hardware computes in bf16, float32 elsewhere."""
 
 from __future__ import annotations
 
@@ -46,12 +46,14 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 
 def autocast(device: torch.device, precision: str = "float32") -> contextlib.AbstractContextManager:
+    """bf16 autocast on ``device`` for ``precision == "bf16"``, else a null context."""
     if precision == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
 def is_channels_last(model: nn.Module) -> bool:
+    """Whether the model's convolution weights are in the ``channels_last`` format."""
     for p in model.parameters():
         if p.ndim == 4:
             return p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
