@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from factories import NET_KINDS, make_net, weights_dir
+from factories import NET_KINDS, all_nets, make_net, weights_dir
 
 import linstab
 
@@ -40,3 +40,9 @@ def tiny_net(request) -> linstab.Network:
     if request.param == "pytorchcv":
         pytest.importorskip("pytorchcv")
     return make_net(request.param, seed=NET_KINDS.index(request.param))
+
+
+@pytest.fixture(scope="module")
+def nets() -> dict[str, linstab.Network]:
+    """One seeded tiny network of every kind, shared by a test module."""
+    return all_nets()

@@ -8,6 +8,7 @@ Import with ``from factories import make_net`` (``tests/`` is on pytest's ``pyth
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from pathlib import Path
 
 import torch
@@ -15,7 +16,9 @@ import torch.nn.functional as F
 from torch import nn
 
 import linstab
-from linstab.models import CifarResNet
+from linstab.models import CifarResNet, ConvBlock, ResidualUnit
+from linstab.operators import UnitJacobian
+from linstab.spectra import count_from_values
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -223,3 +226,62 @@ NET_KINDS = ["option-A", "option-B", "tv-basic", "tv-bottleneck", "akamaster", "
 def tiny_image(seed: int = 0, hw: int = 8) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.rand((3, hw, hw), generator=g)
+
+
+# dense float64 twins and hand-made units for the spectral tests
+F64 = torch.float64
+
+
+def dense(op) -> torch.Tensor:
+    return op.materialize(dtype=F64)
+
+
+def dense_sv(op) -> torch.Tensor:
+    return torch.linalg.svdvals(dense(op))
+
+
+def dense_counts(s: torch.Tensor, n: int, lo=0.99, hi=1.01, zt=1e-6) -> tuple[int, int, int, int]:
+    return count_from_values(s, n, lo, hi, zt)
+
+
+def n_alpha(s: torch.Tensor, alpha: float = 1.0) -> int:
+    return int(((s - abs(alpha)).abs() < 1e-9).sum())
+
+
+def make_unit(
+    alpha: float = 1.0,
+    act=nn.ReLU,
+    c: int = 4,
+    hw: int = 6,
+    shift: float = -0.4,
+    seed: int = 0,
+    dependent: bool = False,
+) -> UnitJacobian:
+    """A regular BasicBlock unit whose first BN is shifted down (few active inner units)."""
+    torch.manual_seed(seed)
+    body = nn.Sequential(
+        OrderedDict(conv1=ConvBlock(c, c, 3, 1, 1, activation=act()), conv2=ConvBlock(c, c, 3, 1, 1))
+    )
+    unit = ResidualUnit(body, None, act(), alpha=alpha)
+    randomize_bn(unit, seed)
+    with torch.no_grad():
+        unit.body.conv1.bn.bias.add_(shift)
+        if dependent:  # inner channels 0 and 1 feed conv2 proportionally: Q loses rank
+            unit.body.conv2.conv.weight[:, 1] = 2 * unit.body.conv2.conv.weight[:, 0]
+    unit = unit.to(F64).eval()
+    g = torch.Generator().manual_seed(seed + 1)
+    x = torch.rand((1, c, hw, hw), generator=g, dtype=F64)
+    return UnitJacobian(unit, x, F64)
+
+
+def all_nets() -> dict[str, linstab.Network]:
+    """One seeded tiny network of every kind (pytorchcv's only where it is installed)."""
+    out = {}
+    for kind in NET_KINDS:
+        if kind == "pytorchcv":
+            try:
+                import pytorchcv  # noqa: F401
+            except ImportError:
+                continue
+        out[kind] = make_net(kind, seed=NET_KINDS.index(kind))
+    return out

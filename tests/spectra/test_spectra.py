@@ -8,40 +8,27 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections import OrderedDict
 
 import numpy as np
 import pytest
-import scipy.sparse as sp
 import torch
-from factories import NET_KINDS, make_net, randomize_bn, tiny_image
+from factories import (
+    NET_KINDS,
+    dense,
+    dense_counts,
+    dense_sv,
+    make_unit,
+    n_alpha,
+    tiny_image,
+)
 from torch import nn
 
 import linstab
 from linstab import spectra as S
-from linstab.analyses import network_spectra
-from linstab.linalg import eigh, inertia
-from linstab.models import ConvBlock, ResidualUnit
-from linstab.operators import ConvBNLinearization, DenseOperator, UnitJacobian, factors
+from linstab.operators import DenseOperator
 from linstab.spectra import reduction
 
 F64 = torch.float64
-
-
-def dense(op) -> torch.Tensor:
-    return op.materialize(dtype=F64)
-
-
-def dense_sv(op) -> torch.Tensor:
-    return torch.linalg.svdvals(dense(op))
-
-
-def dense_counts(s: torch.Tensor, n: int, lo=0.99, hi=1.01, zt=1e-6) -> tuple[int, int, int, int]:
-    return S.count_from_values(s, n, lo, hi, zt)
-
-
-def n_alpha(s: torch.Tensor, alpha: float = 1.0) -> int:
-    return int(((s - abs(alpha)).abs() < 1e-9).sum())
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -49,100 +36,9 @@ def _one_thread(one_thread):
     """One torch thread for this module (shared fixture in conftest)."""
 
 
-@pytest.fixture(scope="module")
-def nets():
-    out = {}
-    for kind in NET_KINDS:
-        if kind == "pytorchcv":
-            try:
-                import pytorchcv  # noqa: F401
-            except ImportError:
-                continue
-        out[kind] = make_net(kind, seed=NET_KINDS.index(kind))
-    return out
-
-
-def make_unit(
-    alpha: float = 1.0,
-    act=nn.ReLU,
-    c: int = 4,
-    hw: int = 6,
-    shift: float = -0.4,
-    seed: int = 0,
-    dependent: bool = False,
-) -> UnitJacobian:
-    """A regular BasicBlock unit whose first BN is shifted down (few active inner units)."""
-    torch.manual_seed(seed)
-    body = nn.Sequential(
-        OrderedDict(conv1=ConvBlock(c, c, 3, 1, 1, activation=act()), conv2=ConvBlock(c, c, 3, 1, 1))
-    )
-    unit = ResidualUnit(body, None, act(), alpha=alpha)
-    randomize_bn(unit, seed)
-    with torch.no_grad():
-        unit.body.conv1.bn.bias.add_(shift)
-        if dependent:  # inner channels 0 and 1 feed conv2 proportionally: Q loses rank
-            unit.body.conv2.conv.weight[:, 1] = 2 * unit.body.conv2.conv.weight[:, 0]
-    unit = unit.to(F64).eval()
-    g = torch.Generator().manual_seed(seed + 1)
-    x = torch.rand((1, c, hw, hw), generator=g, dtype=F64)
-    return UnitJacobian(unit, x, F64)
-
-
 # --------------------------------------------------------------------------------------------
 # sparse factors
 # --------------------------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    "geom",
-    [
-        dict(cin=4, cout=6, k=3, stride=1, pad=1, dil=1, groups=1),
-        dict(cin=4, cout=6, k=3, stride=2, pad=1, dil=1, groups=2),
-        dict(cin=4, cout=4, k=3, stride=1, pad=2, dil=2, groups=1),
-        dict(cin=4, cout=8, k=1, stride=2, pad=0, dil=1, groups=1),
-    ],
-)
-def test_conv_columns_match_impulses(geom):
-    torch.manual_seed(0)
-    blk = ConvBlock(geom["cin"], geom["cout"], geom["k"], geom["stride"], geom["pad"])
-    blk.conv = nn.Conv2d(
-        geom["cin"],
-        geom["cout"],
-        geom["k"],
-        geom["stride"],
-        geom["pad"],
-        dilation=geom["dil"],
-        groups=geom["groups"],
-        bias=False,
-    )
-    randomize_bn(blk, 1)
-    blk = blk.to(F64).eval()
-    z = torch.rand((1, geom["cin"], 7, 7), dtype=F64)
-    lin = ConvBNLinearization(blk, z, F64)
-    n_in = geom["cin"] * 49
-    n_out = geom["cout"] * lin.out_hw[0] * lin.out_hw[1]
-    idx = np.arange(n_in)
-    fwd = factors.conv_columns(lin, idx, transpose=False).toarray()
-    ref = lin.conv(torch.eye(n_in, dtype=F64).reshape(n_in, geom["cin"], 7, 7)).reshape(n_in, -1).T
-    assert np.abs(fwd - ref.numpy()).max() < 1e-14
-    idx = np.arange(n_out)
-    bwd = factors.conv_columns(lin, idx, transpose=True).toarray()
-    E = torch.eye(n_out, dtype=F64).reshape(n_out, geom["cout"], *lin.out_hw)
-    ref = lin.conv_t(E).reshape(n_out, -1).T
-    assert np.abs(bwd - ref.numpy()).max() < 1e-14
-
-
-def test_unit_factors_reproduce_every_unit(nets):
-    for net in nets.values():
-        lin = net.linearize(tiny_image(3), dtype=F64)
-        for u in net.units:
-            op = lin.unit(u.stage, u.index)
-            f = S.unit_factors(op)
-            assert f is not None, (net.name, u.address)
-            Jf = reduction.factors_js(f).toarray()
-            Jd = dense(op).numpy()
-            assert np.abs(Jf - Jd[f.out_active]).max() < 1e-13
-            assert np.abs(Jd[np.setdiff1d(np.arange(op.shape[0]), f.out_active)]).max() == 0
-            fop = S.factor_operator(op)
-            assert torch.allclose(dense(fop), torch.from_numpy(Jd), atol=1e-13, rtol=0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -276,20 +172,6 @@ def test_rank_deficient_reduction_uses_pivoted_cholesky():
     assert bc.n_exact_ones == res.n_exact_ones
 
 
-def test_bottleneck_factors_through_narrowest_layer(nets):
-    net = nets["tv-bottleneck"]
-    lin = net.linearize(tiny_image(1), dtype=F64)
-    op = lin.unit(1, 2)
-    counts = [int(b.deriv.sum()) for b in op.blocks if b.deriv is not None]
-    f = S.unit_factors(op)
-    assert f.r == min(counts) and len(op.blocks) == 3
-    res = S.spectrum(op, "exact")
-    sd = dense_sv(op)
-    assert res.route == "structured"
-    assert (res.values - sd).abs().max() < 1e-10
-    assert res.n_exact_ones == n_alpha(sd)
-
-
 def test_non_relu_falls_back_to_dense():
     op = make_unit(act=nn.Softplus, c=3, hw=5)
     assert S.unit_factors(op) is None
@@ -344,24 +226,6 @@ def test_exact_with_vectors_is_an_svd(nets):
 # --------------------------------------------------------------------------------------------
 # block inertia
 # --------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("seed", range(4))
-def test_block_inertia_matches_eigenvalues(seed):
-    rng = np.random.default_rng(seed)
-    n, bw = 400, 12
-    A = sp.random(n, n, density=0.05, random_state=rng, format="csr")
-    A = sp.triu(A, -bw).tocsr()
-    A = sp.tril(A, bw).tocsr()
-    A = (A + A.T + sp.diags(rng.standard_normal(n))).tocsr()
-    ev = torch.linalg.eigvalsh(torch.from_numpy(A.toarray())).numpy()
-    # a shift onto an eigenvalue of the leading block makes its pivot block singular: merge path
-    lead = torch.linalg.eigvalsh(torch.from_numpy(A[:40, :40].toarray())).numpy()
-    for shift in (0.01, ev[n // 3] + 1e-3, lead[5]):
-        N = (A - shift * sp.identity(n)).tocsr()
-        bounds = inertia.partition(N, 40)
-        assert len(bounds) > 3
-        p, q, z = inertia.block_inertia(N, bounds)
-        assert (p, q) == (int((ev > shift + 1e-9).sum()), int((ev < shift - 1e-9).sum()))
-        assert p + q + z == n
 
 
 # --------------------------------------------------------------------------------------------
@@ -501,78 +365,6 @@ def test_save_load_roundtrip(nets, tmp_path):
 # --------------------------------------------------------------------------------------------
 # network helpers, figures, CLI
 # --------------------------------------------------------------------------------------------
-def test_unit_bands_rows_csv_and_figures(nets, tmp_path):
-    from linstab.plots.spectra import plot_bands, plot_scree
-
-    net = nets["option-A"]
-    rows = network_spectra.unit_bands(net, tiny_image(0), progress=False)
-    assert [r["address"] for r in rows] == [u.address for u in net.units]
-    for r in rows:
-        assert r["above"] + r["plateau"] + r["below"] + r["zero"] == r["n"]
-    path = network_spectra.write_bands_csv(rows, tmp_path / "b.csv")
-    header = path.read_text().splitlines()[0].split(",")
-    assert header[:6] == ["stage", "unit", "address", "kind", "shortcut", "n"]
-    assert "n_gt_1.01" in header and "frac_in_0.99_1.01" in header and "n_exact_ones" in header
-    written = plot_bands(rows, tmp_path / "fig2")
-    assert [p.suffix for p in written] == [".png", ".svg"] and all(p.stat().st_size > 0 for p in written)
-    x = torch.stack([tiny_image(0), tiny_image(1)])
-    data = network_spectra.scree_data(net, x, unit_index=5, progress=False)
-    assert set(data["rows"]) == {"unit", "downsampling", "stage"}
-    assert data["rows"]["unit"][0]["address"] == "1.2"  # clipped to the stage length
-    assert len(data["rows"]["stage"][2]["spectra"]) == 2
-    written = plot_scree([data, data], tmp_path / "fig1.png")
-    assert [p.name for p in written] == ["fig1.png", "fig1.svg"]
-
-
-def test_cli_commands(nets, tmp_path, monkeypatch):
-    import linstab.cli as cli
-    import linstab.cli.common as common
-
-    net = nets["option-A"]
-    monkeypatch.setattr(common, "network_from_args", lambda args: net)
-    imgs = torch.stack([tiny_image(i) for i in range(3)])
-    monkeypatch.setattr(
-        common,
-        "images_from_args",
-        lambda args: (imgs[:1] if getattr(args, "images", None) is None else imgs, None, ["a", "b", "c"]),
-    )
-    monkeypatch.setattr(common, "networks_from_args", lambda args: [net])
-    out = tmp_path / "u.npz"
-    assert cli.main(["spectrum", "--unit", "1.2", "--out", str(out)]) == 0
-    back = S.SpectrumResult.load(out)
-    assert back.info["component"] == "unit 1.2" and back.k == 256
-    assert (
-        cli.main(
-            [
-                "spectrum",
-                "--stage",
-                "3",
-                "--method",
-                "topk",
-                "--k",
-                "4",
-                "--vectors",
-                "--out",
-                str(tmp_path / "s.npz"),
-            ]
-        )
-        == 0
-    )
-    with np.load(tmp_path / "s.npz") as z:
-        assert z["u"].shape == (64, 4) and z["v"].shape == (128, 4)
-    assert cli.main(["bands", "--out", str(tmp_path / "b.csv")]) == 0
-    assert len((tmp_path / "b.csv").read_text().splitlines()) == 1 + len(net.units)
-    f2 = str(tmp_path / "f2")
-    assert cli.main(["figure", "bands", "--out", f2, "--csv", f2 + ".csv"]) == 0
-    assert (tmp_path / "f2.png").exists() and (tmp_path / "f2.svg").exists()
-    assert (
-        cli.main(
-            ["figure", "scree", "--out", str(tmp_path / "f1"), "--stage-method", "topk", "--stage-k", "8"]
-        )
-        == 0
-    )
-    assert (tmp_path / "f1.png").exists() and (tmp_path / "f1.svg").exists()
-    assert cli.main(["spectrum", "--unit", "1.2", "--method", "topk", "--k", "0", "--out", str(out)]) == 2
 
 
 # --------------------------------------------------------------------------------------------
@@ -626,56 +418,3 @@ def test_real_stage3_downsampling_unit(resnet56_stage3):
         warnings.simplefilter("error", S.ConvergenceWarning)
         top = S.spectrum(op, "topk", k=8)
     assert (top.values - s[:8]).abs().max() < 1e-8
-
-
-def test_openblas_threads_follow_torch(monkeypatch):
-    """Dense SciPy kernels run with torch's thread count (or LINSTAB_BLAS_THREADS), then restore."""
-    fns = eigh.load_2stage()
-    if not fns or "threads" not in fns:
-        pytest.skip("SciPy's OpenBLAS thread control not found")
-    get, put = fns["threads"]
-    before, torch_threads = get(), torch.get_num_threads()
-    if before < 2 and put(2) is None and get() < 2:
-        pytest.skip("OpenBLAS was built for one thread")
-    try:
-        put(1)
-        torch.set_num_threads(2)
-        with eigh.openblas_threads():
-            assert get() == 2  # torch's setting, not a fixed single thread
-        assert get() == 1
-        torch.set_num_threads(1)
-        put(2)
-        with eigh.openblas_threads():
-            assert get() == 1
-        assert get() == 2
-        monkeypatch.setenv("LINSTAB_BLAS_THREADS", "2")
-        put(1)
-        with eigh.openblas_threads():
-            assert get() == 2
-        assert get() == 1
-    finally:
-        put(before)
-        torch.set_num_threads(torch_threads)
-
-
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
-@pytest.mark.parametrize("layout", ["row-major", "column-major"])
-def test_eigvalsh_in_place_matches_torch(dtype, layout):
-    """``_eigvalsh(A, overwrite=True)`` (MKL ``syevd`` in place where torch exports it) reads the
-    lower triangle like ``torch.linalg.eigvalsh`` and returns the same values, in either layout."""
-    g = torch.Generator().manual_seed(7)
-    A = torch.randn((150, 150), generator=g, dtype=torch.float64)  # not symmetric: lower is read
-    ref = torch.linalg.eigvalsh(A).to(dtype)
-    B = A.to(dtype).clone() if layout == "row-major" else A.to(dtype).mT.contiguous().mT
-    assert B.is_contiguous() == (layout == "row-major")
-    w = eigh.eigvalsh(B, overwrite=True)
-    tol = 1e-10 if dtype == torch.float64 else 1e-3
-    assert w.dtype == dtype and w.shape == (150,)
-    assert bool((w[1:] >= w[:-1]).all())
-    assert (w - ref).abs().max() <= tol * ref.abs().max()
-    if eigh.load_mkl_syevd() is not None:  # the in-place path ran: A was overwritten
-        assert not torch.equal(B, A.to(dtype) if layout == "row-major" else A.to(dtype))
-    # without overwrite the input is left alone
-    C = A.to(dtype).clone()
-    eigh.eigvalsh(C)
-    assert torch.equal(C, A.to(dtype))

@@ -135,7 +135,6 @@ class AblationPoint:
 
 
 def _study_point(unit: ResidualUnit, x: torch.Tensor, dtype, parameter, value, plateau) -> AblationPoint:
-
     J = UnitJacobian(unit, x, dtype)
     res = spectrum(J, method="exact")
     bc = band_counts(J, thresholds=(0.99, 1.01))

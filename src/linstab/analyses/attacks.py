@@ -122,7 +122,6 @@ class AttackResult:
 
 
 def _check_net(net) -> torch.nn.Module:
-
     if not isinstance(net, Network):
         raise TypeError(f"net must be a linstab.Network, got {type(net).__name__}")
     # net.model is the user's network; net.module may add linstab's (stateless) Normalize wrapper

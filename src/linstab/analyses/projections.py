@@ -39,9 +39,9 @@ class RightSingular:
 def right_singular(op, k: int | None = None, *, seed: int = 0) -> RightSingular:
     """Right singular vectors of a unit Jacobian: all (``k=None``) or the top ``k``.
 
-    All vectors come from a dense float64 SVD (practical up to n_in ~ 4096 on a CPU: about a
-    minute or two); ``k`` uses the iterative top-k solver of :mod:`linstab.spectra` (the
-    operator's dtype; linearize in float64 for accurate vectors). When
+    All vectors come from a dense float64 SVD (practical up to n_in ~ 4096 on a CPU); ``k``
+    uses the iterative top-k solver of :mod:`linstab.spectra` (the operator's dtype; linearize
+    in float64 for accurate vectors). When
     ``k >= min(n_in, n_out)`` the dense SVD is used.
 
     Every result is checked: ``V`` orthonormal and ``||J v_i|| = s_i`` (relative to ``s_1``,

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import torch
 
-from ..data.images import default_images, load_images
-from ..data.selection import parse_index_spec
+from ..data.selection import select_images
 from ..models.registry import default_model_name
-from ..network.view import Network, load_model
+from ..network.loading import load_model
+from ..network.view import Network
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -22,11 +21,19 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
         "else resnet56-akamaster",
     )
     p.add_argument("--weights", default=None, help="explicit weights file for --model")
+    p.add_argument(
+        "--input-size",
+        type=int,
+        default=None,
+        help="ImageNet networks (torchvision:resnet50, ...): image size, default 224; image files "
+        "are resized and center-cropped to it",
+    )
 
 
 def network_from_args(args: argparse.Namespace):
     """Load the :class:`~linstab.network.Network` named by ``--model``/``--weights``."""
-    return load_model(args.model or default_model_name(), weights=args.weights)
+    size = getattr(args, "input_size", None)
+    return load_model(args.model or default_model_name(), weights=args.weights, input_size=size)
 
 
 def add_image_args(p: argparse.ArgumentParser, multiple: bool = False, default: str = "0") -> None:
@@ -46,29 +53,26 @@ def add_image_args(p: argparse.ArgumentParser, multiple: bool = False, default: 
         )
 
 
-def images_from_args(args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor | None, list[str]]:
-    """Images selected by ``--image``/``--images``.
+def images_from_args(
+    args: argparse.Namespace, net: Network | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None, list[str]]:
+    """Images selected by ``--image``/``--images`` (see :func:`~linstab.data.select_images`).
+
+    Args:
+        args: parsed options.
+        net: the network the images are for; networks with a fixed input size (ImageNet)
+            get files resized and center-cropped to it.
 
     Returns:
         ``(images, labels, ids)``: ``(N, 3, H, W)`` in [0, 1], labels (``None`` for user
         files) and a readable id per image.
     """
     spec = getattr(args, "images", None)
+    single = spec is None
     if spec is None:
         spec = getattr(args, "image", "0")
-    spec = str(spec)
-    looks_like_indices = all(c.isdigit() or c in ",- " for c in spec) or spec == "all"
-    if looks_like_indices and not Path(spec).exists():
-        idx = parse_index_spec(spec, 20)
-        if getattr(args, "image", None) is not None and getattr(args, "images", None) is None:
-            if len(idx) != 1:
-                raise ValueError(f"--image takes one image, got {spec!r}")
-        x, y = default_images(idx)
-        return x, y, [f"cifar10-test-{i}" for i in idx]
-    x = load_images(spec)
-    if getattr(args, "images", None) is None and x.shape[0] != 1:
-        raise ValueError(f"--image takes one image, {spec} holds {x.shape[0]}")
-    return x, None, [f"{Path(spec).name}[{i}]" for i in range(x.shape[0])]
+    sel = select_images(str(spec), single=single, size=getattr(net, "input_size", None))
+    return sel.images, sel.labels, sel.ids
 
 
 def parse_dtype(name: str) -> torch.dtype:

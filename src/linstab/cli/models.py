@@ -7,6 +7,7 @@ import json
 
 from ..analyses.taylor import jacobian_test
 from ..data.images import CIFAR10_CLASSES
+from ..models.imagenet import known_models
 from ..models.registry import REGISTRY, default_model_name
 from ..models.weights import resolve_weights
 from ..network.view import parse_unit
@@ -15,7 +16,6 @@ from .common import add_image_args, add_model_args, parse_dtype
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-
     for name in sorted(REGISTRY):
         spec = REGISTRY[name]
         try:
@@ -25,6 +25,8 @@ def _cmd_models(args: argparse.Namespace) -> int:
             where = "not available: " + str(exc).split(" (")[0]
         err = f"{spec.published_error:.2f}%" if spec.published_error is not None else "n/a"
         print(f"{name:<22} ResNet-{spec.depth:<4} shortcut {spec.shortcut}  error {err:>7}  {where}")
+    for name in known_models():
+        print(f"{name:<22} ImageNet ResNet  weights: --weights FILE (state dict); without: seeded random")
     print(f"default: {default_model_name()}")
     return 0
 
@@ -36,14 +38,14 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-
     net = common.network_from_args(args)
-    x, y, ids = common.images_from_args(args)
+    x, y, ids = common.images_from_args(args, net)
     logits = net.predict(x)
     pred = logits.argmax(1)
     rows = []
     for i, name in enumerate(ids):
-        row = {"image": name, "pred": int(pred[i]), "class": CIFAR10_CLASSES[int(pred[i])]}
+        p = int(pred[i])
+        row = {"image": name, "pred": p, "class": CIFAR10_CLASSES[p] if logits.shape[1] == 10 else str(p)}
         if y is not None:
             row["label"] = int(y[i])
             row["correct"] = bool(pred[i] == y[i])
@@ -60,9 +62,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_jacobian_test(args: argparse.Namespace) -> int:
-
     net = common.network_from_args(args)
-    x, _, _ = common.images_from_args(args)
+    x, _, _ = common.images_from_args(args, net)
     s, k = parse_unit(args.unit)
     res = jacobian_test(
         net,

@@ -44,16 +44,9 @@ def _attack_params(args) -> dict[str, dict]:
     return prm
 
 
-def _images_labels(args):
-
-    x, y, ids = common.images_from_args(args)
-    return x, y, ids
-
-
 def _cmd_propagate(args) -> int:
-
     net = common.network_from_args(args)
-    x, y, ids = _images_labels(args)
+    x, y, ids = common.images_from_args(args, net)
     if y is None:
         print("no labels for these images: the model's predictions are used as labels")
     res = analyze(
@@ -125,7 +118,6 @@ def add_parser(sub) -> None:
 
 
 def _cmd_figure_propagation(args) -> int:
-
     wanted = parse_perturbations(args.attack)
     if args.from_csv:
         rows = read_rows(args.from_csv)
@@ -137,7 +129,7 @@ def _cmd_figure_propagation(args) -> int:
         title = Path(args.from_csv).stem
     else:
         net = common.network_from_args(args)
-        x, y, ids = _images_labels(args)
+        x, y, ids = common.images_from_args(args, net)
         names = ["random", *[n for n in wanted if n != "random"]]
         res = analyze(
             net,
@@ -163,9 +155,8 @@ def _cmd_figure_propagation(args) -> int:
 
 
 def _cmd_figure_projections(args) -> int:
-
     net = common.network_from_args(args)
-    x, y, ids = _images_labels(args)
+    x, y, ids = common.images_from_args(args, net)
     stage = args.stage or len(net.stages)
     if not 1 <= stage <= len(net.stages):
         raise ValueError(f"--stage must be in 1..{len(net.stages)}, got {stage}")

@@ -11,7 +11,6 @@ from ..report.context import SECTIONS, ReportConfig
 
 
 def _cmd_report(args) -> int:
-
     models = args.model or [default_model_name()]
     n_img = 5 if args.quick else 10
     images = parse_index_spec(args.images, 20) if args.images else list(range(n_img))

@@ -14,11 +14,10 @@ from .common import add_image_args, add_model_args, parse_dtype
 
 
 def _cmd_spectrum(args: argparse.Namespace) -> int:
-
     if args.k is not None and args.k < 1:
         raise ValueError(f"--k must be a positive integer, got {args.k}")
     net = common.network_from_args(args)
-    x, _, ids = common.images_from_args(args)
+    x, _, ids = common.images_from_args(args, net)
     dtype = parse_dtype(args.dtype)
     lin = net.linearize(x[0], dtype=dtype)
     if args.unit is not None:
@@ -64,9 +63,8 @@ def _cmd_spectrum(args: argparse.Namespace) -> int:
 
 
 def _cmd_bands(args: argparse.Namespace) -> int:
-
     net = common.network_from_args(args)
-    x, _, ids = common.images_from_args(args)
+    x, _, ids = common.images_from_args(args, net)
     rows = unit_bands(
         net, x[0], tuple(args.thresholds), args.zero_tol, dtype=parse_dtype(args.dtype), progress=True
     )
@@ -77,7 +75,6 @@ def _cmd_bands(args: argparse.Namespace) -> int:
 
 
 def _cmd_figure_scree(args: argparse.Namespace) -> int:
-
     x, _, ids = common.images_from_args(args)
     data = []
     for net in common.networks_from_args(args):
@@ -101,7 +98,6 @@ def _cmd_figure_scree(args: argparse.Namespace) -> int:
 
 
 def _cmd_figure_bands(args: argparse.Namespace) -> int:
-
     x, _, ids = common.images_from_args(args)
     rows = []
     for net in common.networks_from_args(args):

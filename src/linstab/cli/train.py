@@ -108,15 +108,3 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     _configure(parser)
     return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m linstab.training``."""
-    parser = argparse.ArgumentParser(prog="python -m linstab.training", description=__doc__.split("\n\n")[0])
-    _configure(parser)
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except (ValueError, FileNotFoundError) as exc:
-        parser.error(str(exc))
-        return 2  # unreachable; parser.error exits

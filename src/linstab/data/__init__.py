@@ -4,10 +4,16 @@ All images are returned as float32 tensors of shape ``(N, 3, H, W)`` with values
 """
 
 from .cifar10_jpeg import cifar10_jpeg_dir, load_cifar10_jpeg
+from .imagenet import IMAGENET_MEAN, IMAGENET_STD, preprocess
 from .images import CIFAR10_CLASSES, DEFAULT_LABELS, check_images, default_images, load_images
-from .selection import parse_index_spec
+from .selection import ImageSelection, parse_index_spec, select_images
 
 __all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "ImageSelection",
+    "preprocess",
+    "select_images",
     "CIFAR10_CLASSES",
     "DEFAULT_LABELS",
     "check_images",

@@ -106,10 +106,9 @@ def load_mkl_syevd():
     """MKL's Fortran ``?syevd`` exported by torch's CPU library, self-tested; ``None`` if absent.
 
     Lets :func:`eigvalsh` work in place on a matrix the caller no longer needs instead of
-    ``torch.linalg.eigvalsh``'s copy (same routine: the copy of an 8022 x 8022 float64 core is
-    515 MB of fresh memory, 0.2 s warm and about 1.2 s when the pages are first touched on the
-    benchmark machine). Integers are passed in zeroed 8-byte cells, which read the same as 4- or
-    8-byte Fortran integers.
+    ``torch.linalg.eigvalsh``'s copy (same routine; the copy of an 8022 x 8022 float64 core is
+    515 MB of fresh memory, see docs/spectra.md). Integers are passed in zeroed 8-byte cells,
+    which read the same as 4- or 8-byte Fortran integers.
     """
     if "fns" in _MKL_SYEVD:
         return _MKL_SYEVD["fns"]
@@ -171,9 +170,8 @@ def eigvalsh(A: torch.Tensor, overwrite: bool = False) -> torch.Tensor:
     ``torch.linalg.eigvalsh`` (LAPACK ``syevd``; MKL in the x86 CPU wheels), with torch's
     threads; with ``overwrite=True`` the same MKL routine runs in place on ``A`` (no copy).
     ``LINSTAB_EIGVALSH=openblas-2stage`` selects SciPy's OpenBLAS ``syev_2stage`` instead
-    (values only, BLAS-3 band reduction); on the 2-core machine of the benchmarks it was slower
-    than MKL's ``syevd`` (8022 x 8022, float64, idle: 33.3 s / 21.8 s with 1 / 2 threads against
-    28.3 s / 15.2 s; ``benchmarks/eigensolvers.py``).
+    (values only, BLAS-3 band reduction); ``benchmarks/eigensolvers.py`` compares the two
+    (results in benchmarks/results/eigensolvers.json).
     """
     n = A.shape[0]
     want = os.environ.get("LINSTAB_EIGVALSH", "").lower() == "openblas-2stage"
@@ -204,8 +202,8 @@ class openblas_threads:  # noqa: N801 - used like a function
 
     ``n=None`` (the default) follows :func:`blas_threads`: torch's thread count, so that
     ``torch.set_num_threads(1)`` (or ``OMP_NUM_THREADS=1``) makes every dense kernel of linstab
-    single-threaded, which is what a machine shared with other processes needs (there, OpenBLAS
-    threads spinning against other work ran 2-10x slower than one thread).
+    single-threaded, which is what a machine shared with other processes needs (OpenBLAS
+    threads spinning against other work are much slower than one thread).
     """
 
     def __init__(self, n: int | None = None) -> None:

@@ -15,6 +15,7 @@ from .blocks import (
     CIFAR10_STD_AKAMASTER,
     CIFAR10_STD_PYTORCHCV,
 )
+from .imagenet import known_models
 
 
 @dataclass(frozen=True)
@@ -149,8 +150,8 @@ _register_package_weights()
 
 
 def list_models() -> list[str]:
-    """Names of the registered checkpoints."""
-    return sorted(_models.REGISTRY)
+    """Names of the registered checkpoints and of the ImageNet networks (``torchvision:...``)."""
+    return sorted(_models.REGISTRY) + known_models()
 
 
 def default_model_name() -> str:

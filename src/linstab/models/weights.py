@@ -16,25 +16,9 @@ import torch
 from torch import nn
 
 from ..io.cache import cache_root
+from ..io.hashing import sha1_file, sha256_file
 from .blocks import CifarResNet
 from .registry import CheckpointSpec
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """SHA-256 hex digest of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _sha1_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def weights_cache_dir() -> Path:
@@ -53,7 +37,7 @@ def _verify(spec: CheckpointSpec, path: Path) -> None:
         target = path
         if path.suffix == ".zip":
             return  # the member is checked after unpacking, in load_state_dict_file
-        got = _sha1_file(target)
+        got = sha1_file(target)
         if got != spec.sha1:
             raise ValueError(
                 f"refusing weights file {path} for {spec.name!r}: SHA-1 is {got}, expected {spec.sha1}"

@@ -6,7 +6,8 @@ the head's input (the output of the last unit).
 """
 
 from .linearization import Linearization
-from .view import JACOBIAN_METHODS, Network, UnitInfo, load_model, parse_unit
+from .loading import load_model
+from .view import JACOBIAN_METHODS, Network, UnitInfo, parse_unit
 
 __all__ = [
     "JACOBIAN_METHODS",

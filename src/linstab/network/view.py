@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 import torch
@@ -11,7 +10,6 @@ from torch import nn
 from .. import models as _models
 from ..data.images import check_images
 from ..models.adapters import is_residual_unit, to_residual_unit
-from ..models.registry import list_models
 from ..models.state import cast_state
 from .linearization import JACOBIAN_METHODS, Linearization
 
@@ -293,23 +291,3 @@ class Network:
         p = next(self.module.parameters())
         ins, outs = self._trace([u.module for u in self.units], x.to(p.device), dtype)
         return Linearization(self, x, dtype, method, ins, outs, self._last_logits)
-
-
-def load_model(name: str, weights: str | os.PathLike | None = None) -> Network:
-    """Load a registered pre-trained network (weights verified by checksum).
-
-    Args:
-        name: a registry name (see :func:`list_models`), e.g. ``"resnet56-akamaster"``.
-        weights: explicit path of the weights file.
-
-    Raises:
-        ValueError: for an unknown name or a file whose checksum differs.
-        FileNotFoundError: when the weights cannot be found (the message says how to supply them).
-    """
-    if name not in _models.REGISTRY:
-        raise ValueError(f"unknown model {name!r}; registered: {', '.join(list_models())}")
-    spec = _models.REGISTRY[name]
-    model, path = _models.build_from_spec(spec, weights)
-    net = Network(model, spec.mean, spec.std, name=name, sha256=_models.sha256_file(path))
-    net.spec = spec
-    return net

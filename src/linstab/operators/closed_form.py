@@ -86,7 +86,7 @@ class ConvBNLinearization:
         self.out_hw = tuple(z.shape[-2:])
 
     # On the CPU, float64 conv2d / conv_transpose2d take a slow path, while the input-gradient
-    # kernel (``torch.nn.grad.conv2d_input``) is about 4x faster (measured, 256 x 16 x 32 x 32).
+    # kernel (``torch.nn.grad.conv2d_input``) is much faster (measured in docs/spectra.md).
     # A stride-1 "same" convolution is the input gradient of the flipped, transposed kernel, so
     # float64 products use that kernel; results agree to round-off.
     def _fast64(self, t: torch.Tensor) -> bool:

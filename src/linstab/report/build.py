@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from ..data.images import default_images
-from ..network.view import load_model
+from ..network.loading import load_model
 from .ablations import section_ablations
 from .context import SECTIONS, ReportConfig, ReportContext, Section
 from .dynamics import section_dynamics

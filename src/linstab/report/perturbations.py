@@ -13,7 +13,6 @@ from .context import Finding, ReportContext, Section, fmt
 
 
 def _propagation_cached(ctx: ReportContext, net, images, labels):
-
     stage = len(net.stages)
     proj_units = [f"{stage}.{k}" for k in default_projection_units(net, stage)]
     perts = list(ctx.cfg.attacks) + ["random"]

@@ -50,7 +50,6 @@ IMAGE_DEPENDENCE_TOL = 0.1  # "spectra differ only slightly": sorted spectra wit
 
 
 def _bands_cached(ctx: ReportContext, net, image) -> list[dict]:
-
     parts = {
         "model": net.sha256 or net.name,
         "image": tensor_hash(image),

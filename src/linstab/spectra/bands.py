@@ -71,9 +71,8 @@ def bands(
         zero_tol: singular values ``<= zero_tol`` count as zero.
         route: ``"auto"``, ``"structured"``, ``"gram"`` or ``"spectrum"``.
         min_block: smallest diagonal block of the block ``LDL^T``.
-        threads: torch threads while counting (default ``None``: torch's setting; on an idle
-            2-core machine 2 threads counted 1.3-1.7x faster than 1, e.g. unit 1.2 of
-            ResNet-56 in 7.6 s against 12.5 s; on a machine shared with other jobs use 1).
+        threads: torch threads while counting (default ``None``: torch's setting; on a
+            machine shared with other jobs use 1; measurements in docs/spectra.md).
 
     Returns:
         a :class:`BandCounts`.

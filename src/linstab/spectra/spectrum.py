@@ -67,14 +67,13 @@ def spectrum(
         max_iter: restarts of the block Krylov method (default 60 for topk, 300 for bottomk)
             or SciPy's ``maxiter``.
         block_size: block size of the Krylov method (default 2: small blocks reach a higher
-            Krylov degree per product; on unit 1.5 of ResNet-56, k = 32, block 2 needed 500
-            products each way against 864 for block 8).
+            Krylov degree per product; docs/spectra.md compares block sizes).
         ncv: largest basis before a restart (default ``max(3 k, k + 3 block_size, 16)``).
         seed: seed of the random start.
         products: iterative methods: ``"auto"`` (``"topk"``: the operator's own products,
-            which were faster than the single-threaded sparse factors at 1 and 2 threads on
-            an idle machine; ``"bottomk"``: through the sparse factors ``D_out (alpha S + U W)``
-            of units with ReLU masks, and compositions of them, else the operator),
+            faster than the sparse factors in the benchmarks of docs/spectra.md;
+            ``"bottomk"``: through the sparse factors ``D_out (alpha S + U W)`` of units with
+            ReLU masks, and compositions of them, else the operator),
             ``"operator"`` or ``"factors"``.
         dense_solver: dense route: ``"auto"`` (``svdvals`` up to 2048 rows/cols, else the Gram
             and ``eigvalsh``), ``"svd"`` or ``"gram"``.

@@ -1,0 +1,39 @@
+"""Loading a network by name: registered CIFAR checkpoints and ImageNet networks."""
+
+from __future__ import annotations
+
+import os
+
+from .. import models as _models
+from ..models.registry import list_models
+from .imagenet import imagenet_network
+from .view import Network
+
+
+def load_model(
+    name: str, weights: str | os.PathLike | None = None, *, input_size: int | None = None
+) -> Network:
+    """Load a registered pre-trained network (weights verified by checksum).
+
+    Args:
+        name: a registry name (see :func:`~linstab.models.list_models`), e.g.
+            ``"resnet56-akamaster"``, or an ImageNet network ``"torchvision:resnet50"`` (224 x 224
+            inputs; without ``weights`` it has seeded random weights and its name says so).
+        weights: explicit path of the weights file.
+        input_size: ImageNet networks only: the image size (default 224).
+
+    Raises:
+        ValueError: for an unknown name or a file whose checksum differs.
+        FileNotFoundError: when the weights cannot be found (the message says how to supply them).
+    """
+    if isinstance(name, str) and name.lower().startswith("torchvision:"):
+        return imagenet_network(name, weights=weights, input_size=input_size or 224)
+    if input_size is not None:
+        raise ValueError(f"input_size applies to ImageNet networks (torchvision:...), not to {name!r}")
+    if name not in _models.REGISTRY:
+        raise ValueError(f"unknown model {name!r}; registered: {', '.join(list_models())}")
+    spec = _models.REGISTRY[name]
+    model, path = _models.build_from_spec(spec, weights)
+    net = Network(model, spec.mean, spec.std, name=name, sha256=_models.sha256_file(path))
+    net.spec = spec
+    return net

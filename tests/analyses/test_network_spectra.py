@@ -1,0 +1,39 @@
+"""Spectra over every unit of a network (linstab.analyses.network_spectra) and their figures."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from factories import tiny_image
+
+from linstab.analyses import network_spectra
+
+F64 = torch.float64
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread(one_thread):
+    """One torch thread for this module (shared fixture in conftest)."""
+
+
+def test_unit_bands_rows_csv_and_figures(nets, tmp_path):
+    from linstab.plots.spectra import plot_bands, plot_scree
+
+    net = nets["option-A"]
+    rows = network_spectra.unit_bands(net, tiny_image(0), progress=False)
+    assert [r["address"] for r in rows] == [u.address for u in net.units]
+    for r in rows:
+        assert r["above"] + r["plateau"] + r["below"] + r["zero"] == r["n"]
+    path = network_spectra.write_bands_csv(rows, tmp_path / "b.csv")
+    header = path.read_text().splitlines()[0].split(",")
+    assert header[:6] == ["stage", "unit", "address", "kind", "shortcut", "n"]
+    assert "n_gt_1.01" in header and "frac_in_0.99_1.01" in header and "n_exact_ones" in header
+    written = plot_bands(rows, tmp_path / "fig2")
+    assert [p.suffix for p in written] == [".png", ".svg"] and all(p.stat().st_size > 0 for p in written)
+    x = torch.stack([tiny_image(0), tiny_image(1)])
+    data = network_spectra.scree_data(net, x, unit_index=5, progress=False)
+    assert set(data["rows"]) == {"unit", "downsampling", "stage"}
+    assert data["rows"]["unit"][0]["address"] == "1.2"  # clipped to the stage length
+    assert len(data["rows"]["stage"][2]["spectra"]) == 2
+    written = plot_scree([data, data], tmp_path / "fig1.png")
+    assert [p.name for p in written] == ["fig1.png", "fig1.svg"]

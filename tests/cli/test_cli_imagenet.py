@@ -1,0 +1,68 @@
+"""ImageNet networks through the command line: ResNet-18 at 64 x 64, random weights, end to end."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from linstab.cli import main
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread(one_thread):
+    """One torch thread for this module (shared fixture in conftest)."""
+
+
+@pytest.fixture(scope="module")
+def image_file(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    path = tmp_path_factory.mktemp("img") / "photo.png"
+    Image.fromarray((rng.random((90, 120, 3)) * 255).astype(np.uint8)).save(path)
+    return path
+
+
+MODEL = ["--model", "torchvision:resnet18", "--input-size", "64"]
+
+
+def test_predict_info_and_jacobian_test(image_file, capsys):
+    assert main(["predict", *MODEL, "--images", str(image_file), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) == 1 and 0 <= rows[0]["pred"] < 1000
+    assert main(["info", *MODEL]) == 0
+    out = capsys.readouterr().out
+    assert "random weights" in out and "2.1" in out and "conv-bn" in out
+    assert main(["jacobian-test", *MODEL, "--image", str(image_file), "--unit", "2.1", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["unit"] == "2.1"
+
+
+def test_spectrum_topk_of_a_unit(image_file, tmp_path):
+    out = tmp_path / "s.npz"
+    args = ["spectrum", *MODEL, "--image", str(image_file), "--unit", "1.2", "--method", "topk", "--k", "3"]
+    assert main([*args, "--out", str(out)]) == 0
+    with np.load(out) as z:
+        values = z["singular_values"]
+    assert values.shape == (3,) and np.all(np.diff(values) <= 0) and values[0] > 0
+
+
+def test_bad_inputs_are_refused(image_file, tmp_path, capsys):
+    # CIFAR default images for a 64 x 64 ImageNet network
+    assert main(["predict", *MODEL, "--images", "0-2"]) == 2
+    assert "32 x 32" in capsys.readouterr().err
+    # a non-finite image
+    bad = tmp_path / "nan.npy"
+    arr = np.full((1, 3, 64, 64), 0.5, dtype=np.float32)
+    arr[0, 0, 0, 0] = np.nan
+    np.save(bad, arr)
+    assert main(["predict", *MODEL, "--images", str(bad)]) == 2
+    assert "finite" in capsys.readouterr().err.lower()
+    # --input-size on a CIFAR model, weights of another architecture
+    assert main(["predict", "--model", "resnet20-linstab", "--input-size", "64", "--images", "0"]) == 2
+    wrong = tmp_path / "r20.pt"
+    torch.save({"conv1.weight": torch.zeros(16, 3, 3, 3)}, wrong)
+    assert main(["predict", *MODEL, "--weights", str(wrong), "--images", str(image_file)]) == 2
+    assert "missing" in capsys.readouterr().err
