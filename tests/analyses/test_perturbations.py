@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from types import SimpleNamespace
 
@@ -10,8 +9,6 @@ import pytest
 import torch
 from factories import make_net, tiny_image
 
-import linstab.cli
-import linstab.cli.common
 from linstab.analyses import perturbations as P
 from linstab.analyses import projections as proj
 from linstab.analyses import propagation as pg
@@ -277,48 +274,6 @@ def test_analyze_errors(net, images):
 
 
 # ---- CLI and figures ---------------------------------------------------------------------------
-@pytest.fixture
-def tiny_cli(monkeypatch, net, images):
-    y = net.predict(images).argmax(1)
-    monkeypatch.setattr(linstab.cli.common, "network_from_args", lambda args: net)
-    monkeypatch.setattr(
-        linstab.cli.common,
-        "images_from_args",
-        lambda args: (images, y, [f"t{i}" for i in range(images.shape[0])]),
-    )
-
-
-def test_cli_propagate_and_figures(tiny_cli, tmp_path, capsys):
-    out, summ = tmp_path / "r.csv", tmp_path / "s.json"
-    rc = linstab.cli.main(
-        ["propagate", "--attack", "fgsm,random", "--k", "8", "--spectral-units", "last",
-         "--out", str(out), "--summary", str(summ), "--no-progress"]
-    )  # fmt: skip
-    assert rc == 0
-    text = capsys.readouterr().out
-    assert "| perturbation |" in text and "| fgsm |" in text
-    rows = P.read_rows(out)
-    assert {r["perturbation"] for r in rows} == {"fgsm", "random"}
-    data = json.loads(summ.read_text())
-    assert [s["perturbation"] for s in data["summary"]] == ["fgsm", "random"]
-    assert data["settings"]["k"] == 8
-    rc = linstab.cli.main(["figure", "propagation", "--from-csv", str(out), "--out", str(tmp_path / "f3")])
-    assert rc == 0
-    assert (tmp_path / "f3.png").stat().st_size > 0 and (tmp_path / "f3.svg").exists()
-    rc = linstab.cli.main(
-        ["figure", "projections", "--units", "1,2", "--k", "all", "--out", str(tmp_path / "f4.png"),
-         "--no-progress"]
-    )  # fmt: skip
-    assert rc == 0
-    assert (tmp_path / "f4.png").stat().st_size > 0 and (tmp_path / "f4.svg").exists()
-
-
-def test_cli_errors(tiny_cli, tmp_path, capsys):
-    rc = linstab.cli.main(["propagate", "--attack", "bim", "--out", str(tmp_path / "x.csv"), "--no-progress"])
-    assert rc == 2
-    assert "unknown perturbation 'bim'" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        linstab.cli.main(["propagate", "--k", "zero", "--out", str(tmp_path / "x.csv")])
 
 
 @pytest.mark.slow

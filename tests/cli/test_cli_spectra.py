@@ -27,7 +27,11 @@ def test_cli_commands(nets, tmp_path, monkeypatch):
     monkeypatch.setattr(
         common,
         "images_from_args",
-        lambda args: (imgs[:1] if getattr(args, "images", None) is None else imgs, None, ["a", "b", "c"]),
+        lambda args, net=None: (
+            imgs[:1] if getattr(args, "images", None) is None else imgs,
+            None,
+            ["a", "b", "c"],
+        ),
     )
     monkeypatch.setattr(common, "networks_from_args", lambda args: [net])
     out = tmp_path / "u.npz"
