@@ -41,6 +41,20 @@ def count_from_values(s: torch.Tensor, n: int, lo: float, hi: float, zt: float) 
     return above, plateau, below, zero
 
 
+def _from_inertia(
+    n: int, edges: tuple[float, float, float], C: dict[str, tuple[int, int]], **extra
+) -> BandCounts:
+    """Band counts from ``C[edge] = (#(s > t), #(s = t))`` at the edges ``lo``, ``hi``, ``zt``."""
+    lo, hi, zt = edges
+    above = C["hi"][0]
+    plateau = C["lo"][0] + C["lo"][1] - above
+    below = C["zt"][0] - C["lo"][0] - C["lo"][1]
+    zero = n - above - plateau - below
+    return BandCounts(
+        n=n, thresholds=(lo, hi), zero_tol=zt, above=above, plateau=plateau, below=below, zero=zero, **extra
+    )
+
+
 def bands(
     op: LinearOperator,
     thresholds: tuple[float, float] = (0.99, 1.01),
@@ -125,18 +139,10 @@ def _bands(op: LinearOperator, lo: float, hi: float, zt: float, route: str, min_
                 C[name] = (above_a, got[a * (1 - 1e-9)][0] - above_a)
             else:
                 C[name] = got[t]
-        above = C["hi"][0]
-        plateau = C["lo"][0] + C["lo"][1] - above
-        below = C["zt"][0] - C["lo"][0] - C["lo"][1]
-        zero = n - above - plateau - below
-        return BandCounts(
-            n=n,
-            thresholds=(lo, hi),
-            zero_tol=zt,
-            above=above,
-            plateau=plateau,
-            below=below,
-            zero=zero,
+        return _from_inertia(
+            n,
+            (lo, hi, zt),
+            C,
             n_exact_ones=n_exact,
             alpha=f.alpha,
             route="inertia-structured",
@@ -162,18 +168,10 @@ def _bands(op: LinearOperator, lo: float, hi: float, zt: float, route: str, min_
         for name, t in (("zt", zt), ("lo", lo), ("hi", hi)):
             p, _, z = block_inertia((Gp - (t * t) * eye).tocsr(), bounds)
             C[name] = (p, z)
-        above = C["hi"][0]
-        plateau = C["lo"][0] + C["lo"][1] - above
-        below = C["zt"][0] - C["lo"][0] - C["lo"][1]
-        zero = n - above - plateau - below
-        return BandCounts(
-            n=n,
-            thresholds=(lo, hi),
-            zero_tol=zt,
-            above=above,
-            plateau=plateau,
-            below=below,
-            zero=zero,
+        return _from_inertia(
+            n,
+            (lo, hi, zt),
+            C,
             route="inertia-gram",
             timings={
                 "factors": f.seconds,
