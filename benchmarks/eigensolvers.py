@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from _env import environment  # noqa: E402
 
-from linstab import spectra as S  # noqa: E402
+from linstab.linalg import eigh  # noqa: E402
 
 
 def time_solvers(A: np.ndarray, threads: int) -> list[dict]:
@@ -34,12 +34,12 @@ def time_solvers(A: np.ndarray, threads: int) -> list[dict]:
     ref = torch.linalg.eigvalsh(torch.from_numpy(A)).numpy()
     sec = time.perf_counter() - t
     out = [{"solver": "torch.linalg.eigvalsh (syevd)", "threads": threads, "seconds": sec}]
-    fns = S._load_2stage()
+    fns = eigh.load_2stage()
     if fns is not None and torch.float64 in fns:
         n = A.shape[0]
         a = np.array(A, order="C")
         w2 = np.empty(n)
-        with S._openblas_threads(threads):
+        with eigh.openblas_threads(threads):
             t = time.perf_counter()
             info = fns[torch.float64](102, b"N", b"U", n, a.ctypes.data, n, w2.ctypes.data)
             sec = time.perf_counter() - t

@@ -46,6 +46,9 @@ from eigensolvers import time_solvers  # noqa: E402
 
 import linstab  # noqa: E402
 from linstab import spectra as S  # noqa: E402
+from linstab.analyses.network_spectra import unit_bands  # noqa: E402
+from linstab.io.jsonable import to_jsonable  # noqa: E402
+from linstab.linalg.threads import blas_threads  # noqa: E402
 
 ROW_KEYS = ("address", "kind", "n", "above", "plateau", "below", "zero", "exact_ones", "seconds")
 
@@ -82,7 +85,7 @@ def solver_factor(n: int = 8022) -> dict:
     g = torch.Generator().manual_seed(0)
     A = torch.randn((n, n), generator=g, dtype=torch.float64)
     A = (A + A.T) / 2
-    recs = time_solvers(A.numpy(), S._blas_threads())
+    recs = time_solvers(A.numpy(), blas_threads())
     out = {"n": n, "threads": recs[0]["threads"], "torch_eigvalsh_s": recs[0]["seconds"]}
     if len(recs) > 1:
         out |= {"openblas_2stage_s": recs[1]["seconds"], "max_abs_diff": recs[1]["max_abs_diff_vs_syevd"]}
@@ -189,7 +192,7 @@ def p2(lin, unit: tuple[int, int], exact: torch.Tensor, k: int) -> dict:
 def p3(net, image) -> dict:
     log("P3: band counts of every unit")
     t = time.perf_counter()
-    rows = S.unit_bands(net, image, progress=False)
+    rows = unit_bands(net, image, progress=False)
     total = time.perf_counter() - t
     per = [r["seconds"] for r in rows]
     log(f"P3: {len(rows)} units in {total:.1f} s (linearization included)")
@@ -220,7 +223,7 @@ def main() -> None:
     env = environment()
     env["loadavg_start"] = list(os.getloadavg())
     env["mkl"] = torch.backends.mkl.is_available()
-    env["blas_threads"] = S._blas_threads()
+    env["blas_threads"] = blas_threads()
     net = linstab.load_model(args.model)
     x, _ = linstab.default_images([args.image])
     t = time.perf_counter()
@@ -245,7 +248,7 @@ def main() -> None:
     result["environment"]["loadavg_end"] = list(os.getloadavg())
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(S._jsonable(result), indent=1))
+    out.write_text(json.dumps(to_jsonable(result), indent=1))
     log(f"wrote {out}")
     for key in ("P1", "P2"):
         if key in result:
