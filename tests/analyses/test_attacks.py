@@ -151,8 +151,8 @@ def test_library_garbage_is_marked_failed(net, batch, monkeypatch):
 
 def test_user_errors(net, batch):
     x, y = batch
-    with pytest.raises(ValueError, match="unknown attack 'bim'.*fgsm"):
-        attacks.run_attack(net, x, y, "bim")
+    with pytest.raises(ValueError, match="unknown attack 'jsma'.*fgsm"):
+        attacks.run_attack(net, x, y, "jsma")
     with pytest.raises(ValueError, match="strictly increasing"):
         attacks.fgsm(net, x, y, eps_grid=[0.1, 0.01])
     with pytest.raises(ValueError, match=r"\(0, 1\]"):

@@ -259,14 +259,14 @@ def test_misclassified_images_are_skipped_for_every_perturbation(net, images):
 
 
 def test_analyze_errors(net, images):
-    with pytest.raises(ValueError, match="unknown perturbation 'bim'"):
-        P.analyze(net, images, None, "bim", progress=False)
+    with pytest.raises(ValueError, match="unknown perturbation 'jsma'"):
+        P.analyze(net, images, None, "jsma", progress=False)
     with pytest.raises(TypeError, match="dtype"):
         P.analyze(net, images, None, "random", dtype=torch.int32, progress=False)
     with pytest.raises(ValueError, match="random_ref"):
         P.analyze(net, images, None, "random", random_ref="random", progress=False)
     with pytest.raises(ValueError, match="attack_params"):
-        P.analyze(net, images, None, "fgsm", attack_params={"bim": {}}, progress=False)
+        P.analyze(net, images, None, "fgsm", attack_params={"jsma": {}}, progress=False)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         P.analyze(net, images - 1, None, "fgsm", progress=False)
     with pytest.raises(ValueError, match="k: expected a positive int"):

@@ -25,6 +25,7 @@ from ..models.blocks import ResidualUnit
 from ..network.view import Network, UnitInfo
 from ..operators.closed_form import UnitJacobian
 from ..spectra.bands import bands as band_counts
+from ..spectra.bands import count_from_values
 from ..spectra.spectrum import spectrum
 
 
@@ -80,15 +81,25 @@ def scale_skip_network(net: Network, alpha: float, units: list[str] | None = Non
 
 
 def interpolate_weights(
-    unit: nn.Module | UnitInfo, t: float, seed: int = 0, include_shortcut: bool = True
+    unit: nn.Module | UnitInfo,
+    t: float,
+    seed: int = 0,
+    include_shortcut: bool = True,
+    preserve_norm: bool = False,
 ) -> ResidualUnit:
     """A copy of a unit with conv weights ``t * theta + (1 - t) * eta`` (paper eq. 3).
+
+    Since ``eta`` has the norm of ``theta`` and is nearly orthogonal to it, the interpolated
+    weights are shorter in between (``||theta(1/2)|| ~ 0.71 ||theta||``). ``preserve_norm``
+    rescales every interpolated tensor back to ``||theta||`` (the control that tells
+    interpolation from shrinking).
 
     Args:
         unit: a ResidualUnit or UnitInfo.
         t: interpolation weight in [0, 1] (1 = trained weights, 0 = pure noise).
         seed: seed of the noise ``eta`` (one Gaussian tensor per conv, rescaled to ``||theta||``).
         include_shortcut: also interpolate the option-B shortcut convolution.
+        preserve_norm: rescale each interpolated tensor to the norm of ``theta``.
     """
     t = float(t)
     if not 0.0 <= t <= 1.0:
@@ -105,7 +116,10 @@ def interpolate_weights(
             theta = conv.weight.detach().clone()
             eta = torch.randn(theta.shape, generator=g, dtype=torch.float64).to(theta.dtype)
             eta = eta * (theta.norm() / eta.norm())
-            conv.weight.copy_(t * theta + (1.0 - t) * eta)
+            mixed = t * theta + (1.0 - t) * eta
+            if preserve_norm and float(mixed.norm()) > 0:
+                mixed = mixed * (theta.norm() / mixed.norm())
+            conv.weight.copy_(mixed)
     return new
 
 
@@ -187,3 +201,117 @@ def weight_interpolation_study(
         raise ValueError("ts must not be empty")
     info, x = _unit_input(net, image, stage, index, dtype)
     return [_study_point(interpolate_weights(info, t, seed), x, dtype, "t", t, 1.0) for t in ts]
+
+
+VARIANT_PARAMETERS: tuple[str, ...] = ("none", "alpha", "t", "t-norm")
+"""Kinds of unit variants: the trained unit, skip scaling, weight interpolation (eq. 3) and
+norm-preserving weight interpolation."""
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One modified version of a unit (the trained unit is ``Variant("none", 1.0)``).
+
+    Attributes:
+        parameter: one of :data:`VARIANT_PARAMETERS`.
+        value: ``alpha`` or ``t``.
+        seed: seed of the noise ``eta`` (weight interpolation only).
+    """
+
+    parameter: str
+    value: float
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.parameter not in VARIANT_PARAMETERS:
+            raise ValueError(f"parameter: expected one of {VARIANT_PARAMETERS}, got {self.parameter!r}")
+
+    def canonical(self) -> Variant:
+        """The same unit with one name: ``alpha = 1`` and ``t = 1`` are the trained unit, the
+        norm-preserving ``t = 0`` is plain ``t = 0`` (``eta`` already has the norm of ``theta``),
+        the seed only matters for interpolation.
+        """
+        p, v = self.parameter, float(self.value)
+        if p == "none" or (p in ("alpha", "t", "t-norm") and v == 1.0):
+            return Variant("none", 1.0, 0)
+        if p == "t-norm" and v == 0.0:
+            return Variant("t", 0.0, self.seed)
+        if p == "alpha":
+            return Variant("alpha", v, 0)
+        return Variant(p, v, self.seed)
+
+    @property
+    def plateau(self) -> float:
+        """The value of the structural plateau (``|alpha|`` for skip scaling, else 1)."""
+        return abs(float(self.value)) if self.parameter == "alpha" else 1.0
+
+    @property
+    def key(self) -> str:
+        """A short name (``alpha=1.25``, ``t=0.5/seed1``, ``t-norm=0.5/seed0``, ``trained``)."""
+        c = self.canonical()
+        if c.parameter == "none":
+            return "trained"
+        if c.parameter == "alpha":
+            return f"alpha={c.value:g}"
+        return f"{c.parameter}={c.value:g}/seed{c.seed}"
+
+
+def variant_unit(unit: nn.Module | UnitInfo, variant: Variant) -> ResidualUnit:
+    """A copy of ``unit`` modified as ``variant`` says (the trained unit: an unchanged copy)."""
+    v = variant.canonical()
+    if v.parameter == "alpha":
+        return scale_skip(unit, v.value)
+    if v.parameter in ("t", "t-norm"):
+        return interpolate_weights(unit, v.value, v.seed, preserve_norm=v.parameter == "t-norm")
+    return copy.deepcopy(_canonical(unit))
+
+
+def variant_point(
+    net: Network,
+    image: torch.Tensor,
+    stage: int,
+    index: int,
+    variant: Variant,
+    *,
+    spectrum_values: bool = False,
+    dtype: torch.dtype = torch.float64,
+) -> AblationPoint:
+    """Band counts around the plateau value of one variant of unit ``stage.index`` at an image.
+
+    The bands are ``[0.99 p, 1.01 p]`` around the variant's plateau value ``p`` (``|alpha|`` or
+    1), counted exactly by inertia, with the number of values exactly ``p`` from the structure
+    (``n_plateau_exact``; ``None`` where the route does not expose it). With
+    ``spectrum_values`` the exact spectrum is computed instead and the counts taken from it.
+    """
+    info, x = _unit_input(net, image, stage, index, dtype)
+    J = UnitJacobian(variant_unit(info, variant), x, dtype)
+    p = variant.plateau
+    if spectrum_values:
+        res = spectrum(J, method="exact")
+        s = res.values.detach().cpu().double()
+        above, plateau, below, zero = count_from_values(s, min(J.shape), 0.99 * p, 1.01 * p, 1e-6)
+        counts, n_exact, method, values = (
+            (above, plateau, below, zero),
+            res.n_exact_ones,
+            res.method,
+            s.numpy(),
+        )
+    else:
+        bc = band_counts(J, thresholds=(0.99 * p, 1.01 * p))
+        counts, n_exact, method, values = (
+            (bc.above, bc.plateau, bc.below, bc.zero),
+            bc.n_exact_ones,
+            bc.route,
+            None,
+        )
+    c = variant.canonical()
+    return AblationPoint(
+        parameter=variant.parameter,
+        value=float(variant.value),
+        singular_values=values,
+        bands=dict(zip(("above", "plateau", "below", "zero"), counts, strict=True)),
+        n_plateau_exact=n_exact,
+        plateau_value=p,
+        method=method,
+        extra={"n": int(min(J.shape)), "seed": c.seed, "variant": variant.key},
+    )

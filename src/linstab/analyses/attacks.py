@@ -16,6 +16,21 @@ Attacks (names accepted by :func:`run_attack`):
 * ``"deepfool"`` -- L2 DeepFool (``foolbox.attacks.L2DeepFoolAttack``), minimal L2 by design;
 * ``"cw"`` -- L2 Carlini-Wagner (``foolbox.attacks.L2CarliniWagnerAttack``).
 
+Controls (:data:`CONTROLS`): perturbations that separate the adversarial *direction* from the
+label flip. A minimal-eps adversarial sits on the decision boundary, so part of its growth at
+the last units is forced by the flip; these do not depend on reaching the boundary:
+
+* ``"fgsm-half"`` -- the FGSM direction at half the minimal flipping ``eps`` (the same search
+  as ``"fgsm"``); it does **not** flip the label (checked; an image that flips is reported);
+* ``"fgsm-fixed"`` -- FGSM at a fixed budget (default ``eps = 8/255``), as in the paper's
+  reference [7] (Kurakin et al.), whether or not the label flips;
+* ``"bim"`` -- the iterative FGSM of [7] (basic iterative method): steps of ``1/255`` along the
+  gradient sign, projected on the L-inf ball of radius ``eps`` (default ``8/255``) and on
+  [0, 1], ``min(eps*255 + 4, 1.25*eps*255)`` steps, whether or not the label flips.
+
+For the controls ``success`` means a valid perturbation (finite, in [0, 1], non-zero; for
+``fgsm-half`` also not flipping); ``flipped`` says whether the label changed.
+
 Images the model already misclassifies are reported (``skipped=True``) and not attacked: a
 label flip is meaningless for them.
 
@@ -36,6 +51,13 @@ from ..io.jsonable import is_plain_json
 from ..network.view import Network
 
 ATTACKS: tuple[str, ...] = ("fgsm", "pgd", "deepfool", "cw")
+"""The adversarial attacks (label-flipping by definition)."""
+
+CONTROLS: tuple[str, ...] = ("fgsm-half", "fgsm-fixed", "bim")
+"""Control perturbations: the adversarial direction without (or regardless of) a label flip."""
+
+KURAKIN_EPS = 8 / 255
+"""The default L-inf budget of the fixed-eps controls (a common budget of Kurakin et al.)."""
 
 
 @dataclass
@@ -53,7 +75,8 @@ class AttackResult:
         adv_pred: the model's prediction on ``x_adv`` (checked with ``net.predict``).
         flipped: ``adv_pred != label``.
         success: flipped, the clean image was correctly classified, ``x_adv`` finite, in
-            [0, 1] and different from ``x``.
+            [0, 1] and different from ``x`` (for the :data:`CONTROLS`: a valid perturbation,
+            flipped or not; ``fgsm-half``: valid and not flipped).
         skipped: the clean image was already misclassified and was not attacked.
         eps: the L-inf scale of FGSM/PGD (the minimal flipping one when searched); ``None``
             for DeepFool and CW.
@@ -203,8 +226,13 @@ def _finish(
     params: dict,
     extra: dict[int, dict] | None = None,
     notes: dict[int, str] | None = None,
+    flip: str = "required",
 ) -> list[AttackResult]:
-    """Build results; verify flips with ``net.predict`` and sanity-check the adversarials."""
+    """Build results; verify flips with ``net.predict`` and sanity-check the adversarials.
+
+    ``flip``: ``"required"`` (an adversarial), ``"any"`` (a control of fixed size) or
+    ``"forbidden"`` (a control that must not flip) decides what counts as ``success``.
+    """
     extra = extra or {}
     notes = notes or {}
     todo = sorted(x_adv)
@@ -241,9 +269,17 @@ def _finish(
         degenerate = bool((xa == 0).all()) or float(d.abs().max()) == 0.0
         if degenerate:
             note = note or "attack returned an all-zero image or no perturbation"
-        success = flipped and finite and in_box and not degenerate
-        if not success and not note:
-            note = "label not flipped (checked with net.predict)"
+        valid = finite and in_box and not degenerate
+        if flip == "required":
+            success = flipped and valid
+            if not success and not note:
+                note = "label not flipped (checked with net.predict)"
+        elif flip == "forbidden":
+            success = valid and not flipped
+            if not success and not note:
+                note = "the control flips the label (checked with net.predict)"
+        else:
+            success = valid
         p = dict(params)
         p.update(extra.get(i, {}))
         out.append(
@@ -332,6 +368,28 @@ def _min_eps_search(
     return hi, extra
 
 
+def _sign_gradient(net, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``sign(grad_x CE(net(x), y))`` for a batch (float in [0, 1] image space)."""
+    module = _check_net(net)
+    dtype, device = _param_dtype(module)
+    xi = x.detach().to(device, dtype).clone().requires_grad_(True)
+    with torch.enable_grad():
+        loss = F.cross_entropy(module(xi), labels.to(device), reduction="sum")
+        (g,) = torch.autograd.grad(loss, xi)
+    return g.sign().to(x.dtype).cpu()
+
+
+def _fgsm_direction(net, x: torch.Tensor, labels: torch.Tensor):
+    """Clean predictions, the correctly classified images and the FGSM direction of each."""
+    _check_net(net)
+    clean_pred = _predict(net, x)
+    idx = [i for i in range(x.shape[0]) if int(clean_pred[i]) == int(labels[i])]
+    direction = torch.zeros_like(x)
+    if idx:
+        direction[idx] = _sign_gradient(net, x[idx], labels[idx])
+    return clean_pred, idx, direction
+
+
 def fgsm(
     net,
     images: torch.Tensor,
@@ -365,23 +423,13 @@ def fgsm(
     Returns:
         One :class:`AttackResult` per image (``success=False`` when no grid value flips).
     """
-    module = _check_net(net)
     x, labels = _check_batch(images, labels)
     grid = check_eps_grid(eps_grid)
     if not (isinstance(rtol, (int, float)) and 0 < rtol < 1):
         raise ValueError(f"rtol: expected a float in (0, 1), got {rtol!r}")
     if eps is not None and not (isinstance(eps, (int, float)) and 0 < eps <= 1):
         raise ValueError(f"eps: expected a float in (0, 1], got {eps!r}")
-    dtype, device = _param_dtype(module)
-    clean_pred = _predict(net, x)
-    idx = [i for i in range(x.shape[0]) if int(clean_pred[i]) == int(labels[i])]
-    direction = torch.zeros_like(x)
-    if idx:
-        xi = x[idx].to(device, dtype).requires_grad_(True)
-        with torch.enable_grad():
-            loss = F.cross_entropy(module(xi), labels[idx].to(device), reduction="sum")
-            (g,) = torch.autograd.grad(loss, xi)
-        direction[idx] = g.sign().to(x.dtype).cpu()
+    clean_pred, idx, direction = _fgsm_direction(net, x, labels)
 
     def perturbed(rows: list[int], e: torch.Tensor) -> torch.Tensor:
         ev = e.to(x.dtype).view(-1, 1, 1, 1)
@@ -663,21 +711,143 @@ def carlini_wagner(
     return _minimization_attack(net, "cw", attack, x, labels, params)
 
 
+def fgsm_half(
+    net,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    scale: float = 0.5,
+    eps_grid: Sequence[float] | torch.Tensor | None = None,
+    rtol: float = 1e-3,
+    max_bisect: int = 60,
+    progress: bool = False,
+) -> list[AttackResult]:
+    """Control: the FGSM direction at ``scale`` times the minimal flipping ``eps`` (no flip).
+
+    The minimal ``eps`` is searched exactly as by :func:`fgsm` (same direction, grid and
+    bisection, so the same value); the image is ``clip(x + scale * eps * s, 0, 1)``. With
+    ``scale < 1`` the label must not flip (checked with ``net.predict``; an image whose label
+    flips is reported with ``success=False``). ``params["eps_min"]`` is the minimal ``eps``.
+
+    Args:
+        net: the network (eval mode).
+        images: ``(N, 3, H, W)`` in [0, 1].
+        labels: ``(N,)``.
+        scale: fraction of the minimal flipping ``eps``, in (0, 1).
+        eps_grid: search grid (default :func:`default_eps_grid`).
+        rtol: relative bisection tolerance.
+        max_bisect: bisection step limit.
+        progress: show progress bars.
+    """
+    if not (isinstance(scale, (int, float)) and 0 < scale < 1):
+        raise ValueError(f"scale: expected a float in (0, 1), got {scale!r}")
+    x, labels = _check_batch(images, labels)
+    base = fgsm(net, x, labels, eps_grid=eps_grid, rtol=rtol, max_bisect=max_bisect, progress=progress)
+    clean_pred, idx, direction = _fgsm_direction(net, x, labels)
+    adv, eps, extra, notes = {}, {}, {}, {}
+    for i in idx:
+        r = base[i]
+        if not r.success:
+            notes[i] = f"no minimal FGSM eps ({r.note})"
+            adv[i] = x[i].clone()
+            continue
+        eps[i] = scale * float(r.eps)
+        adv[i] = (x[i] + eps[i] * direction[i]).clamp(0, 1)
+        extra[i] = {"eps_min": float(r.eps)}
+    params = {"scale": scale, "rtol": rtol}
+    return _finish(net, "fgsm-half", x, labels, clean_pred, adv, eps, params, extra, notes, flip="forbidden")
+
+
+def fgsm_fixed(
+    net, images: torch.Tensor, labels: torch.Tensor, *, eps: float = KURAKIN_EPS, progress: bool = False
+) -> list[AttackResult]:
+    """Control: FGSM with a fixed budget ``eps`` (default ``8/255``), flipped or not ([7]).
+
+    Args:
+        net: the network (eval mode).
+        images: ``(N, 3, H, W)`` in [0, 1].
+        labels: ``(N,)``.
+        eps: the L-inf step, in (0, 1].
+        progress: unused (one batched call).
+    """
+    if not (isinstance(eps, (int, float)) and 0 < eps <= 1):
+        raise ValueError(f"eps: expected a float in (0, 1], got {eps!r}")
+    x, labels = _check_batch(images, labels)
+    clean_pred, idx, direction = _fgsm_direction(net, x, labels)
+    adv = {i: (x[i] + eps * direction[i]).clamp(0, 1) for i in idx}
+    found = dict.fromkeys(idx, float(eps))
+    return _finish(net, "fgsm-fixed", x, labels, clean_pred, adv, found, {"eps": float(eps)}, flip="any")
+
+
+def bim(
+    net,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    eps: float = KURAKIN_EPS,
+    step: float = 1 / 255,
+    steps: int | None = None,
+    progress: bool = False,
+) -> list[AttackResult]:
+    """Control: the basic iterative method of [7] (iterative FGSM) at a fixed budget.
+
+    ``x_{j+1} = clip_{x, eps}(x_j + step * sign(grad_x CE(x_j, y)))`` (projection on the L-inf
+    ball of radius ``eps`` around ``x`` and on [0, 1]), ``steps`` iterations (default
+    ``min(eps*255 + 4, 1.25*eps*255)`` rounded up, Kurakin et al.), all of them run whether or
+    not the label flips (no early stop: the perturbation is the one of the budget).
+
+    Args:
+        net: the network (eval mode).
+        images: ``(N, 3, H, W)`` in [0, 1].
+        labels: ``(N,)``.
+        eps: the L-inf budget, in (0, 1].
+        step: the step size.
+        steps: the number of iterations.
+        progress: unused.
+    """
+    if not (isinstance(eps, (int, float)) and 0 < eps <= 1):
+        raise ValueError(f"eps: expected a float in (0, 1], got {eps!r}")
+    if not (isinstance(step, (int, float)) and step > 0):
+        raise ValueError(f"step: expected a float > 0, got {step!r}")
+    if steps is None:
+        steps = int(np.ceil(min(eps * 255 + 4, 1.25 * eps * 255)))
+    if not (isinstance(steps, int) and steps >= 1):
+        raise ValueError(f"steps: expected an integer >= 1, got {steps!r}")
+    x, labels = _check_batch(images, labels)
+    _check_net(net)
+    clean_pred = _predict(net, x)
+    idx = [i for i in range(x.shape[0]) if int(clean_pred[i]) == int(labels[i])]
+    adv: dict[int, torch.Tensor] = {}
+    if idx:
+        x0 = x[idx]
+        xa = x0.clone()
+        for _ in range(steps):
+            xa = xa + step * _sign_gradient(net, xa, labels[idx])
+            xa = torch.minimum(torch.maximum(xa, x0 - eps), x0 + eps).clamp(0, 1)
+        adv = {i: xa[j] for j, i in enumerate(idx)}
+    found = dict.fromkeys(idx, float(eps))
+    params = {"eps": float(eps), "step": float(step), "steps": steps}
+    return _finish(net, "bim", x, labels, clean_pred, adv, found, params, flip="any")
+
+
 _FUNCS: dict[str, Callable[..., list[AttackResult]]] = {
     "fgsm": fgsm,
     "pgd": pgd,
     "deepfool": deepfool,
     "cw": carlini_wagner,
+    "fgsm-half": fgsm_half,
+    "fgsm-fixed": fgsm_fixed,
+    "bim": bim,
 }
 
 
 def run_attack(net, images, labels, attack: str, **params) -> list[AttackResult]:
-    """Run an attack by name (one of :data:`ATTACKS`) with keyword parameters.
+    """Run an attack (one of :data:`ATTACKS`) or a control (:data:`CONTROLS`) by name.
 
     Raises:
         ValueError: for an unknown attack name (the valid names are listed).
         TypeError: for a parameter the attack does not take.
     """
     if not isinstance(attack, str) or attack not in _FUNCS:
-        raise ValueError(f"unknown attack {attack!r}; expected one of {', '.join(ATTACKS)}")
+        raise ValueError(f"unknown attack {attack!r}; expected one of {', '.join((*ATTACKS, *CONTROLS))}")
     return _FUNCS[attack](net, images, labels, **params)

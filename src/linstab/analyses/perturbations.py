@@ -30,9 +30,10 @@ Definitions (``x`` a clean image, ``x~ = x + delta`` a perturbed one, both in [0
   perturbation's energy on the top-10 right singular vectors (``10/n`` for a random direction).
 
 Perturbations: the attacks of :mod:`linstab.attacks` (``fgsm``, ``pgd``, ``deepfool``,
-``cw``) and ``random``: uniform noise in ``[-1, 1]^n``, seeded per image, scaled (with clipping
-to the image box accounted for) to exactly the L2 norm of a reference attack's perturbation of
-the same image (FGSM by default, as in the paper).
+``cw``), its controls (``fgsm-half``, ``fgsm-fixed``, ``bim``) and ``random``: uniform noise in
+``[-1, 1]^n``, seeded per image, scaled (with clipping to the image box accounted for) to
+exactly the L2 norm of a reference attack's perturbation of the same image (FGSM by default, as
+in the paper); ``random:r`` is the same with the seed ``seed + r`` (repeats over seeds).
 """
 
 from __future__ import annotations
@@ -48,9 +49,16 @@ import torch
 
 from ..data.images import check_images
 from ..io.tables import read_csv, write_csv
-from .attacks import ATTACKS, AttackResult, run_attack
+from .attacks import ATTACKS, CONTROLS, AttackResult, run_attack
 from .projections import UnitPrediction, predict_unit, right_singular
-from .propagation import Propagation, parse_perturbations, propagate, random_perturbation, resolve_units
+from .propagation import (
+    Propagation,
+    parse_perturbations,
+    propagate,
+    random_perturbation,
+    random_repeat,
+    resolve_units,
+)
 
 ROW_FIELDS: tuple[str, ...] = (
     "image",
@@ -124,6 +132,7 @@ def _random_results(
     norms: dict[int, float],
     seed: int,
     net,
+    name: str = "random",
 ) -> list[AttackResult]:
     out: list[AttackResult] = []
     clean_pred = net.predict(x).argmax(1)
@@ -144,12 +153,12 @@ def _random_results(
             note = "no reference norm (reference attack failed)"
             if cp != lab:
                 note = "clean image misclassified: skipped"
-            out.append(AttackResult.unattacked("random", i, x[i], lab, cp, note))
+            out.append(AttackResult.unattacked(name, i, x[i], lab, cp, note))
             continue
         d = todo[i]
         out.append(
             AttackResult(
-                attack="random",
+                attack=name,
                 index=i,
                 x=x[i],
                 x_adv=x[i].double() + d,
@@ -202,8 +211,8 @@ def analyze(
         k: singular vectors per unit (``None``: all, dense SVD -- only for small units).
         spectral_units: units with projections (see :func:`resolve_units`; ``None``: none).
         keep_alphas: units whose ``alpha`` and ``sigma`` arrays are kept (for Figure 4).
-        seed: seed of the random perturbations (per image: ``seed * 1000003 + position``) and
-            of PGD's random start and the top-k start blocks.
+        seed: seed of the random perturbations (per image: ``seed * 1000003 + position``;
+            ``random:r`` uses ``seed + r``) and of PGD's random start and the top-k start blocks.
         random_ref: attack whose per-image L2 norm the random perturbation copies.
         random_norm: a fixed L2 norm for the random perturbations instead.
         attack_params: per-attack keyword arguments, e.g. ``{"pgd": {"eps": 0.01}}``.
@@ -223,10 +232,11 @@ def analyze(
     if random_norm is not None and not (isinstance(random_norm, (int, float)) and random_norm > 0):
         raise ValueError(f"random_norm: expected a float > 0, got {random_norm!r}")
     attack_params = dict(attack_params or {})
-    unknown = sorted(set(attack_params) - set(ATTACKS))
+    unknown = sorted(set(attack_params) - set(ATTACKS) - set(CONTROLS))
     if unknown:
         raise ValueError(
-            f"attack_params: unknown attacks {unknown}; expected keys among {', '.join(ATTACKS)}"
+            f"attack_params: unknown attacks {unknown}; expected keys among "
+            f"{', '.join((*ATTACKS, *CONTROLS))}"
         )
     x = check_images(images)
     if labels is None:
@@ -242,20 +252,22 @@ def analyze(
 
     # ---- perturbations ----------------------------------------------------------------------
     results: dict[str, list[AttackResult]] = {}
-    ref_needed = "random" in names and random_norm is None
-    for name in [n for n in ATTACKS if n in names or (ref_needed and n == random_ref)]:
+    randoms = [n for n in names if random_repeat(n) is not None]
+    ref_needed = bool(randoms) and random_norm is None
+    for name in [n for n in (*ATTACKS, *CONTROLS) if n in names or (ref_needed and n == random_ref)]:
         if progress:
             print(f"attack {name} on {x.shape[0]} images ...", flush=True)
         prm = {"progress": progress, **attack_params.get(name, {})}
         if name == "pgd":
             prm.setdefault("seed", seed)
         results[name] = run_attack(net, x, labels, name, **prm)
-    if "random" in names:
+    if randoms:
         if random_norm is not None:
             norms = dict.fromkeys(range(x.shape[0]), float(random_norm))
         else:
             norms = {r.index: r.l2 for r in results[random_ref] if r.success}
-        results["random"] = _random_results(x, labels, norms, seed, net)
+        for name in randoms:
+            results[name] = _random_results(x, labels, norms, seed + random_repeat(name), net, name)
     results = {n: results[n] for n in names}
 
     # ---- propagation --------------------------------------------------------------------------
@@ -398,6 +410,8 @@ def summarize(rows: list[dict], attacks: dict[str, list[AttackResult]] | None = 
     * ``growth_s{S}``: geometric mean of the per-unit growth ratio over stage ``S``'s units;
     * ``last3_growth``: the same over the last 3 units of the last stage;
       ``last3_vs_stage = last3_growth / growth_s{last}`` (> 1: a jump at the end of the stage);
+      ``last3_vs_regular``: the same against the regular units of the last stage before its last
+      3 (the down-sampling unit, whose raw-norm growth is partly a dimension effect, excluded);
     * ``last3_gain`` (``_min``, ``_max``): per image, the amplification over the last 3 units
       ``||dx_L|| / ||dx_{L-3}||``; geometric mean, smallest and largest over the images;
     * ``end_normalized``: mean normalized propagated perturbation after the last unit;
@@ -440,6 +454,8 @@ def summarize(rows: list[dict], attacks: dict[str, list[AttackResult]] | None = 
         rest = [r for r in in_last if int(_f(r["index"])) not in last3]
         s["last3_growth"] = _gmean([_f(r["growth"]) for r in l3])
         s["last3_vs_stage"] = s["last3_growth"] / s.get(f"growth_s{last}", math.nan) if stages else math.nan
+        base = [r for r in rest if r["kind"] == "regular"]
+        s["last3_vs_regular"] = s["last3_growth"] / _gmean([_f(r["growth"]) for r in base])
         gains = [
             math.prod(
                 _f(r["growth"]) for r in p if int(_f(r["stage"])) == last and int(_f(r["index"])) in last3
@@ -458,6 +474,82 @@ def summarize(rows: list[dict], attacks: dict[str, list[AttackResult]] | None = 
         s["lin_rel_err"] = _median([_f(r["lin_rel_err"]) for r in units])
         s["lin_rel_err_last3"] = _median([_f(r["lin_rel_err"]) for r in l3])
         out.append(s)
+    return out
+
+
+def per_image_statistics(rows: list[dict], last_units: int = 3) -> list[dict]:
+    """Per image and perturbation: the numbers the report's findings on Figures 3-4 rest on.
+
+    Growth ratios are raw-norm ratios ``||dx_k|| / ||dx_{k-1}||``; only **regular** units enter
+    the means (down-sampling and projection units change the dimension, so their raw-norm
+    ratio is partly a dimension effect). With ``L`` the last stage:
+
+    * ``growth_early``: geometric-mean growth over the regular units of stages ``1..L-1``;
+      ``frac_growing_early``: the fraction of those units with growth > 1;
+    * ``growth_last``: geometric-mean growth over the regular units of stage ``L``;
+    * ``jump``: ``log(last3) - log(baseline)``, with ``last3`` the geometric-mean growth over
+      the last ``last_units`` units of stage ``L`` and ``baseline`` that over its regular units
+      before them (NaN without baseline units); ``n_baseline`` the number of baseline units;
+    * ``align10_final``: the top-10 alignment of the perturbation entering the final unit;
+      ``align10_earlier``: the median over the regular units of stage ``L`` before the final
+      one (where computed);
+    * ``lin_rel_err_last``: median over the units of stage ``L`` of ``|lin_pred - ||dx_k||| /
+      ||dx_k||`` (eq. (1) with all singular vectors is ``lin_pred``); ``naive_rel_err_last``:
+      the same for the prediction "no change" (``||dx_{k-1}||``);
+    * ``flipped``, ``eps``, ``pert_l2`` of the perturbation.
+
+    Args:
+        rows: rows of :func:`analyze` (or :func:`read_rows`).
+        last_units: units at the end of the last stage that make the jump.
+
+    Returns:
+        one dict per (image, perturbation), in the order of ``rows``.
+    """
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        groups.setdefault((str(r["image"]), str(r["perturbation"])), []).append(r)
+    out = []
+    for (image, name), rr in groups.items():
+        units = [r for r in rr if r["address"] != "stem"]
+        last = max(int(_f(r["stage"])) for r in units)
+        early = [r for r in units if int(_f(r["stage"])) < last and r["kind"] == "regular"]
+        in_last = sorted((r for r in units if int(_f(r["stage"])) == last), key=lambda r: int(_f(r["index"])))
+        tail = in_last[-last_units:]
+        tail_idx = {int(_f(r["index"])) for r in tail}
+        base = [r for r in in_last if r["kind"] == "regular" and int(_f(r["index"])) not in tail_idx]
+        reg_last = [r for r in in_last if r["kind"] == "regular"]
+        early_g = [_f(r["growth"]) for r in early]
+        last3 = _gmean([_f(r["growth"]) for r in tail])
+        baseline = _gmean([_f(r["growth"]) for r in base])
+        final = in_last[-1] if in_last else None
+        earlier = [_f(r["align10"]) for r in reg_last[:-1]]
+        lin = [_f(r["lin_rel_err"]) for r in in_last]
+        naive = [
+            abs(_f(r["in_norm"]) - _f(r["norm"])) / _f(r["norm"]) if _f(r["norm"]) > 0 else math.nan
+            for r in in_last
+        ]
+        out.append(
+            {
+                "image": image,
+                "perturbation": name,
+                "flipped": bool(rr[0]["flipped"]),
+                "eps": _f(rr[0]["eps"]),
+                "pert_l2": _f(rr[0]["pert_l2"]),
+                "growth_early": _gmean(early_g),
+                "frac_growing_early": (
+                    sum(g > 1 for g in early_g if math.isfinite(g)) / len(early_g) if early_g else math.nan
+                ),
+                "growth_last": _gmean([_f(r["growth"]) for r in reg_last]),
+                "last3_growth": last3,
+                "baseline_growth": baseline,
+                "jump": math.log(last3) - math.log(baseline) if last3 > 0 and baseline > 0 else math.nan,
+                "n_baseline": len(base),
+                "align10_final": _f(final["align10"]) if final is not None else math.nan,
+                "align10_earlier": _median(earlier),
+                "lin_rel_err_last": _median(lin),
+                "naive_rel_err_last": _median(naive),
+            }
+        )
     return out
 
 

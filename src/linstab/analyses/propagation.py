@@ -14,9 +14,10 @@ import torch
 
 from ..data.images import check_images
 from ..network.view import parse_unit
-from .attacks import ATTACKS
+from .attacks import ATTACKS, CONTROLS
 
 PERTURBATIONS: tuple[str, ...] = (*ATTACKS, "random")
+"""The perturbations of ``"all"``: every attack and random noise."""
 
 
 def random_perturbation(
@@ -235,18 +236,38 @@ def default_projection_units(net, stage: int | None = None) -> list[int]:
     return sorted({max(1, min(n, int(math.floor(n * f + 0.5)))) for f in (12 / 18, 14 / 18, 16 / 18, 1.0)})
 
 
+def random_repeat(name: str) -> int | None:
+    """The repeat number of a random perturbation name: 0 for ``"random"``, ``r`` for
+    ``"random:r"`` (the noise drawn with seed ``seed + r``), ``None`` for other names.
+    """
+    if name == "random":
+        return 0
+    head, _, tail = name.partition(":")
+    if head == "random" and tail.isdigit() and int(tail) > 0:
+        return int(tail)
+    return None
+
+
 def parse_perturbations(spec) -> list[str]:
-    """Perturbation names from ``"all"``, a comma list or a sequence; unknown names are a ValueError."""
+    """Perturbation names from ``"all"``, a comma list or a sequence; unknown names are a ValueError.
+
+    ``all`` is :data:`PERTURBATIONS`; the controls of :data:`~linstab.analyses.attacks.CONTROLS`
+    and repeats of the random perturbation with other seeds (``random:1``, ``random:2``, ...)
+    are accepted by name.
+    """
     if isinstance(spec, str):
         spec = [t.strip() for t in spec.split(",") if t.strip()]
     names: list[str] = []
     for t in spec:
         if t == "all":
             names.extend(PERTURBATIONS)
-        elif t in PERTURBATIONS:
+        elif t in PERTURBATIONS or t in CONTROLS or random_repeat(t) is not None:
             names.append(t)
         else:
-            raise ValueError(f"unknown perturbation {t!r}; expected one of {', '.join(PERTURBATIONS)} or all")
+            raise ValueError(
+                f"unknown perturbation {t!r}; expected one of {', '.join((*PERTURBATIONS, *CONTROLS))}, "
+                "random:N or all"
+            )
     if not names:
         raise ValueError("no perturbation given; expected e.g. fgsm, random or all")
     seen: set[str] = set()

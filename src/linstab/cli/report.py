@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..data.selection import parse_index_spec
 from ..models.registry import default_model_name
 from ..report.build import build_report
 from ..report.context import SECTIONS, ReportConfig
@@ -12,8 +11,7 @@ from ..report.context import SECTIONS, ReportConfig
 
 def _cmd_report(args) -> int:
     models = args.model or [default_model_name()]
-    n_img = 5 if args.quick else 10
-    images = parse_index_spec(args.images, 20) if args.images else list(range(n_img))
+    images = args.images or ("0-4" if args.quick else "0-19")
     attacks = (
         tuple(a.strip() for a in args.attacks.split(","))
         if args.attacks
@@ -29,6 +27,8 @@ def _cmd_report(args) -> int:
         use_cache=not args.no_cache,
         seed=args.seed,
         progress=not args.no_progress,
+        sweep_dir=Path(args.sweep_dir) if args.sweep_dir else None,
+        seeds=args.seeds,
     )
     sections = tuple(s.strip() for s in args.sections.split(",")) if args.sections else SECTIONS
     path = build_report(cfg, sections)
@@ -45,7 +45,24 @@ def add_parser(sub) -> None:
         default=None,
         help="registered model; give twice for two models side by side (default: the default model)",
     )
-    p.add_argument("--images", default=None, help="default-image indices (default: 0-9, quick: 0-4)")
+    p.add_argument(
+        "--images",
+        default=None,
+        help="images: default-image indices (0-19, 0,3,7), jpeg:INDICES for the lossy JPEG test set "
+        "(labelled lossy), or a path (default: all 20 lossless images; quick: 0-4)",
+    )
+    p.add_argument(
+        "--sweep-dir",
+        default=None,
+        help="a 'linstab sweep' output folder: Figure 2's per-unit band fractions and trends over all its "
+        "images come from its Parquet rows (see docs/findings.md)",
+    )
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=None,
+        help="repeats of every random quantity (random noise, interpolation noise; default 3, quick 2)",
+    )
     p.add_argument("--out", default="linstab-report", help="output folder (default: linstab-report)")
     p.add_argument(
         "--quick",

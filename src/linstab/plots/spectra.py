@@ -13,7 +13,7 @@ import numpy as np
 
 from . import save_figure
 
-__all__ = ["plot_scree", "plot_bands", "BAND_COLORS", "ROW_TITLES"]
+__all__ = ["plot_scree", "plot_bands", "plot_band_fractions", "BAND_COLORS", "ROW_TITLES"]
 
 # Figure 2 colors of the paper: > hi bold red, plateau blue, (0, lo) orange, 0 green
 BAND_COLORS = {"above": "#c00000", "plateau": "#1f5fbf", "below": "#f28e2b", "zero": "#2ca02c"}
@@ -180,4 +180,100 @@ def plot_bands(rows: list[dict], out: str | Path, formats: tuple[str, ...] = ("p
                 ax.set_ylabel("fraction of singular values", fontsize=8)
     handles, labs = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles[::-1], labs[::-1], loc="outside lower center", ncols=len(labs), fontsize=7)
+    return save_figure(fig, out, formats)
+
+
+def plot_band_fractions(
+    summary: list[dict],
+    single: list[dict],
+    out: str | Path,
+    *,
+    title: str = "",
+    single_label: str = "one image",
+    formats: tuple[str, ...] = ("png", "svg"),
+) -> list[Path]:
+    """Figure 2 over many images: per unit, the median fraction of singular values in each band
+    with its confidence band over the images, and one image's fractions as a line (the paper
+    shows one image).
+
+    Args:
+        summary: one row per model, stage, unit and band: ``model``, ``stage``, ``unit``,
+            ``band`` (``above``, ``plateau``, ``below``, ``zero``), ``median``, ``low``,
+            ``high`` (the interval; NaN with one image), ``n_images``.
+        single: rows of :func:`linstab.spectra.unit_bands` for one image per model.
+        out: output path.
+        title: figure title (say which images).
+        single_label: the legend entry of the single-image line.
+        formats: file formats.
+
+    Returns:
+        the written paths.
+    """
+    if not summary:
+        raise ValueError("plot_band_fractions needs at least one row")
+    models = list(dict.fromkeys(r["model"] for r in summary))
+    nst = max(int(r["stage"]) for r in summary)
+    lo, hi = 0.99, 1.01
+    names = {"above": f"> {hi:g}", "plateau": f"[{lo:g}, {hi:g}]", "below": f"(0, {lo:g})", "zero": "0"}
+    fig = _figure(3.6 * nst, 2.7 * len(models) + 0.9)
+    axes = fig.subplots(len(models), nst, squeeze=False, sharey=True)
+    for mi, model in enumerate(models):
+        for s in range(1, nst + 1):
+            ax = axes[mi, s - 1]
+            rs = [r for r in summary if r["model"] == model and int(r["stage"]) == s]
+            if not rs:
+                ax.set_visible(False)
+                continue
+            for band in ("above", "plateau", "below", "zero"):
+                br = sorted((r for r in rs if r["band"] == band), key=lambda r: int(r["unit"]))
+                x = np.array([int(r["unit"]) for r in br])
+                med = np.array([float(r["median"]) for r in br])
+                low = np.array([float(r["low"]) for r in br])
+                high = np.array([float(r["high"]) for r in br])
+                n = max(int(r["n_images"]) for r in br)
+                color = BAND_COLORS[band]
+                first = mi == 0 and s == 1
+                ax.plot(
+                    x,
+                    med,
+                    color=color,
+                    lw=2.2 if band == "above" else 1.4,
+                    marker="o",
+                    ms=2.5,
+                    label=f"{names[band]}: median over {n} images" if first else None,
+                )
+                if np.isfinite(low).any():
+                    ax.fill_between(
+                        x,
+                        low,
+                        high,
+                        color=color,
+                        alpha=0.2,
+                        lw=0,
+                        label="95% CI" if first and band == "above" else None,
+                    )
+                one = sorted(
+                    (r for r in single if r.get("model") == model and int(r["stage"]) == s),
+                    key=lambda r: int(r["unit"]),
+                )
+                if one:
+                    ax.plot(
+                        [int(r["unit"]) for r in one],
+                        [float(r[f"frac_{band}"]) for r in one],
+                        color=color,
+                        lw=0.9,
+                        ls="--",
+                        label=f"{single_label}" if first and band == "above" else None,
+                    )
+            ax.set_title(f"{model}: stage {s}", fontsize=9)
+            ax.set_xlabel("unit", fontsize=8)
+            ax.tick_params(labelsize=7)
+            ax.set_ylim(0, 1)
+            ax.grid(alpha=0.3, lw=0.4)
+            if s == 1:
+                ax.set_ylabel("fraction of singular values", fontsize=8)
+    handles, labs = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labs, loc="outside lower center", ncols=3, fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
     return save_figure(fig, out, formats)

@@ -7,10 +7,11 @@ import re
 import time
 from pathlib import Path
 
-from ..data.images import default_images
+from ..data.selection import ImageSelection, select_images
+from ..io.tables import write_csv
 from ..network.loading import load_model
 from .ablations import section_ablations
-from .context import SECTIONS, ReportConfig, ReportContext, Section
+from .context import FINDING_FIELDS, SECTIONS, ReportConfig, ReportContext, Section
 from .dynamics import section_dynamics
 from .html import environment, write_html
 from .jacobian import section_jacobian_tests
@@ -39,6 +40,18 @@ def for_model(ctx: ReportContext, net, build) -> Section:
     return sec
 
 
+def report_images(images: list[int] | str) -> ImageSelection:
+    """The report's images: default-image indices or a spec of :func:`~linstab.data.select_images`
+    (``"0-19"``, ``"jpeg:0-999"`` -- lossy, and labelled so --, a folder, an array file).
+    """
+    if isinstance(images, str):
+        return select_images(images)
+    idx = [int(i) for i in images]
+    if not idx:
+        raise ValueError("images: expected at least one image")
+    return select_images(",".join(str(i) for i in idx))
+
+
 def build_report(cfg: ReportConfig, sections: tuple[str, ...] = SECTIONS, nets: list | None = None) -> Path:
     """Compute everything and write the report; returns the path of ``index.html``.
 
@@ -56,7 +69,9 @@ def build_report(cfg: ReportConfig, sections: tuple[str, ...] = SECTIONS, nets: 
     t_start = time.perf_counter()
     ctx = ReportContext(cfg)
     nets = nets if nets else [load_model(m) for m in cfg.models]
-    images, labels = default_images(cfg.images)
+    sel = report_images(cfg.images)
+    images, labels = sel.images, sel.labels
+    ctx.image_ids, ctx.lossy = list(sel.ids), sel.lossy
     per_net = {
         "jacobian": lambda net: section_jacobian_tests(ctx, net, images),
         "propagation": lambda net: section_propagation(ctx, net, images, labels),
@@ -76,9 +91,9 @@ def build_report(cfg: ReportConfig, sections: tuple[str, ...] = SECTIONS, nets: 
         ctx.timings[name + "_s"] = round(time.perf_counter() - t0, 2)
         ctx.sections.extend(secs)
     ctx.timings["total_s"] = round(time.perf_counter() - t_start, 2)
-    env = environment(ctx, nets, cfg.images)
+    env = environment(ctx, nets, ctx.image_ids)
     env["timings"] = ctx.timings
     env["cache"] = {"hits": ctx.cache.hits, "misses": ctx.cache.misses}
     (ctx.out / "environment.json").write_text(json.dumps(env, indent=1))
-    ctx.write_csv("findings.csv", [f.__dict__ for f in ctx.findings])
+    write_csv([f.row() for f in ctx.findings], ctx.data_dir / "findings.csv", FINDING_FIELDS, empty_nan=True)
     return write_html(ctx, f"linstab report: {', '.join(n.name for n in nets)}", env)

@@ -17,17 +17,26 @@ class ReportConfig:
 
     Attributes:
         models: registry names (one or two; the first is the main model).
-        images: default-image indices used for per-image statistics.
+        images: the images: default-image indices (``[0, 1, 2]``) or a spec accepted by
+            :func:`~linstab.data.select_images` (``"0-19"``, ``"jpeg:0-999"`` -- lossy, and
+            labelled so --, a folder or an array file). Per-image statistics use all of them
+            where the cost allows (see ``docs/findings.md``).
         quick: fewer images, top-k instead of full stage spectra, fewer attacks.
         attacks: attacks for the propagation section.
         out: output folder.
         cache_dir: cache folder (``None``: default).
         use_cache: read and write the cache.
         seed: seed for random perturbations, ablation noise and frames.
+        progress: show progress bars.
+        sweep_dir: a ``linstab sweep`` output folder; when given, the per-unit band fractions
+            of Figure 2 and their trends come from its Parquet rows (all the images it holds)
+            instead of being computed here (see :func:`linstab.report.sweep.sweep_band_rows`).
+        seeds: repeats of every random quantity (random perturbations, the noise of the weight
+            interpolation); ``None``: 3, quick 2.
     """
 
     models: list[str]
-    images: list[int]
+    images: list[int] | str
     quick: bool = False
     attacks: tuple[str, ...] = ("fgsm", "pgd", "deepfool", "cw")
     out: Path = Path("linstab-report")
@@ -35,16 +44,77 @@ class ReportConfig:
     use_cache: bool = True
     seed: int = 0
     progress: bool = True
+    sweep_dir: Path | None = None
+    seeds: int | None = None
+
+    @property
+    def n_seeds(self) -> int:
+        """Repeats of every random quantity."""
+        return self.seeds if self.seeds is not None else (2 if self.quick else 3)
+
+
+FINDING_FIELDS: tuple[str, ...] = (
+    "section",
+    "claim",
+    "verdict",
+    "statistic",
+    "value",
+    "ci_low",
+    "ci_high",
+    "test",
+    "p_value",
+    "rule",
+    "why",
+    "n_images",
+    "n_seeds",
+    "images",
+    "measured",
+)
+"""Columns of ``findings.csv``, in order."""
 
 
 @dataclass
 class Finding:
-    """One line of the findings table: the paper's claim, what was measured, the verdict."""
+    """One line of the findings table: the paper's claim, the statistic that tests it, the
+    decision rule and the verdict.
+
+    Attributes:
+        section: report section (and model, with several models).
+        claim: the paper's claim (with its place in the paper).
+        verdict: ``reproduced``, ``partly``, ``not reproduced`` or ``not testable``.
+        statistic: what was measured per image and how it is summarized.
+        value: the statistic (median over images unless the statistic says otherwise).
+        ci_low, ci_high: its 95% bootstrap interval over images (and seeds); NaN when not
+            available (fewer than 2 images).
+        test: the paired / one-sample test, when the rule uses one.
+        p_value: its p-value (NaN without a test).
+        rule: the decision rule with its thresholds.
+        why: what decided the verdict, or why the claim is not testable.
+        n_images: images the statistic rests on.
+        n_seeds: repeats per image of the random quantities (1 when there is no randomness).
+        images: which images (ids, lossy ones say so).
+        measured: the numbers in words (per stage, per condition).
+    """
 
     section: str
     claim: str
-    measured: str
-    verdict: str  # "reproduced", "not reproduced", "partly", "n/a"
+    verdict: str
+    statistic: str = ""
+    value: float = float("nan")
+    ci_low: float = float("nan")
+    ci_high: float = float("nan")
+    test: str = ""
+    p_value: float = float("nan")
+    rule: str = ""
+    why: str = ""
+    n_images: int = 0
+    n_seeds: int = 1
+    images: str = ""
+    measured: str = ""
+
+    def row(self) -> dict:
+        """The finding as a ``findings.csv`` row."""
+        return {k: getattr(self, k) for k in FINDING_FIELDS}
 
 
 @dataclass
@@ -73,6 +143,15 @@ class ReportContext:
         self.findings: list[Finding] = []
         self.sections: list[Section] = []
         self.timings: dict[str, float] = {}
+        self.image_ids: list[str] = []
+        self.lossy = False
+
+    def images_text(self, n: int | None = None, ids: list[str] | None = None) -> str:
+        """Which images a table, figure or finding used: the first ``n`` of the report's images
+        (or ``ids``), compactly (``cifar10-test-0..19 (20 images, lossless)``).
+        """
+        use = list(ids) if ids is not None else self.image_ids[: (len(self.image_ids) if n is None else n)]
+        return describe_images(use)
 
     def rel(self, path: Path) -> str:
         """``path`` relative to the report folder."""
@@ -95,6 +174,29 @@ class ReportContext:
         from tqdm.auto import tqdm
 
         return tqdm(it, desc=desc, total=total, leave=False)
+
+
+def describe_images(ids: list[str]) -> str:
+    """A compact description of image ids: consecutive numbered ids are shown as a range, and
+    lossy (JPEG) images are marked.
+    """
+    if not ids:
+        return "no images"
+    lossy = any("lossy" in i for i in ids)
+    clean = [i.replace(" (lossy)", "") for i in ids]
+    prefix = clean[0].rstrip("0123456789")
+    nums = [c[len(prefix) :] for c in clean]
+    if prefix and all(c.startswith(prefix) and n.isdigit() for c, n in zip(clean, nums, strict=True)):
+        vals = [int(n) for n in nums]
+        parts, start = [], vals[0]
+        for a, b in zip(vals, [*vals[1:], None], strict=True):
+            if b != a + 1:
+                parts.append(f"{start}" if start == a else f"{start}..{a}")
+                start = b
+        text = f"{prefix}{','.join(parts)}"
+    else:
+        text = ", ".join(clean[:6]) + (f", ... ({len(clean)})" if len(clean) > 6 else "")
+    return f"{text} ({len(ids)} image{'s' if len(ids) != 1 else ''}, {'lossy JPEG' if lossy else 'lossless'})"
 
 
 def fmt(x: float, digits: int = 3) -> str:

@@ -72,7 +72,9 @@ def section_dynamics(ctx: ReportContext, net, images) -> Section:
             }
         )
     if eig:
-        paths = plot_eigenvalues(eig, smax, ctx.fig_dir / "eigenvalues", title=f"{net.name}, image 0")
+        paths = plot_eigenvalues(
+            eig, smax, ctx.fig_dir / "eigenvalues", title=f"{net.name}, image {ctx.image_ids[0]}"
+        )
         sec.figures.append(ctx.rel(paths[0]))
         sec.data.append(ctx.write_csv("eigenvalues.csv", rows))
         sec.data.append(
@@ -91,7 +93,7 @@ def section_dynamics(ctx: ReportContext, net, images) -> Section:
         )
     k = 8 if ctx.cfg.quick else 16
     ly = lyapunov_spectrum(lin, k=k, seed=ctx.cfg.seed)
-    paths = plot_lyapunov(ly, ctx.fig_dir / "lyapunov", title=f"{net.name}, image 0, k={k}")
+    paths = plot_lyapunov(ly, ctx.fig_dir / "lyapunov", title=f"{net.name}, image {ctx.image_ids[0]}, k={k}")
     sec.figures.append(ctx.rel(paths[0]))
     sec.data.append(ctx.write_npz("lyapunov.npz", units=np.array(ly.units), log_growth=ly.log_growth))
     rows2 = []

@@ -26,6 +26,14 @@ def _table_html(rows: list[dict], limit: int = 60) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>{more}"
 
 
+def _value_ci(v: float, lo: float, hi: float) -> str:
+    if v != v:
+        return ""
+    if lo != lo:
+        return f"{v:.4g}"
+    return f"{v:.4g} [{lo:.4g}, {hi:.4g}]"
+
+
 def _cell(v) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
@@ -38,7 +46,7 @@ def write_html(ctx: ReportContext, title: str, env: dict) -> Path:
         "body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}"
         "table{border-collapse:collapse;font-size:12px;margin:.5em 0}td,th{border:1px solid #ccc;"
         "padding:2px 6px;text-align:right}th{background:#f0f0f0}img{max-width:100%;border:1px solid #ddd}"
-        ".reproduced{color:#070}.not{color:#a00}.partly{color:#a60}"
+        ".reproduced{color:#070}.not{color:#a00}.partly{color:#a60}td{text-align:left;vertical-align:top}"
     )
     parts = [
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
@@ -51,11 +59,29 @@ def write_html(ctx: ReportContext, title: str, env: dict) -> Path:
         "Machine and versions: <a href='environment.json'>environment.json</a>.</p>"
     )
     parts.append("<h2>Findings</h2>")
+    parts.append(
+        "<p>Each finding: the statistic (median over the images unless it says otherwise), its 95% "
+        "bootstrap interval over the images (and seeds), the test, the decision rule and the verdict. "
+        "Thresholds and their reasons: docs/findings.md. Full table: "
+        "<a href='data/findings.csv'>data/findings.csv</a>.</p>"
+    )
     rows = [
-        {"section": f.section, "paper": f.claim, "measured": f.measured, "verdict": f.verdict}
+        {
+            "section": f.section,
+            "paper": f.claim,
+            "statistic": f.statistic,
+            "value [95% CI]": _value_ci(f.value, f.ci_low, f.ci_high),
+            "test (p)": f"{f.test} (p = {f.p_value:.3g})" if f.test else "",
+            "rule": f.rule,
+            "n images": f.n_images if f.n_seeds <= 1 else f"{f.n_images} x {f.n_seeds} seeds",
+            "images": f.images,
+            "measured": f.measured,
+            "verdict": f.verdict,
+            "why": f.why,
+        }
         for f in ctx.findings
     ]
-    t = _table_html(rows)
+    t = _table_html(rows, limit=1000)
     for v, cls in (("not reproduced", "not"), ("reproduced", "reproduced"), ("partly", "partly")):
         t = t.replace(f"<td>{v}</td>", f"<td class='{cls}'>{v}</td>")
     parts.append(t)
@@ -100,7 +126,10 @@ def environment(ctx: ReportContext, nets, image_ids) -> dict:
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "models": [{"name": n.name, "sha256": n.sha256, "units": len(n.units)} for n in nets],
         "models_names": [n.name for n in nets],
-        "images": "lossless CIFAR-10 test images (foolbox) " + ",".join(str(i) for i in image_ids),
+        "images": ctx.images_text(ids=list(image_ids)),
+        "image_ids": list(image_ids),
+        "lossy": ctx.lossy,
+        "sweep_dir": str(ctx.cfg.sweep_dir) if ctx.cfg.sweep_dir else None,
         "quick": ctx.cfg.quick,
         "cache_dir": str(ctx.cache.root) if ctx.cache.enabled else None,
     }

@@ -1,16 +1,51 @@
-"""Report section: Figures 1 and 2 (scree plots, band fractions) and their findings."""
+"""Report section: Figures 1 and 2 (scree plots, band fractions) and their findings.
+
+Which images each statistic uses (``docs/findings.md``):
+
+* Figure 1 (whole spectra of unit ``S.5``, the first unit of each stage and the stages): the
+  first 5 images (quick: 2), as the paper;
+* band counts of the fifth units (plateau, above 1, rank): every image of the report (quick:
+  the first 3, units up to ``2 * QUICK_EXACT_MAX`` values);
+* Figure 2 (band counts of every unit) and its trends: a sweep folder when one is given, else
+  the first 5 images (quick: the first, units up to ``2 * QUICK_EXACT_MAX`` values);
+* image dependence against architecture changes: every image (quick: 3), on the unit of
+  Figure 5.
+"""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
+from ..analyses.ablations import Variant
+from ..analyses.image_dependence import image_vs_architecture
 from ..analyses.network_spectra import QUICK_EXACT_MAX, QUICK_TOPK, scree_data, scree_quick, unit_bands
+from ..analyses.statistics import bootstrap_ci
+from ..analyses.trends import by_image, network_trend, regular_units, stage_trend
 from ..io.cache import tensor_hash
-from ..plots.spectra import plot_bands, plot_scree
+from ..plots.spectra import plot_band_fractions, plot_scree
+from . import rules as R
 from .context import Finding, ReportContext, Section
+from .findings import estimate, make_finding, signed_rank
+from .sweep import sweep_band_rows
+from .variants import ALPHA_STEP, T_STEP, ablation_unit, dependence_images, variant_cached
+
+N_SCREE = (5, 2)
+"""Images of Figure 1 (full, quick)."""
+N_BANDS = (5, 1)
+"""Images of Figure 2 without a sweep folder (full, quick)."""
+N_FIFTH = (None, 3)
+"""Images of the fifth-unit band counts (full: all, quick)."""
+BAND_KEYS = ("above", "plateau", "below", "zero")
 
 
-def _scree_cached(ctx: ReportContext, net, images) -> dict:
+def _n(ctx: ReportContext, sizes: tuple[int | None, int], total: int) -> int:
+    k = sizes[1] if ctx.cfg.quick else sizes[0]
+    return total if k is None else min(k, total)
+
+
+def _scree_cached(ctx: ReportContext, net, images, ids: list[str]) -> dict:
     """``spectra.scree_data`` through the cache (arrays per panel and image)."""
     quick = ctx.cfg.quick
     parts = {
@@ -43,42 +78,146 @@ def _scree_cached(ctx: ReportContext, net, images) -> dict:
         for j, p in enumerate(panels):
             n_img = len(meta["images"])
             rows[key].append({**p, "spectra": [arrays[f"{key}|{j}|{i}"] for i in range(n_img)]})
-    return {"model": meta["model"], "images": meta["images"], "rows": rows}
+    return {"model": meta["model"], "images": list(ids), "rows": rows}
 
 
-IMAGE_DEPENDENCE_TOL = 0.1  # "spectra differ only slightly": sorted spectra within 10% (rel. L2)
-
-
-def _bands_cached(ctx: ReportContext, net, image) -> list[dict]:
-    parts = {
-        "model": net.sha256 or net.name,
-        "image": tensor_hash(image),
-        "what": "bands",
-        "thresholds": [0.99, 1.01],
-        "zero_tol": 1e-6,
-    }
-
-    units = None
-    if ctx.cfg.quick:  # quick mode: the units with at most 2 * QUICK_EXACT_MAX values
-        units = [u.address for u in net.units if u.n_out <= 2 * QUICK_EXACT_MAX]
-    parts["units"] = units
-
-    def compute():
-        rows = unit_bands(net, image, units=units, progress=ctx.cfg.progress)
-        return {}, {
-            "rows": [{k: (list(v) if isinstance(v, tuple) else v) for k, v in r.items()} for r in rows]
+def band_rows(ctx: ReportContext, net, images, ids: list[str], addresses: list[str]) -> list[dict]:
+    """Exact band counts (Figure 2's bands) of the units ``addresses`` at every image, one cache
+    entry per model, image and unit; each row carries its ``image`` id.
+    """
+    out = []
+    todo = [(i, a) for i in range(images.shape[0]) for a in addresses]
+    for i, addr in ctx.progress(todo, f"bands {net.name}"):
+        parts = {
+            "model": net.sha256 or net.name,
+            "image": tensor_hash(images[i]),
+            "what": "unit-bands",
+            "unit": addr,
+            "thresholds": [0.99, 1.01],
+            "zero_tol": 1e-6,
         }
 
-    return ctx.cache.get_or_compute("bands", parts, compute)[1]["rows"]
+        def compute(i=i, addr=addr):
+            r = unit_bands(net, images[i], units=[addr], progress=False)[0]
+            return {}, {"row": {k: (list(v) if isinstance(v, tuple) else v) for k, v in r.items()}}
+
+        row = dict(ctx.cache.get_or_compute("unit-bands", parts, compute)[1]["row"])
+        row["image"] = ids[i]
+        out.append(row)
+    return out
+
+
+def fifth_units(net) -> list[str]:
+    """The unit of each stage in Figure 1's top row: ``S.5`` (the last unit of a shorter stage)."""
+    return [f"{s}.{min(5, len(st))}" for s, st in enumerate(net.stages, start=1)]
+
+
+def _quick_units(ctx: ReportContext, net, addresses: list[str]) -> list[str]:
+    if not ctx.cfg.quick:
+        return addresses
+    keep = {u.address for u in net.units if u.n_out <= 2 * QUICK_EXACT_MAX}
+    return [a for a in addresses if a in keep]
+
+
+def figure2_rows(ctx: ReportContext, net, images, ids: list[str]) -> tuple[list[dict], str]:
+    """Band rows of every unit at several images for Figure 2 and its trends, and their source.
+
+    From :attr:`ReportConfig.sweep_dir` when it holds band rows of this model (all its images),
+    else computed for the first :data:`N_BANDS` images.
+    """
+    if ctx.cfg.sweep_dir is not None:
+        rows = sweep_band_rows(ctx.cfg.sweep_dir, net.name)
+        if rows:
+            imgs = list(dict.fromkeys(r["image"] for r in rows))
+            lossy = any(r.get("lossy") for r in rows)
+            desc = (
+                f"sweep folder {ctx.cfg.sweep_dir}: {len(imgs)} images"
+                f" ({'lossy JPEG' if lossy else 'lossless'}; {imgs[0]} ... {imgs[-1]})"
+            )
+            return rows, desc
+    k = _n(ctx, N_BANDS, images.shape[0])
+    units = _quick_units(ctx, net, [u.address for u in net.units])
+    rows = band_rows(ctx, net, images[:k], ids[:k], units)
+    desc = ctx.images_text(k)
+    if ctx.cfg.sweep_dir is not None:
+        desc += f" (the sweep folder has no band rows of {net.name})"
+    return rows, desc
+
+
+def _band_summary(rows: list[dict], seed: int) -> list[dict]:
+    out = []
+    units: dict[tuple, list[dict]] = {}
+    for r in rows:
+        units.setdefault((r["model"], int(r["stage"]), int(r["unit"]), r["address"], r["kind"]), []).append(r)
+    for (model, stage, unit, addr, kind), rs in units.items():
+        for band in BAND_KEYS:
+            est = bootstrap_ci([float(r[f"frac_{band}"]) for r in rs], n_resamples=2000, seed=seed)
+            out.append(
+                {
+                    "model": model,
+                    "stage": stage,
+                    "unit": unit,
+                    "address": addr,
+                    "kind": kind,
+                    "band": band,
+                    "median": est.value,
+                    "low": est.low,
+                    "high": est.high,
+                    "n_images": est.n,
+                }
+            )
+    return out
+
+
+def _frac(s, lo: float = 0.99, hi: float = 1.01) -> float:
+    s = np.asarray(s, dtype=np.float64)
+    return float(np.mean((s >= lo) & (s <= hi)))
+
+
+def _whole(panel: dict, i: int) -> bool:
+    return len(panel["spectra"][i]) == int(panel.get("n", len(panel["spectra"][i])))
+
+
+def _dependence(ctx: ReportContext, net, images, ids: list[str]) -> tuple[list[dict], str, int]:
+    """Per-image distances of the image-dependence test on the unit of Figure 5."""
+    u = ablation_unit(net)
+    if u is None:
+        return [], "", 0
+    k = dependence_images(ctx, images.shape[0])
+    seeds = [ctx.cfg.seed + s for s in range(1 if ctx.cfg.quick else 2)]
+    trained, alpha, interp = [], [], []
+    for i in ctx.progress(range(k), f"image dependence {net.name}"):
+        x = images[i]
+        trained.append(
+            variant_cached(ctx, net, x, u, Variant("none", 1.0), spectrum_values=True).singular_values
+        )
+        alpha.append(
+            variant_cached(ctx, net, x, u, Variant("alpha", ALPHA_STEP), spectrum_values=True).singular_values
+        )
+        interp.append(
+            [
+                variant_cached(ctx, net, x, u, Variant("t", T_STEP, s), spectrum_values=True).singular_values
+                for s in seeds
+            ]
+        )
+    if k < 2:
+        return [], u.address, len(seeds)
+    rows = image_vs_architecture(trained, alpha, interp, ALPHA_STEP)
+    for r, image_id in zip(rows, ids[:k], strict=True):
+        r["image"] = image_id
+        r["unit"] = u.address
+    return rows, u.address, len(seeds)
 
 
 def section_spectra(ctx: ReportContext, nets, images) -> Section:
     """Figures 1 and 2: scree plots and band fractions of every unit, with findings."""
     sec = Section("Spectra of unit and stage Jacobians (Figures 1 and 2)")
-    n_scree = 2 if ctx.cfg.quick else min(5, images.shape[0])
-    screes = [_scree_cached(ctx, net, images[:n_scree]) for net in nets]
+    ids = ctx.image_ids
+    n_scree = _n(ctx, N_SCREE, images.shape[0])
+    screes = [_scree_cached(ctx, net, images[:n_scree], ids[:n_scree]) for net in nets]
     paths = plot_scree(screes if len(screes) > 1 else screes[0], ctx.fig_dir / "figure1_scree")
     sec.figures.append(ctx.rel(paths[0]))
+    sec.text.append(f"Figure 1 images: {ctx.images_text(n_scree)}.")
     arrays = {}
     for d in screes:
         for key, panels in d["rows"].items():
@@ -86,180 +225,540 @@ def section_spectra(ctx: ReportContext, nets, images) -> Section:
                 for i, sv in enumerate(p["spectra"]):
                     arrays[f"{d['model']}|{key}|{p['label']}|image{d['images'][i]}"] = sv
     sec.data.append(ctx.write_npz("figure1_spectra.npz", **arrays))
-    net = nets[0]
-    d = screes[0]
-    # image dependence: spread of the unit spectra across images
-    spread_rows = []
-    for p in d["rows"]["unit"] + d["rows"]["downsampling"]:
-        S = np.stack([np.asarray(sv)[: min(len(x) for x in p["spectra"])] for sv in p["spectra"]])
-        # image dependence: largest relative L2 distance of one image's spectrum from the mean
-        mean = S.mean(0)
-        rel = float(max(np.linalg.norm(r - mean) for r in S) / max(np.linalg.norm(mean), 1e-300))
-        n = int(p.get("n", S.shape[1]))
-        full = S.shape[1] == n
-        near1 = [float(np.mean(np.abs(np.asarray(sv) - 1) <= 0.01)) for sv in p["spectra"]]
-        spread_rows.append(
-            {
-                "panel": p["label"],
-                "address": p.get("address", ""),
-                "n": n,
-                "values_computed": S.shape[1],
-                "images": len(S),
-                "max_rel_L2_diff_across_images": rel,
-                "mean_fraction_in_[0.99,1.01]": float(np.mean(near1)) if full else None,
-                "sigma_max (mean)": float(S[:, 0].mean()),
-                "exact_ones (image 0)": p.get("exact_ones", [None])[0],
-            }
-        )
-    sec.tables.append(("Figure 1 panels: plateau and image dependence", spread_rows))
-    sec.data.append(ctx.write_csv("figure1_panels.csv", spread_rows))
-    band_rows = [r for n_ in nets for r in _bands_cached(ctx, n_, images[0])]
     if ctx.cfg.quick:
         sec.text.append(
             f"Quick mode: exact spectra for units with at most {QUICK_EXACT_MAX} singular values, "
             f"the {QUICK_TOPK} largest for larger units and for the stages; band counts for units "
             f"with at most {2 * QUICK_EXACT_MAX} values."
         )
-    paths = plot_bands(band_rows, ctx.fig_dir / "figure2_bands")
+    panel_rows, fig2_all, summary_all, single_all = [], [], [], []
+    for net, d in zip(nets, screes, strict=True):
+        for p in d["rows"]["unit"] + d["rows"]["downsampling"] + d["rows"].get("stage", []):
+            spectra = p["spectra"]
+            panel_rows.append(
+                {
+                    "model": net.name,
+                    "panel": p["label"],
+                    "n": int(p.get("n", len(spectra[0]))),
+                    "values_computed": min(len(s) for s in spectra),
+                    "images": ctx.images_text(n_scree),
+                    "median_fraction_in_[0.99,1.01]": (
+                        float(np.median([_frac(s) for s in spectra]))
+                        if all(_whole(p, i) for i in range(len(spectra)))
+                        else None
+                    ),
+                    "median_sigma_max": float(np.median([np.asarray(s)[0] for s in spectra])),
+                }
+            )
+        rows, source = figure2_rows(ctx, net, images, ids)
+        fig2_all.extend(rows)
+        summary_all.extend(_band_summary(rows, ctx.cfg.seed))
+        first = next(iter(by_image(rows).values()), [])
+        single_all.extend(first)
+        fifth_addr = _quick_units(ctx, net, fifth_units(net))
+        k5 = _n(ctx, N_FIFTH, images.shape[0])
+        fifth = band_rows(ctx, net, images[:k5], ids[:k5], fifth_addr)
+        dep, dep_unit, dep_seeds = _dependence(ctx, net, images, ids)
+        sec.data.append(ctx.write_csv(f"image_dependence_{_safe(net.name)}.csv", _dep_table(dep)))
+        ctx.findings.extend(
+            _findings(
+                ctx, net, d, n_scree, rows, source, fifth, k5, fifth_addr, dep, dep_unit, dep_seeds, len(nets)
+            )
+        )
+        sec.text.append(f"{net.name}: Figure 2 band fractions from {source}.")
+    sec.tables.append((f"Figure 1 panels ({ctx.images_text(n_scree)})", panel_rows))
+    sec.data.append(ctx.write_csv("figure1_panels.csv", panel_rows))
+    title = (
+        "Figure 2: median band fraction per unit with 95% CI over images; dashed: one image ("
+        + "; ".join(f"{m}: {n} images" for m, n in _images_per_model(fig2_all).items())
+        + ")"
+    )
+    paths = plot_band_fractions(
+        summary_all,
+        single_all,
+        ctx.fig_dir / "figure2_bands",
+        title=title,
+        single_label=f"one image ({single_all[0]['image']})" if single_all else "one image",
+    )
     sec.figures.append(ctx.rel(paths[0]))
-    sec.data.append(ctx.write_csv("figure2_bands.csv", band_rows))
-    main_rows = [r for r in band_rows if r["model"] == net.name]
-    show = [
-        {
-            k: r[k]
-            for k in (
-                "address",
-                "kind",
-                "n",
-                "above",
-                "plateau",
-                "below",
-                "zero",
-                "exact_ones",
-                "frac_plateau",
-            )
-        }
-        for r in main_rows
-    ]
-    sec.tables.append((f"Band counts per unit, {net.name}, image 0", show))
-
-    regular = [p for p in spread_rows if "unit" in p["panel"] and "(" not in p["panel"]]
-    band_frac = {r["address"]: r["frac_plateau"] for r in main_rows}
-    plateau_frac = [
-        p["mean_fraction_in_[0.99,1.01]"]
-        if p["mean_fraction_in_[0.99,1.01]"] is not None
-        else band_frac.get(p["address"])
-        for p in regular
-    ]
-    plateau_frac = [f for f in plateau_frac if f is not None]
-    img_dep = max(p["max_rel_L2_diff_across_images"] for p in spread_rows)
-    reg_rows = [r for r in main_rows if r["kind"] == "regular"]
-    ones_share = [r["exact_ones"] / r["plateau"] for r in reg_rows if r["exact_ones"] and r["plateau"]]
-    mean_pl = 100 * float(np.mean(plateau_frac))
-    per_stage = ", ".join(f"{100 * f:.1f}%" for f in plateau_frac)
-    txt = (
-        f"Fifth unit of each stage: on average {mean_pl:.1f}% of the singular values lie in "
-        f"[0.99, 1.01] (per stage: {per_stage})."
-    )
-    if ones_share:
-        share = 100 * float(np.mean(ones_share))
-        txt += (
-            f" Over the regular units at image 0, {share:.1f}% of the plateau values are exactly 1 "
-            "by structure (rank bound m - 2r); the rest lie near 1."
-        )
-    sec.text.append(txt)
-    sec.text.append(
-        f"Across the {n_scree} images the unit spectra differ by at most {100 * img_dep:.2f}% "
-        "(largest relative L2 distance of one image's sorted spectrum from the mean over images)."
-    )
-    stage_frac = {}
-    for r in main_rows:
-        stage_frac.setdefault(r["stage"], []).append(r)
-    trend = []
-    for st, rs in sorted(stage_frac.items()):
-        rs = [r for r in rs if r["kind"] == "regular"]
-        if len(rs) >= 2:
-            trend.append(
-                (st, rs[0]["frac_plateau"], rs[-1]["frac_plateau"], rs[0]["frac_zero"], rs[-1]["frac_zero"])
-            )
-    sec.text.append(
-        "Through each stage (first to last regular unit): "
-        + "; ".join(
-            f"stage {st}: plateau {100 * a:.1f}% -> {100 * b:.1f}%, zeros {100 * c:.1f}% -> {100 * e:.1f}%"
-            for st, a, b, c, e in trend
-        )
-        + "."
-    )
-    ok_plateau = bool(plateau_frac) and float(np.mean(plateau_frac)) > 0.3
-    ctx.findings.append(
-        Finding(
-            "Spectra",
-            "Most singular values of (regular) unit Jacobians are 1: a plateau in the scree plot.",
-            f"{100 * float(np.mean(plateau_frac)):.1f}% in [0.99, 1.01] for the fifth units",
-            "reproduced"
-            if float(np.mean(plateau_frac)) > 0.5
-            else ("partly" if ok_plateau else "not reproduced"),
+    sec.data.append(ctx.write_csv("figure2_bands.csv", fig2_all))
+    sec.data.append(ctx.write_csv("figure2_band_summary.csv", summary_all))
+    sec.tables.append(
+        (
+            "Figure 2: median fraction per unit and band over the images (95% CI)",
+            [
+                {k: r[k] for k in ("model", "address", "kind", "band", "median", "low", "high", "n_images")}
+                for r in summary_all
+            ],
         )
     )
-    ctx.findings.append(
-        Finding(
-            "Spectra",
-            "Spectra differ only slightly between images.",
-            f"max relative L2 deviation {100 * img_dep:.2f}% over {n_scree} images (verdict threshold "
-            f"{100 * IMAGE_DEPENDENCE_TOL:.0f}%)",
-            "reproduced" if img_dep < IMAGE_DEPENDENCE_TOL else "not reproduced",
-        )
-    )
-    if len(trend) >= 3:
-        last = trend[-1]
-        ctx.findings.append(
-            Finding(
-                "Spectra",
-                "In the third stage the plateau shrinks and zeros grow along the stage.",
-                f"stage {last[0]}: plateau {100 * last[1]:.1f}% -> {100 * last[2]:.1f}%, zeros "
-                f"{100 * last[3]:.1f}% -> {100 * last[4]:.1f}%",
-                "reproduced" if (last[2] < last[1] and last[4] > last[3]) else "not reproduced",
-            )
-        )
-    stage_panels = d["rows"].get("stage", [])
-    if stage_panels:
-        fr = [
-            float(np.mean([np.mean(np.abs(np.asarray(sv) - 1) <= 0.01) for sv in p["spectra"]]))
-            for p in stage_panels
-        ]
-        top = [float(np.mean([np.asarray(sv)[0] for sv in p["spectra"]])) for p in stage_panels]
-        sec.text.append(
-            "Stage operators: "
-            + ", ".join(
-                f"stage {i + 1}: sigma_max {t:.3g}, {100 * f:.1f}% of computed values in [0.99, 1.01]"
-                for i, (t, f) in enumerate(zip(top, fr, strict=True))
-            )
-            + (" (top-k values only in quick mode)." if ctx.cfg.quick else ".")
-        )
-        full = [
-            i
-            for i, p in enumerate(stage_panels)
-            if all(len(sv) == int(p.get("n", len(sv))) for sv in p["spectra"])
-        ]
-        if full:  # the plateau share is known for the stages whose whole spectrum was computed
-            fr_full = max(fr[i] for i in full)
-            measured = f"largest sigma_max {max(top):.3g}; plateau share <= {100 * fr_full:.1f}%"
-            if len(full) < len(stage_panels):
-                measured += f" (whole spectra of stages {', '.join(str(i + 1) for i in full)})"
-            verdict = "reproduced" if fr_full < 0.2 and max(top) > 2 else "not reproduced"
-        else:  # top-k values only: the plateau share of the whole spectrum is not known
-            k_min = min(len(sv) for p in stage_panels for sv in p["spectra"])
-            measured = (
-                f"largest sigma_max {max(top):.3g}; plateau not assessed (top-{k_min} values only, "
-                "run without --quick)"
-            )
-            verdict = "partly" if max(top) > 2 else "not reproduced"
-        ctx.findings.append(
-            Finding(
-                "Spectra",
-                "Stage Jacobians have no plateau and a few very large singular values.",
-                measured,
-                verdict,
-            )
-        )
     return sec
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in name)
+
+
+def _images_per_model(rows: list[dict]) -> dict[str, int]:
+    out: dict[str, set] = {}
+    for r in rows:
+        out.setdefault(r["model"], set()).add(r["image"])
+    return {m: len(v) for m, v in out.items()}
+
+
+def _dep_table(dep: list[dict]) -> list[dict]:
+    return [
+        {
+            "image": r["image"],
+            "unit": r["unit"],
+            "d_image": r["d_image"],
+            "d_alpha_1.25": r["d_alpha"],
+            "d_t_0.75_mean": r["d_t_mean"],
+            "d_arch": r["d_arch"],
+            "ratio_mean": float(np.mean(r["ratio"])),
+            "d_scale": r["d_scale"],
+        }
+        for r in dep
+    ]
+
+
+def _findings(
+    ctx: ReportContext,
+    net,
+    scree: dict,
+    n_scree: int,
+    fig2: list[dict],
+    fig2_source: str,
+    fifth: list[dict],
+    k5: int,
+    fifth_addr: list[str],
+    dep: list[dict],
+    dep_unit: str,
+    dep_seeds: int,
+    n_models: int,
+) -> list[Finding]:
+    section = "Spectra" + (f" ({net.name})" if n_models > 1 else "")
+    seed = ctx.cfg.seed
+    out: list[Finding] = []
+    nst = len(net.stages)
+    imgs5 = ctx.images_text(k5)
+    per = by_image(fifth)
+    where = ", ".join(fifth_addr)
+
+    def fifth_stat(key, reduce=np.mean, stages=None):
+        vals = []
+        for rows in per.values():
+            rs = [r for r in rows if stages is None or int(r["stage"]) in stages]
+            vals.append(float(reduce([float(r[key]) for r in rs])) if rs else math.nan)
+        return np.array(vals)
+
+    def per_stage(key):
+        return ", ".join(
+            f"{a}: {100 * np.median([float(r[key]) for r in fifth if r['address'] == a]):.1f}%"
+            for a in fifth_addr
+        )
+
+    # S1: the plateau
+    v = fifth_stat("frac_plateau")
+    est = estimate(v, seed)
+    ex = fifth_stat("frac_exact_ones") if all(r.get("frac_exact_ones") is not None for r in fifth) else None
+    out.append(
+        make_finding(
+            section,
+            "Most singular values of the (regular) unit Jacobians are 1: a plateau in the scree plot (Sec. "
+            "3.2, "
+            "Fig. 1 top, abstract).",
+            f"per image: fraction of singular values in [0.99, 1.01], mean over units {where}; median over "
+            "images",
+            R.level_above(est, R.MOST, R.PLATEAU_MIN),
+            est,
+            images=imgs5,
+            measured=f"{est.text('.3g', 100, '%')}; per unit (median): {per_stage('frac_plateau')}"
+            + (f"; exactly 1 by structure: {100 * np.median(ex):.1f}%" if ex is not None else ""),
+        )
+    )
+    # S2: unstable directions
+    v = fifth_stat("frac_above")
+    est = estimate(v, seed)
+    out.append(
+        make_finding(
+            section,
+            "A non-negligible number of singular values lies above 1: the units are unstable in those "
+            "directions (Sec. 3.2).",
+            f"per image: fraction of singular values > 1.01, mean over units {where}; median over images",
+            R.level_above(est, R.NON_NEGLIGIBLE, 0.0),
+            est,
+            images=imgs5,
+            measured=f"{est.text('.3g', 100, '%')}; per unit: {per_stage('frac_above')}",
+        )
+    )
+    # S3: high rank in stages 1..L-1
+    early = set(range(1, nst))
+    have_early = [a for a in fifth_addr if int(a.split(".")[0]) in early]
+    if have_early:
+        v = np.array([1 - x for x in fifth_stat("frac_zero", np.max, early)])
+        est = estimate(v, seed)
+        dec = R.level_above(est, R.HIGH_RANK)
+    else:
+        est, dec = (
+            estimate([]),
+            R.not_testable("no fifth unit of stages 1..L-1 in this run (quick mode limits units)"),
+        )
+    out.append(
+        make_finding(
+            section,
+            "The unit Jacobians have high rank: no low-rank structure (Sec. 3.2, Fig. 1 top).",
+            f"per image: smallest non-zero fraction (rank / n) over units {', '.join(have_early) or '-'}; "
+            "median",
+            dec,
+            est,
+            images=imgs5,
+            measured=f"{est.text('.3g', 100, '%')} of the values non-zero; zeros per unit: "
+            f"{per_stage('frac_zero')}",
+        )
+    )
+    # S3b: the exception of ResNet-56's third stage
+    claim = (
+        "Exception: the third-stage unit of ResNet-56 has lower rank than the units of stages 1-2 (Sec. 3.2)."
+    )
+    stat = (
+        "per image: rank fraction of the last stage's fifth unit minus the smallest of stages 1..L-1; median"
+    )
+    is56 = len(net.units) == 27 and nst == 3
+    last_addr = f"{nst}.{min(5, len(net.stages[-1]))}"
+    if not is56:
+        out.append(
+            make_finding(
+                section,
+                claim,
+                stat,
+                R.not_testable(
+                    f"the paper states it for ResNet-56 only; {net.name} has {len(net.units)} units"
+                ),
+                images=imgs5,
+            )
+        )
+    elif last_addr not in fifth_addr or not have_early:
+        out.append(
+            make_finding(
+                section, claim, stat, R.not_testable("needs the fifth units of every stage"), images=imgs5
+            )
+        )
+    else:
+        v = np.array(
+            [
+                (1 - float(next(r for r in rows if r["address"] == last_addr)["frac_zero"]))
+                - min(1 - float(r["frac_zero"]) for r in rows if int(r["stage"]) in early)
+                for rows in per.values()
+            ]
+        )
+        est, test = estimate(v, seed), signed_rank(v, "less")
+        out.append(
+            make_finding(
+                section,
+                claim,
+                stat,
+                R.directional(est, test, "less", "the rank difference"),
+                est,
+                test,
+                test_what="rank difference < 0",
+                images=imgs5,
+                measured=est.text(".3g", 100, " points"),
+            )
+        )
+    out.append(_dependence_finding(section, ctx, dep, dep_unit, dep_seeds, seed))
+    out.extend(_scree_findings(section, ctx, net, scree, n_scree, seed))
+    out.extend(_trend_findings(section, net, fig2, fig2_source, seed))
+    return out
+
+
+def _dependence_finding(section: str, ctx: ReportContext, dep, unit: str, n_seeds: int, seed: int) -> Finding:
+    claim = (
+        "The spectra differ only slightly between images, in contrast with changes of the unit's "
+        "architecture "
+        "or weights (abstract, Sec. 3.2, 3.4, 4)."
+    )
+    stat = (
+        f"per image (unit {unit or '-'}): median distance of its sorted spectrum to the other images' / "
+        "distance "
+        f"to the same unit with alpha 1 -> {ALPHA_STEP:g} or t 1 -> {T_STEP:g} (the smaller; {n_seeds} noise "
+        "seeds); relative L2 distance; median over images"
+    )
+    if len(dep) < 2:
+        return make_finding(
+            section, claim, stat, R.not_testable("needs at least 2 images and a regular unit")
+        )
+    ratio = np.array([r["ratio"] for r in dep])
+    est = estimate(ratio, seed)
+    d_img = np.array([r["d_image"] for r in dep])
+    d_arch = np.array([r["d_arch"] for r in dep])
+    test = signed_rank(d_img / d_arch, "less", 1.0, log=True)
+    dec = R.directional(est, test, "less", "the ratio (image distance / architecture distance)", null=1.0)
+    return make_finding(
+        section,
+        claim,
+        stat,
+        dec,
+        est,
+        test,
+        test_what="log(d_image / d_arch) < 0, paired per image",
+        images=ctx.images_text(len(dep)),
+        measured=(
+            f"ratio {est.text()}; d_image median {np.median(d_img):.3g}, d(alpha {ALPHA_STEP:g}) "
+            f"{np.median([r['d_alpha'] for r in dep]):.3g}, d(t {T_STEP:g}) "
+            f"{np.median([r['d_t_mean'] for r in dep]):.3g}"
+        ),
+    )
+
+
+def _scree_findings(
+    section: str, ctx: ReportContext, net, scree: dict, n_scree: int, seed: int
+) -> list[Finding]:
+    out = []
+    rows = scree["rows"]
+    imgs = ctx.images_text(n_scree)
+    n_img = len(rows["unit"][0]["spectra"]) if rows["unit"] else 0
+    ds = rows["downsampling"]
+    unit = rows["unit"]
+    # S5a: no plateau in the first units of stages 2..L
+    later = [p for p in ds[1:] if all(_whole(p, i) for i in range(n_img))]
+    claim = (
+        "The first (down-sampling) units of stages 2 and 3 have no significant portion of values near 1 "
+        "(Sec. 3.2, Fig. 1 middle)."
+    )
+    stat = "per image: largest fraction of values in [0.99, 1.01] over the first units of stages 2..L; median"
+    if later:
+        v = np.array([max(_frac(p["spectra"][i]) for p in later) for i in range(n_img)])
+        est = estimate(v, seed)
+        dec = R.level_below(est, R.PLATEAU_MIN)
+        measured = (
+            est.text(".3g", 100, "%")
+            + "; "
+            + ", ".join(
+                f"{p['label']}: {100 * np.median([_frac(s) for s in p['spectra']]):.2f}%" for p in later
+            )
+        )
+    else:
+        est, dec, measured = (
+            estimate([]),
+            R.not_testable("needs whole spectra of the first units (run without --quick)"),
+            "",
+        )
+    out.append(make_finding(section, claim, stat, dec, est, images=imgs, measured=measured))
+    # S5b: stage 1's first unit: plateau less pronounced than its fifth unit
+    claim = (
+        "The first unit of stage 1 still has many values around 1, but its plateau is less pronounced than "
+        "the regular units' (Fig. 1 middle)."
+    )
+    stat = "per image: fraction in [0.99, 1.01] of unit 1.1 minus that of the fifth unit of stage 1; median"
+    p1, p5 = ds[0], unit[0]
+    if p1.get("address") == p5.get("address"):
+        dec, est, test = R.not_testable("stage 1 has a single unit"), estimate([]), None
+    elif not all(_whole(p1, i) and _whole(p5, i) for i in range(n_img)):
+        dec, est, test = (
+            R.not_testable("needs whole spectra of the stage-1 units (run without --quick)"),
+            estimate([]),
+            None,
+        )
+    else:
+        v = np.array([_frac(p1["spectra"][i]) - _frac(p5["spectra"][i]) for i in range(n_img)])
+        est, test = estimate(v, seed), signed_rank(v, "less")
+        dec = R.directional(est, test, "less", "the difference")
+    out.append(
+        make_finding(
+            section,
+            claim,
+            stat,
+            dec,
+            est,
+            test,
+            test_what="difference < 0",
+            images=imgs,
+            measured=est.text(".3g", 100, " points") if est.n else "",
+        )
+    )
+    # S6: mean singular value 1
+    claim = (
+        "The singular values of the unit Jacobians have a mean of 1 (fifth units and the first unit of stage "
+        "1; Sec. 3.2, Fig. 1)."
+    )
+    stat = "per image: largest |mean singular value - 1| over the fifth units and unit 1.1; median"
+    panels = unit + [ds[0]]
+    if all(_whole(p, i) for p in panels for i in range(n_img)) and n_img:
+        v = np.array([max(abs(float(np.mean(p["spectra"][i])) - 1) for p in panels) for i in range(n_img)])
+        est = estimate(v, seed)
+        dec = R.level_below(est, R.MEAN_ONE_TOL, pct=False)
+        measured = (
+            est.text()
+            + "; means: "
+            + ", ".join(f"{p['label']}: {np.median([np.mean(s) for s in p['spectra']]):.3g}" for p in panels)
+        )
+    else:
+        est, dec, measured = estimate([]), R.not_testable("needs whole spectra (run without --quick)"), ""
+    out.append(make_finding(section, claim, stat, dec, est, images=imgs, measured=measured))
+    # S7: stages: no plateau, a few very large values
+    st = rows.get("stage", [])
+    claim = (
+        "The stage Jacobians have no plateau and a small number of very large singular values (Fig. 1 "
+        "bottom)."
+    )
+    if st and unit:
+        ratio = np.array(
+            [
+                min(
+                    float(np.asarray(p["spectra"][i])[0]) / float(np.asarray(u["spectra"][i])[0])
+                    for p, u in zip(st, unit, strict=False)
+                )
+                for i in range(n_img)
+            ]
+        )
+        e_big = estimate(ratio, seed)
+        t_big = signed_rank(ratio, "greater", 1.0, log=True)
+        big = R.directional(e_big, t_big, "greater", "sigma_max(stage) / sigma_max(its fifth unit)", null=1.0)
+        whole = [p for p in st if all(_whole(p, i) for i in range(n_img))]
+        if whole:
+            pl = np.array([max(_frac(p["spectra"][i]) for p in whole) for i in range(n_img)])
+            e_pl = estimate(pl, seed)
+            flat = R.level_below(e_pl, R.PLATEAU_MIN)
+            dec = R.all_of([flat, big])
+            pl_text = (
+                f"plateau share (stages {', '.join(str(p['stage']) for p in whole)}) "
+                f"{e_pl.text('.3g', 100, '%')}"
+            )
+        else:
+            k_min = min(len(sv) for p in st for sv in p["spectra"])
+            pl_text = f"plateau not assessed (top-{k_min} values only; run without --quick)"
+            dec = R.Decision(
+                R.PARTLY if big.verdict == R.REPRODUCED else big.verdict,
+                big.rule + "; the plateau part needs whole stage spectra: at best partly without them",
+                big.why + "; " + pl_text,
+            )
+        out.append(
+            make_finding(
+                section,
+                claim,
+                "per image: smallest ratio sigma_max(stage) / sigma_max(fifth unit of "
+                "the stage) over the stages, and the largest plateau share of a stage; median",
+                dec,
+                e_big,
+                t_big,
+                test_what="log ratio > 0",
+                images=imgs,
+                measured=f"sigma_max ratio {e_big.text()}; {pl_text}",
+            )
+        )
+    return out
+
+
+TRENDS = (
+    # (claim, band, stages ("early" | "last" | "all"), direction, magnitude)
+    (
+        "The number of singular values greater than 1 decreases slightly through the network (Fig. 2, first "
+        "bullet).",
+        "above",
+        "all",
+        "less",
+        None,
+    ),
+    (
+        "The number of singular values at 1 increases throughout the first two stages (Fig. 2, second "
+        "bullet).",
+        "plateau",
+        "early",
+        "greater",
+        None,
+    ),
+    (
+        "The number of singular values at 1 decreases drastically in the third stage: the plateau loses its "
+        "width "
+        "(Fig. 2, second bullet; Sec. 3.2).",
+        "plateau",
+        "last",
+        "less",
+        R.DRASTIC,
+    ),
+    (
+        "The number of singular values at 0 decreases slightly during the first two stages: the ranks grow "
+        "(Fig. 2, "
+        "third bullet).",
+        "zero",
+        "early",
+        "less",
+        None,
+    ),
+    (
+        "The number of non-zero singular values decreases steeply in the third stage: the ranks fall (Fig. "
+        "2, third "
+        "bullet).",
+        "zero",
+        "last",
+        "greater",
+        None,
+    ),
+)
+
+
+def _trend_findings(section: str, net, fig2: list[dict], source: str, seed: int) -> list[Finding]:
+    out = []
+    per = by_image(fig2)
+    nst = len(net.stages)
+    for claim, band, where, direction, magnitude in TRENDS:
+        stages = {"early": list(range(1, nst)), "last": [nst], "all": list(range(1, nst + 1))}[where]
+        stat = (
+            f"per image: robust (Theil-Sen) slope of the fraction {band} against the position of the regular "
+            "units "
+            + (
+                "through the network"
+                if where == "all"
+                else f"within stage(s) {', '.join(map(str, stages))} (mean)"
+            )
+            + " scaled to [0, 1] (= fitted change first -> last unit); median over images"
+        )
+        first = next(iter(per.values()), [])
+        short = [s for s in stages if len(regular_units(first, s)) < R.MIN_TREND_UNITS]
+        missing = [s for s in stages if not regular_units(first, s)]
+        if not per:
+            dec, est, test, measured = R.not_testable("no band rows"), estimate([]), None, ""
+        elif where == "all" and missing:
+            dec = R.not_testable(
+                f"no band counts of the units of stage(s) {', '.join(map(str, missing))} in this run"
+            )
+            est, test, measured = estimate([]), None, ""
+        elif where != "all" and short:
+            dec = R.not_testable(
+                f"stage(s) {', '.join(map(str, short))} of {net.name} have fewer than {R.MIN_TREND_UNITS} "
+                "regular units"
+            )
+            est, test, measured = estimate([]), None, ""
+        else:
+            slopes, rels = [], []
+            for rows in per.values():
+                if where == "all":
+                    t = network_trend(rows, band)
+                    slopes.append(t["slope"])
+                    rels.append(t["relative_change"])
+                else:
+                    ts = [stage_trend(rows, band, s) for s in stages]
+                    slopes.append(float(np.mean([t["slope"] for t in ts])))
+                    rels.append(float(np.mean([t["relative_change"] for t in ts])))
+            est, test = estimate(slopes, seed), signed_rank(slopes, direction)
+            rel = estimate(rels, seed)
+            dec = R.trend(est, test, direction, rel, magnitude)
+            measured = (
+                f"fitted change {est.text('.3g', 100, ' points')}; relative change "
+                f"{rel.text('.3g', 100, '%')}"
+            )
+        out.append(
+            make_finding(
+                section,
+                claim,
+                stat,
+                dec,
+                est,
+                test,
+                test_what=f"slope {'<' if direction == 'less' else '>'} 0",
+                images=source,
+                measured=measured,
+            )
+        )
+    return out
