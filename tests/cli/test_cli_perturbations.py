@@ -67,6 +67,6 @@ def test_cli_propagate_and_figures(tiny_cli, tmp_path, capsys):
 def test_cli_errors(tiny_cli, tmp_path, capsys):
     rc = linstab.cli.main(["propagate", "--attack", "jsma", "--out", str(tmp_path / "x.csv"), "--no-progress"])
     assert rc == 2
-    assert "unknown perturbation 'bim'" in capsys.readouterr().err
+    assert "unknown perturbation 'jsma'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         linstab.cli.main(["propagate", "--k", "zero", "--out", str(tmp_path / "x.csv")])

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ..analyses.attacks import ATTACKS
+from ..analyses.attacks import ATTACKS, CONTROLS
 from ..analyses.perturbations import analyze, read_rows, summary_table, write_summary
 from ..analyses.propagation import PERTURBATIONS, default_projection_units, parse_perturbations
 from ..data.selection import parse_index_spec
@@ -96,7 +96,8 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--attack",
         default="fgsm,random",
-        help=f"comma list of {', '.join(PERTURBATIONS)}, or all (default fgsm,random)",
+        help=f"comma list of {', '.join(PERTURBATIONS)}, or all (default fgsm,random); also the controls "
+        f"{', '.join(CONTROLS)} and random:N (random noise with seed + N)",
     )
     p.add_argument(
         "--k",
