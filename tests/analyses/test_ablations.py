@@ -10,10 +10,12 @@ import torch
 from factories import make_net, tiny_image
 
 from linstab.analyses.ablations import (
+    Variant,
     interpolate_weights,
     scale_skip,
     scale_skip_network,
     skip_scaling_study,
+    variant_point,
     weight_interpolation_study,
 )
 from linstab.operators import UnitJacobian
@@ -114,3 +116,37 @@ def test_studies_on_tiny_net():
         assert np.all(np.diff(s) <= 1e-12) and sum(p.bands.values()) == s.size
     tp = weight_interpolation_study(net, tiny_image(3), 1, 2, ts=(0.0, 1.0))
     assert tp[0].parameter == "t" and tp[1].value == 1.0
+
+
+def test_norm_preserving_interpolation_keeps_the_norm():
+    net = make_net("option-B", seed=4)
+    u = net.unit(2, 1)
+    orig = u.canonical.state_dict()
+    plain = interpolate_weights(u, 0.5, seed=1).state_dict()
+    kept = interpolate_weights(u, 0.5, seed=1, preserve_norm=True).state_dict()
+    for k, v in orig.items():
+        if k.endswith("conv.weight"):
+            assert float(plain[k].norm()) < 0.9 * float(v.norm())  # about 0.71 ||theta||
+            assert float(kept[k].norm()) == pytest.approx(float(v.norm()), rel=1e-5)
+            # the same direction as the plain interpolation
+            cos = float((kept[k] * plain[k]).sum() / (kept[k].norm() * plain[k].norm()))
+            assert cos == pytest.approx(1.0, abs=1e-6)
+
+
+def test_variants_share_names_and_give_band_counts_around_the_plateau():
+    assert Variant("alpha", 1.0).canonical() == Variant("t", 1.0, 3).canonical() == Variant("none", 1.0)
+    assert Variant("t-norm", 0.0, 2).canonical() == Variant("t", 0.0, 2)
+    assert Variant("alpha", 1.25).plateau == 1.25 and Variant("t", 0.5).plateau == 1.0
+    assert Variant("t-norm", 0.5, 1).key == "t-norm=0.5/seed1"
+    with pytest.raises(ValueError, match="parameter"):
+        Variant("beta", 1.0)
+    net = make_net("option-A", seed=6)
+    x = tiny_image(3)
+    for v in (Variant("alpha", 0.5), Variant("t", 0.5, 1), Variant("t-norm", 0.5, 1)):
+        p = variant_point(net, x, 1, 2, v, spectrum_values=True)
+        q = variant_point(net, x, 1, 2, v)
+        s = np.asarray(p.singular_values)
+        lo, hi = 0.99 * v.plateau, 1.01 * v.plateau
+        assert p.bands["plateau"] == int(((s >= lo) & (s <= hi)).sum())
+        assert p.bands == q.bands  # counted by inertia: the same numbers
+        assert q.n_plateau_exact is not None and q.extra["n"] == s.size

@@ -191,3 +191,53 @@ def test_attacks_on_resnet20(shared_weights):
             assert r.success, (name, r.note)
             assert int(net.predict(r.x_adv).argmax(1)) != int(y[r.index])
             assert 0 < r.linf < 0.1
+
+
+# ---- controls: the adversarial direction without (or regardless of) a label flip ---------------
+def test_fgsm_half_is_the_fgsm_direction_at_half_the_minimal_eps_and_does_not_flip(net, batch):
+    x, y = batch
+    base = attacks.fgsm(net, x, y, eps_grid=GRID)
+    half = attacks.run_attack(net, x, y, "fgsm-half", eps_grid=GRID)
+    direction = _fgsm_direction(net, x, y)
+    checked = 0
+    for b, h in zip(base, half, strict=True):
+        assert h.attack == "fgsm-half"
+        if not b.success:
+            assert not h.success
+            continue
+        assert h.params["eps_min"] == pytest.approx(b.eps)
+        assert h.eps == pytest.approx(0.5 * b.eps)
+        assert torch.allclose(h.x_adv, (x[h.index] + h.eps * direction[h.index]).clamp(0, 1))
+        # success means: a valid perturbation that does NOT flip the label (checked independently)
+        assert h.success == (not h.flipped)
+        if h.success:
+            assert int(net.predict(h.x_adv).argmax(1)) == int(y[h.index])
+            checked += 1
+    assert checked >= 3
+    with pytest.raises(ValueError, match="scale"):
+        attacks.fgsm_half(net, x, y, scale=1.0)
+
+
+def test_fixed_eps_fgsm_and_bim_stay_in_the_budget_whether_or_not_they_flip(net, batch):
+    x, y = batch
+    eps = attacks.KURAKIN_EPS
+    fixed = attacks.run_attack(net, x, y, "fgsm-fixed")
+    direction = _fgsm_direction(net, x, y)
+    for r in fixed:
+        assert r.success and r.eps == pytest.approx(eps)  # a control: success does not need a flip
+        assert torch.allclose(r.x_adv, (x[r.index] + eps * direction[r.index]).clamp(0, 1))
+    res = attacks.run_attack(net, x, y, "bim")
+    assert res[0].params["steps"] == 10  # min(8 + 4, 1.25 * 8) for eps = 8/255
+    for r in res:
+        assert r.success and r.linf <= eps + 1e-6
+        assert float(r.x_adv.min()) >= 0 and float(r.x_adv.max()) <= 1
+        assert r.flipped == (int(net.predict(r.x_adv).argmax(1)) != int(y[r.index]))
+    # one BIM step of size eps is FGSM at eps
+    one = attacks.bim(net, x, y, eps=eps, step=eps, steps=1)
+    for a, b in zip(one, fixed, strict=True):
+        assert torch.allclose(a.x_adv, b.x_adv, atol=1e-7)
+    # the iterations increase the loss over one FGSM step (same budget)
+    loss = [F.cross_entropy(net.module(torch.stack([r.x_adv for r in rr])), y).item() for rr in (fixed, res)]
+    assert loss[1] >= loss[0] - 1e-6
+    with pytest.raises(ValueError, match="steps"):
+        attacks.bim(net, x, y, steps=0)

@@ -293,3 +293,82 @@ def test_resnet20_fgsm_deepfool_random(shared_weights):
             assert r["eq1"] <= r["lin_pred"] * (1 + 1e-6) <= r["eq1_upper"] * (1 + 1e-4)
     # random perturbations of the FGSM size stay in the linear regime much better
     assert summ["random"]["lin_rel_err"] < summ["fgsm"]["lin_rel_err"]
+
+
+# ---- per-image statistics of the report ----------------------------------------------------------------
+def _synthetic_rows(name, image, growth, kinds, align=None, flipped=True):
+    """Rows of one image and perturbation: the stem, then units (stage, index) with given growth."""
+    common = {"image": image, "perturbation": name, "flipped": flipped, "eps": 0.01, "pert_l2": 0.5,
+              "pert_linf": 0.01, "numel": 16}  # fmt: skip
+    stem = {"address": "stem", "stage": 0, "index": 0, "kind": "stem", "growth": 1.0, "align10": math.nan,
+            "lin_rel_err": math.nan, "in_norm": 1.0, "norm": 1.0, "normalized": 1.0}  # fmt: skip
+    out = [{**common, **stem}]
+    norm = 1.0
+    for (stage, index), g, kind in zip(growth.keys(), growth.values(), kinds, strict=True):
+        out.append(
+            {
+                **common,
+                "address": f"{stage}.{index}",
+                "stage": stage,
+                "index": index,
+                "kind": kind,
+                "growth": g,
+                "normalized": norm * g,
+                "align10": (align or {}).get((stage, index), math.nan),
+                "lin_rel_err": 0.01,
+                "in_norm": norm,
+                "norm": norm * g,
+            }
+        )
+        norm *= g
+    return out
+
+
+def test_per_image_statistics_exclude_downsampling_units_from_the_stage_mean():
+    units = [(1, 1), (1, 2), (2, 1), (2, 2), (2, 3), (2, 4), (2, 5), (2, 6)]
+    kinds = ["regular", "regular", "downsampling", "regular", "regular", "regular", "regular", "regular"]
+    growth = dict(zip(units, [1.2, 0.9, 0.6, 1.0, 1.0, 1.5, 1.5, 1.5], strict=True))
+    align = {(2, 4): 0.01, (2, 5): 0.02, (2, 6): 0.2}
+    rows = _synthetic_rows("fgsm", "0", growth, kinds, align) + _synthetic_rows(
+        "random:1", "0", growth, kinds
+    )
+    stats = P.per_image_statistics(rows, last_units=3)
+    assert [s["perturbation"] for s in stats] == ["fgsm", "random:1"]
+    s = stats[0]
+    # the last 3 units (2.4-2.6) against the regular units before them (2.2, 2.3); 2.1 left out
+    assert s["n_baseline"] == 2 and s["last3_growth"] == pytest.approx(1.5)
+    assert s["baseline_growth"] == pytest.approx(1.0) and s["jump"] == pytest.approx(math.log(1.5))
+    assert s["growth_early"] == pytest.approx(math.sqrt(1.2 * 0.9)) and s["frac_growing_early"] == 0.5
+    assert s["growth_last"] == pytest.approx(1.5 ** (3 / 5))
+    assert s["align10_final"] == 0.2 and s["align10_earlier"] == pytest.approx(0.015)
+    assert s["lin_rel_err_last"] == pytest.approx(0.01)
+    # the naive "no change" prediction is off by |1 - g| / g at each unit
+    naive = sorted(abs(1 - g) / g for g in (0.6, 1.0, 1.0, 1.5, 1.5, 1.5))
+    assert s["naive_rel_err_last"] == pytest.approx(0.5 * (naive[2] + naive[3]))
+    # the summary's stage mean without the down-sampling unit
+    summ = P.summarize(rows)
+    assert summ[0]["last3_vs_regular"] == pytest.approx(1.5)
+    assert summ[0]["last3_vs_stage"] < summ[0]["last3_vs_regular"]
+
+
+def test_random_repeats_and_controls_are_perturbation_names(net, images):
+    assert pg.parse_perturbations("fgsm,random,random:2,fgsm-half,bim") == [
+        "fgsm", "random", "random:2", "fgsm-half", "bim"]  # fmt: skip
+    assert pg.parse_perturbations("all") == list(pg.PERTURBATIONS)
+    assert pg.random_repeat("random") == 0 and pg.random_repeat("random:3") == 3
+    assert pg.random_repeat("random:0") is None and pg.random_repeat("fgsm") is None
+    with pytest.raises(ValueError, match="random:N"):
+        pg.parse_perturbations("random:x")
+    y = net.predict(images).argmax(1)
+    res = P.analyze(
+        net, images, y, "fgsm,random,random:1,fgsm-half", k=4, spectral_units="none", progress=False
+    )
+    by = {(r["perturbation"], r["image"]): r for r in res.rows if r["address"] == "stem"}
+    for (name, image), r in by.items():
+        if name.startswith("random"):
+            assert r["pert_l2"] == pytest.approx(by[("fgsm", image)]["pert_l2"], rel=1e-6)
+        if name == "fgsm-half":
+            assert not r["flipped"]
+    d0 = [a.delta for a in res.attacks["random"] if a.success]
+    d1 = [a.delta for a in res.attacks["random:1"] if a.success]
+    assert d0 and not any(torch.equal(a, b) for a, b in zip(d0, d1, strict=True))

@@ -65,7 +65,9 @@ def test_cli_propagate_and_figures(tiny_cli, tmp_path, capsys):
 
 
 def test_cli_errors(tiny_cli, tmp_path, capsys):
-    rc = linstab.cli.main(["propagate", "--attack", "jsma", "--out", str(tmp_path / "x.csv"), "--no-progress"])
+    rc = linstab.cli.main(
+        ["propagate", "--attack", "jsma", "--out", str(tmp_path / "x.csv"), "--no-progress"]
+    )
     assert rc == 2
     assert "unknown perturbation 'jsma'" in capsys.readouterr().err
     with pytest.raises(SystemExit):

@@ -63,7 +63,7 @@ class Estimate:
 
 
 @dataclass(frozen=True)
-class TestResult:
+class RankTest:
     """A paired (or one-sample) signed-rank test.
 
     Attributes:
@@ -176,7 +176,7 @@ def _normal_sf(z: float) -> float:
     return 0.5 * math.erfc(z / math.sqrt(2.0))
 
 
-def wilcoxon_signed_rank(x, y=None, *, alternative: str = "two-sided") -> TestResult:
+def wilcoxon_signed_rank(x, y=None, *, alternative: str = "two-sided") -> RankTest:
     """Wilcoxon signed-rank test of ``d = x - y`` (or of ``x`` alone) against a zero median.
 
     ``alternative="greater"``: the differences tend to be positive (``x > y``); ``"less"``:
@@ -203,11 +203,11 @@ def wilcoxon_signed_rank(x, y=None, *, alternative: str = "two-sided") -> TestRe
         d = xa
     d = d[np.isfinite(d)]
     if d.size == 0:
-        return TestResult(math.nan, math.nan, 0, "none", alternative)
+        return RankTest(math.nan, math.nan, 0, "none", alternative)
     d = d[d != 0]
     n = d.size
     if n == 0:
-        return TestResult(0.0, 1.0, 0, "none", alternative)
+        return RankTest(0.0, 1.0, 0, "none", alternative)
     ranks = _ranks(np.abs(d))
     r_plus = float(ranks[d > 0].sum())
     ties = np.unique(np.abs(d)).size < n
@@ -238,7 +238,7 @@ def wilcoxon_signed_rank(x, y=None, *, alternative: str = "two-sided") -> TestRe
         p = cdf
     else:
         p = min(1.0, 2.0 * min(sf, cdf))
-    return TestResult(r_plus, float(p), n, method, alternative)
+    return RankTest(r_plus, float(p), n, method, alternative)
 
 
 def min_p_value(n: int, alternative: str = "greater") -> float:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..analyses.statistics import Estimate, TestResult, bootstrap_ci, wilcoxon_signed_rank
+from ..analyses.statistics import Estimate, RankTest, bootstrap_ci, wilcoxon_signed_rank
 from ..io.tables import read_csv
 from .context import FINDING_FIELDS, Finding
 from .rules import Decision
@@ -28,7 +28,7 @@ def estimate(values, seed: int = 0) -> Estimate:
     return bootstrap_ci(values, seed=seed)
 
 
-def signed_rank(values, direction: str, null: float = 0.0, *, log: bool = False) -> TestResult:
+def signed_rank(values, direction: str, null: float = 0.0, *, log: bool = False) -> RankTest:
     """The one-sided signed-rank test of per-image values against ``null`` (seed means for 2-D
     values); ``log``: test ``log(values) - log(null)`` (for ratios).
     """
@@ -42,7 +42,7 @@ def signed_rank(values, direction: str, null: float = 0.0, *, log: bool = False)
     return wilcoxon_signed_rank(a - null, alternative=direction)
 
 
-def test_text(test: TestResult | None, what: str) -> str:
+def test_text(test: RankTest | None, what: str) -> str:
     """The test column: ``Wilcoxon signed-rank (exact), one-sided greater, n=20: <what>``."""
     if test is None:
         return ""
@@ -56,7 +56,7 @@ def make_finding(
     statistic: str,
     decision: Decision,
     est: Estimate | None = None,
-    test: TestResult | None = None,
+    test: RankTest | None = None,
     *,
     test_what: str = "",
     images: str = "",

@@ -2,7 +2,7 @@
 
 Every rule takes an :class:`~linstab.analyses.statistics.Estimate` (a median over images with
 its 95% bootstrap interval) and, for comparisons, a paired
-:class:`~linstab.analyses.statistics.TestResult`, and returns a :class:`Decision`: the verdict
+:class:`~linstab.analyses.statistics.RankTest`, and returns a :class:`Decision`: the verdict
 and the rule written out with its thresholds (it goes next to the number in ``findings.csv``).
 The thresholds are the named constants below; ``docs/findings.md`` gives the reason for each.
 They were fixed from the paper's wording before the numbers were looked at and are never
@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ..analyses.statistics import Estimate, TestResult, min_p_value
+from ..analyses.statistics import Estimate, RankTest, min_p_value
 
 REPRODUCED = "reproduced"
 PARTLY = "partly"
@@ -173,7 +173,7 @@ def level_below(
 
 def directional(
     est: Estimate,
-    test: TestResult,
+    test: RankTest,
     direction: str,
     what: str = "the per-image statistic",
     null: float = 0.0,
@@ -218,7 +218,7 @@ def directional(
 
 def trend(
     slope: Estimate,
-    test: TestResult,
+    test: RankTest,
     direction: str,
     relative_change: Estimate | None = None,
     magnitude: float | None = None,
