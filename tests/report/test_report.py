@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import os
 import re
 import shutil
 import subprocess
@@ -10,10 +12,15 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
-from factories import make_net
+import torch
+from factories import make_net, tiny_image
 
 from linstab.report import ReportConfig, build_report
+from linstab.report.context import FINDING_FIELDS
+from linstab.report.findings import read_findings
+from linstab.report.rules import VERDICTS
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -73,7 +80,12 @@ def test_report_files_and_text(tiny_report):
         assert (out / src).is_file(), src
     for link in re.findall(r"<a href='(data/[^']+)'", page):
         assert (out / link).is_file(), link
-    assert (out / "data" / "findings.csv").is_file()
+    # every finding: its fields, a known verdict, a rule; a statistic where it is testable
+    findings = read_findings(out / "data" / "findings.csv")
+    assert list(findings[0]) == list(FINDING_FIELDS)
+    for f in findings:
+        assert f["verdict"] in VERDICTS and f["rule"] and f["statistic"], f
+        assert f["images"] and ("cifar10-test-" in f["images"]), f["images"]
     # text is generated from the numbers: the measured Taylor order appears in the page
     rows = (out / "data" / "jacobian_tests.csv").read_text().splitlines()
     assert len(rows) > 1 and "order" in rows[0]
@@ -117,14 +129,32 @@ def test_stage_plateau_finding_needs_whole_stage_spectra(tmp_path, quick):
     cfg = ReportConfig(models=[], images=[0, 1], quick=quick, out=tmp_path / "out", cache_dir=tmp_path / "c",
                        progress=False)  # fmt: skip
     index = build_report(cfg, ("spectra",), nets=[make_net("option-A", seed=2)])
-    rows = (index.parent / "data" / "findings.csv").read_text().splitlines()
-    stage = [r for r in rows if r.startswith("Spectra,Stage Jacobians")]
+    rows = read_findings(index.parent / "data" / "findings.csv")
+    stage = [r for r in rows if r["claim"].startswith("The stage Jacobians")]
     assert len(stage) == 1
     if quick:
-        assert "plateau not assessed" in stage[0] and "plateau share" not in stage[0]
-        assert not stage[0].endswith(",reproduced")
+        assert "plateau not assessed" in stage[0]["measured"] and stage[0]["verdict"] != "reproduced"
     else:
-        assert "plateau share <=" in stage[0] and "not assessed" not in stage[0]
+        assert "plateau share" in stage[0]["measured"] and "not assessed" not in stage[0]["measured"]
+
+
+def test_report_image_specs_are_labelled(tmp_path):
+    """A spec string selects the images; lossy JPEG images are labelled in the findings and the record."""
+    net = make_net("option-A", seed=2)
+    cfg = ReportConfig(models=[], images="1,3", quick=True, out=tmp_path / "a", cache_dir=tmp_path / "c",
+                       progress=False)  # fmt: skip
+    out = build_report(cfg, ("jacobian",), nets=[net]).parent
+    env = json.loads((out / "environment.json").read_text())
+    assert env["image_ids"] == ["cifar10-test-1", "cifar10-test-3"] and not env["lossy"]
+    assert "lossless" in env["images"]
+    if not os.environ.get("LINSTAB_CIFAR10_JPEG"):
+        pytest.skip("needs LINSTAB_CIFAR10_JPEG for the jpeg: images")
+    cfg = replace(cfg, images="jpeg:0-1", out=tmp_path / "b")
+    out = build_report(cfg, ("jacobian",), nets=[net]).parent
+    env = json.loads((out / "environment.json").read_text())
+    assert env["lossy"] and all("(lossy)" in i for i in env["image_ids"])
+    (f,) = read_findings(out / "data" / "findings.csv")
+    assert "lossy JPEG" in f["images"]
 
 
 def test_report_bad_sections(tmp_path):
@@ -170,6 +200,62 @@ def test_full_quick_report_resnet20(shared_weights, tmp_path):
     assert "skipped: 1.3" in page
     findings = (index.parent / "data" / "findings.csv").read_text()
     assert "plateau not assessed (top-64 values only" in findings
+    assert "the last stage of resnet20-akamaster has 3 units" in findings  # the jump is not testable
     if CHROMIUM:
         n, total = (int(v) for v in images_loaded(index, tmp_path).split("/"))
         assert n == total
+
+
+def check_findings(findings: list[dict]) -> None:
+    """Every finding has a statistic, a rule and a verdict; a testable one a value and an interval
+    (with 2 or more images); a not testable one says why.
+    """
+    for f in findings:
+        assert f["verdict"] in VERDICTS and f["rule"] and f["statistic"], f
+        if f["verdict"] == "not testable":
+            assert f["why"], f  # says why instead of guessing
+            continue
+        value, low, high = (float(f[k]) for k in ("value", "ci_low", "ci_high"))
+        assert math.isfinite(value) and int(f["n_images"]) >= 2 and f["images"], f
+        assert math.isfinite(low) and math.isfinite(high) and low <= high, f
+        if f["test"]:
+            assert 0 <= float(f["p_value"]) <= 1, f
+
+
+def test_every_finding_of_the_full_pipeline_on_a_tiny_net(tmp_path):
+    """Every section, not quick, 6 small images (their labels are the model's predictions)."""
+    small = tmp_path / "images.npy"
+    np.save(small, torch.stack([tiny_image(s) for s in range(6)]).numpy())
+    cfg = ReportConfig(models=[], images=str(small), attacks=("fgsm",), out=tmp_path / "out",
+                       cache_dir=tmp_path / "c", progress=False, seeds=2)  # fmt: skip
+    index = build_report(cfg, nets=[make_net("option-A", seed=2)])
+    findings = read_findings(index.parent / "data" / "findings.csv")
+    check_findings(findings)
+    verdicts = {f["verdict"] for f in findings}
+    assert {"reproduced", "not testable"} <= verdicts and len(findings) >= 28
+    assert all("images.npy" in f["images"] for f in findings if f["verdict"] != "not testable")
+
+
+@pytest.mark.slow  # about 2 minutes on one thread
+def test_every_finding_has_a_statistic_an_interval_a_rule_and_a_verdict(shared_weights, tmp_path):
+    """Every section on ResNet-20 with 3 images (quick: whole-spectrum findings say not testable)."""
+    cfg = ReportConfig(
+        models=["resnet20-akamaster"],
+        images=[0, 1, 2],
+        quick=True,
+        attacks=("fgsm", "pgd"),
+        out=tmp_path / "out",
+        cache_dir=tmp_path / "cache",
+        progress=False,
+        seeds=2,
+    )
+    index = build_report(cfg)
+    findings = read_findings(index.parent / "data" / "findings.csv")
+    assert len(findings) >= 28
+    claims = " ".join(f["claim"] for f in findings)
+    for key in ("plateau", "jump", "aligned", "eq. (1)", "alpha", "t = 0.5", "images", "norm"):
+        assert key in claims, key
+    check_findings(findings)
+    # ResNet-20's last stage is too short for the jump: said, not guessed
+    jump = [f for f in findings if f["claim"].startswith("Adversarial (fgsm) perturbations jump")]
+    assert jump[0]["verdict"] == "not testable" and "3 units" in jump[0]["why"]

@@ -62,6 +62,7 @@ def test_level_below(e, verdict):
     [
         (est(0.2, 0.1, 0.3), tr(0.001), "greater", 0.0, R.REPRODUCED),
         (est(0.2, -0.1, 0.3), tr(0.2), "greater", 0.0, R.PARTLY),
+        (est(0.2, -0.1, 0.3), tr(0.01), "greater", 0.0, R.PARTLY),  # significant, but the CI reaches 0
         (est(-0.2, -0.3, -0.1), tr(0.99), "greater", 0.0, R.NOT_REPRODUCED),
         (est(0.0, -0.1, 0.1), tr(0.5), "greater", 0.0, R.NOT_REPRODUCED),
         (est(0.5, 0.3, 0.8), tr(0.01, alternative="less"), "less", 1.0, R.REPRODUCED),
@@ -72,7 +73,7 @@ def test_level_below(e, verdict):
 def test_directional(e, t, direction, null, verdict):
     d = R.directional(e, t, direction, "x", null=null)
     assert d.verdict == verdict
-    assert "Wilcoxon" in d.rule and f"p < {R.ALPHA:g}" in d.rule
+    assert "Wilcoxon" in d.rule and f"p < {R.ALPHA:g}" in d.rule and "CI excludes" in d.rule
 
 
 def test_directional_says_when_too_few_images_for_significance():

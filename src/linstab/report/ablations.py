@@ -26,7 +26,7 @@ ALPHAS = ((0.5, 0.75, 1.0, 1.25, 1.5), (0.5, 1.0, 1.5))
 """Skip scales (full, quick)."""
 TS = ((0.0, 0.25, 0.5, 0.75, 1.0), (0.0, 0.5, 1.0))
 """Interpolation weights (full, quick)."""
-N_ABLATION = (5, 1)
+N_ABLATION = (5, 2)
 """Images of the ablation findings (full, quick)."""
 
 

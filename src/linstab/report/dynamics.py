@@ -80,7 +80,7 @@ def section_dynamics(ctx: ReportContext, net, images) -> Section:
         sec.data.append(
             ctx.write_npz("eigenvalues.npz", **{k.replace(".", "_"): v.values for k, v in eig.items()})
         )
-        sec.tables.append(("Eigenvalues vs singular values", rows))
+        sec.tables.append((f"Eigenvalues vs singular values (image {ctx.image_ids[0]})", rows))
         sec.text.append(
             "Spectral radius vs largest singular value: "
             + "; ".join(
@@ -107,7 +107,7 @@ def section_dynamics(ctx: ReportContext, net, images) -> Section:
                 "log_sigma_max_stage": round(float(np.log(float(top.values[0]))), 4),
             }
         )
-    sec.tables.append(("Lyapunov top direction vs stage operator", rows2))
+    sec.tables.append((f"Lyapunov top direction vs stage operator (image {ctx.image_ids[0]})", rows2))
     sec.data.append(ctx.write_csv("lyapunov_stages.csv", rows2))
     sec.text.append(
         f"A random {k}-frame propagated with QR after every unit: the top direction's summed log-growth "

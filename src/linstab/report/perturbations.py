@@ -330,7 +330,13 @@ def _findings(ctx: ReportContext, net, stats: list[dict], ids: list[str]) -> lis
     reg_last = [u for u in last if u.kind == "regular"]
     if len(reg_last) < 2:
         out.append(
-            make_finding(section, claim, stat, R.not_testable("fewer than 2 regular units in the last stage"))
+            make_finding(
+                section,
+                claim,
+                stat,
+                R.not_testable("fewer than 2 regular units in the last stage"),
+                images=imgs,
+            )  # fmt: skip
         )
     else:
         d = _log(_matrix(stats, ids, adv, "align10_final")) - _log(

@@ -181,11 +181,11 @@ def directional(
     """A claim that a per-image statistic (a paired difference, a ratio, a slope) is above or
     below ``null`` (0 for differences and slopes, 1 for ratios).
 
-    reproduced: the median is on the claimed side of ``null`` and the one-sided signed-rank
-    test in that direction gives ``p <`` :data:`ALPHA`; partly: the claimed side without
-    significance (with fewer than :data:`MIN_IMAGES_FOR_TEST` images significance is
-    impossible, and this is said); not reproduced: the median equals ``null`` or is on the
-    other side.
+    reproduced: the median is on the claimed side of ``null``, its interval excludes ``null``
+    and the one-sided signed-rank test in that direction gives ``p <`` :data:`ALPHA`; partly:
+    the claimed side without both (with fewer than :data:`MIN_IMAGES_FOR_TEST` images
+    significance is impossible, and this is said); not reproduced: the median equals ``null``
+    or is on the other side.
 
     Args:
         est: the median over images of the statistic, with its interval.
@@ -199,19 +199,32 @@ def directional(
         raise ValueError(f"direction: expected 'greater' or 'less', got {direction!r}")
     sign = ">" if direction == "greater" else "<"
     rule = (
-        f"reproduced if the median of {what} is {sign} {null:g} and the one-sided Wilcoxon signed-rank "
-        f"test gives p < {ALPHA:g}; partly if the median is {sign} {null:g} without significance; "
-        "else not reproduced"
+        f"reproduced if the median of {what} is {sign} {null:g}, its {_ci_name(est)} excludes {null:g} and "
+        f"the one-sided Wilcoxon signed-rank test gives p < {ALPHA:g}; partly if the median is "
+        f"{sign} {null:g} "
+        "without both; else not reproduced"
     )
     if (d := _no_data(est, rule)) is not None:
         return d
-    right = est.value > null if direction == "greater" else est.value < null
-    if not right:
+
+    def beyond(v: float) -> bool:
+        return v > null if direction == "greater" else v < null
+
+    if not beyond(est.value):
         return Decision(NOT_REPRODUCED, rule, f"median {est.value:.4g} is not {sign} {null:g}")
-    if not math.isnan(test.p_value) and test.p_value < ALPHA:
-        return Decision(REPRODUCED, rule, f"median {est.value:.4g} {sign} {null:g}, p = {test.p_value:.3g}")
-    why = f"median {est.value:.4g} {sign} {null:g} but p = {test.p_value:.3g} >= {ALPHA:g}"
-    if est.n < MIN_IMAGES_FOR_TEST:
+    significant = not math.isnan(test.p_value) and test.p_value < ALPHA
+    edge = est.low if direction == "greater" else est.high
+    excluded = not math.isnan(edge) and beyond(edge)
+    if significant and excluded:
+        return Decision(
+            REPRODUCED,
+            rule,
+            f"median {est.value:.4g} {sign} {null:g}, CI excludes it, p = {test.p_value:.3g}",
+        )
+    why = f"median {est.value:.4g} {sign} {null:g} but " + (
+        f"p = {test.p_value:.3g} >= {ALPHA:g}" if not significant else f"the CI reaches {null:g} ({edge:.4g})"
+    )
+    if not significant and est.n < MIN_IMAGES_FOR_TEST:
         why += f" (with {est.n} images the smallest possible p is {min_p_value(est.n):.3g})"
     return Decision(PARTLY, rule, why)
 

@@ -1,0 +1,128 @@
+"""Findings: their CSV record, the Markdown table generated from it, and the sweep hook."""
+
+from __future__ import annotations
+
+import math
+import runpy
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from factories import ROOT, make_net, tiny_image
+
+from linstab.analyses.statistics import Estimate, RankTest
+from linstab.io.tables import write_csv
+from linstab.report import ReportConfig, build_report
+from linstab.report.context import FINDING_FIELDS, describe_images
+from linstab.report.findings import findings_markdown, findings_table, make_finding, read_findings
+from linstab.report.rules import directional, not_testable
+from linstab.report.sweep import SWEEP_BAND_COLUMNS, sweep_band_rows
+
+
+def _findings():
+    e = Estimate(0.3, 0.2, 0.4, 20, 3)
+    t = RankTest(190.0, 0.0004, 20, "exact", "greater")
+    return [
+        make_finding("Perturbations", "A | claim", "per image: x", directional(e, t, "greater"), e, t,
+                     test_what="a - b > 0", images="cifar10-test-0..19 (20 images, lossless)", measured="m"),
+        make_finding("Perturbations", "Another", "per image: y", not_testable("the last stage has 3 units")),
+    ]  # fmt: skip
+
+
+def test_finding_rows_and_markdown_table(tmp_path):
+    f = _findings()
+    assert f[0].verdict == "reproduced" and f[0].n_seeds == 3 and "Wilcoxon" in f[0].test
+    assert tuple(f[0].row()) == FINDING_FIELDS
+    assert math.isnan(f[1].value) and f[1].why == "the last stage has 3 units"
+    path = write_csv([x.row() for x in f], tmp_path / "findings.csv", FINDING_FIELDS, empty_nan=True)
+    rows = read_findings(path)
+    table = findings_markdown(rows)
+    lines = table.splitlines()
+    assert len(lines) == 4 and lines[0].startswith("| section | claim")
+    assert "A \\| claim" in lines[2]  # pipes escaped
+    assert "0.3 [0.2, 0.4]" in lines[2] and "20 x 3 seeds" in lines[2] and "0.0004" in lines[2]
+    assert "**not testable** (the last stage has 3 units)" in lines[3]
+    assert "rule" in findings_table(path, rules=True).splitlines()[0]
+    with pytest.raises(ValueError, match="not a findings.csv"):
+        read_findings(write_csv([{"a": 1}], tmp_path / "other.csv"))
+
+
+def test_findings_table_script(tmp_path, capsys):
+    rows = [x.row() for x in _findings()]
+    path = write_csv(rows, tmp_path / "findings.csv", FINDING_FIELDS, empty_nan=True)
+    script = runpy.run_path(str(ROOT / "benchmarks" / "findings_table.py"), run_name="findings_table")
+    assert script["main"]([str(path)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("| section |") and out.count("\n") == 4
+    assert script["main"]([str(tmp_path / "no.csv")]) == 2
+    assert "error" in capsys.readouterr().err
+
+
+def test_describe_images():
+    assert (
+        describe_images([f"cifar10-test-{i}" for i in range(20)])
+        == "cifar10-test-0..19 (20 images, lossless)"
+    )
+    assert "lossy JPEG" in describe_images(["cifar10-jpeg-test-3 (lossy)", "cifar10-jpeg-test-4 (lossy)"])
+    assert describe_images([]) == "no images"
+
+
+# ---- the sweep hook: a hand-made table in the sweep's format -------------------------------------
+def _sweep_table(path: Path, net, images: list[str]) -> Path:
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    rows = []
+    for k, image in enumerate(images):
+        for u in net.units:
+            n = u.n_out
+            plateau = int(n * (0.2 + 0.05 * u.index + 0.01 * k))  # grows along each stage
+            zero = int(n * 0.3)
+            above = int(n * 0.1)
+            rows.append({"model": net.name, "image": image, "lossy": True, "analysis": "bands",
+                         "status": "ok", "unit": u.address, "stage": u.stage, "unit_index": u.index,
+                         "kind": u.kind, "n": n, "above": above, "plateau": plateau,
+                         "below": n - above - plateau - zero, "zero": zero,
+                         "exact_ones": plateau // 2})  # fmt: skip
+    rows.append({**rows[0], "analysis": "topk"})  # other analyses and models are ignored
+    rows.append({**rows[0], "model": "other", "image": "x"})
+    rows.append({**rows[0], "status": "error", "image": "y"})
+    (path / "rows").mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows), path / "rows" / "part-0.parquet")
+    return path
+
+
+def test_sweep_band_rows_from_a_hand_made_table(tmp_path):
+    net = make_net("option-A", seed=2)
+    images = [f"cifar10-jpeg-test-{i} (lossy)" for i in range(7)]
+    d = _sweep_table(tmp_path / "sweep", net, images)
+    rows = sweep_band_rows(d, net.name)
+    assert len(rows) == 7 * len(net.units)
+    assert {r["image"] for r in rows} == set(images) and all(r["lossy"] for r in rows)
+    r = rows[0]
+    assert r["frac_plateau"] == pytest.approx(r["plateau"] / r["n"]) and r["frac_exact_ones"] is not None
+    assert sweep_band_rows(d, "no-such-model") == []
+    assert sweep_band_rows(d / "rows", net.name) == rows  # the rows folder itself works too
+    with pytest.raises(FileNotFoundError):
+        sweep_band_rows(tmp_path / "missing", net.name)
+    assert "exact_ones" in SWEEP_BAND_COLUMNS
+
+
+def test_report_reads_figure2_from_the_sweep(tmp_path):
+    net = make_net("option-A", seed=2)
+    images = [f"cifar10-jpeg-test-{i} (lossy)" for i in range(7)]
+    d = _sweep_table(tmp_path / "sweep", net, images)
+    small = tmp_path / "images.npy"  # 8 x 8 images keep the report's own spectra cheap
+    np.save(small, torch.stack([tiny_image(s) for s in range(2)]).numpy())
+    cfg = ReportConfig(models=[], images=str(small), quick=True, out=tmp_path / "out",
+                       cache_dir=tmp_path / "c", progress=False, sweep_dir=d)  # fmt: skip
+    index = build_report(cfg, ("spectra",), nets=[net])
+    out = index.parent
+    fig2 = (out / "data" / "figure2_bands.csv").read_text()
+    assert fig2.count("cifar10-jpeg-test-") == 7 * len(net.units)
+    page = index.read_text()
+    assert "sweep folder" in page and "7 images" in page and "lossy JPEG" in page
+    trend = [
+        r for r in read_findings(out / "data" / "findings.csv") if "greater than 1 decreases" in r["claim"]
+    ]
+    assert len(trend) == 1 and "sweep folder" in trend[0]["images"] and trend[0]["n_images"] == "7"
