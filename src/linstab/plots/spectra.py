@@ -267,6 +267,8 @@ def plot_band_fractions(
                     )
             ax.set_title(f"{model}: stage {s}", fontsize=9)
             ax.set_xlabel("unit", fontsize=8)
+            units = sorted({int(r["unit"]) for r in rs})
+            ax.set_xticks(units if len(units) <= 20 else units[:: max(1, len(units) // 10)])
             ax.tick_params(labelsize=7)
             ax.set_ylim(0, 1)
             ax.grid(alpha=0.3, lw=0.4)
