@@ -11,7 +11,8 @@ from pathlib import Path
 import torch
 
 from ..io.tables import write_csv
-from ..linalg.band_estimates import BANDS, estimate_bands
+from ..linalg.band_estimates import estimate_bands
+from ..linalg.results import BANDS
 from ..spectra.bands import _check_bands_args, bands
 from ..spectra.spectrum import spectrum
 

@@ -20,7 +20,7 @@ Exact (dense or structured) counterparts live in :mod:`linstab.spectra` (``spect
 ``spectral_bound(topk=...)``).
 """
 
-from .band_estimates import BANDS, BandEstimate, BandInterval, band_estimate, estimate_bands
+from .band_estimates import BandEstimate, BandInterval, band_estimate, estimate_bands
 from .eigh import eigvalsh, load_2stage, load_mkl_syevd, openblas_threads
 from .exact_parts import ExactParts, exact_parts
 from .inertia import block_inertia, block_is_pd, ldl_inertia, partition
@@ -28,6 +28,7 @@ from .krylov import block_krylov, row_products
 from .lanczos import REORTH, SIDES, LanczosResult, gram_operator, lanczos
 from .quadrature import distribution_bounds, gauss_quadrature, largest_ritz, radau_bounds
 from .results import (
+    BANDS,
     METHODS,
     ROUTES,
     SOLVERS,

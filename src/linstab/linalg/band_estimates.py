@@ -51,12 +51,11 @@ import torch
 
 from ..operators import LinearOperator
 from .quadrature import largest_ritz, radau_bounds
-from .results import SpectrumResult
+from .results import BANDS, SpectrumResult
 from .slq import DEFAULT_PROBES, DEFAULT_RESOLUTION, AccuracyWarning, SLQResult, slq
 
 __all__ = ["BANDS", "BandInterval", "BandEstimate", "band_estimate", "estimate_bands"]
 
-BANDS = ("above", "plateau", "below", "zero")
 INTERVALS = ("t", "bootstrap")
 
 
