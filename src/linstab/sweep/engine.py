@@ -1,24 +1,6 @@
 """The sweep engine: plan (validate everything on the client) and run the tasks on Dask or in a loop.
 
-One task is one (model, image). :func:`plan_sweep` validates everything on the client before
-any work (models, SHA-256, units, image spec, analyses) and lists the tasks; :func:`run_sweep`
-runs the tasks that are not done yet -- on a new ``LocalCluster`` (processes, one thread each),
-on an existing cluster (scheduler address or scheduler file), or in a plain loop in this
-process (``workers=0``) -- and writes each task's rows atomically as it completes
-(:mod:`linstab.sweep.store`). Workers rebuild models by registry name (or factory) and verify
-the SHA-256 (:mod:`linstab.sweep.tasks`); nothing but JSON-able data is sent to them.
-
-Example::
-
-    from linstab.sweep import Recipe, plan_sweep, run_sweep
-    plan = plan_sweep(["resnet56-akamaster"], "jpeg:0-999", Recipe(analyses=("bands", "propagation")))
-    run_sweep("out/sweep", plan, workers=2)          # run again to resume; same rows, nothing lost
-
-Guarantees: a task is written once (one Parquet file per task, renamed into place), so a sweep
-killed at any point and started again with the same plan runs only the missing tasks; a worker
-that dies is replaced by Dask and its tasks are rerun (results are only ever written by the
-client, by task name, so a retried task cannot duplicate rows); a task that fails is written as
-an error row and does not stop the others; a directory holding another recipe is refused.
+See the package docstring (:mod:`linstab.sweep`) for the guarantees.
 """
 
 from __future__ import annotations
@@ -40,9 +22,9 @@ from ..network.view import Network
 from . import store
 from .tasks import (
     COLUMNS,
-    ImageSelection,
     ModelSpec,
     Recipe,
+    SweepImages,
     error_rows,
     get_network,
     parse_images,
@@ -67,7 +49,7 @@ class SweepPlan:
 
     recipe: Recipe
     models: tuple[ModelSpec, ...]
-    images: ImageSelection
+    images: SweepImages
     units: dict[str, list[str]]
     tasks: list[dict] = field(repr=False)
 
@@ -115,7 +97,7 @@ def _structure(spec: ModelSpec):
 
 def plan_sweep(
     models,
-    images: str | ImageSelection,
+    images: str | SweepImages,
     recipe: Recipe | None = None,
     *,
     check_weights: bool = True,
@@ -155,7 +137,7 @@ def plan_sweep(
         if not addr:
             raise ValueError(f"unit spec {recipe.units!r} selects no unit of {s.name}")
         units[s.name] = addr
-    sel = images if isinstance(images, ImageSelection) else parse_images(images)
+    sel = images if isinstance(images, SweepImages) else parse_images(images)
     rec = recipe.to_dict()
     tasks = []
     for s in specs:

@@ -33,8 +33,8 @@ import torch
 from ..analyses.attacks import ATTACKS
 from ..analyses.perturbations import analyze, summarize
 from ..analyses.propagation import parse_perturbations, resolve_units
-from ..data.cifar10_jpeg import _first_per_class, cifar10_jpeg_dir
-from ..data.images import CIFAR10_CLASSES, DEFAULT_LABELS, check_images, default_images, load_images
+from ..data.cifar10_jpeg import cifar10_jpeg_dir, jpeg_members
+from ..data.images import DEFAULT_LABELS, check_images, default_images, load_images
 from ..data.selection import parse_index_spec
 from ..io.hashing import sha256_file
 from ..linalg.results import ConvergenceWarning
@@ -51,7 +51,7 @@ __all__ = [
     "ModelSpec",
     "ImageSource",
     "ImageRef",
-    "ImageSelection",
+    "SweepImages",
     "Recipe",
     "registry_model",
     "factory_model",
@@ -338,7 +338,7 @@ class ImageRef:
 
 
 @dataclass(frozen=True)
-class ImageSelection:
+class SweepImages:
     """A source and the selected images."""
 
     source: ImageSource
@@ -351,25 +351,12 @@ _LOSSY_SUFFIXES = (".jpg", ".jpeg")
 
 
 def _sha256_file(path: Path) -> str:
-
     return sha256_file(path)
 
 
 def _jpeg_entries(zpath: Path) -> list[tuple[int, int, str]]:
-    """``(label, index in class, member)`` in the order of ``load_cifar10_jpeg(limit=...)``:
-    classes interleaved (class ``i % 10``, its ``(i // 10)``-th file in CIFAR order).
-    """
-    with zipfile.ZipFile(zpath) as zf:
-        entries = []
-        for name in zf.namelist():
-            if not name.lower().endswith(".jpg"):
-                continue
-            parts = name.split("/")
-            if parts[-2] not in CIFAR10_CLASSES:
-                raise ValueError(f"{zpath}: unexpected class folder {parts[-2]!r} in {name!r}")
-            entries.append((CIFAR10_CLASSES.index(parts[-2]), int(Path(parts[-1]).stem), name))
-    entries.sort()
-    return _first_per_class(entries, len(entries))
+    """``(label, index in class, member)`` in the order of ``jpeg:`` specs (classes interleaved)."""
+    return jpeg_members(zpath, 10**9)
 
 
 def _array_labels(path: Path) -> np.ndarray | None:
@@ -410,7 +397,7 @@ def _split_path_spec(text: str) -> tuple[str, str | None]:
     return text, None
 
 
-def parse_images(spec: str) -> ImageSelection:
+def parse_images(spec: str) -> SweepImages:
     """Parse an image spec into a source and image references (nothing is decoded).
 
     Specs:
@@ -542,14 +529,14 @@ def parse_images(spec: str) -> ImageSelection:
     )
 
 
-def _selection(src: ImageSource, spec: str, refs: list[ImageRef]) -> ImageSelection:
+def _selection(src: ImageSource, spec: str, refs: list[ImageRef]) -> SweepImages:
     if not refs:
         raise ValueError(f"empty selection: image spec {spec!r} selects no image")
     ids = [r.id for r in refs]
     if len(set(ids)) != len(ids):
         dup = sorted({i for i in ids if ids.count(i) > 1})
         raise ValueError(f"image spec {spec!r} selects images more than once: {dup[:5]}")
-    return ImageSelection(src, spec, tuple(refs))
+    return SweepImages(src, spec, tuple(refs))
 
 
 _ARRAYS: dict[str, np.ndarray] = {}
