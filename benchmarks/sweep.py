@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _env import environment  # noqa: E402
 
 from linstab.sweep import Recipe, local_cluster, plan_sweep, read_rows, run_sweep, run_task  # noqa: E402
-from linstab.sweep_tasks import get_network  # noqa: E402
+from linstab.sweep.tasks import get_network  # noqa: E402
 
 
 def log(msg: str) -> None:
@@ -137,8 +137,10 @@ def main(argv: list[str] | None = None) -> int:
                 "load_before": [round(v, 2) for v in load_before],
                 "load_after": [round(v, 2) for v in os.getloadavg()],
             }
-            log(f"{mode}: {seconds:.1f} s, {results[mode]['images_per_hour']:.1f} images/hour "
-                f"(startup {startup:.1f} s)")
+            log(
+                f"{mode}: {seconds:.1f} s, {results[mode]['images_per_hour']:.1f} images/hour "
+                f"(startup {startup:.1f} s)"
+            )
     base = results.get("loop", {}).get("seconds")
     for mode, r in results.items():
         if base and mode != "loop":
