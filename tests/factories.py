@@ -17,7 +17,7 @@ from torch import nn
 
 import linstab
 from linstab.models import CifarResNet, ConvBlock, ResidualUnit
-from linstab.operators import UnitJacobian
+from linstab.operators import CallableOperator, DenseOperator, UnitJacobian
 from linstab.spectra import count_from_values
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -285,3 +285,77 @@ def all_nets() -> dict[str, linstab.Network]:
                 continue
         out[kind] = make_net(kind, seed=NET_KINDS.index(kind))
     return out
+
+
+# ---- dense twins for the matrix-free estimators: operators with planted singular values ----
+def orthonormal(n: int, k: int, g: torch.Generator) -> torch.Tensor:
+    """``(n, k)`` orthonormal columns (QR of a Gaussian matrix)."""
+    Q, R = torch.linalg.qr(torch.randn((n, k), generator=g, dtype=F64))
+    return Q * torch.sign(torch.diagonal(R))[None, :]
+
+
+def planted(
+    values, n_out: int, n_in: int | None = None, active: int | None = None, seed: int = 0, dtype=F64
+) -> tuple[DenseOperator, torch.Tensor, torch.Tensor]:
+    """``J`` with the given singular values on ``active`` random rows, zero rows elsewhere.
+
+    Args:
+        values: the ``min(active, n_in)`` singular values of the active rows.
+        n_out, n_in: shape (``n_in`` defaults to ``n_out``).
+        active: number of nonzero-able rows (default ``n_out``).
+        seed: seed of the rotations and of the row choice.
+        dtype: dtype of the operator.
+
+    Returns:
+        ``(op, active_rows, s)``: the operator, the boolean ``(n_out,)`` row mask and all
+        ``min(n_out, n_in)`` singular values (float64, descending), structural zeros included.
+    """
+    n_in = n_out if n_in is None else n_in
+    m = n_out if active is None else active
+    vals = torch.as_tensor(values, dtype=F64)
+    r = min(m, n_in)
+    if vals.numel() != r:
+        raise ValueError(f"need {r} values, got {vals.numel()}")
+    g = torch.Generator().manual_seed(seed)
+    rows = torch.randperm(n_out, generator=g)[:m]
+    mask = torch.zeros(n_out, dtype=torch.bool)
+    mask[rows] = True
+    U = orthonormal(m, r, g)
+    V = orthonormal(n_in, r, g)
+    J = torch.zeros((n_out, n_in), dtype=F64)
+    J[mask] = U @ torch.diag(vals) @ V.T
+    n = min(n_out, n_in)
+    s = torch.sort(torch.cat([vals, torch.zeros(n - r, dtype=F64)]), descending=True).values
+    return DenseOperator(J.to(dtype)), mask, s
+
+
+def levels(counts: dict[float, int]) -> torch.Tensor:
+    """Values with multiplicities, e.g. ``{1.0: 40, 0.5: 10}``."""
+    return torch.cat([torch.full((c,), float(v), dtype=F64) for v, c in counts.items()])
+
+
+def band_counts(s: torch.Tensor, lo=0.99, hi=1.01, zt=1e-6) -> dict[str, int]:
+    """Exact band counts of singular values ``s`` (the paper's conventions)."""
+    s = s.to(F64)
+    above = int((s > hi).sum())
+    plateau = int(((s >= lo) & (s <= hi)).sum())
+    below = int(((s > zt) & (s < lo)).sum())
+    return {"above": above, "plateau": plateau, "below": below, "zero": s.numel() - above - plateau - below}
+
+
+def gram_eig(op, side: str = "right", support: torch.Tensor | None = None):
+    """Eigenpairs of the dense Gram (``J^T J`` or ``J J^T``), restricted to ``support``."""
+    J = op.materialize(dtype=F64)
+    A = J.T @ J if side == "right" else J @ J.T
+    if support is not None:
+        A = A[support][:, support]
+    return torch.linalg.eigh(A)
+
+
+def nan_operator(n: int = 20, dtype=F64) -> CallableOperator:
+    """An operator whose forward product returns NaN."""
+
+    def mm(V):
+        return torch.full_like(V, float("nan"))
+
+    return CallableOperator(mm, lambda W: W.clone(), (n,), (n,), dtype)

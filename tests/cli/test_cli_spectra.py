@@ -70,3 +70,51 @@ def test_cli_commands(nets, tmp_path, monkeypatch):
     )
     assert (tmp_path / "f1.png").exists() and (tmp_path / "f1.svg").exists()
     assert cli.main(["spectrum", "--unit", "1.2", "--method", "topk", "--k", "0", "--out", str(out)]) == 2
+
+
+@pytest.fixture
+def tiny_cli(nets, monkeypatch):
+    """The CLI's network and images replaced by a tiny option-B network and one image."""
+    import linstab.cli.common as common
+
+    net = nets["option-B"]
+    img = tiny_image(3)[None]
+    monkeypatch.setattr(common, "network_from_args", lambda args: net)
+    monkeypatch.setattr(common, "images_from_args", lambda args, net=None: (img, None, ["t"]))
+    return net, img
+
+
+def test_cli_estimates_cover_the_exact_counts(tiny_cli, tmp_path, capsys):
+    import json
+
+    import linstab.cli as cli
+    from linstab.io.tables import read_csv
+
+    net, img = tiny_cli
+    exact = S.bands(net.linearize(img[0], dtype=F64).unit(1, 2))
+    out = tmp_path / "be.json"
+    args = ["spectrum", "--unit", "1.2", "--method", "bands-estimate", "--probes", "30", "--seed", "1"]
+    assert cli.main([*args, "--out", str(out)]) == 0
+    assert "estimated, not exact" in capsys.readouterr().out
+    est = json.loads(out.read_text())
+    assert est["estimate"] == "bands-estimate" and est["n"] == exact.n
+    for band in ("above", "plateau", "below", "zero"):
+        assert est[band]["lower"] <= getattr(exact, band) <= est[band]["upper"], band
+
+    dens = tmp_path / "d.npz"
+    assert (
+        cli.main(["spectrum", "--unit", "1.2", "--method", "density", "--probes", "8", "--out", str(dens)])
+        == 0
+    )
+    with np.load(dens) as z:
+        meta = json.loads(str(z["metadata"]))
+        assert meta["n_probes"] == 8 and meta["component"] == "unit 1.2"
+        assert np.isclose(z["hist"].sum(), exact.n, rtol=0.2)
+
+    csv_path = tmp_path / "b.csv"
+    assert cli.main(["bands", "--estimate", "--probes", "30", "--out", str(csv_path)]) == 0
+    rows = read_csv(csv_path, required=["address", "above_lower", "above_upper", "n_probes"])
+    assert len(rows) == len(net.units) and all(
+        float(r["above_lower"]) <= float(r["above_upper"]) for r in rows
+    )
+    assert cli.main(["bands", "--estimate", "--probes", "0", "--out", str(csv_path)]) == 2

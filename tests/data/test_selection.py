@@ -52,4 +52,5 @@ def test_jpeg_test_set_is_labelled_lossy(monkeypatch):
     sel = select_images("jpeg:0-4")
     assert sel.lossy and sel.images.shape == (5, 3, 32, 32) and sel.labels.shape == (5,)
     assert all("lossy" in i for i in sel.ids)
+    assert sorted(select_images("jpeg:0-9").labels.tolist()) == list(range(10))  # interleaved classes
     assert 0.0 <= float(sel.images.min()) and float(sel.images.max()) <= 1.0

@@ -11,6 +11,8 @@ from pathlib import Path
 import torch
 
 from ..io.tables import write_csv
+from ..linalg.band_estimates import estimate_bands
+from ..linalg.results import BANDS
 from ..spectra.bands import _check_bands_args, bands
 from ..spectra.spectrum import spectrum
 
@@ -31,6 +33,7 @@ def unit_bands(
     dtype: torch.dtype = torch.float64,
     units: list[str] | None = None,
     progress: bool = True,
+    estimate: dict | None = None,
 ) -> list[dict]:
     """Band counts of every residual unit of a network at one image (paper Figure 2).
 
@@ -42,6 +45,11 @@ def unit_bands(
         dtype: dtype of the linearization (the counts are computed in float64).
         units: addresses ``"S.K"`` to restrict to (default: all).
         progress: show a progress bar.
+        estimate: estimate the counts matrix-free instead of counting them exactly (units too
+            large for the exact routes): keyword arguments of
+            :func:`~linstab.linalg.estimate_bands` (``{}`` for its defaults). The rows then
+            also carry ``*_lower``/``*_upper`` (the confidence interval of each count) and
+            ``route = "estimate-slq"``.
 
     Returns:
         one dict per unit: ``model, stage, unit, address, kind, shortcut, n``, the counts
@@ -57,6 +65,9 @@ def unit_bands(
         bar.set_postfix_str(u.address)
         op = lin.unit(u.stage, u.index)
         t = time.perf_counter()
+        if estimate is not None:
+            rows.append(_estimate_row(net, u, op, thresholds, zero_tol, estimate, t))
+            continue
         bc = bands(op, thresholds, zero_tol)
         fr = bc.fractions
         rows.append(
@@ -88,6 +99,38 @@ def unit_bands(
     return rows
 
 
+def _estimate_row(net, u, op, thresholds, zero_tol, options: dict, t0: float) -> dict:
+    est = estimate_bands(op, thresholds, zero_tol, **options)
+    row = {
+        "model": net.name,
+        "stage": u.stage,
+        "unit": u.index,
+        "address": u.address,
+        "kind": u.kind,
+        "shortcut": u.shortcut,
+        "n": est.n,
+    }
+    for band in BANDS:
+        iv = est.band(band)
+        row[band] = iv.estimate
+        row[f"frac_{band}"] = iv.estimate / max(est.n, 1)
+        row[f"{band}_lower"] = iv.lower
+        row[f"{band}_upper"] = iv.upper
+    row.update(
+        exact_ones=est.n_exact_plateau,
+        frac_exact_ones=None if est.n_exact_plateau is None else est.n_exact_plateau / max(est.n, 1),
+        alpha=est.plateau_value,
+        route="estimate-slq",
+        n_probes=est.n_probes,
+        lanczos_steps=est.lanczos_steps,
+        confidence=est.confidence,
+        seconds=time.perf_counter() - t0,
+        thresholds=(float(thresholds[0]), float(thresholds[1])),
+        zero_tol=float(zero_tol),
+    )
+    return row
+
+
 def _csv_columns(lo: float, hi: float) -> list[tuple[str, str]]:
     return [
         ("stage", "stage"),
@@ -115,6 +158,9 @@ def write_bands_csv(rows: list[dict], path: str | os.PathLike) -> Path:
     """Write :func:`unit_bands` rows as CSV (band names carry the thresholds)."""
     lo, hi = rows[0]["thresholds"] if rows else (0.99, 1.01)
     cols = _csv_columns(lo, hi)
+    if rows and "above_lower" in rows[0]:  # estimates: confidence intervals of the counts
+        cols += [(f"{b}_{side}", f"{b}_{side}") for b in BANDS for side in ("lower", "upper")]
+        cols += [("n_probes", "n_probes"), ("lanczos_steps", "lanczos_steps"), ("confidence", "confidence")]
     table = [{name: r.get(key) for name, key in cols} for r in rows]
     return write_csv(table, path, [name for name, _ in cols], float_format=".6g")
 

@@ -6,11 +6,11 @@ import argparse
 import sys
 
 from .._version import __version__
-from . import models, perturbations, report, spectra, train
+from . import models, perturbations, report, spectra, sweep, train
 
 # modules contributing subcommands: each defines add_parser(subparsers) and may define
 # add_figure_parser(figure_subparsers) for kinds of `linstab figure KIND`
-COMMAND_MODULES = (models, train, perturbations, spectra, report)
+COMMAND_MODULES = (models, train, perturbations, spectra, report, sweep)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``linstab`` command."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args._argv = ["linstab", *(sys.argv[1:] if argv is None else argv)]  # recorded by long jobs
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

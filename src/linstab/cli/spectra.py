@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
+
+import numpy as np
 
 from ..analyses.network_spectra import scree_data, unit_bands, write_bands_csv
+from ..io.jsonable import to_jsonable
+from ..linalg.band_estimates import estimate_bands
 from ..linalg.results import METHODS, SOLVERS
+from ..linalg.slq import slq
 from ..network.view import parse_unit
 from ..plots.spectra import plot_bands, plot_scree
 from ..spectra.spectrum import spectrum
 from . import common
 from .common import add_image_args, add_model_args, parse_dtype
+
+ESTIMATES = ("density", "bands-estimate")
 
 
 def _cmd_spectrum(args: argparse.Namespace) -> int:
@@ -30,6 +39,8 @@ def _cmd_spectrum(args: argparse.Namespace) -> int:
     else:
         op = lin.network()
         what = "network"
+    if args.method in ESTIMATES:
+        return _estimate(args, net, ids[0], what, op)
     kwargs = {"vectors": args.vectors}
     if args.method == "exact":
         kwargs.update(k=args.k, dtype=dtype, progress=True)
@@ -62,15 +73,71 @@ def _cmd_spectrum(args: argparse.Namespace) -> int:
     return 0 if res.converged else 1
 
 
+def _estimate_options(args: argparse.Namespace) -> dict:
+    """Keyword arguments of the matrix-free estimators from ``--probes/--steps/--accuracy/--seed``."""
+    for name in ("probes", "steps"):
+        v = getattr(args, name)
+        if v is not None and v < 1:
+            raise ValueError(f"--{name} must be a positive integer, got {v}")
+    if args.accuracy is not None and not 0 < args.accuracy < 1:
+        raise ValueError(f"--accuracy must be a fraction of n in (0, 1), got {args.accuracy}")
+    return {"n_probes": args.probes, "steps": args.steps, "accuracy": args.accuracy, "seed": args.seed}
+
+
+def _estimate(args: argparse.Namespace, net, image_id: str, what: str, op) -> int:
+    """``spectrum --method density|bands-estimate``: matrix-free, written as JSON or NPZ."""
+    opts = _estimate_options(args)
+    meta = {
+        "model": net.name,
+        "image": image_id,
+        "component": what,
+        "n_out": op.shape[0],
+        "n_in": op.shape[1],
+    }
+    if args.method == "density":
+        res = slq(op, **opts)
+        data = res.to_dict()
+        line = (
+            f"SLQ density from {res.n_probes} probes x {res.lanczos_steps} Lanczos steps "
+            f"({res.timings.get('total', 0):.1f} s)"
+        )
+    else:
+        res = estimate_bands(op, tuple(args.thresholds), args.zero_tol, **opts)
+        data = res.to_dict()
+        bands_txt = ", ".join(
+            f"{b} {res.band(b).estimate:.0f} [{res.band(b).lower:.0f}, {res.band(b).upper:.0f}]"
+            for b in ("above", "plateau", "below", "zero")
+        )
+        line = f"band estimates ({res.confidence:.0%} intervals, {res.n_probes} probes): {bands_txt}"
+    data = {"estimate": args.method, **meta, **data}
+    path = Path(args.out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() == ".json":
+        path.write_text(json.dumps(to_jsonable(data), indent=1))
+    else:
+        arrays = {k: np.asarray(v) for k, v in data.items() if isinstance(v, list) and k != "thresholds"}
+        np.savez(path, metadata=np.array(json.dumps(to_jsonable(data))), **arrays)
+    print(f"{net.name} {image_id} {what} (n = {min(op.shape)}, estimated, not exact): {line}")
+    print(f"wrote {path}")
+    return 0
+
+
 def _cmd_bands(args: argparse.Namespace) -> int:
     net = common.network_from_args(args)
     x, _, ids = common.images_from_args(args, net)
     rows = unit_bands(
-        net, x[0], tuple(args.thresholds), args.zero_tol, dtype=parse_dtype(args.dtype), progress=True
+        net,
+        x[0],
+        tuple(args.thresholds),
+        args.zero_tol,
+        dtype=parse_dtype(args.dtype),
+        progress=True,
+        estimate=_estimate_options(args) if args.estimate else None,
     )
     path = write_bands_csv(rows, args.out)
     total = sum(r["seconds"] for r in rows)
-    print(f"{net.name} {ids[0]}: {len(rows)} units in {total:.1f} s; wrote {path}")
+    kind = "estimated (matrix-free, with confidence intervals)" if args.estimate else "exact"
+    print(f"{net.name} {ids[0]}: {kind} counts of {len(rows)} units in {total:.1f} s; wrote {path}")
     return 0
 
 
@@ -112,7 +179,7 @@ def _cmd_figure_bands(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_band_args(p: argparse.ArgumentParser) -> None:
+def _add_band_args(p: argparse.ArgumentParser, dtype: bool = True) -> None:
     p.add_argument(
         "--thresholds",
         nargs=2,
@@ -122,12 +189,25 @@ def _add_band_args(p: argparse.ArgumentParser) -> None:
         help="plateau band [LO, HI] (default 0.99 1.01)",
     )
     p.add_argument("--zero-tol", type=float, default=1e-6, help="values <= this count as 0 (default 1e-6)")
+    if not dtype:
+        return
     p.add_argument(
         "--dtype",
         default="float64",
         choices=["float32", "float64"],
         help="linearization dtype (counts are always computed in float64)",
     )
+
+
+def _add_estimate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--probes", type=int, default=None, help="estimates: random probes (default: from --accuracy)"
+    )
+    p.add_argument("--steps", type=int, default=None, help="estimates: Lanczos steps (default: automatic)")
+    p.add_argument(
+        "--accuracy", type=float, default=None, help="estimates: target half-width as a fraction of n (0.01)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="estimates: seed of the probes")
 
 
 def add_parser(sub) -> None:
@@ -139,19 +219,37 @@ def add_parser(sub) -> None:
     which.add_argument("--unit", help="unit address STAGE.UNIT, e.g. 1.5")
     which.add_argument("--stage", type=int, help="stage number (1-based)")
     which.add_argument("--network", action="store_true", help="the whole chain of units")
-    p.add_argument("--method", default="exact", choices=list(METHODS))
+    p.add_argument(
+        "--method",
+        default="exact",
+        choices=[*METHODS, *ESTIMATES],
+        help="exact/topk/bottomk singular values, or matrix-free estimates: density (SLQ) or "
+        "bands-estimate (band counts with confidence intervals)",
+    )
     p.add_argument("--k", type=int, default=None, help="number of values for topk/bottomk (default 32)")
     p.add_argument("--vectors", action="store_true", help="also store singular vectors u, v")
     p.add_argument("--solver", default="auto", choices=list(SOLVERS), help="iterative solver")
     p.add_argument("--max-iter", type=int, default=None, help="iteration limit of the iterative solver")
     p.add_argument("--dtype", default="float64", choices=["float32", "float64"])
-    p.add_argument("--out", required=True, help="output .npz (singular_values, u, v, metadata JSON)")
+    _add_band_args(p, dtype=False)
+    _add_estimate_args(p)
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output .npz (singular_values, u, v, metadata JSON); estimates: .json or .npz",
+    )
     p.set_defaults(func=_cmd_spectrum)
 
     p = sub.add_parser("bands", help="band counts of every unit (paper Figure 2) as CSV")
     add_model_args(p)
     add_image_args(p)
     _add_band_args(p)
+    p.add_argument(
+        "--estimate",
+        action="store_true",
+        help="estimate the counts matrix-free with confidence intervals (units too large for exact counts)",
+    )
+    _add_estimate_args(p)
     p.add_argument("--out", required=True, help="output .csv")
     p.set_defaults(func=_cmd_bands)
 

@@ -57,20 +57,8 @@ def load_cifar10_jpeg(
     zpath = cifar10_jpeg_dir(root) / f"{split}.zip"
     if not zpath.is_file():
         raise FileNotFoundError(f"{zpath} not found")
+    entries = jpeg_members(zpath, limit)
     with zipfile.ZipFile(zpath) as zf:
-        entries = []
-        for name in zf.namelist():
-            if not name.lower().endswith(".jpg"):
-                continue
-            parts = name.split("/")
-            cls = parts[-2]
-            if cls not in CIFAR10_CLASSES:
-                raise ValueError(f"{zpath}: unexpected class folder {cls!r} in {name!r}")
-            entries.append((CIFAR10_CLASSES.index(cls), int(Path(parts[-1]).stem), name))
-        entries.sort()
-        if limit is not None:
-            per_class = -(-int(limit) // 10)
-            entries = _first_per_class(entries, per_class)[: int(limit)]
         n = len(entries)
         out = np.empty((n, 32, 32, 3), dtype=np.uint8)
         labels = np.empty(n, dtype=np.int64)
@@ -81,13 +69,43 @@ def load_cifar10_jpeg(
     return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(labels)
 
 
+def jpeg_members(zpath: str | os.PathLike, limit: int | None = None) -> list[tuple[int, int, str]]:
+    """The JPEG files of a CIFAR-10 zip as ``(label, index in class, member name)``.
+
+    Args:
+        zpath: ``train.zip`` or ``test.zip``.
+        limit: ``None``: all files, by class and then by index; else the first
+            ``ceil(limit / 10)`` files of each class, classes interleaved (class ``i % 10``, its
+            ``(i // 10)``-th file), cut to ``limit`` -- the order of ``jpeg:`` image specs.
+
+    Raises:
+        ValueError: for a member outside the ten class folders.
+    """
+    zpath = Path(zpath)
+    with zipfile.ZipFile(zpath) as zf:
+        entries = []
+        for name in zf.namelist():
+            if not name.lower().endswith(".jpg"):
+                continue
+            parts = name.split("/")
+            cls = parts[-2]
+            if cls not in CIFAR10_CLASSES:
+                raise ValueError(f"{zpath}: unexpected class folder {cls!r} in {name!r}")
+            entries.append((CIFAR10_CLASSES.index(cls), int(Path(parts[-1]).stem), name))
+    entries.sort()
+    if limit is not None:
+        per_class = -(-int(limit) // 10)
+        entries = _first_per_class(entries, per_class)[: int(limit)]
+    return entries
+
+
 def _first_per_class(entries: list[tuple[int, int, str]], per_class: int) -> list:
     by_class: dict[int, list] = {}
     for e in entries:
         by_class.setdefault(e[0], []).append(e)
     rows = [lst[:per_class] for _, lst in sorted(by_class.items())]
     inter = []
-    for i in range(per_class):
+    for i in range(max((len(lst) for lst in rows), default=0)):
         for lst in rows:
             if i < len(lst):
                 inter.append(lst[i])

@@ -4,7 +4,7 @@
 factor and truncated, as torchvision does), ``CenterCrop(224)`` (offsets
 ``int(round((H - 224) / 2))``), ``ToTensor()`` ([0, 1] float). The result is in [0, 1]; the
 mean/std normalization is part of the :class:`linstab.Network` (see
-:func:`linstab.imagenet.imagenet_network`), as for every linstab model.
+:func:`linstab.network.imagenet.imagenet_network`), as for every linstab model.
 
 Two resampling paths, chosen by input type:
 

@@ -65,7 +65,8 @@ def select_images(
     Args:
         spec: indices into the 20 lossless default images (``0``, ``0-9``, ``0,3,7``, ``all``);
             ``jpeg:INDICES`` for the lossy JPEG CIFAR-10 test set (positions in
-            :func:`~linstab.data.load_cifar10_jpeg` order, ``jpeg:all`` for all 10,000; the zips
+            ``load_cifar10_jpeg("test", limit=10000)``, whose classes are interleaved, so any
+            prefix such as ``jpeg:0-99`` is class-balanced; ``jpeg:all`` for all 10,000; the zips
             are found through ``$LINSTAB_CIFAR10_JPEG``); or a PNG/JPEG file, a folder, ``.npy`` or
             ``.npz`` in [0, 1].
         single: exactly one image is expected.
@@ -90,7 +91,7 @@ def select_images(
         if lossy:
             if not spec[len("jpeg:") :].strip():
                 raise ValueError("jpeg: needs indices, e.g. jpeg:0-99 or jpeg:all")
-            x_all, y_all = load_cifar10_jpeg("test")
+            x_all, y_all = load_cifar10_jpeg("test", limit=10000)  # classes interleaved
             idx = parse_index_spec(spec[len("jpeg:") :], x_all.shape[0])
             x, y = x_all[idx].float() / 255.0, y_all[idx]
             ids = [f"cifar10-jpeg-test-{i} (lossy)" for i in idx]

@@ -27,6 +27,9 @@ ROUTES = ("auto", "structured", "gram", "dense")
 _DTYPES = (torch.float32, torch.float64)
 
 
+BANDS = ("above", "plateau", "below", "zero")  # the paper's bands, in this order
+
+
 class ConvergenceWarning(RuntimeWarning):
     """An iterative singular-value solver stopped before meeting its tolerance."""
 

@@ -132,7 +132,7 @@ class Bottleneck(nn.Module):
 class ImageNetResNet(nn.Module):
     """torchvision's ``ResNet``: stem (7x7/2 conv, BN, ReLU, 3x3/2 max-pool), four stages, head.
 
-    Takes *normalized* inputs (ImageNet mean/std; :func:`linstab.imagenet.imagenet_network` adds
+    Takes *normalized* inputs (ImageNet mean/std; :func:`linstab.network.imagenet.imagenet_network` adds
     the normalization). Weights are initialized as torchvision does (He normal, fan-out, for
     convolutions; BN weight 1, bias 0; PyTorch's default for ``fc``), in the same module
     order, so ``torch.manual_seed(s); torchvision.models.resnet50()`` gives the same tensors.

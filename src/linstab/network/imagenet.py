@@ -28,7 +28,7 @@ from .linearization import Linearization
 from .view import Network
 
 _HINT = (
-    "linstab.imagenet.preprocess(images, size={size}) turns image files, PIL images and "
+    "linstab.data.preprocess(images, size={size}) turns image files, PIL images and "
     "uint8/float arrays of any size into such a batch (shorter side to {resize}, center crop {size})"
 )
 

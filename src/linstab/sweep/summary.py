@@ -1,0 +1,428 @@
+"""Summary of a sweep: per-unit statistics with bootstrap confidence intervals over images, figures.
+
+Statistics (per model, means over the images with a value; ``status == "ok"`` rows only):
+
+* bands: ``frac_above``, ``frac_plateau``, ``frac_below``, ``frac_zero`` per unit (Figure 2);
+* topk: ``sigma1``, the largest singular value, per unit;
+* propagation: ``growth`` per unit and perturbation; per image and perturbation the
+  ``jump_ratio`` (geometric-mean growth over the last 3 units of the last stage over that of the
+  whole stage; > 1: a jump at the end, the paper's Figure 3), the attack radius ``attack_eps``
+  (L-inf, FGSM/PGD) and ``attack_l2``, and ``flipped``;
+* per image: ``margin`` (logit of the label minus the largest other logit), ``correct``;
+* Spearman correlations of the margin with the jump ratio and with the attack radius.
+
+Confidence intervals are percentile bootstrap intervals over images (seeded): resample the
+images with replacement ``n_resamples`` times, take the mean of each statistic over the
+resampled images that have a value, and report the ``(1 - confidence) / 2`` and
+``(1 + confidence) / 2`` quantiles (linear interpolation). All statistics of a model share the
+same resamples. For one complete statistic this is exactly ``scipy.stats.bootstrap(...,
+method="percentile")`` with the same generator and batch (checked in the tests).
+
+Figures are built with ``matplotlib.figure.Figure`` (no pyplot, no backend is ever set) and
+written as PNG and SVG to the folder the caller gives.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from ..linalg.results import BANDS
+from ..plots.sweep import plot_sweep
+from .store import read_manifest, read_rows
+
+__all__ = [
+    "bootstrap_ci",
+    "bootstrap_means",
+    "sweep_statistics",
+    "format_statistics",
+    "plot_sweep",
+    "summarize_sweep",
+]
+
+
+# ============================================================================================
+# bootstrap
+# ============================================================================================
+def bootstrap_means(
+    values: np.ndarray,
+    *,
+    n_resamples: int = 9999,
+    confidence: float = 0.95,
+    seed: int | np.random.Generator = 0,
+    batch: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Means of the columns of ``values`` with percentile bootstrap intervals over the rows.
+
+    Args:
+        values: ``(n, S)`` (or ``(n,)``): one row per image, one column per statistic; NaN
+            marks a missing value (a column's mean is over its non-NaN rows, in the data and in
+            every resample).
+        n_resamples: bootstrap resamples.
+        confidence: confidence level of the interval.
+        seed: seed (or generator) of the resampling.
+        batch: resamples drawn per batch (default: all at once up to 4 million indices).
+
+    Returns:
+        ``(mean, low, high)``, each ``(S,)`` (scalars' arrays for a 1-D input); NaN where a
+        column has no value.
+    """
+    x = np.asarray(values, dtype=np.float64)
+    if x.ndim == 1:
+        x = x[:, None]
+    if x.ndim != 2:
+        raise ValueError(f"values must be (n,) or (n, S), got shape {x.shape}")
+    if not (0 < confidence < 1):
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+    if isinstance(n_resamples, bool) or not isinstance(n_resamples, int) or n_resamples < 1:
+        raise ValueError(f"n_resamples must be a positive int, got {n_resamples!r}")
+    n, s = x.shape
+    mask = np.isfinite(x)
+    x0 = np.where(mask, x, 0.0)
+    m = mask.astype(np.float64)
+    cnt = m.sum(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(cnt > 0, x0.sum(0) / np.maximum(cnt, 1), np.nan)
+    if n == 0:
+        return mean, np.full(s, np.nan), np.full(s, np.nan)
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    b = int(batch) if batch else max(1, min(n_resamples, 4_000_000 // n))
+    theta = np.empty((n_resamples, s))
+    offsets = None
+    for k in range(0, n_resamples, b):
+        bb = min(b, n_resamples - k)
+        idx = rng.integers(0, n, (bb, n))
+        if offsets is None or offsets.shape[0] != bb:
+            offsets = (np.arange(bb) * n)[:, None]
+        counts = np.bincount((idx + offsets).ravel(), minlength=bb * n).reshape(bb, n).astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            theta[k : k + bb] = (counts @ x0) / (counts @ m)
+    alpha = (1 - confidence) / 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns give NaN
+        lo, hi = np.nanpercentile(theta, [100 * alpha, 100 * (1 - alpha)], axis=0)
+    return mean, lo, hi
+
+
+def bootstrap_ci(
+    x,
+    *,
+    n_resamples: int = 9999,
+    confidence: float = 0.95,
+    seed: int | np.random.Generator = 0,
+    batch: int | None = None,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of ``x`` (NaN values dropped)."""
+    v = np.asarray(x, dtype=np.float64).reshape(-1)
+    v = v[np.isfinite(v)]
+    _, lo, hi = bootstrap_means(v, n_resamples=n_resamples, confidence=confidence, seed=seed, batch=batch)
+    return float(lo[0]), float(hi[0])
+
+
+# ============================================================================================
+# statistics
+# ============================================================================================
+def _col(table, name: str) -> np.ndarray:
+    return np.asarray(table.column(name).to_numpy(zero_copy_only=False))
+
+
+def _floats(table, name: str) -> np.ndarray:
+    """A numeric column as float64, nulls as NaN."""
+    arr = table.column(name).to_numpy(zero_copy_only=False)
+    if arr.dtype == object:
+        return np.array([np.nan if v is None else v for v in arr], dtype=np.float64)
+    return arr.astype(np.float64)
+
+
+def _unit_key(addr: str) -> tuple[int, ...]:
+    return tuple(int(t) for t in str(addr).split("."))
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> tuple[float, float, int]:
+    ok = np.isfinite(a) & np.isfinite(b)
+    n = int(ok.sum())
+    if n < 3 or np.ptp(a[ok]) == 0 or np.ptp(b[ok]) == 0:
+        return math.nan, math.nan, n
+    from scipy.stats import spearmanr
+
+    r = spearmanr(a[ok], b[ok])
+    return float(r.statistic), float(r.pvalue), n
+
+
+class _Matrix:
+    """Statistics of one model as columns over its images (NaN: no value)."""
+
+    def __init__(self, n_images: int) -> None:
+        self.n = n_images
+        self.keys: list[tuple[str, str | None, str | None, str]] = []
+        self.cols: list[np.ndarray] = []
+
+    def add(self, key: tuple, idx: np.ndarray, vals: np.ndarray) -> None:
+        v = np.full(self.n, np.nan)
+        v[idx] = vals
+        self.keys.append(key)
+        self.cols.append(v)
+
+    def array(self) -> np.ndarray:
+        return np.stack(self.cols, 1) if self.cols else np.empty((self.n, 0))
+
+
+def _image_positions(table, pos: dict[str, int]) -> np.ndarray:
+    return np.array([pos[i] for i in _col(table, "image").tolist()], dtype=np.int64)
+
+
+def _unit_stats(ok, pos: dict[str, int], units: list[str], mat: _Matrix) -> None:
+    """Per-unit columns: band fractions, sigma_1, growth per perturbation."""
+    import pyarrow.compute as pc
+
+    for an in ("bands", "topk", "propagation"):
+        sub = ok.filter(pc.equal(ok["analysis"], an))
+        if sub.num_rows == 0:
+            continue
+        su, sp, si = _col(sub, "unit"), _col(sub, "perturbation"), _image_positions(sub, pos)
+        if an == "bands":
+            vals = {f"frac_{b}": _floats(sub, f"frac_{b}") for b in BANDS}
+        elif an == "topk":
+            vals = {"sigma1": np.array([v[0] if v else np.nan for v in sub.column("topk").to_pylist()])}
+        else:
+            vals = {"growth": _floats(sub, "growth")}
+        perts = list(dict.fromkeys(x for x in sp.tolist() if x)) if an == "propagation" else [None]
+        for pert in perts:
+            for u in units:
+                sel = (su == u) if pert is None else (su == u) & (sp == pert)
+                if sel.any():
+                    for stat, arr in vals.items():
+                        mat.add((an, u, pert, stat), si[sel], arr[sel])
+
+
+def _image_stats(mt, pos: dict[str, int], margin: np.ndarray, mat: _Matrix) -> tuple[dict, list[dict]]:
+    """Per image and perturbation: jump ratio, attack radius, flipped; margin correlations."""
+    import pyarrow.compute as pc
+
+    per_image: dict = {}
+    correlations: list[dict] = []
+    prop = mt.filter(pc.equal(mt["analysis"], "propagation"))
+    if prop.num_rows == 0:
+        return per_image, correlations
+    pp, pimg, status = _col(prop, "perturbation"), _image_positions(prop, pos), _col(prop, "status")
+    every = np.arange(mat.n)
+    for pert in dict.fromkeys(x for x in pp.tolist() if x):
+        sel = np.flatnonzero(pp == pert)
+        idx, first = np.unique(pimg[sel], return_index=True)
+        rows = sel[first]  # one row per image carries the per-image fields
+        ok = status[rows] == "ok"
+        cols = {}
+        for stat in ("jump_ratio", "attack_eps", "attack_l2"):
+            v = np.full(mat.n, np.nan)
+            v[idx[ok]] = _floats(prop, stat)[rows][ok]
+            cols[stat] = v
+            if np.isfinite(v).any():
+                mat.add(("propagation", None, pert, stat), every, v)
+            rho, p, n = _spearman(margin, v)
+            if n:
+                correlations.append(
+                    {"perturbation": pert, "x": "margin", "y": stat, "spearman": rho, "p_value": p, "n": n}
+                )
+        flipped = np.array([1.0 if f else 0.0 for f in _col(prop, "attack_flipped")[rows]])
+        mat.add(("propagation", None, pert, "flipped"), idx, flipped)
+        per_image[pert] = {k: v.tolist() for k, v in cols.items()}
+    return per_image, correlations
+
+
+def sweep_statistics(
+    out: str | os.PathLike,
+    *,
+    n_resamples: int = 9999,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> dict:
+    """Per-unit and per-image statistics of a sweep directory, with bootstrap intervals.
+
+    Returns:
+        ``{"directory", "manifest", "settings", "models": {name: {"images", "lossy",
+        "tasks_with_errors", "error_rows", "skipped_rows", "units", "stats", "per_image",
+        "correlations"}}}``; each of ``stats`` is ``{"analysis", "unit", "perturbation",
+        "statistic", "n", "mean", "ci_low", "ci_high"}`` (``unit``/``perturbation`` ``None``
+        where not applicable; ``analysis == "image"`` for ``margin`` and ``correct``). Model
+        ``i`` is resampled with seed ``seed + i``.
+    """
+    import pyarrow.compute as pc
+
+    manifest = read_manifest(out)
+    table = read_rows(out)
+    result = {
+        "directory": str(out),
+        "manifest": {k: manifest.get(k) for k in ("linstab_version", "image_source", "lossy", "recipe")},
+        "settings": {
+            "n_resamples": n_resamples,
+            "confidence": confidence,
+            "seed": seed,
+            "method": "percentile bootstrap over images",
+        },
+        "models": {},
+    }
+    for mi, model in enumerate(dict.fromkeys(_col(table, "model").tolist())):
+        mt = table.filter(pc.equal(table["model"], model))
+        status = _col(mt, "status")
+        images, first = np.unique(_col(mt, "image"), return_index=True)
+        pos = {im: i for i, im in enumerate(images.tolist())}
+        margin, label, pred = (_floats(mt, c)[first] for c in ("margin", "label", "prediction"))
+        ok = mt.filter(pc.equal(mt["status"], "ok"))
+        units = sorted({u for u in _col(ok, "unit").tolist() if u}, key=_unit_key)
+        mat = _Matrix(len(images))
+        _unit_stats(ok, pos, units, mat)
+        per_image, correlations = _image_stats(mt, pos, margin, mat)
+        mat.add(("image", None, None, "margin"), np.arange(mat.n), margin)
+        correct = np.where(np.isfinite(label), (label == pred).astype(np.float64), np.nan)
+        if np.isfinite(correct).any():
+            mat.add(("image", None, None, "correct"), np.arange(mat.n), correct)
+        V = mat.array()
+        mean, lo, hi = bootstrap_means(V, n_resamples=n_resamples, confidence=confidence, seed=seed + mi)
+        counts = np.isfinite(V).sum(0)
+        stats = [
+            {
+                "analysis": an,
+                "unit": u,
+                "perturbation": p,
+                "statistic": s,
+                "n": int(counts[j]),
+                "mean": float(mean[j]),
+                "ci_low": float(lo[j]),
+                "ci_high": float(hi[j]),
+            }
+            for j, (an, u, p, s) in enumerate(mat.keys)
+        ]
+        result["models"][model] = {
+            "images": len(images),
+            "lossy": bool(np.any(_col(mt, "lossy")[first])),
+            "tasks_with_errors": len(set(_col(mt, "task_id")[status == "error"].tolist())),
+            "error_rows": int((status == "error").sum()),
+            "skipped_rows": int((status == "skipped").sum()),
+            "units": units,
+            "stats": stats,
+            "per_image": {
+                "image": images.tolist(),
+                "margin": margin.tolist(),
+                "label": label.tolist(),
+                "prediction": pred.tolist(),
+                **per_image,
+            },
+            "correlations": correlations,
+        }
+    return result
+
+
+# ============================================================================================
+# text
+# ============================================================================================
+def _ci(s: dict | None, fmt: str = "{:.4g}") -> str:
+    if s is None or not math.isfinite(s["mean"]):
+        return "-"
+    return f"{fmt.format(s['mean'])} [{fmt.format(s['ci_low'])}, {fmt.format(s['ci_high'])}]"
+
+
+def format_statistics(res: dict) -> str:
+    """A readable text report of :func:`sweep_statistics`."""
+    st = res["settings"]
+    lines = [
+        f"sweep {res['directory']}: {int(st['confidence'] * 100)}% percentile bootstrap CIs over images "
+        f"({st['n_resamples']} resamples, seed {st['seed']}); mean [low, high]"
+    ]
+    src = (res["manifest"] or {}).get("image_source") or {}
+    if src:
+        lines.append(f"images: {src.get('name')} ({'LOSSY JPEG' if src.get('lossy') else 'lossless'})")
+    if not res["models"]:
+        lines.append("(no rows written yet)")
+    for model, m in res["models"].items():
+        lines.append("")
+        lines.append(
+            f"== {model}: {m['images']} images; {m['tasks_with_errors']} tasks with errors "
+            f"({m['error_rows']} error rows), {m['skipped_rows']} skipped rows"
+        )
+        by = {}
+        for s in m["stats"]:
+            by[(s["analysis"], s["unit"], s["perturbation"], s["statistic"])] = s
+        img = [s for s in m["stats"] if s["analysis"] == "image"]
+        for s in img:
+            lines.append(f"  {s['statistic']:<10} {_ci(s)}  (n={s['n']})")
+        if any(k[0] == "bands" for k in by):
+            lines.append("  band fractions per unit (Figure 2)")
+            lines.append(f"  {'unit':<6} {'n':>5}  " + "  ".join(f"{b:<28}" for b in BANDS))
+            for u in m["units"]:
+                ss = [by.get(("bands", u, None, f"frac_{b}")) for b in BANDS]
+                if ss[0] is None:
+                    continue
+                lines.append(f"  {u:<6} {ss[0]['n']:>5}  " + "  ".join(f"{_ci(s, '{:.4f}'):<28}" for s in ss))
+        if any(k[0] == "topk" for k in by):
+            lines.append("  largest singular value per unit")
+            for u in m["units"]:
+                s = by.get(("topk", u, None, "sigma1"))
+                if s is not None:
+                    lines.append(f"  {u:<6} {s['n']:>5}  {_ci(s)}")
+        perts = list(dict.fromkeys(k[2] for k in by if k[0] == "propagation" and k[2]))
+        if perts:
+            lines.append("  growth per unit ||dx_k|| / ||dx_{k-1}|| (" + ", ".join(perts) + ")")
+            for u in m["units"]:
+                ss = [by.get(("propagation", u, p, "growth")) for p in perts]
+                if all(s is None for s in ss):
+                    continue
+                n = max((s["n"] for s in ss if s), default=0)
+                lines.append(f"  {u:<6} {n:>5}  " + "  ".join(f"{_ci(s):<28}" for s in ss))
+            lines.append("  per image and perturbation")
+            for p in perts:
+                parts = []
+                for stat in ("jump_ratio", "attack_eps", "attack_l2", "flipped"):
+                    s = by.get(("propagation", None, p, stat))
+                    if s is not None and s["n"]:
+                        parts.append(f"{stat} {_ci(s)} (n={s['n']})")
+                lines.append(f"  {p:<9} " + "; ".join(parts))
+            for c in m["correlations"]:
+                rho = (
+                    f"{c['spearman']:.3f} (p={c['p_value']:.3g}, n={c['n']})"
+                    if math.isfinite(c["spearman"])
+                    else f"n/a (n={c['n']}: fewer than 3 images or constant)"
+                )
+                lines.append(f"  spearman(margin, {c['y']}) {c['perturbation']}: {rho}")
+    return "\n".join(lines)
+
+
+def _jsonable(obj):
+    """NaN/inf as null, numpy scalars as Python numbers (strict JSON)."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def summarize_sweep(
+    out: str | os.PathLike,
+    *,
+    figures: str | os.PathLike | None = None,
+    json_path: str | os.PathLike | None = None,
+    n_resamples: int = 9999,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> tuple[str, dict, list[Path]]:
+    """Statistics, text report, optional figures and JSON of a sweep directory.
+
+    Returns:
+        ``(text, statistics, figure_paths)``.
+    """
+    res = sweep_statistics(out, n_resamples=n_resamples, confidence=confidence, seed=seed)
+    text = format_statistics(res)
+    paths = plot_sweep(res, figures) if figures is not None else []
+    if json_path is not None:
+        p = Path(json_path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(json.dumps(_jsonable(res), indent=1) + "\n")
+    return text, res, paths

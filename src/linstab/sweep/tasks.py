@@ -1,0 +1,919 @@
+"""One sweep task = one (model, image): what a worker runs, and everything it needs by name.
+
+A task is a plain JSON-able dict (no tensors, no modules): the model is named by a
+:class:`ModelSpec` (a registry name, or a factory ``"module:function"`` with keyword arguments)
+plus the SHA-256 the client saw, and the image by an :class:`ImageRef` (a default-image index,
+a member of the JPEG test zip, a file, or an index into an array file). :func:`run_task` loads
+both on the worker (models cached per worker process, checksum verified once), runs the
+recipe's analyses and returns the task's rows (dicts with the columns of :data:`COLUMNS`).
+
+Failures never escape :func:`run_task`: a failure of the whole task (model load, bad image, NaN
+logits) gives one row with ``status="error"`` and the message; a failure of one analysis on one
+unit (e.g. a top-k solver that does not converge) gives an error row for that unit only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import io
+import json
+import math
+import os
+import re
+import time
+import warnings
+import zipfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..analyses.attacks import ATTACKS
+from ..analyses.perturbations import analyze, summarize
+from ..analyses.propagation import parse_perturbations, resolve_units
+from ..data.cifar10_jpeg import cifar10_jpeg_dir, jpeg_members
+from ..data.images import DEFAULT_LABELS, check_images, default_images, load_images
+from ..data.selection import parse_index_spec
+from ..io.hashing import sha256_file
+from ..linalg.results import ConvergenceWarning
+from ..models.registry import REGISTRY
+from ..models.weights import resolve_weights
+from ..network.loading import load_model
+from ..network.view import Network
+from ..spectra.bands import _check_bands_args, bands
+from ..spectra.spectrum import spectrum
+
+__all__ = [
+    "ANALYSES",
+    "COLUMNS",
+    "ModelSpec",
+    "ImageSource",
+    "ImageRef",
+    "SweepImages",
+    "Recipe",
+    "registry_model",
+    "factory_model",
+    "state_sha256",
+    "parse_images",
+    "load_image",
+    "get_network",
+    "run_task",
+    "error_rows",
+    "task_id",
+]
+
+ANALYSES: tuple[str, ...] = ("bands", "topk", "propagation")
+
+# column -> type (``int``, ``float``, ``str``, ``bool``, ``list<float>``); every row has all of
+# them (``None`` where not applicable), so every task file has the same Parquet schema
+COLUMNS: dict[str, str] = {
+    "task_id": "str",
+    "model": "str",
+    "model_sha256": "str",
+    "image": "str",
+    "image_index": "int",
+    "image_source": "str",
+    "lossy": "bool",
+    "label": "int",
+    "prediction": "int",
+    "margin": "float",
+    "analysis": "str",
+    "perturbation": "str",
+    "unit": "str",
+    "stage": "int",
+    "unit_index": "int",
+    "kind": "str",
+    "n": "int",
+    "status": "str",
+    "message": "str",
+    # bands
+    "above": "int",
+    "plateau": "int",
+    "below": "int",
+    "zero": "int",
+    "frac_above": "float",
+    "frac_plateau": "float",
+    "frac_below": "float",
+    "frac_zero": "float",
+    "exact_ones": "int",
+    "band_route": "str",
+    # top-k
+    "topk": "list<float>",
+    "topk_converged": "bool",
+    "topk_max_residual": "float",
+    # propagation (per unit) and the attack (per image and perturbation)
+    "growth": "float",
+    "norm": "float",
+    "normalized": "float",
+    "lin_rel_err": "float",
+    "attack_flipped": "bool",
+    "attack_eps": "float",
+    "attack_l2": "float",
+    "attack_linf": "float",
+    "jump_ratio": "float",
+    "last3_gain": "float",
+    "seconds": "float",
+}
+
+DEFAULT_SOURCE = "cifar10-test-lossless"
+JPEG_SOURCE = "cifar10-jpeg-test"
+
+
+# ============================================================================================
+# models
+# ============================================================================================
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model named so that any worker can rebuild it: never a pickled module.
+
+    Exactly one of ``registry`` and ``factory`` is set.
+
+    Attributes:
+        name: the label in rows and the manifest.
+        registry: a :data:`linstab.models.REGISTRY` name; the worker calls
+            :func:`linstab.load_model` (weights found through ``LINSTAB_WEIGHTS_DIR``, the package
+            or the cache) and checks the weights file's SHA-256 against ``sha256``.
+        factory: ``"module:function"`` importable on the workers, called as
+            ``function(**kwargs)`` and returning a :class:`linstab.Network` in eval mode
+            (deterministic: seeded); ``sha256`` is then :func:`state_sha256` of the network,
+            checked on the worker. For tests and custom models.
+        kwargs: JSON-able keyword arguments of the factory.
+        sha256: the expected checksum (see above).
+    """
+
+    name: str
+    registry: str | None = None
+    factory: str | None = None
+    kwargs: dict = field(default_factory=dict)
+    sha256: str = ""
+
+    def to_dict(self) -> dict:
+        """The fields as a JSON-able dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelSpec:
+        """The spec back from :meth:`to_dict`."""
+        return cls(
+            name=d["name"],
+            registry=d.get("registry"),
+            factory=d.get("factory"),
+            kwargs=dict(d.get("kwargs") or {}),
+            sha256=d.get("sha256", ""),
+        )
+
+    def key(self) -> str:
+        """A canonical string identifying the model."""
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+
+def state_sha256(net) -> str:
+    """SHA-256 over a network's state dict (names, dtypes, shapes, bytes; sorted by name)."""
+    h = hashlib.sha256()
+    for name, t in sorted(net.module.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(name.encode())
+        h.update(str(t.dtype).encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+    return h.hexdigest()
+
+
+def registry_model(name: str, *, resolve: bool = True) -> ModelSpec:
+    """The spec of a registered model, with the SHA-256 the workers must find.
+
+    Args:
+        name: a registry name.
+        resolve: also find the weights here (and checksum them when the registry only has a
+            SHA-1); with ``False`` a registry entry without SHA-256 is an error.
+
+    Raises:
+        ValueError: for an unknown name (the message lists the registered ones).
+        FileNotFoundError: when ``resolve`` and the weights are not found here.
+    """
+    if name not in REGISTRY:
+        raise ValueError(f"unknown model {name!r}; registered: {', '.join(sorted(REGISTRY))}")
+    spec = REGISTRY[name]
+    sha = spec.sha256
+    if resolve:
+        path = resolve_weights(spec, download=False)
+        sha = sha or sha256_file(path)
+    if not sha:
+        raise ValueError(
+            f"model {name!r} has no SHA-256 in the registry: its weights must be found on this "
+            "machine to checksum them"
+        )
+    return ModelSpec(name=name, registry=name, sha256=sha)
+
+
+def _import_factory(path: str):
+    if not isinstance(path, str) or path.count(":") != 1:
+        raise ValueError(f"a model factory is 'module:function', got {path!r}")
+    mod, fn = path.split(":")
+    try:
+        obj = getattr(importlib.import_module(mod), fn)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"cannot import model factory {path!r}: {exc}") from exc
+    if not callable(obj):
+        raise ValueError(f"model factory {path!r} is not callable")
+    return obj
+
+
+def _call_factory(path: str, kwargs: dict):
+
+    net = _import_factory(path)(**kwargs)
+    if not isinstance(net, Network):
+        raise TypeError(f"model factory {path!r} must return a linstab.Network, got {type(net).__name__}")
+    return net
+
+
+def factory_model(name: str, factory: str, **kwargs) -> ModelSpec:
+    """The spec of a model built by ``factory(**kwargs)`` (called here once to checksum it).
+
+    ``kwargs`` must survive a JSON round trip (they travel in the task and the manifest).
+    """
+    try:
+        kw = json.loads(json.dumps(kwargs))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"factory kwargs of {name!r} must be JSON-able: {exc}") from exc
+    if kw != kwargs:
+        raise ValueError(f"factory kwargs of {name!r} change in a JSON round trip: {kwargs!r}")
+    net = _call_factory(factory, kw)
+    return ModelSpec(name=name, factory=factory, kwargs=kw, sha256=state_sha256(net))
+
+
+_NETWORKS: dict[str, object] = {}
+
+
+def get_network(spec: ModelSpec | dict, *, cache: bool = True):
+    """Build (or reuse, per process) the network of a spec and verify its checksum.
+
+    Raises:
+        ValueError: when the weights' SHA-256 (registry) or the state's SHA-256 (factory)
+            differs from ``spec.sha256``.
+    """
+    spec = spec if isinstance(spec, ModelSpec) else ModelSpec.from_dict(spec)
+    key = spec.key()
+    if cache and key in _NETWORKS:
+        return _NETWORKS[key]
+    if (spec.registry is None) == (spec.factory is None):
+        raise ValueError(f"model spec {spec.name!r} needs exactly one of registry and factory")
+    if spec.registry is not None:
+        net = load_model(spec.registry)
+        got, what = net.sha256, "weights file"
+    else:
+        net = _call_factory(spec.factory, dict(spec.kwargs))
+        got, what = state_sha256(net), "state dict"
+    if spec.sha256 and got != spec.sha256:
+        raise ValueError(
+            f"model {spec.name!r}: SHA-256 of the {what} on this worker is {got}, the sweep "
+            f"expects {spec.sha256} (different weights on this machine?)"
+        )
+    if cache:
+        if len(_NETWORKS) >= 4:
+            _NETWORKS.pop(next(iter(_NETWORKS)))
+        _NETWORKS[key] = net
+    return net
+
+
+# ============================================================================================
+# images
+# ============================================================================================
+@dataclass(frozen=True)
+class ImageSource:
+    """Where a sweep's images come from (part of the recipe).
+
+    Attributes:
+        kind: ``"default"`` (the 20 lossless foolbox images), ``"jpeg"`` (the lossy JPEG
+            CIFAR-10 test set), ``"folder"``, ``"file"`` or ``"array"`` (``.npy``/``.npz``).
+        name: ``image_source`` in the rows.
+        path: absolute path of the zip, folder, file or array (``None`` for default).
+        lossy: the images went through lossy compression (JPEG set; ``.jpg`` files).
+        sha256: checksum of the zip/file/array, or of a folder's sorted file list.
+        size: number of images in the source.
+    """
+
+    kind: str
+    name: str
+    path: str | None
+    lossy: bool
+    sha256: str | None
+    size: int
+
+    def to_dict(self) -> dict:
+        """The fields as a JSON-able dict."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """One image of a source, loadable by a worker (:func:`load_image`).
+
+    Attributes:
+        id: readable unique id (``cifar10-test-3``, ``cifar10-jpeg-test-17``, a file name,
+            ``images.npy[5]``).
+        index: index in the source.
+        label: the true label, ``None`` when unknown (user files, arrays without labels).
+        kind: the source kind.
+        path: file/zip/array path (``None`` for default images).
+        member: zip member (JPEG) or ``None``.
+        source: the source's name.
+        lossy: see :class:`ImageSource`.
+    """
+
+    id: str
+    index: int
+    label: int | None
+    kind: str
+    path: str | None
+    member: str | None
+    source: str
+    lossy: bool
+
+    def to_dict(self) -> dict:
+        """The fields as a JSON-able dict."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class SweepImages:
+    """A source and the selected images."""
+
+    source: ImageSource
+    spec: str
+    refs: tuple[ImageRef, ...]
+
+
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+_LOSSY_SUFFIXES = (".jpg", ".jpeg")
+
+
+def _sha256_file(path: Path) -> str:
+    return sha256_file(path)
+
+
+def _jpeg_entries(zpath: Path) -> list[tuple[int, int, str]]:
+    """``(label, index in class, member)`` in the order of ``jpeg:`` specs (classes interleaved)."""
+    return jpeg_members(zpath, 10**9)
+
+
+def _array_labels(path: Path) -> np.ndarray | None:
+    if path.suffix.lower() != ".npz":
+        return None
+    with np.load(path, allow_pickle=False) as z:
+        if "labels" not in z.files:
+            return None
+        return np.asarray(z["labels"]).reshape(-1)
+
+
+def _array_len(path: Path) -> int:
+    if path.suffix.lower() == ".npy":
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    else:
+        with np.load(path, allow_pickle=False) as z:
+            keys = z.files
+            key = "images" if "images" in keys else (keys[0] if len(keys) == 1 else None)
+            if key is None:
+                raise ValueError(
+                    f"{path}: expected one array, or arrays named 'images' (and 'labels'), got {keys}"
+                )
+            arr = z[key]
+    if arr.ndim == 3:
+        return 1
+    if arr.ndim != 4:
+        raise ValueError(f"{path}: expected images shaped (N, 3, H, W) or (N, H, W, 3), got {arr.shape}")
+    return int(arr.shape[0])
+
+
+def _split_path_spec(text: str) -> tuple[str, str | None]:
+    """``PATH`` or ``PATH:SPEC`` (an index spec into an array file or folder)."""
+    if Path(text).expanduser().exists():
+        return text, None
+    m = re.match(r"^(.*):([0-9,\- ]+|all)$", text)
+    if m and Path(m.group(1)).expanduser().exists():
+        return m.group(1), m.group(2)
+    return text, None
+
+
+def parse_images(spec: str) -> SweepImages:
+    """Parse an image spec into a source and image references (nothing is decoded).
+
+    Specs:
+
+    * ``0-19``, ``0,3,7``, ``all``: the 20 lossless CIFAR-10 test images shipped with foolbox;
+    * ``jpeg:SPEC`` (``jpeg:0-9999``, ``jpeg:all``): the lossy JPEG CIFAR-10 test set in
+      ``$LINSTAB_CIFAR10_JPEG/test.zip``; index ``i`` is image ``i`` of
+      ``load_cifar10_jpeg("test", limit=10000)`` (classes interleaved, so any prefix is
+      class-balanced); every row is labelled lossy;
+    * ``PATH`` or ``PATH:SPEC``: a folder of PNG/JPEG/BMP files (sorted by name), one image
+      file, or a ``.npy``/``.npz`` array (``.npz``: ``images`` and optional ``labels``).
+
+    Raises:
+        ValueError: for a malformed spec, indices out of range or an empty selection.
+        FileNotFoundError: when the JPEG set is not found.
+    """
+    text = str(spec).strip()
+    if not text:
+        raise ValueError("empty image spec: expected e.g. 0-19, all, jpeg:0-99 or a path")
+    if text.startswith("jpeg:"):
+        sub = text[len("jpeg:") :].strip()
+        if not sub:
+            raise ValueError("empty selection 'jpeg:': give indices, e.g. jpeg:0-99 or jpeg:all")
+        zpath = (cifar10_jpeg_dir() / "test.zip").resolve()
+        if not zpath.is_file():
+            raise FileNotFoundError(f"{zpath} not found (set LINSTAB_CIFAR10_JPEG)")
+        entries = _jpeg_entries(zpath)
+        idx = parse_index_spec(sub, len(entries))
+        src = ImageSource("jpeg", JPEG_SOURCE, str(zpath), True, _sha256_file(zpath), len(entries))
+        refs = []
+        for i in idx:
+            label, _, member = entries[i]
+            refs.append(
+                ImageRef(
+                    id=f"cifar10-jpeg-test-{i}",
+                    index=i,
+                    label=label,
+                    kind="jpeg",
+                    path=str(zpath),
+                    member=member,
+                    source=src.name,
+                    lossy=True,
+                )
+            )
+        return _selection(src, text, refs)
+    looks_like_indices = text == "all" or all(c.isdigit() or c in ",- " for c in text)
+    if looks_like_indices and not Path(text).exists():
+        idx = parse_index_spec(text, 20)
+        src = ImageSource("default", DEFAULT_SOURCE, None, False, None, 20)
+        refs = [
+            ImageRef(
+                id=f"cifar10-test-{i}",
+                index=i,
+                label=int(DEFAULT_LABELS[i]),
+                kind="default",
+                path=None,
+                member=None,
+                source=src.name,
+                lossy=False,
+            )
+            for i in idx
+        ]
+        return _selection(src, text, refs)
+    raw, sub = _split_path_spec(text)
+    path = Path(raw).expanduser()
+    if not path.exists():
+        raise ValueError(
+            f"bad image spec {text!r}: not default-image indices (0-19, all), not jpeg:SPEC and "
+            "not an existing path"
+        )
+    path = path.resolve()
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in _IMAGE_SUFFIXES)
+        listing = "\n".join(f"{p.name}\t{p.stat().st_size}" for p in files)
+        lossy = any(p.suffix.lower() in _LOSSY_SUFFIXES for p in files)
+        digest = hashlib.sha256(listing.encode()).hexdigest()
+        src = ImageSource("folder", f"folder:{path}", str(path), lossy, digest, len(files))
+        if not files:
+            raise ValueError(
+                f"empty selection: folder {path} holds no image files ({', '.join(_IMAGE_SUFFIXES)})"
+            )
+        idx = parse_index_spec(sub, len(files)) if sub else list(range(len(files)))
+        refs = [
+            ImageRef(
+                id=files[i].name,
+                index=i,
+                label=None,
+                kind="file",
+                path=str(files[i]),
+                member=None,
+                source=src.name,
+                lossy=files[i].suffix.lower() in _LOSSY_SUFFIXES,
+            )
+            for i in idx
+        ]
+        return _selection(src, text, refs)
+    suffix = path.suffix.lower()
+    if suffix in _IMAGE_SUFFIXES:
+        if sub:
+            raise ValueError(f"{path} is one image file: no index spec allowed")
+        src = ImageSource("file", f"file:{path}", str(path), suffix in _LOSSY_SUFFIXES, _sha256_file(path), 1)
+        ref = ImageRef(path.name, 0, None, "file", str(path), None, src.name, src.lossy)
+        return _selection(src, text, [ref])
+    if suffix in (".npy", ".npz"):
+        n = _array_len(path)
+        labels = _array_labels(path)
+        if labels is not None and labels.shape[0] != n:
+            raise ValueError(f"{path}: {labels.shape[0]} labels for {n} images")
+        src = ImageSource("array", f"array:{path}", str(path), False, _sha256_file(path), n)
+        if n == 0:
+            raise ValueError(f"empty selection: {path} holds no images")
+        idx = parse_index_spec(sub, n) if sub else list(range(n))
+        refs = [
+            ImageRef(
+                id=f"{path.name}[{i}]",
+                index=i,
+                label=None if labels is None else int(labels[i]),
+                kind="array",
+                path=str(path),
+                member=None,
+                source=src.name,
+                lossy=False,
+            )
+            for i in idx
+        ]
+        return _selection(src, text, refs)
+    raise ValueError(
+        f"unsupported image source {path}: expected a folder, .png/.jpg/.jpeg/.bmp, .npy or .npz"
+    )
+
+
+def _selection(src: ImageSource, spec: str, refs: list[ImageRef]) -> SweepImages:
+    if not refs:
+        raise ValueError(f"empty selection: image spec {spec!r} selects no image")
+    ids = [r.id for r in refs]
+    if len(set(ids)) != len(ids):
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        raise ValueError(f"image spec {spec!r} selects images more than once: {dup[:5]}")
+    return SweepImages(src, spec, tuple(refs))
+
+
+_ARRAYS: dict[str, np.ndarray] = {}
+
+
+def _array(path: str) -> np.ndarray:
+    if path not in _ARRAYS:
+        p = Path(path)
+        if p.suffix.lower() == ".npy":
+            arr = np.load(p, mmap_mode="r", allow_pickle=False)
+        else:
+            with np.load(p, allow_pickle=False) as z:
+                arr = z["images"] if "images" in z.files else z[z.files[0]]
+        if arr.ndim == 3:
+            arr = arr[None]
+        _ARRAYS.clear()  # one array per worker process
+        _ARRAYS[path] = arr
+    return _ARRAYS[path]
+
+
+def load_image(ref: ImageRef | dict) -> tuple[torch.Tensor, int | None]:
+    """Load one image on a worker: ``((3, H, W)`` float32 in [0, 1], label or ``None``).
+
+    Raises:
+        ValueError, OSError: for unreadable or invalid images (NaN, outside [0, 1], bad shape).
+    """
+    ref = ref if isinstance(ref, ImageRef) else ImageRef(**ref)
+    if ref.kind == "default":
+        x, y = default_images([ref.index])
+        return x[0], int(y[0])
+    if ref.kind == "jpeg":
+        from PIL import Image
+
+        with zipfile.ZipFile(ref.path) as zf, Image.open(io.BytesIO(zf.read(ref.member))) as im:
+            arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+        return torch.from_numpy(arr).permute(2, 0, 1).contiguous(), ref.label
+    if ref.kind == "file":
+        x = load_images(ref.path)
+        return x[0], ref.label
+    if ref.kind == "array":
+        a = np.array(_array(ref.path)[ref.index])  # a copy: the array may be memory-mapped
+        if a.dtype == np.uint8:
+            a = a.astype(np.float32) / 255.0
+        if a.ndim == 3 and a.shape[-1] == 3 and a.shape[0] != 3:
+            a = np.transpose(a, (2, 0, 1))
+        x = check_images(torch.from_numpy(np.ascontiguousarray(a)).float(), name=ref.id)
+        return x[0], ref.label
+    raise ValueError(f"unknown image kind {ref.kind!r}")
+
+
+# ============================================================================================
+# recipe
+# ============================================================================================
+@dataclass(frozen=True)
+class Recipe:
+    """What is computed per (model, image); with the models and the image source it is the
+    sweep's recipe (a directory holds results of one recipe only).
+
+    Attributes:
+        analyses: among :data:`ANALYSES`: ``"bands"`` (exact band counts, Figure 2),
+            ``"topk"`` (the ``k`` largest singular values) and ``"propagation"`` (growth of
+            adversarial and random perturbations per unit, attack radius, jump ratio).
+        attacks: perturbations of ``"propagation"`` (:data:`linstab.perturbations.PERTURBATIONS`).
+        units: unit spec (:func:`linstab.perturbations.resolve_units`: ``all``, ``last``, a stage,
+            addresses ``3.7``, comma lists).
+        k: singular values per unit for ``"topk"`` (capped at the unit's size).
+        thresholds: ``(lo, hi)`` of the plateau band.
+        zero_tol: singular values at or below it count as zero.
+        dtype: ``"float64"`` or ``"float32"``: linearization, propagation and logits.
+        seed: seed of the random perturbations, PGD and the top-k start block.
+        attack_params: per-attack keyword arguments (``{"pgd": {"steps": 10}}``).
+    """
+
+    analyses: tuple[str, ...] = ("bands",)
+    attacks: tuple[str, ...] = ("fgsm", "random")
+    units: str = "all"
+    k: int = 16
+    thresholds: tuple[float, float] = (0.99, 1.01)
+    zero_tol: float = 1e-6
+    dtype: str = "float64"
+    seed: int = 0
+    attack_params: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+
+        analyses = [self.analyses] if isinstance(self.analyses, str) else list(self.analyses)
+        analyses = [a.strip() for a in analyses for a in a.split(",") if a.strip()]
+        bad = [a for a in analyses if a not in ANALYSES]
+        if bad:
+            raise ValueError(f"unknown analysis {bad[0]!r}; expected among {', '.join(ANALYSES)}")
+        if not analyses:
+            raise ValueError(f"no analysis given; expected among {', '.join(ANALYSES)}")
+        object.__setattr__(self, "analyses", tuple(dict.fromkeys(analyses)))
+        attacks = tuple(parse_perturbations(self.attacks)) if "propagation" in analyses else ()
+        object.__setattr__(self, "attacks", attacks)
+        if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
+            raise ValueError(f"k must be a positive int, got {self.k!r}")
+        lo, hi, zt = _check_bands_args(self.thresholds, self.zero_tol)
+        object.__setattr__(self, "thresholds", (lo, hi))
+        object.__setattr__(self, "zero_tol", zt)
+        if self.dtype not in ("float32", "float64"):
+            raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+        if not isinstance(self.units, str) or not self.units.strip():
+            raise ValueError(
+                f"units must be a spec such as 'all', 'last', '3' or '1.1,3.9', got {self.units!r}"
+            )
+
+        ap = json.loads(json.dumps(self.attack_params or {}))
+        unknown = sorted(set(ap) - set(ATTACKS))
+        if unknown:
+            raise ValueError(f"attack_params: unknown attacks {unknown}; expected among {', '.join(ATTACKS)}")
+        object.__setattr__(self, "attack_params", ap)
+
+    def to_dict(self) -> dict:
+        """The recipe as a JSON-able dict (what a sweep directory is checked against)."""
+        d = asdict(self)
+        d["analyses"] = list(self.analyses)
+        d["attacks"] = list(self.attacks)
+        d["thresholds"] = list(self.thresholds)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Recipe:
+        """The recipe back from :meth:`to_dict`."""
+        kw = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        for k in ("analyses", "attacks", "thresholds"):
+            if k in kw:
+                kw[k] = tuple(kw[k])
+        return cls(**kw)
+
+
+# ============================================================================================
+# the task
+# ============================================================================================
+def task_id(model: str, image_id: str) -> str:
+    """``"<model>/<image id>"``."""
+    return f"{model}/{image_id}"
+
+
+def _blank() -> dict:
+    return dict.fromkeys(COLUMNS)
+
+
+def _base(task: dict) -> dict:
+    ref = task["image"]
+    row = _blank()
+    row.update(
+        task_id=task["task_id"],
+        model=task["model"]["name"],
+        model_sha256=task["model"]["sha256"],
+        image=ref["id"],
+        image_index=int(ref["index"]),
+        image_source=ref["source"],
+        lossy=bool(ref["lossy"]),
+        label=ref["label"],
+    )
+    return row
+
+
+def _message(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= 2000 else text[:1997] + "..."
+
+
+def error_rows(task: dict, exc: BaseException | str, seconds: float | None = None) -> list[dict]:
+    """The one row recording a failed task (``analysis="task"``, ``status="error"``)."""
+    row = _base(task)
+    row.update(
+        analysis="task",
+        status="error",
+        message=exc if isinstance(exc, str) else _message(exc),
+        seconds=seconds,
+    )
+    return [row]
+
+
+class _threads:  # noqa: N801 - used like a function
+    def __init__(self, n: int | None) -> None:
+        self.n, self.old = n, None
+
+    def __enter__(self):
+        if self.n:
+            self.old = torch.get_num_threads()
+            torch.set_num_threads(int(self.n))
+        return self
+
+    def __exit__(self, *exc):
+        if self.old is not None:
+            torch.set_num_threads(self.old)
+        return False
+
+
+def run_task(task: dict) -> list[dict]:
+    """Run one (model, image) task and return its rows; never raises (errors become rows).
+
+    Args:
+        task: ``{"task_id", "model": ModelSpec dict, "image": ImageRef dict, "recipe": Recipe
+            dict, "threads": torch threads (optional, default 1)}``.
+    """
+    t0 = time.perf_counter()
+    try:
+        with _threads(task.get("threads", 1)):
+            return _run(task)
+    except Exception as exc:  # noqa: BLE001 - recorded as an error row, never lost
+        return error_rows(task, exc, time.perf_counter() - t0)
+
+
+def _unit_row(base: dict, u, analysis: str) -> dict:
+    row = dict(base)
+    row.update(
+        analysis=analysis,
+        unit=u.address,
+        stage=u.stage,
+        unit_index=u.index,
+        kind=u.kind,
+        n=min(u.n_in, u.n_out),
+        status="ok",
+    )
+    return row
+
+
+def _run(task: dict) -> list[dict]:
+
+    recipe = Recipe.from_dict(task["recipe"])
+    dtype = torch.float64 if recipe.dtype == "float64" else torch.float32
+    net = get_network(task["model"])
+    x, label = load_image(task["image"])
+    base = _base(task)
+    lin = net.linearize(x, dtype=dtype)
+    logits = lin.logits[0].detach().to(torch.float64).cpu()
+    if not torch.isfinite(logits).all():
+        raise FloatingPointError(f"non-finite logits at image {task['image']['id']}")
+    pred = int(logits.argmax())
+    ref = pred if label is None else int(label)
+    others = torch.cat([logits[:ref], logits[ref + 1 :]])
+    base.update(prediction=pred, margin=float(logits[ref] - others.max()))
+    addresses = set(resolve_units(net, recipe.units))
+    units = [u for u in net.units if u.address in addresses]
+    rows: list[dict] = []
+    for analysis in recipe.analyses:
+        if analysis == "bands":
+            rows += _bands_rows(lin, units, base, recipe)
+        elif analysis == "topk":
+            rows += _topk_rows(lin, units, base, recipe)
+        elif analysis == "propagation":
+            rows += _propagation_rows(net, x, label, units, base, recipe, task["image"]["id"], dtype)
+    return rows
+
+
+def _bands_rows(lin, units, base: dict, recipe: Recipe) -> list[dict]:
+
+    out = []
+    for u in units:
+        row = _unit_row(base, u, "bands")
+        t = time.perf_counter()
+        try:
+            bc = bands(lin.unit(u.stage, u.index), recipe.thresholds, recipe.zero_tol)
+            fr = bc.fractions
+            row.update(
+                above=bc.above,
+                plateau=bc.plateau,
+                below=bc.below,
+                zero=bc.zero,
+                frac_above=fr["above"],
+                frac_plateau=fr["plateau"],
+                frac_below=fr["below"],
+                frac_zero=fr["zero"],
+                exact_ones=bc.n_exact_ones,
+                band_route=bc.route,
+            )
+            if min(bc.above, bc.plateau, bc.below, bc.zero) < 0:
+                raise ArithmeticError(f"negative band count {bc.counts} (inertia failed)")
+        except Exception as exc:  # noqa: BLE001
+            row = _unit_row(base, u, "bands")
+            row.update(status="error", message=_message(exc))
+        row["seconds"] = time.perf_counter() - t
+        out.append(row)
+    return out
+
+
+def _topk_rows(lin, units, base: dict, recipe: Recipe) -> list[dict]:
+
+    out = []
+    for u in units:
+        row = _unit_row(base, u, "topk")
+        t = time.perf_counter()
+        try:
+            op = lin.unit(u.stage, u.index)
+            k = min(recipe.k, min(op.shape))
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", ConvergenceWarning)
+                res = spectrum(op, "topk", k=k, seed=recipe.seed)
+            vals = res.values.detach().to(torch.float64).cpu()
+            if not torch.isfinite(vals).all():
+                raise FloatingPointError(f"non-finite singular values {vals.tolist()}")
+            has_res = res.residuals is not None and res.residuals.numel() > 0
+            row.update(
+                topk=[float(v) for v in vals],
+                topk_converged=bool(res.converged),
+                topk_max_residual=float(res.residuals.max()) if has_res else None,
+            )
+        except Exception as exc:  # noqa: BLE001 - non-convergence, NaN, ...
+            row = _unit_row(base, u, "topk")
+            row.update(status="error", message=_message(exc))
+        row["seconds"] = time.perf_counter() - t
+        out.append(row)
+    return out
+
+
+def _finite(v) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def _propagation_rows(net, x, label, units, base, recipe: Recipe, image_id: str, dtype) -> list[dict]:
+
+    t = time.perf_counter()
+    labels = None if label is None else torch.tensor([int(label)])
+    an = analyze(
+        net,
+        x[None],
+        labels,
+        list(recipe.attacks),
+        ids=[image_id],
+        dtype=dtype,
+        k=None,
+        spectral_units=None,
+        seed=recipe.seed,
+        attack_params=recipe.attack_params,
+        progress=False,
+    )
+    seconds = time.perf_counter() - t
+    out = []
+    for name in recipe.attacks:
+        res = an.attacks[name][0]
+        att = {
+            "perturbation": name,
+            "attack_flipped": bool(res.flipped),
+            "attack_eps": _finite(res.eps) if res.success else None,
+            "attack_l2": float(res.l2) if res.success else None,
+            "attack_linf": float(res.linf) if res.success else None,
+        }
+        prow = [r for r in an.rows if r["perturbation"] == name]
+        if not res.success or not prow:
+            row = dict(base)
+            row.update(
+                att,
+                analysis="propagation",
+                status="skipped",
+                message=res.note or "the perturbation did not flip the label",
+                seconds=seconds,
+            )
+            out.append(row)
+            continue
+        s = summarize(prow)[0]
+        att.update(jump_ratio=_finite(s.get("last3_vs_stage")), last3_gain=_finite(s.get("last3_gain")))
+        by_addr = {r["address"]: r for r in prow}
+        for u in units:
+            r = by_addr[u.address]
+            row = _unit_row(base, u, "propagation")
+            row.update(
+                att,
+                growth=_finite(r["growth"]),
+                norm=_finite(r["norm"]),
+                normalized=_finite(r["normalized"]),
+                lin_rel_err=_finite(r.get("lin_rel_err")),
+                seconds=seconds / max(len(units), 1),
+            )
+            out.append(row)
+    return out
+
+
+def describe_worker() -> dict:
+    """Host and process of the current worker (for logs)."""
+    import platform
+
+    return {"host": platform.node(), "pid": os.getpid(), "torch_threads": torch.get_num_threads()}
