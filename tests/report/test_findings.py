@@ -126,3 +126,20 @@ def test_report_reads_figure2_from_the_sweep(tmp_path):
         r for r in read_findings(out / "data" / "findings.csv") if "greater than 1 decreases" in r["claim"]
     ]
     assert len(trend) == 1 and "sweep folder" in trend[0]["images"] and trend[0]["n_images"] == "7"
+
+
+def test_sweep_band_rows_read_a_real_sweep(tmp_path):
+    """The hook reads what ``linstab sweep`` writes (a serial sweep of a tiny factory model)."""
+    sweep = pytest.importorskip("linstab.sweep")
+    x = torch.stack([tiny_image(s) for s in range(3)])
+    images = tmp_path / "tiny.npz"
+    np.savez(images, images=x.numpy())
+    spec = sweep.factory_model("tiny-B", "factories:make_net", kind="option-B", seed=0)
+    plan = sweep.plan_sweep([spec], str(images), sweep.Recipe(analyses=("bands",)))
+    sweep.run_sweep(tmp_path / "out", plan, workers=0, progress=False)
+    rows = sweep_band_rows(tmp_path / "out", "tiny-B")
+    net = make_net("option-B", seed=0)
+    assert len(rows) == 3 * len(net.units) and len({r["image"] for r in rows}) == 3
+    for r in rows:
+        assert r["above"] + r["plateau"] + r["below"] + r["zero"] == r["n"]
+        assert r["frac_zero"] == pytest.approx(r["zero"] / r["n"]) and not r["lossy"]
