@@ -108,3 +108,23 @@ def test_theil_sen_slope_matches_scipy():
     assert S.theil_sen_slope(x, y) == pytest.approx(stats.theilslopes(y, x).slope)
     assert S.theil_sen_slope([1.0, 2.0], [3.0, 1.0]) == pytest.approx(-2.0)
     assert math.isnan(S.theil_sen_slope([1.0], [1.0]))
+
+
+def test_bootstrap_means_matches_scipy_on_fixed_data():
+    from scipy.stats import bootstrap
+
+    x = np.random.default_rng(3).gamma(2.0, size=37)
+    for batch in (None, 1000):
+        ref = bootstrap(
+            (x,), np.mean, n_resamples=4999, batch=batch, method="percentile", rng=np.random.default_rng(7)
+        ).confidence_interval
+        _, (lo,), (hi,) = S.bootstrap_means(x, n_resamples=4999, seed=7, batch=batch)
+        assert lo == pytest.approx(ref.low, rel=1e-12) and hi == pytest.approx(ref.high, rel=1e-12)
+    # statistics of one matrix share the resamples; a missing value is skipped, not zero
+    V = np.stack([x, 2 * x + 1, np.where(np.arange(37) == 0, np.nan, x)], 1)
+    mean, lo, hi = S.bootstrap_means(V, n_resamples=4999, seed=7)
+    assert (lo[0], hi[0]) == pytest.approx((ref.low, ref.high), rel=1e-12)
+    assert (lo[1], hi[1]) == pytest.approx((2 * ref.low + 1, 2 * ref.high + 1), rel=1e-12)
+    assert mean[2] == pytest.approx(x[1:].mean(), rel=1e-14) and lo[2] < mean[2] < hi[2]
+    _, lo, hi = S.bootstrap_means(np.full(5, 0.25), n_resamples=99)
+    assert (lo[0], hi[0]) == (0.25, 0.25)

@@ -42,7 +42,7 @@ from linstab.sweep import (
     run_task,
     store,
 )
-from linstab.sweep.summary import bootstrap_ci, bootstrap_means, summarize_sweep
+from linstab.sweep.summary import summarize_sweep
 
 TESTS = Path(__file__).resolve().parent
 SRC = TESTS.parent.parent / "src"
@@ -439,23 +439,6 @@ def test_jpeg_images_are_indexed_like_the_loader_and_labelled_lossy(tiny_spec, t
 
 
 # ---- summary ------------------------------------------------------------------------------------
-def test_bootstrap_matches_scipy_on_fixed_data():
-    from scipy.stats import bootstrap
-
-    x = np.random.default_rng(3).gamma(2.0, size=37)
-    for batch in (None, 1000):
-        ref = bootstrap(
-            (x,), np.mean, n_resamples=4999, batch=batch, method="percentile", rng=np.random.default_rng(7)
-        ).confidence_interval
-        lo, hi = bootstrap_ci(x, n_resamples=4999, seed=7, batch=batch)
-        assert lo == pytest.approx(ref.low, rel=1e-12) and hi == pytest.approx(ref.high, rel=1e-12)
-    # statistics of one matrix share the resamples; a missing value is skipped, not zero
-    V = np.stack([x, 2 * x + 1, np.where(np.arange(37) == 0, np.nan, x)], 1)
-    mean, lo, hi = bootstrap_means(V, n_resamples=4999, seed=7)
-    assert (lo[0], hi[0]) == pytest.approx((ref.low, ref.high), rel=1e-12)
-    assert (lo[1], hi[1]) == pytest.approx((2 * ref.low + 1, 2 * ref.high + 1), rel=1e-12)
-    assert mean[2] == pytest.approx(x[1:].mean(), rel=1e-14) and lo[2] < mean[2] < hi[2]
-    assert bootstrap_ci(np.full(5, 0.25), n_resamples=99) == (0.25, 0.25)
 
 
 def test_summary_statistics_and_figures(tiny_spec, images_npz, tmp_path, capsys):

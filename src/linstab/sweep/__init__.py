@@ -23,7 +23,7 @@ an error row and does not stop the others; a directory holding another recipe is
 
 from .engine import SweepPlan, SweepResult, local_cluster, plan_sweep, run_sweep
 from .store import RecipeMismatch, read_manifest, read_rows
-from .summary import bootstrap_ci, bootstrap_means, summarize_sweep, sweep_statistics
+from .summary import summarize_sweep, sweep_statistics
 from .tasks import (
     ANALYSES,
     COLUMNS,
@@ -52,8 +52,6 @@ __all__ = [
     "RecipeMismatch",
     "SweepPlan",
     "SweepResult",
-    "bootstrap_ci",
-    "bootstrap_means",
     "factory_model",
     "get_network",
     "load_image",

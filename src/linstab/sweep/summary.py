@@ -27,18 +27,16 @@ from __future__ import annotations
 import json
 import math
 import os
-import warnings
 from pathlib import Path
 
 import numpy as np
 
+from ..analyses.statistics import bootstrap_means
 from ..linalg.results import BANDS
 from ..plots.sweep import plot_sweep
 from .store import read_manifest, read_rows
 
 __all__ = [
-    "bootstrap_ci",
-    "bootstrap_means",
     "sweep_statistics",
     "format_statistics",
     "plot_sweep",
@@ -49,81 +47,6 @@ __all__ = [
 # ============================================================================================
 # bootstrap
 # ============================================================================================
-def bootstrap_means(
-    values: np.ndarray,
-    *,
-    n_resamples: int = 9999,
-    confidence: float = 0.95,
-    seed: int | np.random.Generator = 0,
-    batch: int | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Means of the columns of ``values`` with percentile bootstrap intervals over the rows.
-
-    Args:
-        values: ``(n, S)`` (or ``(n,)``): one row per image, one column per statistic; NaN
-            marks a missing value (a column's mean is over its non-NaN rows, in the data and in
-            every resample).
-        n_resamples: bootstrap resamples.
-        confidence: confidence level of the interval.
-        seed: seed (or generator) of the resampling.
-        batch: resamples drawn per batch (default: all at once up to 4 million indices).
-
-    Returns:
-        ``(mean, low, high)``, each ``(S,)`` (scalars' arrays for a 1-D input); NaN where a
-        column has no value.
-    """
-    x = np.asarray(values, dtype=np.float64)
-    if x.ndim == 1:
-        x = x[:, None]
-    if x.ndim != 2:
-        raise ValueError(f"values must be (n,) or (n, S), got shape {x.shape}")
-    if not (0 < confidence < 1):
-        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
-    if isinstance(n_resamples, bool) or not isinstance(n_resamples, int) or n_resamples < 1:
-        raise ValueError(f"n_resamples must be a positive int, got {n_resamples!r}")
-    n, s = x.shape
-    mask = np.isfinite(x)
-    x0 = np.where(mask, x, 0.0)
-    m = mask.astype(np.float64)
-    cnt = m.sum(0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.where(cnt > 0, x0.sum(0) / np.maximum(cnt, 1), np.nan)
-    if n == 0:
-        return mean, np.full(s, np.nan), np.full(s, np.nan)
-    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-    b = int(batch) if batch else max(1, min(n_resamples, 4_000_000 // n))
-    theta = np.empty((n_resamples, s))
-    offsets = None
-    for k in range(0, n_resamples, b):
-        bb = min(b, n_resamples - k)
-        idx = rng.integers(0, n, (bb, n))
-        if offsets is None or offsets.shape[0] != bb:
-            offsets = (np.arange(bb) * n)[:, None]
-        counts = np.bincount((idx + offsets).ravel(), minlength=bb * n).reshape(bb, n).astype(np.float64)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            theta[k : k + bb] = (counts @ x0) / (counts @ m)
-    alpha = (1 - confidence) / 2
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns give NaN
-        lo, hi = np.nanpercentile(theta, [100 * alpha, 100 * (1 - alpha)], axis=0)
-    return mean, lo, hi
-
-
-def bootstrap_ci(
-    x,
-    *,
-    n_resamples: int = 9999,
-    confidence: float = 0.95,
-    seed: int | np.random.Generator = 0,
-    batch: int | None = None,
-) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of ``x`` (NaN values dropped)."""
-    v = np.asarray(x, dtype=np.float64).reshape(-1)
-    v = v[np.isfinite(v)]
-    _, lo, hi = bootstrap_means(v, n_resamples=n_resamples, confidence=confidence, seed=seed, batch=batch)
-    return float(lo[0]), float(hi[0])
-
-
 # ============================================================================================
 # statistics
 # ============================================================================================
