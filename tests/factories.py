@@ -17,6 +17,7 @@ from torch import nn
 
 import linstab
 from linstab.models import CifarResNet, ConvBlock, ResidualUnit
+from linstab.models.imagenet import randomize_batchnorm
 from linstab.operators import CallableOperator, DenseOperator, UnitJacobian
 from linstab.spectra import count_from_values
 
@@ -32,18 +33,9 @@ def weights_dir() -> Path | None:
 
 
 def randomize_bn(model: nn.Module, seed: int) -> nn.Module:
-    """Give every BatchNorm non-trivial running statistics and affine parameters."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                c = m.num_features
-                m.running_mean.copy_(0.1 * torch.randn(c, generator=g))
-                m.running_var.copy_(0.5 + torch.rand(c, generator=g))
-                if m.weight is not None:
-                    m.weight.copy_(0.5 + torch.rand(c, generator=g))
-                    m.bias.copy_(0.1 * torch.randn(c, generator=g))
-    return model
+    """Give every BatchNorm non-trivial running statistics and affine parameters (the library's
+    :func:`~linstab.models.imagenet.randomize_batchnorm`, same draws)."""
+    return randomize_batchnorm(model, seed)
 
 
 # ---- torchvision-style blocks (same attribute names as torchvision.models.resnet) -----------
