@@ -48,6 +48,7 @@ import torch.nn.functional as F
 
 from ..data.images import check_images
 from ..io.jsonable import is_plain_json
+from ..io.profile import timed
 from ..network.view import Network
 
 ATTACKS: tuple[str, ...] = ("fgsm", "pgd", "deepfool", "cw")
@@ -850,4 +851,5 @@ def run_attack(net, images, labels, attack: str, **params) -> list[AttackResult]
     """
     if not isinstance(attack, str) or attack not in _FUNCS:
         raise ValueError(f"unknown attack {attack!r}; expected one of {', '.join((*ATTACKS, *CONTROLS))}")
-    return _FUNCS[attack](net, images, labels, **params)
+    with timed("attack", attack=attack, n_images=int(images.shape[0]) if images.ndim == 4 else 1):
+        return _FUNCS[attack](net, images, labels, **params)

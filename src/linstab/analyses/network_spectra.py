@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from ..io.profile import scope
 from ..io.tables import write_csv
 from ..linalg.band_estimates import estimate_bands
 from ..linalg.results import BANDS
@@ -223,19 +224,8 @@ def scree_data(
         for key, panels in rows.items():
             for p in panels:
                 bar.set_postfix_str(f"image {ids[i]} {p['label']}")
-                if key == "stage":
-                    op = lin.stage(p["stage"])
-                    meth = stage_method
-                    if meth == "auto":
-                        meth = "exact" if min(op.shape) <= max_dense else "topk"
-                    if meth == "topk":
-                        res = spectrum(op, "topk", k=min(stage_k, min(op.shape)))
-                    else:
-                        res = spectrum(op, "exact", dtype=dtype, progress=False)
-                else:
-                    s_, k_ = (int(v) for v in p["address"].split("."))
-                    op = lin.unit(s_, k_)
-                    res = spectrum(op, "exact", dtype=dtype)
+                with scope(panel=p["label"], image=ids[i]):
+                    res, op = _panel_spectrum(lin, key, p, stage_method, stage_k, max_dense, dtype)
                 p.setdefault("n", min(op.shape))
                 p.setdefault("method", []).append(f"{res.method}:{res.route}")
                 p["spectra"].append(res.values.to(torch.float64).numpy())
@@ -244,6 +234,20 @@ def scree_data(
                 bar.update(1)
     bar.close()
     return {"model": net.name, "images": ids, "rows": rows}
+
+
+def _panel_spectrum(lin, key: str, p: dict, stage_method: str, stage_k: int, max_dense: int, dtype):
+    if key == "stage":
+        op = lin.stage(p["stage"])
+        meth = stage_method
+        if meth == "auto":
+            meth = "exact" if min(op.shape) <= max_dense else "topk"
+        if meth == "topk":
+            return spectrum(op, "topk", k=min(stage_k, min(op.shape))), op
+        return spectrum(op, "exact", dtype=dtype, progress=False), op
+    s_, k_ = (int(v) for v in p["address"].split("."))
+    op = lin.unit(s_, k_)
+    return spectrum(op, "exact", dtype=dtype), op
 
 
 QUICK_EXACT_MAX = 4096  # quick mode: exact spectra up to this size, top-k values above it
@@ -277,7 +281,8 @@ def scree_quick(net, images, progress: bool = True) -> dict:
                     op = lin.unit(a, b)
                 n = min(op.shape)
                 exact = key != "stage" and n <= QUICK_EXACT_MAX
-                res = spectrum(op, "exact") if exact else spectrum(op, "topk", k=min(QUICK_TOPK, n))
+                with scope(panel=p["label"], image=str(i)):
+                    res = spectrum(op, "exact") if exact else spectrum(op, "topk", k=min(QUICK_TOPK, n))
                 p["n"] = n
                 p.setdefault("method", []).append(res.method)
                 p["spectra"].append(res.values.to(torch.float64).numpy())

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+from ..io.profile import profile_summary, profiling
 from ..models.registry import default_model_name
 from ..report.build import build_report
 from ..report.context import SECTIONS, ReportConfig
@@ -31,7 +33,17 @@ def _cmd_report(args) -> int:
         seeds=args.seeds,
     )
     sections = tuple(s.strip() for s in args.sections.split(",")) if args.sections else SECTIONS
-    path = build_report(cfg, sections)
+    if args.profile:
+        with profiling() as prof:
+            path = build_report(cfg, sections)
+        summary = {"command": getattr(args, "_argv", None), **profile_summary(prof)}
+        summary["records"] = prof.to_dict()["records"]
+        out = Path(args.profile)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(summary, indent=1, default=str))
+        print(f"profile written to {out}")
+    else:
+        path = build_report(cfg, sections)
     print(f"report written to {path}")
     return 0
 
@@ -75,6 +87,12 @@ def add_parser(sub) -> None:
         "--cache-dir", default=None, help="cache location (default: $LINSTAB_CACHE_DIR or ~/.cache/linstab)"
     )
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the result cache")
+    p.add_argument(
+        "--profile",
+        default=None,
+        metavar="FILE",
+        help="write a JSON profile: seconds per section, figure, panel, route and attack",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_report)

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from .._version import __version__
+from .profile import timed
 
 
 def cache_root() -> Path:
@@ -131,11 +132,13 @@ class ResultCache:
             parts: what determines the result.
             compute: returns ``(arrays, meta)``.
         """
-        got = self.load(kind, parts)
+        with timed("cache-read", kind=kind):
+            got = self.load(kind, parts)
         if got is not None:
             self.hits += 1
             return got
         self.misses += 1
         arrays, meta = compute()
-        self.store(kind, parts, arrays, meta)
+        with timed("cache-write", kind=kind):
+            self.store(kind, parts, arrays, meta)
         return arrays, meta

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from .. import models as _models
+from ..io.profile import timed
 from ..models.registry import list_models
 from .imagenet import imagenet_network
 from .view import Network
@@ -26,6 +27,11 @@ def load_model(
         ValueError: for an unknown name or a file whose checksum differs.
         FileNotFoundError: when the weights cannot be found (the message says how to supply them).
     """
+    with timed("load-model", model=str(name)):
+        return _load_model(name, weights, input_size)
+
+
+def _load_model(name: str, weights, input_size: int | None) -> Network:
     if isinstance(name, str) and name.lower().startswith("torchvision:"):
         return imagenet_network(name, weights=weights, input_size=input_size or 224)
     if input_size is not None:

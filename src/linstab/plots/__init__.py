@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..io.profile import timed
+
 __all__ = ["save_figure"]
 
 
@@ -20,8 +22,9 @@ def save_figure(
     stem = out.with_suffix("") if out.suffix.lower() in (".png", ".svg", ".pdf") else out
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = []
-    for fmt in formats:
-        path = stem.with_suffix("." + fmt)
-        fig.savefig(path, dpi=dpi, bbox_inches="tight")
-        paths.append(path)
+    with timed("plot", name=stem.name):
+        for fmt in formats:
+            path = stem.with_suffix("." + fmt)
+            fig.savefig(path, dpi=dpi, bbox_inches="tight")
+            paths.append(path)
     return paths

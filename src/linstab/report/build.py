@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from ..data.selection import ImageSelection, select_images
+from ..io.profile import scope, timed
 from ..io.tables import write_csv
 from ..network.loading import load_model
 from .ablations import section_ablations
@@ -30,7 +31,8 @@ def for_model(ctx: ReportContext, net, build) -> Section:
     ctx.fig_dir.mkdir(parents=True, exist_ok=True)
     ctx.data_dir.mkdir(parents=True, exist_ok=True)
     try:
-        sec = build(net)
+        with scope(model=net.name):
+            sec = build(net)
     finally:
         ctx.fig_dir, ctx.data_dir = old
     sec.title += f" - {net.name}"
@@ -80,12 +82,13 @@ def build_report(cfg: ReportConfig, sections: tuple[str, ...] = SECTIONS, nets: 
     }
     for name in sections:
         t0 = time.perf_counter()
-        if name == "spectra":  # Figures 1-2: every model in the same figures
-            secs = [section_spectra(ctx, nets, images)]
-        elif len(nets) == 1:
-            secs = [per_net[name](nets[0])]
-        else:  # one section per model
-            secs = [for_model(ctx, net, per_net[name]) for net in nets]
+        with scope(section=name):
+            if name == "spectra":  # Figures 1-2: every model in the same figures
+                secs = [section_spectra(ctx, nets, images)]
+            elif len(nets) == 1:
+                secs = [per_net[name](nets[0])]
+            else:  # one section per model
+                secs = [for_model(ctx, net, per_net[name]) for net in nets]
         if len(secs) == 1:
             secs[0].seconds = time.perf_counter() - t0
         ctx.timings[name + "_s"] = round(time.perf_counter() - t0, 2)
@@ -96,4 +99,5 @@ def build_report(cfg: ReportConfig, sections: tuple[str, ...] = SECTIONS, nets: 
     env["cache"] = {"hits": ctx.cache.hits, "misses": ctx.cache.misses}
     (ctx.out / "environment.json").write_text(json.dumps(env, indent=1))
     write_csv([f.row() for f in ctx.findings], ctx.data_dir / "findings.csv", FINDING_FIELDS, empty_nan=True)
-    return write_html(ctx, f"linstab report: {', '.join(n.name for n in nets)}", env)
+    with timed("write-html"):
+        return write_html(ctx, f"linstab report: {', '.join(n.name for n in nets)}", env)

@@ -24,6 +24,7 @@ from ..analyses.network_spectra import QUICK_EXACT_MAX, QUICK_TOPK, scree_data, 
 from ..analyses.statistics import bootstrap_ci
 from ..analyses.trends import by_image, network_trend, regular_units, stage_trend
 from ..io.cache import tensor_hash
+from ..io.profile import scope
 from ..plots.spectra import plot_band_fractions, plot_scree
 from . import rules as R
 from .context import Finding, ReportContext, Section
@@ -98,7 +99,8 @@ def band_rows(ctx: ReportContext, net, images, ids: list[str], addresses: list[s
         }
 
         def compute(i=i, addr=addr):
-            r = unit_bands(net, images[i], units=[addr], progress=False)[0]
+            with scope(unit=addr, image=ids[i]):
+                r = unit_bands(net, images[i], units=[addr], progress=False)[0]
             return {}, {"row": {k: (list(v) if isinstance(v, tuple) else v) for k, v in r.items()}}
 
         row = dict(ctx.cache.get_or_compute("unit-bands", parts, compute)[1]["row"])
@@ -214,7 +216,10 @@ def section_spectra(ctx: ReportContext, nets, images) -> Section:
     sec = Section("Spectra of unit and stage Jacobians (Figures 1 and 2)")
     ids = ctx.image_ids
     n_scree = _n(ctx, N_SCREE, images.shape[0])
-    screes = [_scree_cached(ctx, net, images[:n_scree], ids[:n_scree]) for net in nets]
+    screes = []
+    for net in nets:
+        with scope(figure="figure1", model=net.name):
+            screes.append(_scree_cached(ctx, net, images[:n_scree], ids[:n_scree]))
     paths = plot_scree(screes if len(screes) > 1 else screes[0], ctx.fig_dir / "figure1_scree")
     sec.figures.append(ctx.rel(paths[0]))
     sec.text.append(f"Figure 1 images: {ctx.images_text(n_scree)}.")
@@ -250,15 +255,18 @@ def section_spectra(ctx: ReportContext, nets, images) -> Section:
                     "median_sigma_max": float(np.median([np.asarray(s)[0] for s in spectra])),
                 }
             )
-        rows, source = figure2_rows(ctx, net, images, ids)
+        with scope(figure="figure2", model=net.name):
+            rows, source = figure2_rows(ctx, net, images, ids)
         fig2_all.extend(rows)
         summary_all.extend(_band_summary(rows, ctx.cfg.seed))
         first = next(iter(by_image(rows).values()), [])
         single_all.extend(first)
         fifth_addr = _quick_units(ctx, net, fifth_units(net))
         k5 = _n(ctx, N_FIFTH, images.shape[0])
-        fifth = band_rows(ctx, net, images[:k5], ids[:k5], fifth_addr)
-        dep, dep_unit, dep_seeds = _dependence(ctx, net, images, ids)
+        with scope(figure="fifth-unit-bands", model=net.name):
+            fifth = band_rows(ctx, net, images[:k5], ids[:k5], fifth_addr)
+        with scope(figure="image-dependence", model=net.name):
+            dep, dep_unit, dep_seeds = _dependence(ctx, net, images, ids)
         sec.data.append(ctx.write_csv(f"image_dependence_{_safe(net.name)}.csv", _dep_table(dep)))
         ctx.findings.extend(
             _findings(

@@ -10,6 +10,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from ..io.profile import timed
 from ..linalg.inertia import block_inertia, block_is_pd, partition
 from ..linalg.results import BandCounts, check_op
 from ..linalg.threads import torch_threads
@@ -97,8 +98,10 @@ def bands(
         raise ValueError(f"route must be 'auto', 'structured', 'gram' or 'spectrum', got {route!r}")
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise ValueError(f"threads must be a positive int or None, got {threads!r}")
-    with torch_threads(threads):
-        return _bands(op, lo, hi, zt, route, min_block)
+    with torch_threads(threads), timed("bands", n=int(min(op.shape))) as info:
+        res = _bands(op, lo, hi, zt, route, min_block)
+        info["route"] = res.route
+    return res
 
 
 def _bands(op: LinearOperator, lo: float, hi: float, zt: float, route: str, min_block: int) -> BandCounts:

@@ -8,6 +8,7 @@ import warnings
 
 import torch
 
+from ..io.profile import timed
 from ..linalg.krylov import block_krylov
 from ..linalg.results import (
     METHODS,
@@ -88,6 +89,46 @@ def spectrum(
             or ``route="structured"`` on an operator without the structure.
     """
     check_op(op)
+    with timed("spectrum", method=method, n=int(min(op.shape))) as info:
+        res = _spectrum(
+            op,
+            method,
+            k=k,
+            vectors=vectors,
+            dtype=dtype,
+            route=route,
+            solver=solver,
+            tol=tol,
+            max_iter=max_iter,
+            block_size=block_size,
+            ncv=ncv,
+            seed=seed,
+            products=products,
+            dense_solver=dense_solver,
+            progress=progress,
+        )
+        info.update(route=res.route, dtype=str(res.dtype).replace("torch.", ""), parts=dict(res.timings))
+    return res
+
+
+def _spectrum(
+    op: LinearOperator,
+    method: str,
+    *,
+    k: int | None,
+    vectors: bool,
+    dtype: torch.dtype | None,
+    route: str,
+    solver: str,
+    tol: float | None,
+    max_iter: int | None,
+    block_size: int | None,
+    ncv: int | None,
+    seed: int,
+    products: str,
+    dense_solver: str,
+    progress: bool,
+) -> SpectrumResult:
     check_dtype(dtype)
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -183,6 +224,6 @@ def spectrum(
             f"{float(res.values.max()) if res.values.numel() else math.nan:.4g}); "
             "increase max_iter or block_size",
             ConvergenceWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
     return res

@@ -1,0 +1,86 @@
+"""Profile of the main job: ``linstab report`` cold (empty cache) and cached, in one run.
+
+Runs ``linstab report ... --profile`` twice in fresh processes on a fresh cache folder: first
+cold, then again on the filled cache (the cached rerun), and writes one JSON with both wall
+times, both profiles' summaries (seconds per section, figure, panel, route, attack; see
+:func:`linstab.io.profile.profile_summary`), the cache hits/misses and an environment record.
+
+Run (the issue's configuration: the full report on ResNet-56, 20 images, 2 cores, quiet machine):
+
+    LINSTAB_WEIGHTS_DIR=../shared/weights python benchmarks/report_profile.py \
+        --label after --out benchmarks/results/report_profile_after.json -- --model resnet56-akamaster
+
+Everything after ``--`` goes to ``linstab report`` unchanged. Times on a machine shared with
+other jobs are upper bounds: the JSON records the load average before and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _env import environment  # noqa: E402
+
+
+def _run(cmd: list[str], env: dict) -> tuple[float, int]:
+    t0 = time.perf_counter()
+    rc = subprocess.call(cmd, env=env)
+    return time.perf_counter() - t0, rc
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra: list[str] = []
+    if "--" in argv:
+        i = argv.index("--")
+        argv, extra = argv[:i], argv[i + 1 :]
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--label", required=True, help="e.g. before / after")
+    ap.add_argument("--out", required=True, help="JSON file to write")
+    ap.add_argument("--workdir", default=None, help="cache + reports folder (default: temp dir)")
+    ap.add_argument("--no-rerun", action="store_true", help="skip the cached rerun")
+    args = ap.parse_args(argv)
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="linstab-profile-"))
+    cache = work / "cache"
+    if cache.exists() and any(cache.iterdir()):
+        raise SystemExit(f"{cache} is not empty: a cold run needs an empty cache folder")
+    env = {**os.environ, "LINSTAB_CACHE_DIR": str(cache)}
+    exe = [str(Path(sys.executable).parent / "linstab")]
+    result: dict = {
+        "label": args.label,
+        "command": ["python", "benchmarks/report_profile.py", *argv, "--", *extra],
+        "report_args": extra,
+        "environment": environment(),
+        "loadavg_before": os.getloadavg(),
+    }
+    for run in ("cold", "cached"):
+        if run == "cached" and args.no_rerun:
+            break
+        prof = work / f"profile-{run}.json"
+        cmd = [*exe, "report", *extra, "--out", str(work / "report"), "--profile", str(prof), "--no-progress"]
+        print(f"[{time.strftime('%H:%M:%S')}] {run}: {' '.join(cmd)}", flush=True)
+        wall, rc = _run(cmd, env)
+        if rc != 0:
+            raise SystemExit(f"linstab report failed ({run}, exit {rc})")
+        p = json.loads(prof.read_text())
+        p.pop("records", None)
+        envj = json.loads((work / "report" / "environment.json").read_text())
+        result[run] = {"wall_s": round(wall, 2), "cache": envj.get("cache"), "timings": envj.get("timings")}
+        result[run].update(p)
+        print(f"[{time.strftime('%H:%M:%S')}] {run}: {wall:.1f} s", flush=True)
+    result["loadavg_after"] = os.getloadavg()
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1, default=str))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
