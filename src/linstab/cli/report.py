@@ -31,6 +31,7 @@ def _cmd_report(args) -> int:
         progress=not args.no_progress,
         sweep_dir=Path(args.sweep_dir) if args.sweep_dir else None,
         seeds=args.seeds,
+        device=args.device,
     )
     sections = tuple(s.strip() for s in args.sections.split(",")) if args.sections else SECTIONS
     if args.profile:
@@ -92,6 +93,11 @@ def add_parser(sub) -> None:
         default=None,
         metavar="FILE",
         help="write a JSON profile: seconds per section, figure, panel, route and attack",
+    )
+    p.add_argument(
+        "--device",
+        default=None,
+        help="where the models run: cpu (default), cuda or cuda:N (refused when not available here)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -10,6 +10,7 @@ from torch import nn
 from .. import models as _models
 from ..data.images import check_images
 from ..models.adapters import is_residual_unit, to_residual_unit
+from ..models.device import resolve_device
 from ..models.state import cast_state
 from .linearization import JACOBIAN_METHODS, Linearization
 
@@ -245,6 +246,27 @@ class Network:
                 f"  {u.address:>6} {u.name:<28} {u.kind:<13} {u.shortcut:<14} {u.in_shape} -> {u.out_shape}"
             )
         return "\n".join(rows)
+
+    # -- device ------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        """The device of the model's parameters."""
+        return next(self.module.parameters()).device
+
+    def to(self, device: str | torch.device) -> Network:
+        """Move the model (and the units' closed-form twins) to ``device``, checked first by
+        :func:`~linstab.models.device.resolve_device`; returns ``self``.
+
+        This moves the module the network was built from (an explicit request: linstab never
+        moves a model on its own).
+        """
+        dev = resolve_device(device)
+        if dev != self.device:
+            self.module.to(dev)
+            for u in self.units:
+                if u.canonical is not None:
+                    u.canonical.to(dev)
+        return self
 
     # -- evaluation --------------------------------------------------------------------------
     def predict(self, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:

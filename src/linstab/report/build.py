@@ -10,6 +10,7 @@ from pathlib import Path
 from ..data.selection import ImageSelection, select_images
 from ..io.profile import scope, timed
 from ..io.tables import write_csv
+from ..models.device import resolve_device
 from ..network.loading import load_model
 from .ablations import section_ablations
 from .context import FINDING_FIELDS, SECTIONS, ReportConfig, ReportContext, Section
@@ -68,9 +69,17 @@ def build_report(cfg: ReportConfig, sections: tuple[str, ...] = SECTIONS, nets: 
         raise ValueError(f"unknown sections {bad}; choose from {SECTIONS}")
     if not cfg.models and not nets:
         raise ValueError("at least one model is needed")
+    dev = resolve_device(cfg.device) if cfg.device is not None else None
+    if nets and dev is not None:
+        wrong = [f"{n.name} ({n.device})" for n in nets if n.device != dev]
+        if wrong:
+            raise ValueError(
+                f"device {cfg.device!r} requested but the given networks live elsewhere: {', '.join(wrong)}; "
+                "move them with net.to(device) or leave device unset"
+            )
     t_start = time.perf_counter()
     ctx = ReportContext(cfg)
-    nets = nets if nets else [load_model(m) for m in cfg.models]
+    nets = nets if nets else [load_model(m).to(dev or "cpu") for m in cfg.models]
     sel = report_images(cfg.images)
     images, labels = sel.images, sel.labels
     ctx.image_ids, ctx.lossy = list(sel.ids), sel.lossy

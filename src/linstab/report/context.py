@@ -33,6 +33,9 @@ class ReportConfig:
             instead of being computed here (see :func:`linstab.report.sweep.sweep_band_rows`).
         seeds: repeats of every random quantity (random perturbations, the noise of the weight
             interpolation); ``None``: 3, quick 2.
+        device: where the models run (``"cpu"``, ``"cuda"``, ``"cuda:N"``); ``None``: the CPU
+            for registered models, the given networks' own device otherwise. Checked before
+            any work (:func:`~linstab.models.device.resolve_device`).
     """
 
     models: list[str]
@@ -46,6 +49,7 @@ class ReportConfig:
     progress: bool = True
     sweep_dir: Path | None = None
     seeds: int | None = None
+    device: str | None = None
 
     @property
     def n_seeds(self) -> int:

@@ -20,6 +20,7 @@ from torch import nn
 from ..data.cifar10_jpeg import cifar10_jpeg_dir
 from ..data.images import default_images
 from ..models.blocks import CIFAR10_MEAN_PYTORCHCV, CIFAR10_STD_PYTORCHCV, CifarResNet
+from ..models.device import resolve_device
 from ..models.weights import load_state_dict_file, sha256_file
 from .dataset import DATASET_DESCRIPTION, DEFAULT_PAD, augment, load_split, normalize, tmp_path
 from .optim import (
@@ -232,17 +233,6 @@ def _load_init(
     return state, record
 
 
-def _resolve_device(device: str | torch.device | None) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {str(device)!r} requested but CUDA is not available")
-    if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"device must be 'cpu' or 'cuda[:N]'; got {str(device)!r}")
-    return dev
-
-
 def train(
     depth: int,
     shortcut: str,
@@ -316,7 +306,7 @@ def train(
     _check_args(depth, shortcut, epochs, batch_size, lr, weight_decay, warmup, label_smoothing, limit, out)
     if stop_after is not None and stop_after < 1:
         raise ValueError(f"stop_after must be >= 1; got {stop_after!r}")
-    dev = _resolve_device(device)
+    dev = resolve_device(device, auto=True)
     prec = resolve_precision(precision, dev)
     out = Path(out)
     ckpt_path = Path(checkpoint) if checkpoint is not None else default_checkpoint_path(out)
