@@ -35,6 +35,46 @@ def _run(cmd: list[str], env: dict) -> tuple[float, int]:
     return time.perf_counter() - t0, rc
 
 
+def compare_figure1(ref_path: Path, new_path: Path) -> dict:
+    """Per panel: the largest |new - reference| value difference, the largest stated error bound
+    of the new values, and how many values lie outside their bound."""
+    import numpy as np
+
+    ref, new = np.load(ref_path), np.load(new_path)
+    panels: dict[str, dict] = {}
+    for key in new.files:
+        if key.endswith("|error") or key not in ref.files:
+            continue
+        a, b = np.asarray(new[key], np.float64), np.asarray(ref[key], np.float64)
+        if a.shape != b.shape:
+            continue
+        err = np.asarray(new[key + "|error"], np.float64) if key + "|error" in new.files else np.zeros_like(a)
+        gap = np.abs(a - b)
+        near1 = np.abs(b - 1) < 0.05
+        label = key.rsplit("|image", 1)[0]
+        p = panels.setdefault(
+            label,
+            {
+                "images": 0,
+                "values": 0,
+                "outside_bound": 0,
+                "max_gap": 0.0,
+                "max_bound": 0.0,
+                "max_gap_near_1": 0.0,
+                "max_bound_near_1": 0.0,
+            },
+        )
+        p["images"] += 1
+        p["values"] += int(a.size)
+        p["outside_bound"] += int((gap > err).sum())
+        p["max_gap"] = max(p["max_gap"], float(gap.max()))
+        p["max_bound"] = max(p["max_bound"], float(err.max()))
+        if near1.any():
+            p["max_gap_near_1"] = max(p["max_gap_near_1"], float(gap[near1].max()))
+            p["max_bound_near_1"] = max(p["max_bound_near_1"], float(err[near1].max()))
+    return {"reference": str(ref_path), "panels": panels}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     extra: list[str] = []
@@ -46,6 +86,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, help="JSON file to write")
     ap.add_argument("--workdir", default=None, help="cache + reports folder (default: temp dir)")
     ap.add_argument("--no-rerun", action="store_true", help="skip the cached rerun")
+    ap.add_argument(
+        "--reference-figure1",
+        default=None,
+        help="figure1_spectra.npz of an earlier (float64) report: compare the values with its",
+    )
     args = ap.parse_args(argv)
     work = Path(args.workdir or tempfile.mkdtemp(prefix="linstab-profile-"))
     cache = work / "cache"
@@ -76,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
         result[run].update(p)
         print(f"[{time.strftime('%H:%M:%S')}] {run}: {wall:.1f} s", flush=True)
     result["loadavg_after"] = os.getloadavg()
+    if args.reference_figure1:
+        new = sorted((work / "report" / "data").rglob("figure1_spectra.npz"))
+        result["figure1_vs_reference"] = compare_figure1(Path(args.reference_figure1), new[0])
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1, default=str))
     print(f"wrote {args.out}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -13,7 +14,8 @@ import torch
 from ..io.profile import scope
 from ..io.tables import write_csv
 from ..linalg.band_estimates import estimate_bands
-from ..linalg.results import BANDS
+from ..linalg.results import BANDS, SpectrumResult
+from ..spectra.accuracy import squared_error, value_error
 from ..spectra.bands import _check_bands_args, bands
 from ..spectra.spectrum import spectrum
 
@@ -166,6 +168,139 @@ def write_bands_csv(rows: list[dict], path: str | os.PathLike) -> Path:
     return write_csv(table, path, [name for name, _ in cols], float_format=".6g")
 
 
+@dataclass(frozen=True)
+class Panel:
+    """One panel of Figure 1.
+
+    Attributes:
+        key: ``"unit"`` (unit ``S.5`` of the stage), ``"downsampling"`` (its first unit) or
+            ``"stage"`` (the stage operator).
+        stage: 1-based stage.
+        label: the panel's title.
+        address: the unit's address (``None`` for stages).
+    """
+
+    key: str
+    stage: int
+    label: str
+    address: str | None = None
+
+
+def figure1_panels(net, unit_index: int = 5, stages: bool = True) -> list[Panel]:
+    """The panels of Figure 1 for ``net``: per stage, unit ``S.unit_index`` (clipped to the
+    stage), unit ``S.1`` and (with ``stages``) the stage, in the order unit, first unit, stage.
+    """
+    if not isinstance(unit_index, int) or isinstance(unit_index, bool) or unit_index < 1:
+        raise ValueError(f"unit_index must be a positive int, got {unit_index!r}")
+    out: dict[str, list[Panel]] = {"unit": [], "downsampling": [], "stage": []}
+    for s, st in enumerate(net.stages, start=1):
+        k = min(unit_index, len(st))
+        out["unit"].append(Panel("unit", s, f"unit {s}.{k}", f"{s}.{k}"))
+        out["downsampling"].append(Panel("downsampling", s, f"unit {s}.1 ({net.unit(s, 1).kind})", f"{s}.1"))
+        if stages:
+            out["stage"].append(Panel("stage", s, f"stage {s}"))
+    return out["unit"] + out["downsampling"] + out["stage"]
+
+
+@dataclass(frozen=True)
+class PanelPlan:
+    """How a panel's spectrum is computed.
+
+    Attributes:
+        dtype: dtype of the dense eigenproblems (units: the core or Gram built from the float64
+            linearization; stages: the linearization itself).
+        stage_method: ``"exact"``, ``"topk"`` or ``"auto"`` (exact when the smaller side is at
+            most ``max_dense``).
+        stage_k: values per stage for top-k.
+        max_dense: size limit of ``"auto"``.
+        unit_max: units with more values get their ``unit_k`` largest only (``None``: all exact).
+        unit_k: values per unit above ``unit_max``.
+    """
+
+    dtype: torch.dtype = torch.float64
+    stage_method: str = "auto"
+    stage_k: int = 256
+    max_dense: int = 8192
+    unit_max: int | None = None
+    unit_k: int = 64
+
+    def __post_init__(self) -> None:
+        if self.stage_method not in ("auto", "exact", "topk"):
+            raise ValueError(f"stage_method must be 'auto', 'exact' or 'topk', got {self.stage_method!r}")
+        if self.dtype not in (torch.float32, torch.float64):
+            raise TypeError(f"dtype must be torch.float32 or torch.float64, got {self.dtype}")
+
+    def parts(self) -> dict:
+        """The plan as JSON-able cache-key parts."""
+        return {
+            "dtype": str(self.dtype).replace("torch.", ""),
+            "stage_method": self.stage_method,
+            "stage_k": self.stage_k,
+            "max_dense": self.max_dense,
+            "unit_max": self.unit_max,
+            "unit_k": self.unit_k,
+        }
+
+
+FULL_PLAN = PanelPlan(dtype=torch.float32)
+"""The report's Figure 1: every value, in float32 (only the plot and the mean read them; band
+fractions come from exact counts), stages exact up to 8192 values, stage 1 of CIFAR ResNets
+its 256 largest."""
+
+
+def panel_spectrum(linearize, panel: Panel, plan: PanelPlan = PanelPlan()) -> SpectrumResult:
+    """The spectrum of one Figure 1 panel at one image.
+
+    Args:
+        linearize: ``dtype -> Linearization`` at the image (called with float64 for units,
+            with ``plan.dtype`` for stages; e.g. a cached ``net.linearize``).
+        panel: a :class:`Panel`.
+        plan: a :class:`PanelPlan`.
+
+    Returns:
+        the :class:`~linstab.linalg.SpectrumResult` (values descending; ``info["error"]``: the
+        largest bound of ``|s_hat - s|`` from :func:`~linstab.spectra.accuracy.value_error`;
+        ``info["sq_error"]``: the bound of ``|s_hat^2 - s^2|`` of Gram-type exact routes, else
+        ``None``).
+    """
+    if panel.key == "stage":
+        op = linearize(plan.dtype).stage(panel.stage)
+        n = min(op.shape)
+        meth = plan.stage_method
+        if meth == "auto":
+            meth = "exact" if n <= plan.max_dense else "topk"
+        res = (
+            spectrum(op, "topk", k=min(plan.stage_k, n))
+            if meth == "topk"
+            else spectrum(op, "exact", dtype=plan.dtype, progress=False)
+        )
+    else:
+        s_, k_ = (int(v) for v in panel.address.split("."))
+        op = linearize(torch.float64).unit(s_, k_)
+        n = min(op.shape)
+        if plan.unit_max is not None and n > plan.unit_max:
+            res = spectrum(linearize(plan.dtype).unit(s_, k_), "topk", k=min(plan.unit_k, n))
+        else:
+            res = spectrum(op, "exact", dtype=plan.dtype)
+    err = value_error(res)
+    res.info["error"] = float(err.max()) if err.numel() else 0.0
+    res.info["sq_error"] = squared_error(res) if res.method == "exact" and res.route != "dense-svd" else None
+    res.info["n"] = n
+    return res
+
+
+def linearizer(net, image: torch.Tensor):
+    """``dtype -> net.linearize(image, dtype)``, each dtype linearized once."""
+    memo: dict = {}
+
+    def get(dtype: torch.dtype):
+        if dtype not in memo:
+            memo[dtype] = net.linearize(image, dtype=dtype)
+        return memo[dtype]
+
+    return get
+
+
 def scree_data(
     net,
     images: torch.Tensor,
@@ -178,6 +313,7 @@ def scree_data(
     max_dense: int = 8192,
     image_ids: list[str] | None = None,
     progress: bool = True,
+    plan: PanelPlan | None = None,
 ) -> dict:
     """Spectra for the paper's Figure 1 for one network: unit ``S.unit_index`` of each stage,
     the first (down-sampling) unit of each stage, and each stage, at several images.
@@ -187,67 +323,57 @@ def scree_data(
         images: ``(N, 3, H, W)`` in [0, 1].
         unit_index: the unit of each stage for the first row (paper: 5); clipped to the stage.
         stages: include the stage spectra (the expensive part).
-        dtype: linearization and dense dtype.
+        dtype: dtype of the dense eigenproblems (see :class:`PanelPlan`).
         stage_method: ``"exact"``, ``"topk"`` or ``"auto"`` (exact when the smaller side is at
             most ``max_dense``, else the ``stage_k`` largest values).
         stage_k: values per stage for ``"topk"``.
         max_dense: size limit of ``"auto"``.
         image_ids: labels of the images.
         progress: show a progress bar.
+        plan: a whole :class:`PanelPlan` (overrides ``dtype``, ``stage_method``, ``stage_k``,
+            ``max_dense``).
 
     Returns:
         ``{"model", "images", "rows": {"unit": [...], "downsampling": [...], "stage": [...]}}``;
-        each panel is ``{"stage", "label", "n", "method", "spectra": [np.ndarray per image],
-        "exact_ones": [...], "alpha"}``.
+        each panel is ``{"stage", "label", "address", "n", "method", "spectra": [np.ndarray per
+        image], "errors": [largest value error bound per image], "exact_ones": [...], "alpha"}``.
     """
-    if stage_method not in ("auto", "exact", "topk"):
-        raise ValueError(f"stage_method must be 'auto', 'exact' or 'topk', got {stage_method!r}")
+    plan = plan or PanelPlan(dtype=dtype, stage_method=stage_method, stage_k=stage_k, max_dense=max_dense)
     images = images if images.ndim == 4 else images.unsqueeze(0)
     ids = image_ids or [str(i) for i in range(images.shape[0])]
-    nst = len(net.stages)
+    panels = figure1_panels(net, unit_index, stages)
     rows: dict[str, list[dict]] = {"unit": [], "downsampling": []}
     if stages:
         rows["stage"] = []
-    for s in range(1, nst + 1):
-        k5 = min(unit_index, len(net.stages[s - 1]))
-        rows["unit"].append({"stage": s, "label": f"unit {s}.{k5}", "address": f"{s}.{k5}", "spectra": []})
-        info = net.unit(s, 1)
-        rows["downsampling"].append(
-            {"stage": s, "label": f"unit {s}.1 ({info.kind})", "address": f"{s}.1", "spectra": []}
-        )
-        if stages:
-            rows["stage"].append({"stage": s, "label": f"stage {s}", "spectra": []})
-    tasks = [(i, key, p) for i in range(images.shape[0]) for key in rows for p in rows[key]]
-    bar = progress_bar(total=len(tasks), desc=f"spectra {net.name}", unit="spectrum", disable=not progress)
+    recs = {}
+    for p in panels:
+        rec = {"stage": p.stage, "label": p.label, "spectra": []}
+        if p.address is not None:
+            rec["address"] = p.address
+        rows[p.key].append(rec)
+        recs[p] = rec
+    total = len(panels) * images.shape[0]
+    bar = progress_bar(total=total, desc=f"spectra {net.name}", unit="spectrum", disable=not progress)
     for i in range(images.shape[0]):
-        lin = net.linearize(images[i], dtype=dtype)
-        for key, panels in rows.items():
-            for p in panels:
-                bar.set_postfix_str(f"image {ids[i]} {p['label']}")
-                with scope(panel=p["label"], image=ids[i]):
-                    res, op = _panel_spectrum(lin, key, p, stage_method, stage_k, max_dense, dtype)
-                p.setdefault("n", min(op.shape))
-                p.setdefault("method", []).append(f"{res.method}:{res.route}")
-                p["spectra"].append(res.values.to(torch.float64).numpy())
-                p.setdefault("exact_ones", []).append(res.n_exact_ones)
-                p["alpha"] = res.alpha
-                bar.update(1)
+        lin = linearizer(net, images[i])
+        for p in panels:
+            bar.set_postfix_str(f"image {ids[i]} {p.label}")
+            with scope(panel=p.label, image=ids[i]):
+                res = panel_spectrum(lin, p, plan)
+            add_panel_result(recs[p], res)
+            bar.update(1)
     bar.close()
     return {"model": net.name, "images": ids, "rows": rows}
 
 
-def _panel_spectrum(lin, key: str, p: dict, stage_method: str, stage_k: int, max_dense: int, dtype):
-    if key == "stage":
-        op = lin.stage(p["stage"])
-        meth = stage_method
-        if meth == "auto":
-            meth = "exact" if min(op.shape) <= max_dense else "topk"
-        if meth == "topk":
-            return spectrum(op, "topk", k=min(stage_k, min(op.shape))), op
-        return spectrum(op, "exact", dtype=dtype, progress=False), op
-    s_, k_ = (int(v) for v in p["address"].split("."))
-    op = lin.unit(s_, k_)
-    return spectrum(op, "exact", dtype=dtype), op
+def add_panel_result(rec: dict, res: SpectrumResult) -> None:
+    """Append one image's :func:`panel_spectrum` result to a ``scree_data`` panel record."""
+    rec.setdefault("n", int(res.info.get("n", min(res.shape) if res.shape else res.values.numel())))
+    rec.setdefault("method", []).append(f"{res.method}:{res.route}")
+    rec["spectra"].append(res.values.to(torch.float64).numpy())
+    rec.setdefault("errors", []).append(float(res.info.get("error", 0.0)))
+    rec.setdefault("exact_ones", []).append(res.n_exact_ones)
+    rec["alpha"] = res.alpha
 
 
 QUICK_EXACT_MAX = 4096  # quick mode: exact spectra up to this size, top-k values above it
@@ -256,36 +382,13 @@ QUICK_EXACT_MAX = 4096  # quick mode: exact spectra up to this size, top-k value
 QUICK_TOPK = 64
 
 
+QUICK_PLAN = PanelPlan(
+    dtype=torch.float64, stage_method="topk", stage_k=QUICK_TOPK, unit_max=QUICK_EXACT_MAX, unit_k=QUICK_TOPK
+)
+"""Figure 1 in quick mode: exact spectra for units with at most :data:`QUICK_EXACT_MAX`
+values, the :data:`QUICK_TOPK` largest for larger units and for every stage."""
+
+
 def scree_quick(net, images, progress: bool = True) -> dict:
-    """Figure 1 data in quick mode: exact spectra for units with at most
-    :data:`QUICK_EXACT_MAX` singular values, the :data:`QUICK_TOPK` largest for larger units
-    and for every stage operator.
-    """
-    rows: dict[str, list[dict]] = {"unit": [], "downsampling": [], "stage": []}
-    for s_ in range(1, len(net.stages) + 1):
-        k5 = min(5, len(net.stages[s_ - 1]))
-        rows["unit"].append({"stage": s_, "label": f"unit {s_}.{k5}", "address": f"{s_}.{k5}", "spectra": []})
-        kind = net.unit(s_, 1).kind
-        rows["downsampling"].append(
-            {"stage": s_, "label": f"unit {s_}.1 ({kind})", "address": f"{s_}.1", "spectra": []}
-        )
-        rows["stage"].append({"stage": s_, "label": f"stage {s_}", "spectra": []})
-    for i in range(images.shape[0]):
-        lin = net.linearize(images[i], dtype=torch.float64)
-        for key, panels in rows.items():
-            for p in panels:
-                if key == "stage":
-                    op = lin.stage(p["stage"])
-                else:
-                    a, b = (int(v) for v in p["address"].split("."))
-                    op = lin.unit(a, b)
-                n = min(op.shape)
-                exact = key != "stage" and n <= QUICK_EXACT_MAX
-                with scope(panel=p["label"], image=str(i)):
-                    res = spectrum(op, "exact") if exact else spectrum(op, "topk", k=min(QUICK_TOPK, n))
-                p["n"] = n
-                p.setdefault("method", []).append(res.method)
-                p["spectra"].append(res.values.to(torch.float64).numpy())
-                p.setdefault("exact_ones", []).append(res.n_exact_ones)
-                p["alpha"] = getattr(res, "alpha", None)
-    return {"model": net.name, "images": [str(i) for i in range(images.shape[0])], "rows": rows}
+    """Figure 1 data in quick mode (:data:`QUICK_PLAN`)."""
+    return scree_data(net, images, plan=QUICK_PLAN, progress=progress)

@@ -32,6 +32,7 @@ def _cmd_report(args) -> int:
         sweep_dir=Path(args.sweep_dir) if args.sweep_dir else None,
         seeds=args.seeds,
         device=args.device,
+        workers=args.workers,
     )
     sections = tuple(s.strip() for s in args.sections.split(",")) if args.sections else SECTIONS
     if args.profile:
@@ -98,6 +99,13 @@ def add_parser(sub) -> None:
         "--device",
         default=None,
         help="where the models run: cpu (default), cuda or cuda:N (refused when not available here)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="processes for per-image spectra and band counts, one thread each (default: one per CPU; "
+        "1: this process only)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

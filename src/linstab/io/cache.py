@@ -13,17 +13,19 @@ live below it).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .._version import __version__
+from .parallel import fork_map
 from .profile import timed
 
 
@@ -62,7 +64,7 @@ class ResultCache:
 
     Attributes:
         hits: number of lookups answered from disk.
-        misses: number of lookups computed.
+        misses: number of entries computed.
     """
 
     def __init__(self, root: str | os.PathLike | None = None, enabled: bool = True) -> None:
@@ -142,3 +144,55 @@ class ResultCache:
         with timed("cache-write", kind=kind):
             self.store(kind, parts, arrays, meta)
         return arrays, meta
+
+    def get_or_compute_many(
+        self,
+        items: Sequence[tuple[str, dict, Callable[[], tuple[dict[str, np.ndarray], dict]]]],
+        workers: int = 1,
+        on_done: Callable[[], None] | None = None,
+        count_hits: bool = True,
+    ) -> list[tuple[dict[str, np.ndarray], dict]]:
+        """:meth:`get_or_compute` of many ``(kind, parts, compute)`` items, the missing ones
+        computed by ``workers`` forked processes (:func:`~linstab.io.parallel.fork_map`); each
+        result is stored as soon as it is computed, so an interrupted call loses only the items
+        in flight.
+
+        Args:
+            items: ``(kind, parts, compute)`` triples; put the costliest first (workers take
+                items in order, so that long items do not start last).
+            workers: worker processes (1: compute here, in order).
+            on_done: called once per item, as it is found or finished (progress).
+            count_hits: count the items found as hits (``False`` for a prefetch whose items are
+                looked up again later).
+
+        Returns:
+            ``(arrays, meta)`` per item, in order.
+        """
+        out: list = [None] * len(items)
+        todo = []
+        for k, (kind, parts, _) in enumerate(items):
+            got = self.load(kind, parts)
+            if got is None:
+                todo.append(k)
+                continue
+            self.hits += count_hits
+            out[k] = got
+            if on_done is not None:
+                on_done()
+
+        def job(k: int):
+            kind, parts, compute = items[k]
+            arrays, meta = compute()
+            with timed("cache-write", kind=kind):
+                self.store(kind, parts, arrays, meta)
+            return arrays, meta
+
+        def done(_: int) -> None:
+            if on_done is not None:
+                on_done()
+
+        results = fork_map([functools.partial(job, k) for k in todo], workers, on_done=done)
+        self.misses += len(todo)
+        for k, res in zip(todo, results, strict=True):
+            out[k] = res
+        return out

@@ -20,7 +20,7 @@ from ..plots.ablations import plot_ablations
 from . import rules as R
 from .context import Finding, ReportContext, Section
 from .findings import estimate, make_finding, signed_rank
-from .variants import ALPHA_STEP, ablation_unit, dependence_images, variant_cached
+from .variants import ALPHA_STEP, ablation_unit, dependence_images, prefetch_variants, variant_cached
 
 ALPHAS = ((0.5, 0.75, 1.0, 1.25, 1.5), (0.5, 1.0, 1.5))
 """Skip scales (full, quick)."""
@@ -75,6 +75,7 @@ def section_ablations(ctx: ReportContext, net, images) -> Section:
     rows = []
     todo = [(i, Variant("alpha", a)) for i in range(k) for a in alphas]
     todo += [(i, Variant(p, t, s)) for i in range(k) for t in ts for s in seeds for p in ("t", "t-norm")]
+    prefetch_variants(ctx, net, [(images[i], u, v, False) for i, v in todo], f"ablation counts {net.name}")
     memo: dict = {}
     for i, v in ctx.progress(todo, f"ablation counts {net.name}"):
         key = (i, v.canonical())

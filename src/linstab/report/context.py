@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..io.cache import ResultCache
+from ..io.parallel import usable_cpus
 from ..io.tables import write_csv
 
 
@@ -33,6 +34,9 @@ class ReportConfig:
             instead of being computed here (see :func:`linstab.report.sweep.sweep_band_rows`).
         seeds: repeats of every random quantity (random perturbations, the noise of the weight
             interpolation); ``None``: 3, quick 2.
+        workers: processes for independent per-image work (exact spectra, band counts), one
+            thread each; ``None``: one per usable CPU; 1: everything in this process with the
+            BLAS threads of torch's setting.
         device: where the models run (``"cpu"``, ``"cuda"``, ``"cuda:N"``); ``None``: the CPU
             for registered models, the given networks' own device otherwise. Checked before
             any work (:func:`~linstab.models.device.resolve_device`).
@@ -50,6 +54,17 @@ class ReportConfig:
     sweep_dir: Path | None = None
     seeds: int | None = None
     device: str | None = None
+    workers: int | None = None
+
+    def __post_init__(self) -> None:
+        w = self.workers
+        if w is not None and (isinstance(w, bool) or not isinstance(w, int) or w < 1):
+            raise ValueError(f"workers must be a positive int or None, got {w!r}")
+
+    @property
+    def n_workers(self) -> int:
+        """Worker processes for per-image work (:attr:`workers`, default one per usable CPU)."""
+        return self.workers if self.workers is not None else usable_cpus()
 
     @property
     def n_seeds(self) -> int:
@@ -178,6 +193,12 @@ class ReportContext:
         from tqdm.auto import tqdm
 
         return tqdm(it, desc=desc, total=total, leave=False)
+
+    def bar(self, total: int, desc: str):
+        """A progress bar with ``update()`` and ``close()`` (inert without progress)."""
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, desc=desc, leave=False, disable=not self.cfg.progress)
 
 
 def describe_images(ids: list[str]) -> str:

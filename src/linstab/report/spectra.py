@@ -14,23 +14,41 @@ Which images each statistic uses (``docs/findings.md``):
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
 
 from ..analyses.ablations import Variant
 from ..analyses.image_dependence import image_vs_architecture
-from ..analyses.network_spectra import QUICK_EXACT_MAX, QUICK_TOPK, scree_data, scree_quick, unit_bands
+from ..analyses.network_spectra import (
+    FULL_PLAN,
+    QUICK_EXACT_MAX,
+    QUICK_PLAN,
+    QUICK_TOPK,
+    figure1_panels,
+    linearizer,
+    panel_spectrum,
+    unit_bands,
+)
 from ..analyses.statistics import bootstrap_ci
 from ..analyses.trends import by_image, network_trend, regular_units, stage_trend
 from ..io.cache import tensor_hash
 from ..io.profile import scope
 from ..plots.spectra import plot_band_fractions, plot_scree
+from ..spectra.accuracy import band_fraction_bounds, error_from_squared
 from . import rules as R
 from .context import Finding, ReportContext, Section
 from .findings import estimate, make_finding, signed_rank
 from .sweep import sweep_band_rows
-from .variants import ALPHA_STEP, T_STEP, ablation_unit, dependence_images, variant_cached
+from .variants import (
+    ALPHA_STEP,
+    T_STEP,
+    ablation_unit,
+    dependence_images,
+    prefetch_variants,
+    variant_cached,
+)
 
 N_SCREE = (5, 2)
 """Images of Figure 1 (full, quick)."""
@@ -47,66 +65,119 @@ def _n(ctx: ReportContext, sizes: tuple[int | None, int], total: int) -> int:
 
 
 def _scree_cached(ctx: ReportContext, net, images, ids: list[str]) -> dict:
-    """``spectra.scree_data`` through the cache (arrays per panel and image)."""
-    quick = ctx.cfg.quick
-    parts = {
-        "model": net.sha256 or net.name,
-        "images": tensor_hash(images),
-        "what": "scree",
-        "stage_method": "topk" if quick else "auto",
-        "quick_rule": f"units exact <= {QUICK_EXACT_MAX}, others top-{QUICK_TOPK}" if quick else None,
-        "dtype": "float64",
-    }
+    """Figure 1's panels (:func:`~linstab.analyses.network_spectra.scree_data` layout), one
+    cache entry per model, image and panel, computed by :func:`panel_spectrum` with the
+    report's plan (full: float32 values, see :data:`FULL_PLAN`; quick: :data:`QUICK_PLAN`).
+    """
+    plan = QUICK_PLAN if ctx.cfg.quick else FULL_PLAN
+    panels = figure1_panels(net)
+    rows: dict[str, list[dict]] = {"unit": [], "downsampling": [], "stage": []}
+    recs = {}
+    for p in panels:
+        rec = {"stage": p.stage, "label": p.label, "spectra": []}
+        if p.address is not None:
+            rec["address"] = p.address
+        rows[p.key].append(rec)
+        recs[p] = rec
+    todo = sorted(
+        ((i, p) for i in range(images.shape[0]) for p in panels), key=lambda t: -_panel_cost(net, t[1])
+    )
+    model_key, hashes = net.sha256 or net.name, [tensor_hash(images[i]) for i in range(images.shape[0])]
 
-    def compute():
-        if quick:
-            d = scree_quick(net, images, progress=ctx.cfg.progress)
-        else:
-            d = scree_data(net, images, stage_method="auto", stage_k=256, progress=ctx.cfg.progress)
-        arrays, meta = {}, {"model": d["model"], "images": d["images"], "rows": {}}
-        for key, panels in d["rows"].items():
-            meta["rows"][key] = []
-            for j, p in enumerate(panels):
-                for i, sv in enumerate(p["spectra"]):
-                    arrays[f"{key}|{j}|{i}"] = sv
-                meta["rows"][key].append({k: v for k, v in p.items() if k != "spectra"})
-        return arrays, meta
+    def compute(i, p):
+        lin = linearizer(net, images[i])
+        with scope(panel=p.label, image=ids[i]):
+            res = panel_spectrum(lin, p, plan)
+        meta = {
+            "n": int(res.info["n"]),
+            "method": f"{res.method}:{res.route}",
+            "dtype": str(res.dtype).replace("torch.", ""),
+            "error": float(res.info["error"]),
+            "sq_error": res.info["sq_error"],
+            "exact_ones": res.n_exact_ones,
+            "alpha": res.alpha,
+        }
+        return {"values": res.values.numpy()}, meta
 
-    arrays, meta = ctx.cache.get_or_compute("scree", parts, compute)
-    rows = {}
-    for key, panels in meta["rows"].items():
-        rows[key] = []
-        for j, p in enumerate(panels):
-            n_img = len(meta["images"])
-            rows[key].append({**p, "spectra": [arrays[f"{key}|{j}|{i}"] for i in range(n_img)]})
-    return {"model": meta["model"], "images": list(ids), "rows": rows}
+    items = [
+        (
+            "figure1-panel",
+            {
+                "model": model_key,
+                "image": hashes[i],
+                "what": "figure1-panel",
+                "panel": [p.key, p.stage, p.address],
+                "plan": plan.parts(),
+            },
+            functools.partial(compute, i, p),
+        )
+        for i, p in todo
+    ]
+    bar = ctx.bar(len(items), f"spectra {net.name}")
+    got = ctx.cache.get_or_compute_many(items, ctx.cfg.n_workers, on_done=bar.update)
+    bar.close()
+    by_key = {(i, p): g for (i, p), g in zip(todo, got, strict=True)}
+    for i in range(images.shape[0]):
+        for p in panels:
+            arrays, meta = by_key[(i, p)]
+            rec = recs[p]
+            rec.setdefault("n", meta["n"])
+            rec.setdefault("method", []).append(meta["method"])
+            rec.setdefault("dtype", meta["dtype"])
+            rec["spectra"].append(np.asarray(arrays["values"], dtype=np.float64))
+            rec.setdefault("errors", []).append(meta["error"])
+            rec.setdefault("sq_errors", []).append(meta.get("sq_error"))
+            rec.setdefault("exact_ones", []).append(meta["exact_ones"])
+            rec["alpha"] = meta["alpha"]
+    return {"model": net.name, "images": list(ids), "rows": rows}
 
 
 def band_rows(ctx: ReportContext, net, images, ids: list[str], addresses: list[str]) -> list[dict]:
     """Exact band counts (Figure 2's bands) of the units ``addresses`` at every image, one cache
-    entry per model, image and unit; each row carries its ``image`` id.
+    entry per model, image and unit (computed by the report's worker processes); each row
+    carries its ``image`` id, in image-major order.
     """
-    out = []
     todo = [(i, a) for i in range(images.shape[0]) for a in addresses]
-    for i, addr in ctx.progress(todo, f"bands {net.name}"):
+    size = {u.address: u.n_in * u.n_out for u in net.units}
+    order = sorted(range(len(todo)), key=lambda k: -size.get(todo[k][1], 0))
+    hashes = [tensor_hash(images[i]) for i in range(images.shape[0])]
+
+    def compute(i, addr):
+        with scope(unit=addr, image=ids[i]):
+            r = unit_bands(net, images[i], units=[addr], progress=False)[0]
+        return {}, {"row": {k: (list(v) if isinstance(v, tuple) else v) for k, v in r.items()}}
+
+    items = []
+    for k in order:
+        i, addr = todo[k]
         parts = {
             "model": net.sha256 or net.name,
-            "image": tensor_hash(images[i]),
+            "image": hashes[i],
             "what": "unit-bands",
             "unit": addr,
             "thresholds": [0.99, 1.01],
             "zero_tol": 1e-6,
         }
+        items.append(("unit-bands", parts, functools.partial(compute, i, addr)))
+    bar = ctx.bar(len(items), f"bands {net.name}")
+    got = ctx.cache.get_or_compute_many(items, ctx.cfg.n_workers, on_done=bar.update)
+    bar.close()
+    rows: list = [None] * len(todo)
+    for k, (_, meta) in zip(order, got, strict=True):
+        row = dict(meta["row"])
+        row["image"] = ids[todo[k][0]]
+        rows[k] = row
+    return rows
 
-        def compute(i=i, addr=addr):
-            with scope(unit=addr, image=ids[i]):
-                r = unit_bands(net, images[i], units=[addr], progress=False)[0]
-            return {}, {"row": {k: (list(v) if isinstance(v, tuple) else v) for k, v in r.items()}}
 
-        row = dict(ctx.cache.get_or_compute("unit-bands", parts, compute)[1]["row"])
-        row["image"] = ids[i]
-        out.append(row)
-    return out
+def _panel_cost(net, p) -> int:
+    """A cost proxy of a Figure 1 panel (for scheduling the largest first)."""
+    if p.address is not None:
+        s, k = (int(v) for v in p.address.split("."))
+        u = net.unit(s, k)
+        return min(u.n_in, u.n_out) ** 2
+    st = net.stages[p.stage - 1]
+    return 4 * min(st[0].n_in, st[-1].n_out) ** 2
 
 
 def fifth_units(net) -> list[str]:
@@ -171,9 +242,51 @@ def _band_summary(rows: list[dict], seed: int) -> list[dict]:
     return out
 
 
-def _frac(s, lo: float = 0.99, hi: float = 1.01) -> float:
-    s = np.asarray(s, dtype=np.float64)
-    return float(np.mean((s >= lo) & (s <= hi)))
+def _frac(p: dict, i: int, side: int = 1) -> float:
+    """Panel ``p``'s fraction of values in [0.99, 1.01] at image ``i``: exact (band counts by
+    inertia) for units; for stages the upper (``side=1``) or lower (``side=0``) end of the
+    fraction allowed by the values' error bounds (:func:`_attach_fractions`).
+    """
+    return float(p["frac"][i][side])
+
+
+def _value_errors(p: dict, i: int) -> np.ndarray:
+    """Per-value error bounds of panel ``p``'s values at image ``i``
+    (:mod:`linstab.spectra.accuracy`).
+    """
+    s = np.asarray(p["spectra"][i], dtype=np.float64)
+    d = (p.get("sq_errors") or [None] * len(p["spectra"]))[i]
+    if d is not None:
+        return error_from_squared(s, d).numpy()
+    return np.full_like(s, (p.get("errors") or [0.0] * len(p["spectra"]))[i])
+
+
+def _attach_fractions(ctx: ReportContext, net, scree: dict, images, ids: list[str]) -> None:
+    """Give every whole-spectrum panel of ``scree`` its per-image band fraction ``frac``
+    (``(low, high)``) and ``frac_source``: unit panels from exact band counts (the cache
+    entries of Figure 2's rows, so usually free), stage panels from their values and error
+    bounds (:func:`~linstab.spectra.accuracy.band_fraction_bounds`).
+    """
+    n_img = len(scree["images"])
+    units = [
+        p
+        for key in ("unit", "downsampling")
+        for p in scree["rows"][key]
+        if all(_whole(p, i) for i in range(n_img))
+    ]
+    addrs = list(dict.fromkeys(p["address"] for p in units))
+    exact = {}
+    if addrs:
+        for r in band_rows(ctx, net, images[:n_img], ids[:n_img], addrs):
+            exact[(r["address"], r["image"])] = float(r["frac_plateau"])
+    for p in units:
+        p["frac"] = [(exact[(p["address"], ids[i])],) * 2 for i in range(n_img)]
+        p["frac_source"] = "exact band counts (inertia, float64)"
+    for p in scree["rows"].get("stage", []):
+        if not all(_whole(p, i) for i in range(n_img)):
+            continue
+        p["frac"] = [band_fraction_bounds(p["spectra"][i], _value_errors(p, i)) for i in range(n_img)]
+        p["frac_source"] = f"{p.get('dtype', 'float64')} values +- their error bound (range)"
 
 
 def _whole(panel: dict, i: int) -> bool:
@@ -187,6 +300,13 @@ def _dependence(ctx: ReportContext, net, images, ids: list[str]) -> tuple[list[d
         return [], "", 0
     k = dependence_images(ctx, images.shape[0])
     seeds = [ctx.cfg.seed + s for s in range(1 if ctx.cfg.quick else 2)]
+    variants = [Variant("none", 1.0), Variant("alpha", ALPHA_STEP), *(Variant("t", T_STEP, s) for s in seeds)]
+    prefetch_variants(
+        ctx,
+        net,
+        [(images[i], u, v, True) for i in range(k) for v in variants],
+        f"image dependence {net.name}",
+    )
     trained, alpha, interp = [], [], []
     for i in ctx.progress(range(k), f"image dependence {net.name}"):
         x = images[i]
@@ -228,7 +348,9 @@ def section_spectra(ctx: ReportContext, nets, images) -> Section:
         for key, panels in d["rows"].items():
             for p in panels:
                 for i, sv in enumerate(p["spectra"]):
-                    arrays[f"{d['model']}|{key}|{p['label']}|image{d['images'][i]}"] = sv
+                    name = f"{d['model']}|{key}|{p['label']}|image{d['images'][i]}"
+                    arrays[name] = sv
+                    arrays[name + "|error"] = _value_errors(p, i)
     sec.data.append(ctx.write_npz("figure1_spectra.npz", **arrays))
     if ctx.cfg.quick:
         sec.text.append(
@@ -238,8 +360,11 @@ def section_spectra(ctx: ReportContext, nets, images) -> Section:
         )
     panel_rows, fig2_all, summary_all, single_all = [], [], [], []
     for net, d in zip(nets, screes, strict=True):
+        with scope(figure="figure1", model=net.name):
+            _attach_fractions(ctx, net, d, images, ids)
         for p in d["rows"]["unit"] + d["rows"]["downsampling"] + d["rows"].get("stage", []):
             spectra = p["spectra"]
+            has = "frac" in p
             panel_rows.append(
                 {
                     "model": net.name,
@@ -248,11 +373,12 @@ def section_spectra(ctx: ReportContext, nets, images) -> Section:
                     "values_computed": min(len(s) for s in spectra),
                     "images": ctx.images_text(n_scree),
                     "median_fraction_in_[0.99,1.01]": (
-                        float(np.median([_frac(s) for s in spectra]))
-                        if all(_whole(p, i) for i in range(len(spectra)))
-                        else None
+                        float(np.median([_frac(p, i) for i in range(len(spectra))])) if has else None
                     ),
+                    "fraction_from": p.get("frac_source", ""),
                     "median_sigma_max": float(np.median([np.asarray(s)[0] for s in spectra])),
+                    "values": f"{', '.join(sorted(set(p.get('method', []))))} ({p.get('dtype', 'float64')})",
+                    "max_value_error": float(max(p.get("errors", [0.0]))),
                 }
             )
         with scope(figure="figure2", model=net.name):
@@ -536,14 +662,14 @@ def _scree_findings(
     )
     stat = "per image: largest fraction of values in [0.99, 1.01] over the first units of stages 2..L; median"
     if later:
-        v = np.array([max(_frac(p["spectra"][i]) for p in later) for i in range(n_img)])
+        v = np.array([max(_frac(p, i) for p in later) for i in range(n_img)])
         est = estimate(v, seed)
         dec = R.level_below(est, R.PLATEAU_MIN)
         measured = (
             est.text(".3g", 100, "%")
             + "; "
             + ", ".join(
-                f"{p['label']}: {100 * np.median([_frac(s) for s in p['spectra']]):.2f}%" for p in later
+                f"{p['label']}: {100 * np.median([_frac(p, i) for i in range(n_img)]):.2f}%" for p in later
             )
         )
     else:
@@ -569,7 +695,7 @@ def _scree_findings(
             None,
         )
     else:
-        v = np.array([_frac(p1["spectra"][i]) - _frac(p5["spectra"][i]) for i in range(n_img)])
+        v = np.array([_frac(p1, i) - _frac(p5, i) for i in range(n_img)])
         est, test = estimate(v, seed), signed_rank(v, "less")
         dec = R.directional(est, test, "less", "the difference")
     out.append(
@@ -625,12 +751,14 @@ def _scree_findings(
         big = R.directional(e_big, t_big, "greater", "sigma_max(stage) / sigma_max(its fifth unit)", null=1.0)
         whole = [p for p in st if all(_whole(p, i) for i in range(n_img))]
         if whole:
-            pl = np.array([max(_frac(p["spectra"][i]) for p in whole) for i in range(n_img)])
+            pl = np.array([max(_frac(p, i) for p in whole) for i in range(n_img)])
+            pl_low = np.array([max(_frac(p, i, 0) for p in whole) for i in range(n_img)])
             e_pl = estimate(pl, seed)
             flat = R.level_below(e_pl, R.PLATEAU_MIN)
             dec = R.all_of([flat, big])
             pl_text = (
-                f"plateau share (stages {', '.join(str(p['stage']) for p in whole)}) "
+                f"plateau share (stages {', '.join(str(p['stage']) for p in whole)}; upper end of the range "
+                f"the values' error bounds allow, {100 * np.median(pl_low):.3g}% at the lower end) "
                 f"{e_pl.text('.3g', 100, '%')}"
             )
         else:

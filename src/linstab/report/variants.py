@@ -38,19 +38,8 @@ def ablation_unit(net):
     return next((v for v in net.stages[-1] if v.address in addresses), regular[0])
 
 
-def variant_cached(
-    ctx: ReportContext, net, image, unit, variant: Variant, *, spectrum_values: bool = False
-) -> AblationPoint:
-    """:func:`~linstab.analyses.ablations.variant_point` of ``unit`` at ``image`` through the cache.
-
-    Args:
-        ctx: the report context (cache).
-        net: the network.
-        image: ``(3, H, W)``.
-        unit: a :class:`~linstab.network.UnitInfo`.
-        variant: the modification (``alpha = 1`` and ``t = 1`` share the trained unit's entry).
-        spectrum_values: compute the exact spectrum (else band counts by inertia).
-    """
+def _variant_item(net, image, unit, variant: Variant, spectrum_values: bool):
+    """``(kind, parts, compute)`` of a unit variant's cache entry."""
     c = variant.canonical()
     parts = {
         "model": net.sha256 or net.name,
@@ -73,7 +62,45 @@ def variant_cached(
             "extra": p.extra,
         }
 
-    arrays, meta = ctx.cache.get_or_compute("unit-variant", parts, compute)
+    return "unit-variant", parts, compute
+
+
+def prefetch_variants(ctx: ReportContext, net, jobs: list[tuple], desc: str) -> None:
+    """Compute the missing cache entries of ``jobs`` (``(image, unit, variant, spectrum_values)``)
+    with the report's worker processes, so that the :func:`variant_cached` calls that follow
+    find them (with the cache disabled, or one worker, this computes nothing ahead). The
+    entries computed here count as misses; the lookups that follow count the hits.
+    """
+    if not ctx.cache.enabled or ctx.cfg.n_workers <= 1:
+        return
+    items, seen = [], set()
+    for image, unit, variant, spectrum_values in jobs:
+        kind, parts, compute = _variant_item(net, image, unit, variant, spectrum_values)
+        key = ctx.cache.key(parts)
+        if key not in seen:
+            seen.add(key)
+            items.append((kind, parts, compute))
+    bar = ctx.bar(len(items), desc)
+    ctx.cache.get_or_compute_many(items, ctx.cfg.n_workers, on_done=bar.update, count_hits=False)
+    bar.close()
+
+
+def variant_cached(
+    ctx: ReportContext, net, image, unit, variant: Variant, *, spectrum_values: bool = False
+) -> AblationPoint:
+    """:func:`~linstab.analyses.ablations.variant_point` of ``unit`` at ``image`` through the cache.
+
+    Args:
+        ctx: the report context (cache).
+        net: the network.
+        image: ``(3, H, W)``.
+        unit: a :class:`~linstab.network.UnitInfo`.
+        variant: the modification (``alpha = 1`` and ``t = 1`` share the trained unit's entry).
+        spectrum_values: compute the exact spectrum (else band counts by inertia).
+    """
+    c = variant.canonical()
+    kind, parts, compute = _variant_item(net, image, unit, variant, spectrum_values)
+    arrays, meta = ctx.cache.get_or_compute(kind, parts, compute)
     return AblationPoint(
         parameter=variant.parameter,
         value=float(variant.value),

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from ..linalg.eigh import eigvalsh
+from ..linalg.gram import gram
 from ..linalg.results import SpectrumResult
 from ..operators.base import LinearOperator
 from ..operators.closed_form import UnitJacobian
@@ -216,9 +217,11 @@ def dense_spectrum(
         route = "dense-svd"
         t2 = t3 = time.perf_counter()
     else:
-        G = M @ M.T if m <= n_in else M.T @ M
+        inner = max(M.shape)
+        G, _ = gram(M)
         del M
         t2 = time.perf_counter()
+        info["inner"] = inner
         vals = values_from_gram(eigvalsh(G, overwrite=True), n_vals, dtype)
         t3 = time.perf_counter()
         route = "dense-gram"
