@@ -418,3 +418,21 @@ def test_real_stage3_downsampling_unit(resnet56_stage3):
         warnings.simplefilter("error", S.ConvergenceWarning)
         top = S.spectrum(op, "topk", k=8)
     assert (top.values - s[:8]).abs().max() < 1e-8
+
+
+@pytest.mark.parametrize("kind", ["option-A", "option-B", "tv-basic"])
+def test_bands_without_exact_ones_counts_the_same(kind):
+    from factories import make_net
+
+    net = make_net(kind, seed=5)
+    lin = net.linearize(tiny_image(5), dtype=torch.float64)
+    for u in net.units:
+        op = lin.unit(u.stage, u.index)
+        full, fast = S.bands(op), S.bands(op, exact_ones=False)
+        assert (full.above, full.plateau, full.below, full.zero) == (
+            fast.above,
+            fast.plateau,
+            fast.below,
+            fast.zero,
+        )
+        assert fast.n_exact_ones in (None, full.n_exact_ones)

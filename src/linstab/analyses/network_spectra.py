@@ -37,6 +37,7 @@ def unit_bands(
     units: list[str] | None = None,
     progress: bool = True,
     estimate: dict | None = None,
+    exact_ones: bool = True,
 ) -> list[dict]:
     """Band counts of every residual unit of a network at one image (paper Figure 2).
 
@@ -53,6 +54,8 @@ def unit_bands(
             :func:`~linstab.linalg.estimate_bands` (``{}`` for its defaults). The rows then
             also carry ``*_lower``/``*_upper`` (the confidence interval of each count) and
             ``route = "estimate-slq"``.
+        exact_ones: see :func:`~linstab.spectra.bands.bands` (``False``: ``exact_ones`` is
+            ``None`` where counting it would take a whole spectrum).
 
     Returns:
         one dict per unit: ``model, stage, unit, address, kind, shortcut, n``, the counts
@@ -71,7 +74,7 @@ def unit_bands(
         if estimate is not None:
             rows.append(_estimate_row(net, u, op, thresholds, zero_tol, estimate, t))
             continue
-        bc = bands(op, thresholds, zero_tol)
+        bc = bands(op, thresholds, zero_tol, exact_ones=exact_ones)
         fr = bc.fractions
         rows.append(
             {

@@ -4,11 +4,95 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import inspect
+import json
+import pickle
+from collections.abc import Callable
 from pathlib import Path
 
+from .._version import __version__
 from ..io.profile import timed
 
-__all__ = ["save_figure"]
+__all__ = ["figure_file", "save_figure", "skip_unchanged"]
+
+
+def _feed(h, obj) -> None:
+    """Feed a canonical form of ``obj`` into the hash ``h``: numbers as float64 (``1`` and
+    ``np.float32(1.0)`` alike), arrays and tensors by shape and float64 bytes, mappings by
+    sorted key, sequences in order, dataclasses by their fields, functions by name; anything else
+    by its pickle.
+    """
+    import dataclasses
+
+    import numpy as np
+
+    if obj is None or isinstance(obj, str | bool):
+        h.update(repr(obj).encode())
+    elif isinstance(obj, int | float | np.integer | np.floating):
+        h.update(b"n" + np.float64(obj).tobytes())
+    elif hasattr(obj, "detach") and hasattr(obj, "cpu"):  # a torch tensor
+        _feed(h, obj.detach().cpu().numpy())
+    elif isinstance(obj, np.ndarray):
+        a = np.ascontiguousarray(obj, dtype=np.float64) if obj.dtype.kind in "biuf" else obj
+        h.update(b"a" + repr(a.shape).encode() + (a.tobytes() if a.dtype.kind != "O" else pickle.dumps(a)))
+    elif isinstance(obj, dict):
+        h.update(b"d")
+        for k in sorted(obj, key=repr):
+            _feed(h, k)
+            _feed(h, obj[k])
+    elif isinstance(obj, list | tuple):
+        h.update(b"l" + str(len(obj)).encode())
+        for v in obj:
+            _feed(h, v)
+    elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        _feed(h, (type(obj).__qualname__, {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}))
+    elif callable(obj):
+        h.update(f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', repr(obj))}".encode())
+    else:
+        h.update(pickle.dumps(obj))
+
+
+def skip_unchanged(fn: Callable) -> Callable:
+    """Decorator for plot functions with an ``out`` argument: when the files a previous call
+    wrote for the same ``out`` still exist and every other argument is the same (SHA-256 of
+    their pickle, with the function, linstab and matplotlib versions), return their paths
+    without drawing again (values equal as float64 count as the same, so results read back from
+    the cache match freshly computed ones). A hidden ``.<name>.figkey.json`` beside the figure
+    records the key and the paths. Arguments that cannot be hashed (:func:`_feed`) always draw.
+    """
+    sig = inspect.signature(fn)
+    if "out" not in sig.parameters:
+        raise TypeError(f"skip_unchanged needs a function with an 'out' argument, got {fn.__qualname__}")
+
+    @functools.wraps(fn)
+    def inner(*args, **kwargs):
+        bound = sig.bind(*args, **kwargs)
+        bound.apply_defaults()
+        out = Path(bound.arguments["out"])
+        stem = out.with_suffix("") if out.suffix.lower() in (".png", ".svg", ".pdf") else out
+        side = stem.parent / f".{stem.name}.figkey.json"
+        try:
+            import matplotlib
+
+            h = hashlib.sha256()
+            what = (fn.__module__, fn.__qualname__, __version__, matplotlib.__version__)
+            _feed(h, (what, {k: v for k, v in bound.arguments.items() if k != "out"}))
+            key = h.hexdigest()
+        except (pickle.PicklingError, TypeError, AttributeError):
+            return fn(*args, **kwargs)
+        try:
+            old = json.loads(side.read_text())
+            if old["key"] == key and all(Path(p).is_file() for p in old["paths"]):
+                return [Path(p) for p in old["paths"]]
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        paths = fn(*args, **kwargs)
+        side.write_text(json.dumps({"key": key, "paths": [str(p) for p in paths]}))
+        return paths
+
+    return inner
 
 
 def save_figure(
@@ -28,3 +112,9 @@ def save_figure(
             fig.savefig(path, dpi=dpi, bbox_inches="tight")
             paths.append(path)
     return paths
+
+
+@skip_unchanged
+def figure_file(build: Callable, out: str | Path, *args, **kwargs) -> list[Path]:
+    """``save_figure(build(*args, **kwargs), out)``, skipped when unchanged (:func:`skip_unchanged`)."""
+    return save_figure(build(*args, **kwargs), out)

@@ -7,11 +7,12 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from . import save_figure
+from . import save_figure, skip_unchanged
 
 __all__ = ["plot_ablations", "plot_eigenvalues", "plot_lyapunov"]
 
 
+@skip_unchanged
 def plot_ablations(alpha_points, t_points, out: str | Path, title: str = "") -> list[Path]:
     """Figure 5: scree plots per ``alpha`` (left), singular-value histograms per ``t`` (right).
 
@@ -64,6 +65,7 @@ def _color(i: int, n: int, cmap):
     return (x, 0.3, 1 - x)
 
 
+@skip_unchanged
 def plot_eigenvalues(
     results: dict[str, object], sigma_max: dict[str, float], out: str | Path, title: str = ""
 ) -> list[Path]:
@@ -104,6 +106,7 @@ def plot_eigenvalues(
     return save_figure(fig, out)
 
 
+@skip_unchanged
 def plot_lyapunov(res, out: str | Path, title: str = "") -> list[Path]:
     """Per-unit and cumulative log-growth of the top Lyapunov directions."""
     fig = Figure(figsize=(12, 4.2))

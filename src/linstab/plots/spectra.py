@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import save_figure
+from . import save_figure, skip_unchanged
 
 __all__ = ["plot_scree", "plot_bands", "plot_band_fractions", "BAND_COLORS", "ROW_TITLES"]
 
@@ -30,6 +30,7 @@ def _figure(width: float, height: float):
     return Figure(figsize=(width, height), layout="constrained")
 
 
+@skip_unchanged
 def plot_scree(
     data: dict | list[dict], out: str | Path, formats: tuple[str, ...] = ("png", "svg")
 ) -> list[Path]:
@@ -104,6 +105,7 @@ def plot_scree(
     return save_figure(fig, out, formats)
 
 
+@skip_unchanged
 def plot_bands(rows: list[dict], out: str | Path, formats: tuple[str, ...] = ("png", "svg")) -> list[Path]:
     """Figure 2: stacked fractions of singular values per band for each unit through the network.
 
@@ -183,6 +185,7 @@ def plot_bands(rows: list[dict], out: str | Path, formats: tuple[str, ...] = ("p
     return save_figure(fig, out, formats)
 
 
+@skip_unchanged
 def plot_band_fractions(
     summary: list[dict],
     single: list[dict],

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..analyses.dynamics import EigenResult, lyapunov_spectrum, unit_eigenvalues
+from ..analyses.dynamics import EigenResult, LyapunovResult, lyapunov_spectrum, unit_eigenvalues
 from ..analyses.network_spectra import QUICK_EXACT_MAX
 from ..io.cache import tensor_hash
 from ..plots.ablations import plot_eigenvalues, plot_lyapunov
@@ -92,19 +92,41 @@ def section_dynamics(ctx: ReportContext, net, images) -> Section:
             + "."
         )
     k = 8 if ctx.cfg.quick else 16
-    ly = lyapunov_spectrum(lin, k=k, seed=ctx.cfg.seed)
+    parts = {"model": net.sha256 or net.name, "image": tensor_hash(x), "what": "lyapunov", "k": k}
+    parts["seed"] = ctx.cfg.seed
+
+    def compute_ly():
+        r = lyapunov_spectrum(lin, k=k, seed=ctx.cfg.seed)
+        tops = [
+            float(spectrum(lin.stage(s), method="topk", k=1).values[0]) for s in range(1, len(net.stages) + 1)
+        ]
+        arrays = {"log_growth": r.log_growth, "cumulative": r.cumulative}
+        meta = {
+            "units": r.units,
+            "stage_top": {str(s): v for s, v in r.stage_log_growth_top.items()},
+            "tops": tops,
+        }
+        return arrays, meta
+
+    arrays, meta = ctx.cache.get_or_compute("lyapunov", parts, compute_ly)
+    ly = LyapunovResult(
+        units=list(meta["units"]),
+        log_growth=arrays["log_growth"],
+        cumulative=arrays["cumulative"],
+        k=k,
+        seed=ctx.cfg.seed,
+        stage_log_growth_top={int(s): float(v) for s, v in meta["stage_top"].items()},
+    )
     paths = plot_lyapunov(ly, ctx.fig_dir / "lyapunov", title=f"{net.name}, image {ctx.image_ids[0]}, k={k}")
     sec.figures.append(ctx.rel(paths[0]))
     sec.data.append(ctx.write_npz("lyapunov.npz", units=np.array(ly.units), log_growth=ly.log_growth))
     rows2 = []
     for s in range(1, len(net.stages) + 1):
-        S = lin.stage(s)
-        top = spectrum(S, method="topk", k=1)
         rows2.append(
             {
                 "stage": s,
                 "sum_log_growth_top_direction": round(ly.stage_log_growth_top[s], 4),
-                "log_sigma_max_stage": round(float(np.log(float(top.values[0]))), 4),
+                "log_sigma_max_stage": round(float(np.log(meta["tops"][s - 1])), 4),
             }
         )
     sec.tables.append((f"Lyapunov top direction vs stage operator (image {ctx.image_ids[0]})", rows2))

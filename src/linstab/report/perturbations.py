@@ -19,7 +19,7 @@ from ..analyses.attacks import CONTROLS
 from ..analyses.perturbations import analyze, per_image_statistics
 from ..analyses.propagation import default_projection_units, random_repeat
 from ..io.cache import tensor_hash
-from ..plots import save_figure
+from ..plots import figure_file
 from ..plots.perturbations import projections_figure, propagation_figure
 from . import rules as R
 from .context import Finding, ReportContext, Section, fmt
@@ -102,15 +102,26 @@ def section_propagation(ctx: ReportContext, net, images, labels) -> Section:
         )
         return sec
     for att in ctx.cfg.attacks:
-        fig = propagation_figure(
-            rows, ["random", att], title=f"{net.name}: random (top) vs {att} (bottom), {imgs}"
+        paths = figure_file(
+            propagation_figure,
+            ctx.fig_dir / f"figure3_propagation_{att}",
+            rows,
+            ["random", att],
+            title=f"{net.name}: random (top) vs {att} (bottom), {imgs}",
         )
-        paths = save_figure(fig, ctx.fig_dir / f"figure3_propagation_{att}")
         sec.figures.append(ctx.rel(paths[0]))
-    fig = propagation_figure(rows, ["random", *CONTROLS], title=f"{net.name}: random vs the controls, {imgs}")
-    sec.figures.append(ctx.rel(save_figure(fig, ctx.fig_dir / "figure3_propagation_controls")[0]))
+    paths = figure_file(
+        propagation_figure,
+        ctx.fig_dir / "figure3_propagation_controls",
+        rows,
+        ["random", *CONTROLS],
+        title=f"{net.name}: random vs the controls, {imgs}",
+    )
+    sec.figures.append(ctx.rel(paths[0]))
     main_attack = ctx.cfg.attacks[0]
-    fig = projections_figure(
+    paths = figure_file(
+        projections_figure,
+        ctx.fig_dir / "figure4_projections",
         rows,
         alphas,
         stage=stage,
@@ -118,7 +129,6 @@ def section_propagation(ctx: ReportContext, net, images, labels) -> Section:
         attack=main_attack,
         title=f"{net.name}: stage {stage}, {main_attack}, image {ids[0]}",
     )
-    paths = save_figure(fig, ctx.fig_dir / "figure4_projections")
     sec.figures.append(ctx.rel(paths[0]))
     sec.data.append(ctx.write_csv("propagation.csv", rows))
     sec.data.append(ctx.write_csv("propagation_summary.csv", summary))

@@ -64,6 +64,7 @@ def bands(
     route: str = "auto",
     min_block: int = 384,
     threads: int | None = None,
+    exact_ones: bool = True,
 ) -> BandCounts:
     """Exact counts of singular values above, inside and below ``[lo, hi]`` and at zero.
 
@@ -88,6 +89,10 @@ def bands(
         min_block: smallest diagonal block of the block ``LDL^T``.
         threads: torch threads while counting (default ``None``: torch's setting; on a
             machine shared with other jobs use 1; measurements in docs/spectra.md).
+        exact_ones: identity-shortcut units: also count the values exactly ``|alpha|``
+            (``n_exact_ones``) when the structure does not give them for free (a rank-deficient
+            ``Q``), which takes the whole spectrum (tens of seconds on a 16,384-value unit);
+            ``False``: ``n_exact_ones`` is ``None`` then. The band counts are the same.
 
     Returns:
         a :class:`BandCounts`.
@@ -99,12 +104,14 @@ def bands(
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise ValueError(f"threads must be a positive int or None, got {threads!r}")
     with torch_threads(threads), timed("bands", n=int(min(op.shape))) as info:
-        res = _bands(op, lo, hi, zt, route, min_block)
+        res = _bands(op, lo, hi, zt, route, min_block, bool(exact_ones))
         info["route"] = res.route
     return res
 
 
-def _bands(op: LinearOperator, lo: float, hi: float, zt: float, route: str, min_block: int) -> BandCounts:
+def _bands(
+    op: LinearOperator, lo: float, hi: float, zt: float, route: str, min_block: int, exact_ones: bool
+) -> BandCounts:
     t0 = time.perf_counter()
     n_out, n_in = op.shape
     n = min(n_out, n_in)
@@ -132,7 +139,7 @@ def _bands(op: LinearOperator, lo: float, hi: float, zt: float, route: str, min_
         if any(at):
             ts += [a * (1 + 1e-9), a * (1 - 1e-9)]
         counts, n_exact = _structured_counts(red, tuple(ts), min_block)
-        if n_exact is None:
+        if n_exact is None and exact_ones:
             n_exact = structured_spectrum(op, torch.float64).n_exact_ones
         got = dict(zip(ts, counts, strict=True))
         C = {}
