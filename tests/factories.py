@@ -189,13 +189,14 @@ def _finish(model: nn.Module, seed: int, name: str, hw: int = 8) -> linstab.Netw
     return linstab.Network(model, name=name, input_shape=(3, hw, hw))
 
 
-def make_net(kind: str, seed: int = 0, dtype=torch.float32) -> linstab.Network:
-    """A tiny seeded network of one unit kind (8x8 inputs)."""
+def make_net(kind: str, seed: int = 0, dtype=torch.float32, units: int = 2) -> linstab.Network:
+    """A tiny seeded network of one unit kind (8x8 inputs); ``units`` per stage for the
+    option-A/B CIFAR ResNets."""
     torch.manual_seed(seed)
     if kind == "option-A":
-        model = TinyCifarResNet("A")
+        model = TinyCifarResNet("A", units)
     elif kind == "option-B":
-        model = TinyCifarResNet("B")
+        model = TinyCifarResNet("B", units)
     elif kind == "tv-basic":
         model = TVResNet(TVBasicBlock, (2, 2), (4, 8))
     elif kind == "tv-bottleneck":

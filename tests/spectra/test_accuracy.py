@@ -59,4 +59,3 @@ def test_iterative_values_use_residuals():
     err = value_error(res)
     ref = spectrum(op, "exact").values[:4]
     assert bool(((res.values - ref).abs() <= err + 1e-12).all())
-

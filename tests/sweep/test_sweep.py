@@ -441,16 +441,34 @@ def test_jpeg_images_are_indexed_like_the_loader_and_labelled_lossy(tiny_spec, t
 # ---- summary ------------------------------------------------------------------------------------
 
 
-def test_summary_statistics_and_figures(tiny_spec, images_npz, tmp_path, capsys):
+@pytest.fixture(scope="module")
+def deep_spec() -> ModelSpec:
+    """5 units per stage: the jump (last 3 units over the regular units before them) is defined."""
+    return factory_model("tiny-B5", "factories:make_net", kind="option-B", seed=8, units=5)
+
+
+@pytest.fixture(scope="module")
+def deep_images_npz(tmp_path_factory) -> Path:
+    """The 4 tiny images, labelled with tiny-B5's predictions except image 3 (misclassified);
+    FGSM flips images 0-2 of this net."""
+    x = torch.stack([tiny_image(s) for s in (0, 1, 3, 4)])
+    labels = make_net("option-B", 8, units=5).predict(x).argmax(1).numpy()
+    labels[3] = (labels[3] + 1) % 10
+    path = tmp_path_factory.mktemp("imgs5") / "tiny5.npz"
+    np.savez(path, images=x.numpy(), labels=labels)
+    return path
+
+
+def test_summary_statistics_and_figures(deep_spec, deep_images_npz, tmp_path, capsys):
     out = tmp_path / "out"
-    plan = plan_sweep([tiny_spec], str(images_npz), RECIPE)
+    plan = plan_sweep([deep_spec], str(deep_images_npz), RECIPE)
     run_sweep(out, plan, workers=0, progress=False)
     text, res, paths = summarize_sweep(
         out, figures=tmp_path / "fig", json_path=tmp_path / "s.json", n_resamples=999
     )
-    m = res["models"]["tiny-B"]
+    m = res["models"]["tiny-B5"]
     assert m["images"] == 4 and m["skipped_rows"] == 2
-    assert m["units"] == ["1.1", "1.2", "2.1", "2.2", "3.1", "3.2"]
+    assert m["units"] == [f"{s}.{k}" for s in (1, 2, 3) for k in range(1, 6)]
     rows = read_rows(out).to_pylist()
     got = next(s for s in m["stats"] if s["unit"] == "2.2" and s["statistic"] == "frac_plateau")
     vals = [r["frac_plateau"] for r in rows if r["analysis"] == "bands" and r["unit"] == "2.2"]
@@ -464,7 +482,7 @@ def test_summary_statistics_and_figures(tiny_spec, images_npz, tmp_path, capsys)
         assert f"{stem}.png" in names and f"{stem}.svg" in names
     json.loads((tmp_path / "s.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
     assert cli_main(["sweep", "summary", str(out), "--resamples", "99"]) == 0
-    assert "== tiny-B: 4 images" in capsys.readouterr().out
+    assert "== tiny-B5: 4 images" in capsys.readouterr().out
     # importing the sweep modules and drawing never loads pyplot or selects a backend
     code = (
         "import sys; import linstab.sweep, linstab.sweep.summary, linstab.cli.sweep\n"

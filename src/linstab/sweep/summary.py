@@ -6,7 +6,9 @@ Statistics (per model, means over the images with a value; ``status == "ok"`` ro
 * topk: ``sigma1``, the largest singular value, per unit;
 * propagation: ``growth`` per unit and perturbation; per image and perturbation the
   ``jump_ratio`` (geometric-mean growth over the last 3 units of the last stage over that of the
-  whole stage; > 1: a jump at the end, the paper's Figure 3), the attack radius ``attack_eps``
+  stage's regular units before them, as in the report's findings; down-sampling units, whose
+  raw-norm ratio is partly a dimension effect, excluded; > 1: a jump at the end, the paper's
+  Figure 3), the attack radius ``attack_eps``
   (L-inf, FGSM/PGD) and ``attack_l2``, and ``flipped``;
 * per image: ``margin`` (logit of the label minus the largest other logit), ``correct``;
 * Spearman correlations of the margin with the jump ratio and with the attack radius.

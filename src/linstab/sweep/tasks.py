@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from ..analyses.attacks import ATTACKS
-from ..analyses.perturbations import analyze, summarize
+from ..analyses.perturbations import analyze, per_image_statistics, summarize
 from ..analyses.propagation import parse_perturbations, resolve_units
 from ..data.cifar10_jpeg import cifar10_jpeg_dir, jpeg_members
 from ..data.images import DEFAULT_LABELS, check_images, default_images, load_images
@@ -895,7 +895,13 @@ def _propagation_rows(net, x, label, units, base, recipe: Recipe, image_id: str,
             out.append(row)
             continue
         s = summarize(prow)[0]
-        att.update(jump_ratio=_finite(s.get("last3_vs_stage")), last3_gain=_finite(s.get("last3_gain")))
+        # the report's jump: last 3 units of the last stage over its regular units before them
+        # (the down-sampling unit's raw-norm ratio is partly a dimension effect)
+        jump = per_image_statistics(prow)[0]["jump"]
+        att.update(
+            jump_ratio=_finite(math.exp(jump)) if math.isfinite(jump) else None,
+            last3_gain=_finite(s.get("last3_gain")),
+        )
         by_addr = {r["address"]: r for r in prow}
         for u in units:
             r = by_addr[u.address]
