@@ -53,6 +53,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         seed=args.seed,
         attack_params=params,
+        exact_ones=args.exact_ones,
     )
     # everything is validated here, before any directory or cluster exists
     plan = plan_sweep(args.model, args.images, recipe, check_weights=not args.no_weights_check)
@@ -141,6 +142,11 @@ def add_parser(sub) -> None:
         help="plateau band (default 0.99 1.01)",
     )
     p.add_argument("--zero-tol", type=float, default=1e-6, help="values <= it count as zero (default 1e-6)")
+    p.add_argument(
+        "--exact-ones",
+        action="store_true",
+        help="bands: also count the values exactly 1 of units where that needs the whole spectrum (slow)",
+    )
     p.add_argument("--dtype", default="float64", choices=["float32", "float64"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="sweep directory (created; reused to resume)")

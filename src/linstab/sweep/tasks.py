@@ -608,6 +608,10 @@ class Recipe:
         dtype: ``"float64"`` or ``"float32"``: linearization, propagation and logits.
         seed: seed of the random perturbations, PGD and the top-k start block.
         attack_params: per-attack keyword arguments (``{"pgd": {"steps": 10}}``).
+        exact_ones: ``"bands"``: also count the values exactly ``|alpha|`` of units whose ``Q``
+            is rank deficient, which takes their whole spectrum (tens of seconds to minutes on
+            a 16,384-value unit, and uneven across images); ``False`` (default): ``exact_ones``
+            is empty for those units (it comes for free on the others; the counts are the same).
     """
 
     analyses: tuple[str, ...] = ("bands",)
@@ -619,8 +623,11 @@ class Recipe:
     dtype: str = "float64"
     seed: int = 0
     attack_params: dict = field(default_factory=dict)
+    exact_ones: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.exact_ones, bool):
+            raise TypeError(f"exact_ones must be a bool, got {self.exact_ones!r}")
 
         analyses = [self.analyses] if isinstance(self.analyses, str) else list(self.analyses)
         analyses = [a.strip() for a in analyses for a in a.split(",") if a.strip()]
@@ -793,7 +800,9 @@ def _bands_rows(lin, units, base: dict, recipe: Recipe) -> list[dict]:
         row = _unit_row(base, u, "bands")
         t = time.perf_counter()
         try:
-            bc = bands(lin.unit(u.stage, u.index), recipe.thresholds, recipe.zero_tol)
+            bc = bands(
+                lin.unit(u.stage, u.index), recipe.thresholds, recipe.zero_tol, exact_ones=recipe.exact_ones
+            )
             fr = bc.fractions
             row.update(
                 above=bc.above,
