@@ -59,3 +59,31 @@ def test_iterative_values_use_residuals():
     err = value_error(res)
     ref = spectrum(op, "exact").values[:4]
     assert bool(((res.values - ref).abs() <= err + 1e-12).all())
+
+
+@pytest.mark.slow
+def test_resnet20_float32_panels_within_their_bound_and_exact_fractions():
+    """Figure 1's routes on a trained network (resnet20-linstab, packaged): float32 values within
+    their stated bound of the float64 ones, and the band fraction of the exact counts equal to
+    the one the float64 values give (no value within rounding of an edge here)."""
+    from linstab.analyses.network_spectra import FULL_PLAN, Panel, PanelPlan, linearizer, panel_spectrum
+    from linstab.data.selection import select_images
+    from linstab.network.loading import load_model
+    from linstab.spectra.bands import bands
+
+    net = load_model("resnet20-linstab")
+    lin = linearizer(net, select_images("0").images[0])
+    ref_plan = PanelPlan(dtype=torch.float64)
+    panels = [Panel("unit", 2, "unit 2.3", "2.3"), Panel("downsampling", 2, "unit 2.1", "2.1")]
+    panels += [Panel("unit", 3, "unit 3.3", "3.3"), Panel("downsampling", 3, "unit 3.1", "3.1")]
+    panels += [Panel("stage", 3, "stage 3")]
+    for p in panels:
+        new, ref = panel_spectrum(lin, p, FULL_PLAN), panel_spectrum(lin, p, ref_plan)
+        assert new.dtype == torch.float32 and ref.dtype == torch.float64
+        gap = (new.values.double() - ref.values).abs()
+        assert bool((gap <= value_error(new)).all()), (p.label, float((gap - value_error(new)).max()))
+        if p.address is not None:
+            s, k = (int(v) for v in p.address.split("."))
+            bc = bands(lin(torch.float64).unit(s, k), exact_ones=False)
+            frac = float(((ref.values >= 0.99) & (ref.values <= 1.01)).double().mean())
+            assert bc.fractions["plateau"] == pytest.approx(frac, abs=0.5 / bc.n)
