@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..io.profile import scope
@@ -345,16 +346,9 @@ def scree_data(
     images = images if images.ndim == 4 else images.unsqueeze(0)
     ids = image_ids or [str(i) for i in range(images.shape[0])]
     panels = figure1_panels(net, unit_index, stages)
-    rows: dict[str, list[dict]] = {"unit": [], "downsampling": []}
-    if stages:
-        rows["stage"] = []
-    recs = {}
-    for p in panels:
-        rec = {"stage": p.stage, "label": p.label, "spectra": []}
-        if p.address is not None:
-            rec["address"] = p.address
-        rows[p.key].append(rec)
-        recs[p] = rec
+    rows, recs = panel_records(panels)
+    if not stages:
+        rows.pop("stage")
     total = len(panels) * images.shape[0]
     bar = progress_bar(total=total, desc=f"spectra {net.name}", unit="spectrum", disable=not progress)
     for i in range(images.shape[0]):
@@ -363,20 +357,49 @@ def scree_data(
             bar.set_postfix_str(f"image {ids[i]} {p.label}")
             with scope(panel=p.label, image=ids[i]):
                 res = panel_spectrum(lin, p, plan)
-            add_panel_result(recs[p], res)
+            add_panel(recs[p], *panel_result(res))
             bar.update(1)
     bar.close()
     return {"model": net.name, "images": ids, "rows": rows}
 
 
-def add_panel_result(rec: dict, res: SpectrumResult) -> None:
-    """Append one image's :func:`panel_spectrum` result to a ``scree_data`` panel record."""
-    rec.setdefault("n", int(res.info.get("n", min(res.shape) if res.shape else res.values.numel())))
-    rec.setdefault("method", []).append(f"{res.method}:{res.route}")
-    rec["spectra"].append(res.values.to(torch.float64).numpy())
-    rec.setdefault("errors", []).append(float(res.info.get("error", 0.0)))
-    rec.setdefault("exact_ones", []).append(res.n_exact_ones)
-    rec["alpha"] = res.alpha
+def panel_records(panels: list[Panel]) -> tuple[dict[str, list[dict]], dict[Panel, dict]]:
+    """Empty ``scree_data`` panel records: ``(rows by key, record per panel)``."""
+    rows: dict[str, list[dict]] = {"unit": [], "downsampling": [], "stage": []}
+    recs = {}
+    for p in panels:
+        rec = {"stage": p.stage, "label": p.label, "spectra": []}
+        if p.address is not None:
+            rec["address"] = p.address
+        rows[p.key].append(rec)
+        recs[p] = rec
+    return rows, recs
+
+
+def panel_result(res: SpectrumResult) -> tuple[dict, dict]:
+    """A :func:`panel_spectrum` result as ``({"values": array}, meta)`` (what a cache stores)."""
+    meta = {
+        "n": int(res.info.get("n", min(res.shape) if res.shape else res.values.numel())),
+        "method": f"{res.method}:{res.route}",
+        "dtype": str(res.dtype).replace("torch.", ""),
+        "error": float(res.info.get("error", 0.0)),
+        "sq_error": res.info.get("sq_error"),
+        "exact_ones": res.n_exact_ones,
+        "alpha": res.alpha,
+    }
+    return {"values": res.values.numpy()}, meta
+
+
+def add_panel(rec: dict, arrays: dict, meta: dict) -> None:
+    """Append one image's :func:`panel_result` to a ``scree_data`` panel record."""
+    rec.setdefault("n", meta["n"])
+    rec.setdefault("method", []).append(meta["method"])
+    rec.setdefault("dtype", meta["dtype"])
+    rec["spectra"].append(np.asarray(arrays["values"], dtype=np.float64))
+    rec.setdefault("errors", []).append(meta["error"])
+    rec.setdefault("sq_errors", []).append(meta.get("sq_error"))
+    rec.setdefault("exact_ones", []).append(meta["exact_ones"])
+    rec["alpha"] = meta["alpha"]
 
 
 QUICK_EXACT_MAX = 4096  # quick mode: exact spectra up to this size, top-k values above it

@@ -26,8 +26,11 @@ from ..analyses.network_spectra import (
     QUICK_EXACT_MAX,
     QUICK_PLAN,
     QUICK_TOPK,
+    add_panel,
     figure1_panels,
     linearizer,
+    panel_records,
+    panel_result,
     panel_spectrum,
     unit_bands,
 )
@@ -71,14 +74,7 @@ def _scree_cached(ctx: ReportContext, net, images, ids: list[str]) -> dict:
     """
     plan = QUICK_PLAN if ctx.cfg.quick else FULL_PLAN
     panels = figure1_panels(net)
-    rows: dict[str, list[dict]] = {"unit": [], "downsampling": [], "stage": []}
-    recs = {}
-    for p in panels:
-        rec = {"stage": p.stage, "label": p.label, "spectra": []}
-        if p.address is not None:
-            rec["address"] = p.address
-        rows[p.key].append(rec)
-        recs[p] = rec
+    rows, recs = panel_records(panels)
     todo = sorted(
         ((i, p) for i in range(images.shape[0]) for p in panels), key=lambda t: -_panel_cost(net, t[1])
     )
@@ -87,17 +83,7 @@ def _scree_cached(ctx: ReportContext, net, images, ids: list[str]) -> dict:
     def compute(i, p):
         lin = linearizer(net, images[i])
         with scope(panel=p.label, image=ids[i]):
-            res = panel_spectrum(lin, p, plan)
-        meta = {
-            "n": int(res.info["n"]),
-            "method": f"{res.method}:{res.route}",
-            "dtype": str(res.dtype).replace("torch.", ""),
-            "error": float(res.info["error"]),
-            "sq_error": res.info["sq_error"],
-            "exact_ones": res.n_exact_ones,
-            "alpha": res.alpha,
-        }
-        return {"values": res.values.numpy()}, meta
+            return panel_result(panel_spectrum(lin, p, plan))
 
     items = [
         (
@@ -119,16 +105,7 @@ def _scree_cached(ctx: ReportContext, net, images, ids: list[str]) -> dict:
     by_key = {(i, p): g for (i, p), g in zip(todo, got, strict=True)}
     for i in range(images.shape[0]):
         for p in panels:
-            arrays, meta = by_key[(i, p)]
-            rec = recs[p]
-            rec.setdefault("n", meta["n"])
-            rec.setdefault("method", []).append(meta["method"])
-            rec.setdefault("dtype", meta["dtype"])
-            rec["spectra"].append(np.asarray(arrays["values"], dtype=np.float64))
-            rec.setdefault("errors", []).append(meta["error"])
-            rec.setdefault("sq_errors", []).append(meta.get("sq_error"))
-            rec.setdefault("exact_ones", []).append(meta["exact_ones"])
-            rec["alpha"] = meta["alpha"]
+            add_panel(recs[p], *by_key[(i, p)])
     return {"model": net.name, "images": list(ids), "rows": rows}
 
 
