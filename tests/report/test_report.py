@@ -282,3 +282,22 @@ def test_spectra_findings_for_each_of_two_models(tmp_path):
     assert {r["model"] for r in read_findings_rows(out / "data" / "figure2_band_summary.csv")} == {
         n.name for n in nets
     }
+
+
+def test_two_models_get_the_model_comparison_finding(tmp_path):
+    """Two networks: their corresponding units' spectra are compared with an architecture change
+    (Sec. 3.2, 'no significant difference between ResNet-56 and ResNet-110')."""
+    nets = [make_net("option-A", seed=1), make_net("option-B", seed=2)]
+    cfg = ReportConfig(
+        models=[], images=[0, 1, 2], quick=True, out=tmp_path / "out", cache_dir=tmp_path / "c"
+    )
+    cfg.progress = False
+    index = build_report(cfg, ("spectra",), nets=nets)
+    rows = read_findings(index.parent / "data" / "findings.csv")
+    found = [
+        r for r in rows if r["claim"].startswith("There is no significant difference between the spectra")
+    ]
+    assert len(found) == 1 and "option-A and option-B" in found[0]["claim"]
+    assert found[0]["verdict"] in ("reproduced", "partly", "not reproduced")
+    table = (index.parent / "data" / "model_dependence.csv").read_text().splitlines()
+    assert table[0].split(",")[:4] == ["d_model", "d_image", "d_arch", "ratio"] and len(table) == 4

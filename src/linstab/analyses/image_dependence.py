@@ -83,3 +83,42 @@ def image_vs_architecture(
             }
         )
     return out
+
+
+def model_vs_architecture(
+    trained_a: Sequence, trained_b: Sequence, rows_a: list[dict], rows_b: list[dict]
+) -> list[dict]:
+    """Per image: distance between two networks' spectra of corresponding units against the
+    distance caused by an architecture change (Sec. 3.2: "no significant difference ... between
+    ResNet-56 and ResNet-110").
+
+    Args:
+        trained_a: the first network's unit spectrum at each image.
+        trained_b: the second network's spectrum of the corresponding unit (same shape), per image.
+        rows_a: :func:`image_vs_architecture` rows of the first network (same images).
+        rows_b: the same for the second network.
+
+    Returns:
+        one dict per image: ``d_model`` (distance of the two networks' spectra), ``d_image``
+        and ``d_arch`` (means of the two networks' values) and ``ratio`` = ``d_model / d_arch``.
+
+    Raises:
+        ValueError: for mismatched lengths.
+    """
+    n = len(trained_a)
+    if not (len(trained_b) == len(rows_a) == len(rows_b) == n):
+        raise ValueError("trained_a, trained_b, rows_a and rows_b need one entry per image")
+    out = []
+    for i in range(n):
+        d_model = spectrum_distance(trained_a[i], trained_b[i])
+        d_image = 0.5 * (rows_a[i]["d_image"] + rows_b[i]["d_image"])
+        d_arch = 0.5 * (rows_a[i]["d_arch"] + rows_b[i]["d_arch"])
+        out.append(
+            {
+                "d_model": d_model,
+                "d_image": d_image,
+                "d_arch": d_arch,
+                "ratio": d_model / d_arch if d_arch > 0 else math.inf,
+            }
+        )
+    return out

@@ -20,7 +20,7 @@ import math
 import numpy as np
 
 from ..analyses.ablations import Variant
-from ..analyses.image_dependence import image_vs_architecture
+from ..analyses.image_dependence import image_vs_architecture, model_vs_architecture
 from ..analyses.network_spectra import (
     FULL_PLAN,
     QUICK_EXACT_MAX,
@@ -337,6 +337,7 @@ def section_spectra(ctx: ReportContext, nets, images) -> Section:
             f"with at most {2 * QUICK_EXACT_MAX} values."
         )
     panel_rows, fig2_all, summary_all, single_all = [], [], [], []
+    deps: list[tuple[list[dict], str]] = []
     for net, d in zip(nets, screes, strict=True):
         with scope(figure="figure1", model=net.name):
             _attach_fractions(ctx, net, d, images, ids)
@@ -372,12 +373,18 @@ def section_spectra(ctx: ReportContext, nets, images) -> Section:
         with scope(figure="image-dependence", model=net.name):
             dep, dep_unit, dep_seeds = _dependence(ctx, net, images, ids)
         sec.data.append(ctx.write_csv(f"image_dependence_{_safe(net.name)}.csv", _dep_table(dep)))
+        deps.append((dep, dep_unit))
         ctx.findings.extend(
             _findings(
                 ctx, net, d, n_scree, rows, source, fifth, k5, fifth_addr, dep, dep_unit, dep_seeds, len(nets)
             )
         )
         sec.text.append(f"{net.name}: Figure 2 band fractions from {source}.")
+    if len(nets) == 2:
+        finding, rows = _model_finding(ctx, nets, images, deps)
+        ctx.findings.append(finding)
+        if rows:
+            sec.data.append(ctx.write_csv("model_dependence.csv", rows))
     sec.tables.append((f"Figure 1 panels ({ctx.images_text(n_scree)})", panel_rows))
     sec.data.append(ctx.write_csv("figure1_panels.csv", panel_rows))
     title = (
@@ -589,6 +596,56 @@ def _findings(
     out.extend(_scree_findings(section, ctx, net, scree, n_scree, seed))
     out.extend(_trend_findings(section, net, fig2, fig2_source, seed))
     return out
+
+
+def _model_finding(ctx: ReportContext, nets, images, deps) -> tuple[Finding, list[dict]]:
+    """Two networks: their spectra of corresponding units differ no more than an architecture
+    change moves them (the unit of Figure 5 of each network, at the same images).
+    """
+    (dep_a, unit_a), (dep_b, unit_b) = deps
+    a, b = nets
+    claim = (
+        "There is no significant difference between the spectra of ResNet-56 and ResNet-110 (Sec. 3.2; "
+        f"tested on the two models of this report, {a.name} and {b.name})."
+    )
+    stat = (
+        f"per image: relative L2 distance between the sorted spectra of unit {unit_a or '-'} of {a.name} and "
+        f"unit {unit_b or '-'} of {b.name} / the distance caused by alpha 1 -> {ALPHA_STEP:g} or t 1 -> "
+        f"{T_STEP:g} on the same unit (mean of the two models); median over images"
+    )
+    section = "Spectra (two models)"
+    ua, ub = ablation_unit(a), ablation_unit(b)
+    k = min(len(dep_a), len(dep_b))
+    if ua is None or ub is None or (ua.in_shape, ua.out_shape) != (ub.in_shape, ub.out_shape):
+        why = "the two models have no corresponding regular unit of the same shape in their last stage"
+        return make_finding(section, claim, stat, R.not_testable(why)), []
+    if k < 2:
+        return make_finding(section, claim, stat, R.not_testable("needs at least 2 images")), []
+    none = Variant("none", 1.0)
+    tr = [
+        [variant_cached(ctx, n, images[i], u, none, spectrum_values=True).singular_values for i in range(k)]
+        for n, u in ((a, ua), (b, ub))
+    ]
+    rows = model_vs_architecture(tr[0], tr[1], dep_a[:k], dep_b[:k])
+    for r, image_id in zip(rows, ctx.image_ids[:k], strict=True):
+        r["image"] = image_id
+    ratio = np.array([r["ratio"] for r in rows])
+    est = estimate(ratio, ctx.cfg.seed)
+    test = signed_rank(ratio, "less", 1.0, log=True)
+    dec = R.directional(est, test, "less", "the ratio (model distance / architecture distance)", null=1.0)
+    finding = make_finding(
+        section,
+        claim,
+        stat,
+        dec,
+        est,
+        test,
+        test_what="log(d_model / d_arch) < 0, paired per image",
+        images=ctx.images_text(k),
+        measured=f"ratio {est.text()}; medians: "
+        + ", ".join(f"{k} {np.median([r[k] for r in rows]):.3g}" for k in ("d_model", "d_image", "d_arch")),
+    )
+    return finding, rows
 
 
 def _dependence_finding(section: str, ctx: ReportContext, dep, unit: str, n_seeds: int, seed: int) -> Finding:
