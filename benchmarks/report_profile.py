@@ -97,7 +97,13 @@ def main(argv: list[str] | None = None) -> int:
     if cache.exists() and any(cache.iterdir()):
         raise SystemExit(f"{cache} is not empty: a cold run needs an empty cache folder")
     env = {**os.environ, "LINSTAB_CACHE_DIR": str(cache)}
-    exe = [str(Path(sys.executable).parent / "linstab")]
+    script = Path(sys.executable).parent / "linstab"
+    # the installed command, or the package on PYTHONPATH (a checkout without an install)
+    exe = (
+        [str(script)]
+        if script.is_file()
+        else [sys.executable, "-c", "import sys; from linstab.cli import main; sys.exit(main())"]
+    )
     result: dict = {
         "label": args.label,
         "command": ["python", "benchmarks/report_profile.py", *argv, "--", *extra],
