@@ -352,3 +352,18 @@ def nan_operator(n: int = 20, dtype=F64) -> CallableOperator:
         return torch.full_like(V, float("nan"))
 
     return CallableOperator(mm, lambda W: W.clone(), (n,), (n,), dtype)
+
+
+def dense_jacobian(module, x: torch.Tensor, forward: bool = False) -> torch.Tensor:
+    """torch.func Jacobian ``(n_out, n_in)`` of a module at ``x`` (float64 copy of the state)."""
+    state = {
+        k: v.detach().double() if v.is_floating_point() else v
+        for k, v in list(module.named_parameters()) + list(module.named_buffers())
+    }
+
+    def f(z):
+        return torch.func.functional_call(module, state, (z.unsqueeze(0),))[0]
+
+    jac = (torch.func.jacfwd if forward else torch.func.jacrev)(f)(x.double())
+    n_in = x.numel()
+    return jac.reshape(-1, n_in)

@@ -107,7 +107,7 @@ def test_custom_unit_types_use_autodiff():
     with pytest.raises(ValueError, match="no closed form"):
         lin.unit(1, 1, "closed")
     J = lin.unit(1, 1)  # auto -> autodiff
-    from test_operators import dense_jacobian
+    from factories import dense_jacobian
 
     D = dense_jacobian(model[1], lin.inputs[0][0])
     assert float((J.materialize() - D).norm() / D.norm()) < 1e-10

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.sparse.linalg as spla
 import torch
-from factories import NET_KINDS, make_net, tiny_image
+from factories import NET_KINDS, dense_jacobian, make_net, tiny_image
 
 from linstab.operators import (
     ComposedOperator,
@@ -16,21 +16,6 @@ from linstab.operators import (
 )
 
 RTOL = 1e-10  # closed form vs autodiff vs torch.func dense, float64
-
-
-def dense_jacobian(module, x: torch.Tensor, forward: bool = False) -> torch.Tensor:
-    """torch.func Jacobian ``(n_out, n_in)`` of a module at ``x`` (float64 copy of the state)."""
-    state = {
-        k: v.detach().double() if v.is_floating_point() else v
-        for k, v in list(module.named_parameters()) + list(module.named_buffers())
-    }
-
-    def f(z):
-        return torch.func.functional_call(module, state, (z.unsqueeze(0),))[0]
-
-    jac = (torch.func.jacfwd if forward else torch.func.jacrev)(f)(x.double())
-    n_in = x.numel()
-    return jac.reshape(-1, n_in)
 
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -1,44 +1,19 @@
-"""Image selections given as text: index specs (``0-9``, ``0,3,7``, ``all``), the lossy JPEG test
-set (``jpeg:0-999``) and paths.
+"""Image selections given as text, decoded: index specs (``0-9``, ``0,3,7``, ``all``), the lossy
+JPEG test set (``jpeg:0-999``) and paths (parsed by :func:`~linstab.data.refs.image_refs`).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import NamedTuple
 
 import torch
 
 from .cifar10_jpeg import load_cifar10_jpeg
 from .imagenet import preprocess
-from .images import DEFAULT_LABELS, default_images, load_images
+from .images import default_images
+from .refs import image_refs, load_image, parse_index_spec
 
-
-def parse_index_spec(spec: str, n: int) -> list[int]:
-    """Parse ``"3"``, ``"0-9"``, ``"0,2,5-7"`` or ``"all"`` into indices in ``0..n-1``.
-
-    Raises:
-        ValueError: for malformed specs or indices out of range.
-    """
-    text = str(spec).strip()
-    if text == "all":
-        return list(range(n))
-    out: list[int] = []
-    for part in text.split(","):
-        part = part.strip()
-        if "-" in part:
-            a, b = part.split("-", 1)
-            if not (a.isdigit() and b.isdigit()) or int(a) > int(b):
-                raise ValueError(f"bad index range {part!r} in {spec!r}")
-            out.extend(range(int(a), int(b) + 1))
-        elif part.isdigit():
-            out.append(int(part))
-        else:
-            raise ValueError(f"bad index {part!r} in {spec!r}: expected e.g. 0, 0-9, 0,2,5-7 or all")
-    bad = [i for i in out if not 0 <= i < n]
-    if bad:
-        raise ValueError(f"indices {bad} out of range 0..{n - 1}")
-    return out
+__all__ = ["ImageSelection", "parse_index_spec", "select_images"]
 
 
 class ImageSelection(NamedTuple):
@@ -60,7 +35,7 @@ class ImageSelection(NamedTuple):
 def select_images(
     spec: str, *, single: bool = False, size: int | tuple[int, int] | None = None
 ) -> ImageSelection:
-    """Images named by a spec: default-image indices, ``jpeg:INDICES`` or a path.
+    """Images named by a spec (parsed by :func:`~linstab.data.refs.image_refs`), decoded.
 
     Args:
         spec: indices into the 20 lossless default images (``0``, ``0-9``, ``0,3,7``, ``all``);
@@ -68,7 +43,7 @@ def select_images(
             ``load_cifar10_jpeg("test", limit=10000)``, whose classes are interleaved, so any
             prefix such as ``jpeg:0-99`` is class-balanced; ``jpeg:all`` for all 10,000; the zips
             are found through ``$LINSTAB_CIFAR10_JPEG``); or a PNG/JPEG file, a folder, ``.npy`` or
-            ``.npz`` in [0, 1].
+            ``.npz`` in [0, 1] (``.npz`` labels are used), optionally ``PATH:INDICES``.
         single: exactly one image is expected.
         size: preprocess files to this size (ImageNet networks: shorter side resized, center
             crop); index specs are refused then, since those images are 32 x 32 CIFAR-10.
@@ -77,36 +52,38 @@ def select_images(
         ValueError: for a malformed spec, indices out of range, or not one image when
             ``single``.
     """
-    spec = str(spec).strip()
-    if not spec:
-        raise ValueError("empty image spec: expected indices (0-9), jpeg:INDICES or a path")
-    lossy = spec.lower().startswith("jpeg:")
-    looks_like_indices = all(c.isdigit() or c in ",- " for c in spec) or spec == "all"
-    if (lossy or looks_like_indices) and not Path(spec).exists():
-        if size is not None:
-            raise ValueError(
-                f"images {spec!r} are 32 x 32 CIFAR-10 images; this network takes {size} inputs: "
-                "give image files (they are resized and center-cropped)"
-            )
-        if lossy:
-            if not spec[len("jpeg:") :].strip():
-                raise ValueError("jpeg: needs indices, e.g. jpeg:0-99 or jpeg:all")
-            x_all, y_all = load_cifar10_jpeg("test", limit=10000)  # classes interleaved
-            idx = parse_index_spec(spec[len("jpeg:") :], x_all.shape[0])
-            x, y = x_all[idx].float() / 255.0, y_all[idx]
-            ids = [f"cifar10-jpeg-test-{i} (lossy)" for i in idx]
-        else:
-            idx = parse_index_spec(spec, len(DEFAULT_LABELS))
-            x, y = default_images(idx)
-            ids = [f"cifar10-test-{i}" for i in idx]
+    refs = image_refs(spec)
+    kind = refs.source.kind
+    if size is not None and kind in ("default", "jpeg"):
+        raise ValueError(
+            f"images {spec!r} are 32 x 32 CIFAR-10 images; this network takes {size} inputs: "
+            "give image files (they are resized and center-cropped)"
+        )
+    idx = [r.index for r in refs.refs]
+    if kind == "default":
+        x, y = default_images(idx)
+        ids = [r.id for r in refs.refs]
+    elif kind == "jpeg":
+        x_all, y_all = load_cifar10_jpeg("test", limit=10000)  # decoded once, cached; same order
+        x, y = x_all[idx].float() / 255.0, y_all[idx]
+        ids = [f"{r.id} (lossy)" for r in refs.refs]
     else:
         if size is None:
-            x = load_images(spec)
-        elif Path(spec).suffix.lower() in (".npy", ".npz"):
-            x = preprocess(load_images(spec), size=size)
+            xs = [load_image(r)[0] for r in refs.refs]
+            shapes = sorted({tuple(t.shape) for t in xs})
+            if len(shapes) > 1:
+                raise ValueError(
+                    f"images of {spec!r} differ in size ({shapes[:3]}): give a size (--input-size) to "
+                    "resize and crop them"
+                )
+            x = torch.stack(xs)
+        elif kind == "array":
+            x = preprocess(torch.stack([load_image(r)[0] for r in refs.refs]), size=size)
         else:
-            x = preprocess(spec, size=size)
-        y, ids = None, [f"{Path(spec).name}[{i}]" for i in range(x.shape[0])]
+            x = torch.cat([preprocess(r.path, size=size) for r in refs.refs])
+        labels = [r.label for r in refs.refs]
+        y = None if any(v is None for v in labels) else torch.tensor(labels, dtype=torch.int64)
+        ids = [r.id for r in refs.refs]
     if single and x.shape[0] != 1:
         raise ValueError(f"expected one image, {spec!r} selects {x.shape[0]}")
-    return ImageSelection(x, y, ids, lossy)
+    return ImageSelection(x, y, ids, refs.source.lossy)

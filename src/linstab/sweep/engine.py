@@ -108,7 +108,7 @@ def plan_sweep(
     Args:
         models: model names (registry) and/or :class:`ModelSpec` (e.g. from
             :func:`factory_model`); one or more, distinct names.
-        images: an image spec (see :func:`linstab.sweep.tasks.parse_images`) or a selection.
+        images: an image spec (see :func:`linstab.data.refs.image_refs`) or a selection.
         recipe: the analyses and parameters (default ``Recipe(**recipe_kwargs)``).
         check_weights: find (and checksum) registry weights on this machine; turn off only when
             the workers have weights this machine lacks (then the registry SHA-256 is used).

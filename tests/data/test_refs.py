@@ -1,0 +1,47 @@
+"""Image references (linstab.data.refs): one parser of image specs for the report and the sweep."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from linstab.data.refs import image_refs, load_image
+from linstab.data.selection import select_images
+
+
+def test_default_refs_load_like_the_selection():
+    refs = image_refs("2,5")
+    assert refs.source.kind == "default" and not refs.source.lossy
+    assert [r.id for r in refs.refs] == ["cifar10-test-2", "cifar10-test-5"]
+    sel = select_images("2,5")
+    x, label = load_image(refs.refs[1])
+    assert torch.equal(x, sel.images[1]) and label == int(sel.labels[1])
+
+
+def test_array_subsets_and_labels(tmp_path):
+    arr = np.random.default_rng(0).random((4, 3, 8, 8)).astype(np.float32)
+    np.savez(tmp_path / "a.npz", images=arr, labels=np.array([3, 1, 4, 1]))
+    sel = select_images(f"{tmp_path / 'a.npz'}:1-2")
+    assert sel.ids == ["a.npz[1]", "a.npz[2]"] and sel.labels.tolist() == [1, 4]
+    assert torch.allclose(sel.images, torch.from_numpy(arr[1:3]))
+    with pytest.raises(ValueError, match="out of range"):
+        image_refs(f"{tmp_path / 'a.npz'}:4")
+
+
+def test_folder_of_mixed_sizes_needs_a_size(tmp_path):
+    rng = np.random.default_rng(1)
+    for name, hw in (("a.png", (8, 8)), ("b.png", (10, 12))):
+        Image.fromarray((rng.random((*hw, 3)) * 255).astype(np.uint8)).save(tmp_path / name)
+    refs = image_refs(str(tmp_path))
+    assert [r.id for r in refs.refs] == ["a.png", "b.png"] and refs.source.kind == "folder"
+    with pytest.raises(ValueError, match="differ in size"):
+        select_images(str(tmp_path))
+    assert select_images(str(tmp_path), size=8).images.shape == (2, 3, 8, 8)
+
+
+@pytest.mark.parametrize("spec", ["", "jpeg:", "0-25", "no/such/path"])
+def test_bad_specs(spec):
+    with pytest.raises(ValueError):
+        image_refs(spec)
