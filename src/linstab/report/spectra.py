@@ -630,22 +630,38 @@ def _model_finding(ctx: ReportContext, nets, images, deps) -> tuple[Finding, lis
     for r, image_id in zip(rows, ctx.image_ids[:k], strict=True):
         r["image"] = image_id
     ratio = np.array([r["ratio"] for r in rows])
-    est = estimate(ratio, ctx.cfg.seed)
-    test = signed_rank(ratio, "less", 1.0, log=True)
-    dec = R.directional(est, test, "less", "the ratio (model distance / architecture distance)", null=1.0)
-    finding = make_finding(
-        section,
-        claim,
-        stat,
+    medians = ", ".join(
+        f"{k} {np.median([r[k] for r in rows]):.3g}" for k in ("d_model", "d_image", "d_arch")
+    )
+    finding = _below_one(
+        (section, claim, stat),
+        ratio,
+        ratio,
+        ctx.cfg.seed,
+        "model",
+        ctx.images_text(k),
+        lambda est: f"ratio {est.text()}; medians: {medians}",
+    )
+    return finding, rows
+
+
+def _below_one(text: tuple[str, str, str], values, paired, seed: int, what: str, images: str, measured):
+    """A finding whose rule is ``directional(ratio < 1)`` on per-image distance ratios against
+    the architecture distance: ``values`` are estimated (per image, or per image and seed), the
+    signed-rank test runs on log ``paired`` (one ratio per image).
+    """
+    est = estimate(values, seed)
+    test = signed_rank(paired, "less", 1.0, log=True)
+    dec = R.directional(est, test, "less", f"the ratio ({what} distance / architecture distance)", null=1.0)
+    return make_finding(
+        *text,
         dec,
         est,
         test,
-        test_what="log(d_model / d_arch) < 0, paired per image",
-        images=ctx.images_text(k),
-        measured=f"ratio {est.text()}; medians: "
-        + ", ".join(f"{k} {np.median([r[k] for r in rows]):.3g}" for k in ("d_model", "d_image", "d_arch")),
+        test_what=f"log(d_{what} / d_arch) < 0, paired per image",
+        images=images,
+        measured=measured(est),
     )
-    return finding, rows
 
 
 def _dependence_finding(section: str, ctx: ReportContext, dep, unit: str, n_seeds: int, seed: int) -> Finding:
@@ -664,22 +680,16 @@ def _dependence_finding(section: str, ctx: ReportContext, dep, unit: str, n_seed
         return make_finding(
             section, claim, stat, R.not_testable("needs at least 2 images and a regular unit")
         )
-    ratio = np.array([r["ratio"] for r in dep])
-    est = estimate(ratio, seed)
     d_img = np.array([r["d_image"] for r in dep])
     d_arch = np.array([r["d_arch"] for r in dep])
-    test = signed_rank(d_img / d_arch, "less", 1.0, log=True)
-    dec = R.directional(est, test, "less", "the ratio (image distance / architecture distance)", null=1.0)
-    return make_finding(
-        section,
-        claim,
-        stat,
-        dec,
-        est,
-        test,
-        test_what="log(d_image / d_arch) < 0, paired per image",
-        images=ctx.images_text(len(dep)),
-        measured=(
+    return _below_one(
+        (section, claim, stat),
+        np.array([r["ratio"] for r in dep]),
+        d_img / d_arch,
+        seed,
+        "image",
+        ctx.images_text(len(dep)),
+        lambda est: (
             f"ratio {est.text()}; d_image median {np.median(d_img):.3g}, d(alpha {ALPHA_STEP:g}) "
             f"{np.median([r['d_alpha'] for r in dep]):.3g}, d(t {T_STEP:g}) "
             f"{np.median([r['d_t_mean'] for r in dep]):.3g}"
