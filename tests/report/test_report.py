@@ -301,3 +301,14 @@ def test_two_models_get_the_model_comparison_finding(tmp_path):
     assert found[0]["verdict"] in ("reproduced", "partly", "not reproduced")
     table = (index.parent / "data" / "model_dependence.csv").read_text().splitlines()
     assert table[0].split(",")[:4] == ["d_model", "d_image", "d_arch", "ratio"] and len(table) == 4
+
+
+def test_report_refuses_units_too_large_for_exact_figures_before_any_work(tmp_path):
+    cfg = ReportConfig(models=["torchvision:resnet18"], images=[0], out=tmp_path / "r", use_cache=False)
+    with pytest.raises(ValueError, match="exact Figures 1-2"):
+        build_report(cfg)
+    assert not (tmp_path / "r").exists()
+    bad = ReportConfig(models=["resnet20-linstab"], images=[0], out=tmp_path / "r", weights=["a", "b"])
+    with pytest.raises(ValueError, match="one weights file per model"):
+        build_report(bad)
+    assert not (tmp_path / "r").exists()

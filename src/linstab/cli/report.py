@@ -33,6 +33,8 @@ def _cmd_report(args) -> int:
         seeds=args.seeds,
         device=args.device,
         workers=args.workers,
+        weights=args.weights,
+        input_size=args.input_size,
     )
     sections = tuple(s.strip() for s in args.sections.split(",")) if args.sections else SECTIONS
     if args.profile:
@@ -76,6 +78,18 @@ def add_parser(sub) -> None:
         type=int,
         default=None,
         help="repeats of every random quantity (random noise, interpolation noise; default 3, quick 2)",
+    )
+    p.add_argument(
+        "--weights",
+        action="append",
+        default=None,
+        help="explicit weights file for a --model (give one per --model, in the same order)",
+    )
+    p.add_argument(
+        "--input-size",
+        type=int,
+        default=None,
+        help="ImageNet networks (torchvision:...): image size (default 224); image files are resized",
     )
     p.add_argument("--out", default="linstab-report", help="output folder (default: linstab-report)")
     p.add_argument(

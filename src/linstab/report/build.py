@@ -43,16 +43,44 @@ def for_model(ctx: ReportContext, net, build) -> Section:
     return sec
 
 
-def report_images(images: list[int] | str) -> ImageSelection:
+EXACT_REPORT_MAX = 65536
+"""Largest unit (output values) of the full report, whose Figures 1-2 are exact."""
+
+
+def report_images(images: list[int] | str, size=None) -> ImageSelection:
     """The report's images: default-image indices or a spec of :func:`~linstab.data.select_images`
-    (``"0-19"``, ``"jpeg:0-999"`` -- lossy, and labelled so --, a folder, an array file).
+    (``"0-19"``, ``"jpeg:0-999"`` -- lossy, and labelled so --, a folder, an array file);
+    ``size``: the input size of networks that resize their images (ImageNet).
     """
     if isinstance(images, str):
-        return select_images(images)
+        return select_images(images, size=size)
     idx = [int(i) for i in images]
     if not idx:
         raise ValueError("images: expected at least one image")
-    return select_images(",".join(str(i) for i in idx))
+    return select_images(",".join(str(i) for i in idx), size=size)
+
+
+def check_report_size(nets, quick: bool) -> None:
+    """Refuse, before any work, networks whose units are too large for the full report's exact
+    spectra and band counts (:data:`EXACT_REPORT_MAX` values), and two networks that take
+    images of different sizes.
+    """
+    sizes = {getattr(n, "input_size", None) for n in nets}
+    if len(sizes) > 1:
+        raise ValueError(
+            f"the models take images of different sizes ({sorted(map(str, sizes))}): report them apart"
+        )
+    if quick:
+        return
+    for n in nets:
+        big = max(n.units, key=lambda u: u.n_out)
+        if big.n_out > EXACT_REPORT_MAX:
+            raise ValueError(
+                f"{n.name}: unit {big.address} has {big.n_out:,} values; the full report's exact Figures 1-2 "
+                f"take units up to {EXACT_REPORT_MAX:,}. Use --quick (top-k values, band counts of small "
+                "units), a smaller --input-size, or the matrix-free estimates of 'linstab spectrum "
+                "--method bands-estimate' / 'linstab bands --estimate' for single units"
+            )
 
 
 def build_report(cfg: ReportConfig, sections: tuple[str, ...] = SECTIONS, nets: list | None = None) -> Path:
@@ -77,10 +105,20 @@ def build_report(cfg: ReportConfig, sections: tuple[str, ...] = SECTIONS, nets: 
                 f"device {cfg.device!r} requested but the given networks live elsewhere: {', '.join(wrong)}; "
                 "move them with net.to(device) or leave device unset"
             )
+    weights = list(cfg.weights) if cfg.weights else [None] * len(cfg.models)
+    if len(weights) != len(cfg.models):
+        raise ValueError(
+            f"give one weights file per model ({len(cfg.models)} models, {len(weights)} weights)"
+        )
+    if not nets:
+        nets = [
+            load_model(m, weights=w, input_size=cfg.input_size).to(dev or "cpu")
+            for m, w in zip(cfg.models, weights, strict=True)
+        ]
+    check_report_size(nets, cfg.quick)
+    sel = report_images(cfg.images, getattr(nets[0], "input_size", None))
     t_start = time.perf_counter()
     ctx = ReportContext(cfg)
-    nets = nets if nets else [load_model(m).to(dev or "cpu") for m in cfg.models]
-    sel = report_images(cfg.images)
     images, labels = sel.images, sel.labels
     ctx.image_ids, ctx.lossy = list(sel.ids), sel.lossy
     per_net = {

@@ -37,6 +37,9 @@ class ReportConfig:
         workers: processes for independent per-image work (exact spectra, band counts), one
             thread each; ``None``: one per usable CPU; 1: everything in this process with the
             BLAS threads of torch's setting.
+        weights: explicit weights files, one per model (``None`` entries: found as usual).
+        input_size: ImageNet networks (``torchvision:...``): the image size (default 224);
+            image files are resized and center-cropped to it.
         device: where the models run (``"cpu"``, ``"cuda"``, ``"cuda:N"``); ``None``: the CPU
             for registered models, the given networks' own device otherwise. Checked before
             any work (:func:`~linstab.models.device.resolve_device`).
@@ -55,6 +58,8 @@ class ReportConfig:
     seeds: int | None = None
     device: str | None = None
     workers: int | None = None
+    weights: list[str | None] | None = None
+    input_size: int | None = None
 
     def __post_init__(self) -> None:
         w = self.workers
