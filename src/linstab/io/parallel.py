@@ -6,7 +6,8 @@ sparse factorizations are single-threaded, and dense eigensolvers scale sublinea
 threads (measured in ``benchmarks/results/report_profile_*.json``). The work items are
 zero-argument callables (closures are fine): the workers are forked, so they inherit them and
 the loaded models without pickling; only results travel back. Where ``fork`` is unavailable
-(Windows, macOS's default), or with one worker, the items run here, in order.
+(Windows, macOS's default), once CUDA is initialized here (models on a GPU), or with one worker,
+the items run here, in order.
 
 Workers run with one torch thread (and so one BLAS thread in linstab's kernels). When the
 caller is profiling (:mod:`linstab.io.profile`), each worker's records come back into the
@@ -36,7 +37,11 @@ def usable_cpus() -> int:
 
 
 def can_fork() -> bool:
-    """Whether :func:`fork_map` can use worker processes here (Linux ``fork``)."""
+    """Whether :func:`fork_map` can use worker processes here: Linux ``fork``, and CUDA not
+    initialized in this process (a forked child cannot use it).
+    """
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        return False
     return sys.platform.startswith("linux") and "fork" in mp.get_all_start_methods()
 
 
