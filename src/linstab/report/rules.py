@@ -121,54 +121,45 @@ def level_above(
     ``threshold`` (the interval is not), or above ``partly_above`` when given; else not
     reproduced.
     """
-    f = _pct if pct else (lambda v: f"{v:g}")
-    rule = (
-        f"reproduced if the {_ci_name(est)} lies above {f(threshold)}; "
-        f"partly if the median is above {f(threshold)}"
-    )
-    if partly_above is not None:
-        rule += f" or above {f(partly_above)}"
-    rule += "; else not reproduced"
-    if (d := _no_data(est, rule)) is not None:
-        return d
-    if not math.isnan(est.low) and est.low > threshold:
-        return Decision(REPRODUCED, rule, f"CI low {est.low:.4g} > {threshold:g}")
-    if est.value > threshold:
-        return Decision(PARTLY, rule, f"median {est.value:.4g} > {threshold:g} but {_ci_fails(est, 'below')}")
-    if partly_above is not None and est.value > partly_above:
-        return Decision(PARTLY, rule, f"median {est.value:.4g} in ({partly_above:g}, {threshold:g}]")
-    return Decision(
-        NOT_REPRODUCED,
-        rule,
-        f"median {est.value:.4g} <= {(partly_above if partly_above is not None else threshold):g}",
-    )
+    return _level(est, threshold, partly_above, pct, above=True)
 
 
 def level_below(
     est: Estimate, threshold: float, partly_below: float | None = None, *, pct: bool = True
 ) -> Decision:
     """A claim that a statistic is small: ``statistic < threshold`` (mirror of :func:`level_above`)."""
+    return _level(est, threshold, partly_below, pct, above=False)
+
+
+def _level(est: Estimate, threshold: float, partly: float | None, pct: bool, above: bool) -> Decision:
+    """:func:`level_above` (``above``) or :func:`level_below`: one rule, mirrored."""
     f = _pct if pct else (lambda v: f"{v:g}")
+    word, beyond, other = ("above", ">", "below") if above else ("below", "<", "above")
+
+    def past(v: float, t: float) -> bool:
+        return v > t if above else v < t
+
     rule = (
-        f"reproduced if the {_ci_name(est)} lies below {f(threshold)}; "
-        f"partly if the median is below {f(threshold)}"
+        f"reproduced if the {_ci_name(est)} lies {word} {f(threshold)}; "
+        f"partly if the median is {word} {f(threshold)}"
     )
-    if partly_below is not None:
-        rule += f" or below {f(partly_below)}"
+    if partly is not None:
+        rule += f" or {word} {f(partly)}"
     rule += "; else not reproduced"
     if (d := _no_data(est, rule)) is not None:
         return d
-    if not math.isnan(est.high) and est.high < threshold:
-        return Decision(REPRODUCED, rule, f"CI high {est.high:.4g} < {threshold:g}")
-    if est.value < threshold:
-        return Decision(PARTLY, rule, f"median {est.value:.4g} < {threshold:g} but {_ci_fails(est, 'above')}")
-    if partly_below is not None and est.value < partly_below:
-        return Decision(PARTLY, rule, f"median {est.value:.4g} in [{threshold:g}, {partly_below:g})")
-    return Decision(
-        NOT_REPRODUCED,
-        rule,
-        f"median {est.value:.4g} >= {(partly_below if partly_below is not None else threshold):g}",
-    )
+    end, bound = ("low", est.low) if above else ("high", est.high)
+    if not math.isnan(bound) and past(bound, threshold):
+        return Decision(REPRODUCED, rule, f"CI {end} {bound:.4g} {beyond} {threshold:g}")
+    if past(est.value, threshold):
+        return Decision(
+            PARTLY, rule, f"median {est.value:.4g} {beyond} {threshold:g} but {_ci_fails(est, other)}"
+        )
+    if partly is not None and past(est.value, partly):
+        span = f"({partly:g}, {threshold:g}]" if above else f"[{threshold:g}, {partly:g})"
+        return Decision(PARTLY, rule, f"median {est.value:.4g} in {span}")
+    last = partly if partly is not None else threshold
+    return Decision(NOT_REPRODUCED, rule, f"median {est.value:.4g} {'<=' if above else '>='} {last:g}")
 
 
 def directional(
