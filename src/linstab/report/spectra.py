@@ -287,25 +287,19 @@ def _dependence(ctx: ReportContext, net, images, ids: list[str]) -> tuple[list[d
     )
     trained, alpha, interp = [], [], []
     for i in ctx.progress(range(k), f"image dependence {net.name}"):
-        x = images[i]
-        trained.append(
-            variant_cached(ctx, net, x, u, Variant("none", 1.0), spectrum_values=True).singular_values
-        )
-        alpha.append(
-            variant_cached(ctx, net, x, u, Variant("alpha", ALPHA_STEP), spectrum_values=True).singular_values
-        )
-        interp.append(
-            [
-                variant_cached(ctx, net, x, u, Variant("t", T_STEP, s), spectrum_values=True).singular_values
-                for s in seeds
-            ]
-        )
+        sv = [
+            variant_cached(ctx, net, images[i], u, v, spectrum_values=True).singular_values for v in variants
+        ]
+        trained.append(sv[0])
+        alpha.append(sv[1])
+        interp.append(sv[2:])
     if k < 2:
         return [], u.address, len(seeds)
     rows = image_vs_architecture(trained, alpha, interp, ALPHA_STEP)
-    for r, image_id in zip(rows, ids[:k], strict=True):
+    for r, image_id, s in zip(rows, ids[:k], trained, strict=True):
         r["image"] = image_id
         r["unit"] = u.address
+        r["trained"] = s  # the unit's spectrum (the two-model finding compares them)
     return rows, u.address, len(seeds)
 
 
@@ -381,7 +375,7 @@ def section_spectra(ctx: ReportContext, nets, images) -> Section:
         )
         sec.text.append(f"{net.name}: Figure 2 band fractions from {source}.")
     if len(nets) == 2:
-        finding, rows = _model_finding(ctx, nets, images, deps)
+        finding, rows = _model_finding(ctx, nets, deps)
         ctx.findings.append(finding)
         if rows:
             sec.data.append(ctx.write_csv("model_dependence.csv", rows))
@@ -598,7 +592,7 @@ def _findings(
     return out
 
 
-def _model_finding(ctx: ReportContext, nets, images, deps) -> tuple[Finding, list[dict]]:
+def _model_finding(ctx: ReportContext, nets, deps) -> tuple[Finding, list[dict]]:
     """Two networks: their spectra of corresponding units differ no more than an architecture
     change moves them (the unit of Figure 5 of each network, at the same images).
     """
@@ -621,12 +615,8 @@ def _model_finding(ctx: ReportContext, nets, images, deps) -> tuple[Finding, lis
         return make_finding(section, claim, stat, R.not_testable(why)), []
     if k < 2:
         return make_finding(section, claim, stat, R.not_testable("needs at least 2 images")), []
-    none = Variant("none", 1.0)
-    tr = [
-        [variant_cached(ctx, n, images[i], u, none, spectrum_values=True).singular_values for i in range(k)]
-        for n, u in ((a, ua), (b, ub))
-    ]
-    rows = model_vs_architecture(tr[0], tr[1], dep_a[:k], dep_b[:k])
+    tr_a, tr_b = ([r["trained"] for r in dep[:k]] for dep in (dep_a, dep_b))
+    rows = model_vs_architecture(tr_a, tr_b, dep_a[:k], dep_b[:k])
     for r, image_id in zip(rows, ctx.image_ids[:k], strict=True):
         r["image"] = image_id
     ratio = np.array([r["ratio"] for r in rows])
