@@ -312,3 +312,21 @@ def test_report_refuses_units_too_large_for_exact_figures_before_any_work(tmp_pa
     with pytest.raises(ValueError, match="one weights file per model"):
         build_report(bad)
     assert not (tmp_path / "r").exists()
+
+
+def test_band_rows_are_computed_once_per_run_even_without_a_cache(tmp_path, monkeypatch):
+    """Figure 1's fractions, Figure 2 and the fifth units share their band rows within a run."""
+    import linstab.report.spectra as spectra_section
+
+    calls = []
+    real = spectra_section.unit_bands
+
+    def counting(net, image, **kw):
+        calls.append((float(image.sum()), tuple(kw["units"])))
+        return real(net, image, **kw)
+
+    monkeypatch.setattr(spectra_section, "unit_bands", counting)
+    cfg = ReportConfig(models=[], images=[0, 1], out=tmp_path / "out", use_cache=False, workers=1)
+    cfg.progress = False
+    build_report(cfg, ("spectra",), nets=[make_net("option-A", seed=4)])
+    assert calls and len(calls) == len(set(calls))

@@ -169,6 +169,7 @@ class ReportContext:
         self.timings: dict[str, float] = {}
         self.image_ids: list[str] = []
         self.lossy = False
+        self.band_memo: dict[str, dict] = {}  # band rows of this run by cache key (also without a cache)
 
     def images_text(self, n: int | None = None, ids: list[str] | None = None) -> str:
         """Which images a table, figure or finding used: the first ``n`` of the report's images

@@ -124,7 +124,7 @@ def band_rows(ctx: ReportContext, net, images, ids: list[str], addresses: list[s
             r = unit_bands(net, images[i], units=[addr], progress=False, exact_ones=False)[0]
         return {}, {"row": {k: (list(v) if isinstance(v, tuple) else v) for k, v in r.items()}}
 
-    items = []
+    keys, items, new = {}, [], []
     for k in order:
         i, addr = todo[k]
         parts = {
@@ -136,16 +136,16 @@ def band_rows(ctx: ReportContext, net, images, ids: list[str], addresses: list[s
             "zero_tol": 1e-6,
             "exact_ones": "when free",
         }
-        items.append(("unit-bands", parts, functools.partial(compute, i, addr)))
+        keys[k] = ctx.cache.key(parts)
+        if keys[k] not in ctx.band_memo:  # Figures 1-2 and the fifth units share rows
+            new.append(k)
+            items.append(("unit-bands", parts, functools.partial(compute, i, addr)))
     bar = ctx.bar(len(items), f"bands {net.name}")
     got = ctx.cache.get_or_compute_many(items, ctx.cfg.n_workers, on_done=bar.update)
     bar.close()
-    rows: list = [None] * len(todo)
-    for k, (_, meta) in zip(order, got, strict=True):
-        row = dict(meta["row"])
-        row["image"] = ids[todo[k][0]]
-        rows[k] = row
-    return rows
+    for k, (_, meta) in zip(new, got, strict=True):
+        ctx.band_memo[keys[k]] = meta["row"]
+    return [{**ctx.band_memo[keys[k]], "image": ids[i]} for k, (i, _) in enumerate(todo)]
 
 
 def _panel_cost(net, p) -> int:
