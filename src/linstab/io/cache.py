@@ -134,16 +134,7 @@ class ResultCache:
             parts: what determines the result.
             compute: returns ``(arrays, meta)``.
         """
-        with timed("cache-read", kind=kind):
-            got = self.load(kind, parts)
-        if got is not None:
-            self.hits += 1
-            return got
-        self.misses += 1
-        arrays, meta = compute()
-        with timed("cache-write", kind=kind):
-            self.store(kind, parts, arrays, meta)
-        return arrays, meta
+        return self.get_or_compute_many([(kind, parts, compute)])[0]
 
     def get_or_compute_many(
         self,
@@ -171,7 +162,8 @@ class ResultCache:
         out: list = [None] * len(items)
         todo = []
         for k, (kind, parts, _) in enumerate(items):
-            got = self.load(kind, parts)
+            with timed("cache-read", kind=kind):
+                got = self.load(kind, parts)
             if got is None:
                 todo.append(k)
                 continue

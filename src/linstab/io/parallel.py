@@ -25,7 +25,8 @@ import torch
 
 from .profile import active, profiling, record
 
-_ITEMS: Sequence[Callable] = ()
+_ITEMS: Sequence[Callable] = ()  # the current fork_map's items, inherited by its forked workers
+_PROFILING = False  # whether the caller of the current fork_map is profiling
 
 
 def usable_cpus() -> int:
@@ -56,9 +57,6 @@ def _call(k: int):
             val = _ITEMS[k]()
         return k, val, [(r.category, r.seconds, r.parts, r.labels) for r in prof.records if not r.nested]
     return k, _ITEMS[k](), []
-
-
-_PROFILING = False
 
 
 def fork_map(items: Sequence[Callable], workers: int, on_done: Callable[[int], None] | None = None) -> list:
