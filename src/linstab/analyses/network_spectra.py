@@ -413,8 +413,3 @@ QUICK_PLAN = PanelPlan(
 )
 """Figure 1 in quick mode: exact spectra for units with at most :data:`QUICK_EXACT_MAX`
 values, the :data:`QUICK_TOPK` largest for larger units and for every stage."""
-
-
-def scree_quick(net, images, progress: bool = True) -> dict:
-    """Figure 1 data in quick mode (:data:`QUICK_PLAN`)."""
-    return scree_data(net, images, plan=QUICK_PLAN, progress=progress)
