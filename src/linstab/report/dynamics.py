@@ -92,8 +92,13 @@ def section_dynamics(ctx: ReportContext, net, images) -> Section:
             + "."
         )
     k = 8 if ctx.cfg.quick else 16
-    parts = {"model": net.sha256 or net.name, "image": tensor_hash(x), "what": "lyapunov", "k": k}
-    parts["seed"] = ctx.cfg.seed
+    parts = {
+        "model": net.sha256 or net.name,
+        "image": tensor_hash(x),
+        "what": "lyapunov",
+        "k": k,
+        "seed": ctx.cfg.seed,
+    }
 
     def compute_ly():
         r = lyapunov_spectrum(lin, k=k, seed=ctx.cfg.seed)
