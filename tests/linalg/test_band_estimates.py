@@ -32,6 +32,7 @@ from linstab.linalg import (
     estimate_bands,
     exact_parts,
     slq,
+    steps_rule,
 )
 from linstab.operators import DenseOperator
 
@@ -179,6 +180,38 @@ def test_intervals_cover_exact_bands_of_tiny_units(kind):
         if exact.n_exact_ones:
             assert be.n_exact_plateau == exact.n_exact_ones  # m - 2r is the exact count here
             assert be.plateau.lower >= exact.n_exact_ones
+
+
+def test_adaptive_steps_stop_early_and_keep_coverage():
+    """Without ``steps`` the runs stop once the intervals meet the target (or quadrature no
+    longer dominates): fewer steps than the cap, the target half-width met or the sampling part
+    dominant, and the exact counts still covered (the brackets are rigorous at any step).
+    """
+    net = make_net("tv-bottleneck", seed=3)
+    lin = net.linearize(tiny_image(3), dtype=F64)
+    for u in net.units[:3]:
+        op = lin.unit(u.stage, u.index)
+        exact = S.bands(op)
+        be = estimate_bands(op, n_probes=16, accuracy=0.05, resolution=0.0005, seed=2, warn=False)
+        assert be.max_steps is not None and be.lanczos_steps < be.max_steps, (u, be.lanczos_steps)
+        assert all(be.covers(exact).values()), (u, exact.counts, be.to_dict())
+        for b in BANDS:
+            iv = be.band(b)
+            assert iv.quad_halfwidth <= max(0.05 * be.n - iv.stat_halfwidth, iv.stat_halfwidth / 2) + 1e-9
+        # fixed steps: no cap recorded, exactly the steps asked for
+        fixed = estimate_bands(op, n_probes=4, steps=12, seed=2, warn=False)
+        assert fixed.max_steps is None and fixed.lanczos_steps == min(12, fixed.n_probe_space)
+    # a tighter target takes more steps (unit 1.2: the quadrature part dominates at 16 steps
+    # and vanishes at 32, where the small spectrum is resolved)
+    op = lin.unit(1, 2)
+    loose = estimate_bands(op, n_probes=64, accuracy=0.2, resolution=0.0005, seed=0, warn=False)
+    tight = estimate_bands(op, n_probes=64, accuracy=0.01, resolution=0.0005, seed=0, warn=False)
+    assert loose.lanczos_steps == 16 and tight.lanczos_steps == 32
+    assert tight.plateau.quad_halfwidth < 0.1 * loose.plateau.quad_halfwidth
+    with pytest.raises(ValueError, match="accuracy"):
+        steps_rule(10, accuracy=1.5)
+    with pytest.raises(ValueError, match="zero_tol"):
+        steps_rule(10, zero_tol=2.0)
 
 
 def test_stages_and_autodiff_jacobians():

@@ -248,3 +248,34 @@ def test_many_steps_without_reorth_keep_the_moments():
     for j in range(6):
         exact = torch.einsum("ib,ib->b", Z, torch.linalg.matrix_power(A, j) @ Z)
         assert torch.allclose((w * nodes**j).sum(dim=1), exact, rtol=1e-8)
+
+
+@pytest.mark.parametrize("reorth", ["none", "full"])
+def test_stop_rule_ends_at_a_check_point_with_the_same_coefficients(reorth):
+    """``stop`` is asked at the check points with the steps so far; a run it ends equals the
+    first steps of the full run (same coefficients, lengths, basis).
+    """
+    op, _, _ = planted(spread(60), 60)
+    Z = rademacher_probes(60, 3, dtype=F64, seed=4)
+    full = lanczos(op, Z, 20, reorth=reorth, return_basis=reorth == "full")
+    asked = []
+
+    def stop(part):
+        asked.append(part.steps)
+        assert part.alpha.shape == (3, part.steps) and part.basis is None
+        return part.steps >= 8
+
+    res = lanczos(op, Z, 20, reorth=reorth, return_basis=reorth == "full", stop=stop, check_at=[4, 8, 12])
+    assert asked == [4, 8] and res.steps == 8
+    assert torch.equal(res.alpha, full.alpha[:, :8]) and torch.equal(res.beta, full.beta[:, :8])
+    assert torch.equal(res.start_norm, full.start_norm) and (res.lengths == 8).all()
+    if reorth == "full":
+        assert torch.equal(res.basis, full.basis[:8])
+    # default check points double from 16; never at the last step
+    asked.clear()
+    lanczos(op, Z, 40, reorth=reorth, stop=lambda part: asked.append(part.steps) or False)
+    assert asked == [16, 32]
+    with pytest.raises(ValueError, match="check_at"):
+        lanczos(op, Z, 5, stop=stop, check_at=[0, 2])
+    with pytest.raises(TypeError, match="check_at"):
+        lanczos(op, Z, 5, stop=stop, check_at=["a"])

@@ -20,7 +20,7 @@ Exact (dense or structured) counterparts live in :mod:`linstab.spectra` (``spect
 ``spectral_bound(topk=...)``).
 """
 
-from .band_estimates import BandEstimate, BandInterval, band_estimate, estimate_bands
+from .band_estimates import BandEstimate, BandInterval, band_estimate, estimate_bands, steps_rule
 from .eigh import eigvalsh, load_2stage, load_mkl_syevd, openblas_threads
 from .exact_parts import ExactParts, exact_parts
 from .inertia import block_inertia, block_is_pd, ldl_inertia, partition
@@ -71,6 +71,7 @@ __all__ = [
     "DEFAULT_RESOLUTION",
     "AccuracyWarning",
     "estimate_bands",
+    "steps_rule",
     "band_estimate",
     "BandEstimate",
     "BandInterval",

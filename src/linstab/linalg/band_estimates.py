@@ -48,13 +48,18 @@ import warnings
 from dataclasses import dataclass, field
 
 import torch
+from scipy.stats import t as student
 
 from ..operators import LinearOperator
+from .lanczos import _check_op
 from .quadrature import largest_ritz, radau_bounds
 from .results import BANDS, SpectrumResult
 from .slq import DEFAULT_PROBES, DEFAULT_RESOLUTION, AccuracyWarning, SLQResult, slq
 
-__all__ = ["BANDS", "BandInterval", "BandEstimate", "band_estimate", "estimate_bands"]
+__all__ = ["BANDS", "BandInterval", "BandEstimate", "band_estimate", "estimate_bands", "steps_rule"]
+
+DEFAULT_ACCURACY = 0.01
+"""Target half-width of the adaptive step rule (fraction of ``n``) when none is given."""
 
 INTERVALS = ("t", "bootstrap")
 
@@ -121,6 +126,7 @@ class BandEstimate:
         samples: per band, ``(N, 3)`` float64 per-probe lower bound, midpoint and upper
             bound of the probe-space count (structural zeros not included).
         timings: seconds per phase.
+        max_steps: the step cap of the adaptive rule (``None``: the steps were fixed).
     """
 
     n: int
@@ -144,6 +150,7 @@ class BandEstimate:
     rounding_margin: float
     samples: dict[str, torch.Tensor] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    max_steps: int | None = None
 
     def band(self, name: str) -> BandInterval:
         """The :class:`BandInterval` of ``"above"``, ``"plateau"``, ``"below"`` or ``"zero"``."""
@@ -185,6 +192,7 @@ class BandEstimate:
             "fractions": self.fractions,
             "n_probes": self.n_probes,
             "lanczos_steps": self.lanczos_steps,
+            "max_steps": self.max_steps,
             "n_probe_space": self.n_probe_space,
             "n_structural_zero": self.n_structural_zero,
             "plateau_value": self.plateau_value,
@@ -237,8 +245,6 @@ def _interval(
 ) -> tuple[float, float, float]:
     N = lo_s.numel()
     if kind == "t":
-        from scipy.stats import t as student
-
         tq = float(student.ppf(0.5 + confidence / 2, N - 1))
         se = math.sqrt(1.0 / N)
         lower = float(lo_s.mean()) - tq * float(lo_s.std()) * se
@@ -254,6 +260,93 @@ def _interval(
     upper = float(torch.quantile(mh, 1 - a))
     qm = torch.quantile(mm, q)
     return lower, upper, float(qm[1] - qm[0]) / 2
+
+
+def _band_samples(res: SLQResult, edges: tuple[float, float, float], rounding_margin: float | None):
+    """Per-probe brackets ``(lower, upper)`` of each band's probe-space count.
+
+    Args:
+        res: SLQ runs (a partial result is enough: only ``lanczos``, ``exact``, ``dtype`` and
+            the deflation are read).
+        edges: ``(lo, hi, zt)`` in units of ``s``.
+        rounding_margin: see :func:`band_estimate` (``None``: ``100 eps lambda_max``).
+
+    Returns:
+        ``(per, mu0, margin)``: band -> ``((N,), (N,))`` float64 brackets; the probes' total
+        masses ``(N,)``; the margin used.
+    """
+    lo, hi, zt = edges
+    if rounding_margin is None:
+        theta, resid = largest_ritz(res.lanczos)
+        lam_max = max(float((theta + resid).max()) if theta.numel() else 0.0, 1.0)
+        if res.deflated_values is not None and res.deflated_values.numel():
+            lam_max = max(lam_max, float(res.deflated_values.max()))
+        rounding_margin = 100 * torch.finfo(res.dtype).eps * lam_max
+    mu0 = res.lanczos.start_norm**2
+    if res.deflated_weights is not None:
+        mu0 = mu0 + res.deflated_weights.sum(dim=1)
+    lZ, hZ = _edge_bounds(res, zt * zt, rounding_margin)
+    lL, hL = _edge_bounds(res, lo * lo, rounding_margin)
+    lH, hH = _edge_bounds(res, hi * hi, rounding_margin)
+    per = {
+        "above": (mu0 - hH, mu0 - lH),
+        "plateau": (lH - hL, hH - lL),
+        "below": (lL - hZ, hL - lZ),
+        "zero": (lZ, hZ),
+    }
+    return per, mu0, float(rounding_margin)
+
+
+def steps_rule(
+    n: int,
+    thresholds=(0.99, 1.01),
+    zero_tol: float = 1e-6,
+    *,
+    accuracy: float = 0.01,
+    confidence: float = 0.95,
+    rounding_margin: float | None = None,
+):
+    """The adaptive stopping rule of :func:`estimate_bands` (``steps=None``).
+
+    Lanczos stops once, for every band, the quadrature half-width (mean per-probe bracket)
+    is at most ``max(accuracy n - s, s / 2)``, with ``s`` the band's sampling half-width (t
+    interval of the probe midpoints at ``confidence``): the interval then meets the target
+    half-width ``accuracy n``, or more steps would shrink it by less than a third because the
+    probes' spread dominates. The brackets are rigorous at any step count, so stopping early
+    never invalidates an interval; it only widens it.
+
+    Args:
+        n: number of singular values the accuracy refers to.
+        thresholds: ``(lo, hi)`` of the plateau band.
+        zero_tol: zero threshold.
+        accuracy: target half-width as a fraction of ``n``.
+        confidence: interval level.
+        rounding_margin: see :func:`band_estimate`.
+
+    Returns:
+        ``stop(partial SLQResult) -> bool`` for :func:`~linstab.linalg.slq.slq`.
+    """
+    lo, hi, zt = _check_thresholds(thresholds, zero_tol)
+    if not 0 < accuracy < 1:
+        raise ValueError(f"accuracy must be in (0, 1), got {accuracy!r}")
+    target = accuracy * n
+
+    def stop(res: SLQResult) -> bool:
+        per, mu0, _ = _band_samples(res, (lo, hi, zt), rounding_margin)
+        N = res.n_probes
+        if N < 2:
+            return False
+        tq = float(student.ppf(0.5 + confidence / 2, N - 1))
+        for l_s, u_s in per.values():
+            mid = (l_s + u_s) / 2
+            l_s, u_s = l_s.clamp(0, None), torch.minimum(u_s, mu0)
+            quad = float((torch.maximum(u_s, l_s) - l_s).mean()) / 2
+            stat = tq * float(mid.std()) / math.sqrt(N)
+            if quad > max(target - stat, stat / 2):
+                return False
+        return True
+
+    return stop
 
 
 def band_estimate(
@@ -309,26 +402,9 @@ def band_estimate(
         raise ValueError(f"n_boot must be an int >= 10, got {n_boot!r}")
     ex = res.exact
     p = ex.n_probe_space
-    if rounding_margin is None:
-        theta, resid = largest_ritz(res.lanczos)
-        lam_max = max(float((theta + resid).max()) if theta.numel() else 0.0, 1.0)
-        if res.deflated_values is not None and res.deflated_values.numel():
-            lam_max = max(lam_max, float(res.deflated_values.max()))
-        rounding_margin = 100 * torch.finfo(res.dtype).eps * lam_max
-    elif not rounding_margin >= 0:
+    if rounding_margin is not None and not rounding_margin >= 0:
         raise ValueError(f"rounding_margin must be >= 0, got {rounding_margin!r}")
-    mu0 = res.lanczos.start_norm**2
-    if res.deflated_weights is not None:
-        mu0 = mu0 + res.deflated_weights.sum(dim=1)
-    lZ, hZ = _edge_bounds(res, zt * zt, rounding_margin)
-    lL, hL = _edge_bounds(res, lo * lo, rounding_margin)
-    lH, hH = _edge_bounds(res, hi * hi, rounding_margin)
-    per = {
-        "above": (mu0 - hH, mu0 - lH),
-        "plateau": (lH - hL, hH - lL),
-        "below": (lL - hZ, hL - lZ),
-        "zero": (lZ, hZ),
-    }
+    per, mu0, rounding_margin = _band_samples(res, (lo, hi, zt), rounding_margin)
     v = ex.plateau_value
     home = None
     if v is not None and ex.n_exact_plateau > 0:
@@ -362,10 +438,13 @@ def band_estimate(
         bands[name] = BandInterval(est, lower, upper, stat, quad, add)
         if quad > max(stat, 0.01 * res.n):
             warn_msgs.append(f"{name}: quadrature +-{quad:.1f} vs sampling +-{stat:.1f}")
-    if warn and warn_msgs:
+    # an adaptive run that stopped before its cap met its own target (steps_rule)
+    met = res.max_steps is not None and res.lanczos_steps < res.max_steps
+    if warn and warn_msgs and not met:
+        more = "increase steps" if res.max_steps is None else "the step cap was reached: a finer resolution"
         warnings.warn(
             f"band intervals are dominated by quadrature uncertainty at the band edges "
-            f"(k={res.lanczos_steps} Lanczos steps; {'; '.join(warn_msgs)}): increase steps",
+            f"(k={res.lanczos_steps} Lanczos steps; {'; '.join(warn_msgs)}): {more}",
             AccuracyWarning,
             stacklevel=_stacklevel,
         )
@@ -391,6 +470,7 @@ def band_estimate(
         rounding_margin=float(rounding_margin),
         samples=samples,
         timings={"bounds": time.perf_counter() - t0, **{f"slq_{k}": v for k, v in res.timings.items()}},
+        max_steps=res.max_steps,
     )
 
 
@@ -423,10 +503,13 @@ def estimate_bands(
         thresholds: ``(lo, hi)``.
         zero_tol: zero threshold.
         n_probes: probes ``N >= 2`` (default: from ``accuracy`` if given, else 16).
-        steps: Lanczos steps (default: :func:`~linstab.linalg.slq.choose_parameters` with
-            ``resolution``).
-        accuracy: target sampling half-width as a fraction of ``n`` (chooses ``n_probes``).
-        resolution: target node spacing near ``s = 1`` (chooses ``steps``).
+        steps: Lanczos steps. Default: adaptive -- the runs stop as soon as every band's
+            interval meets the target half-width ``accuracy n`` or its quadrature part no
+            longer dominates (:func:`steps_rule`, checked at 16, 32, 64, ... steps), at most
+            the steps of :func:`~linstab.linalg.slq.choose_parameters` with ``resolution``.
+        accuracy: target half-width as a fraction of ``n``: chooses ``n_probes`` (sampling
+            part) when they are not given, and is the adaptive rule's target (default 0.01).
+        resolution: node spacing near ``s = 1`` that sets the cap of the adaptive steps.
         confidence: interval level.
         interval: ``"t"`` or ``"bootstrap"``.
         seed: probe seed.
@@ -443,7 +526,18 @@ def estimate_bands(
         raise ValueError(f"a confidence interval needs n_probes >= 2, got {n_probes}")
     if n_probes is None and accuracy is None:
         n_probes = DEFAULT_PROBES
+    _check_op(op)
     _check_thresholds(thresholds, zero_tol)
+    stop = None
+    if steps is None:
+        stop = steps_rule(
+            min(op.shape),
+            thresholds,
+            zero_tol,
+            accuracy=DEFAULT_ACCURACY if accuracy is None else accuracy,
+            confidence=confidence,
+            rounding_margin=rounding_margin,
+        )
     res = slq(
         op,
         n_probes=n_probes,
@@ -455,6 +549,7 @@ def estimate_bands(
         reorth=reorth,
         exact=exact,
         deflate=deflate,
+        stop=stop,
     )
     return band_estimate(
         res,

@@ -14,6 +14,7 @@ in :meth:`linstab.operators.LinearOperator.matmat`).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -144,6 +145,8 @@ def lanczos(
     support: torch.Tensor | None = None,
     locked: torch.Tensor | None = None,
     return_basis: bool = False,
+    stop: Callable[[LanczosResult], bool] | None = None,
+    check_at=None,
 ) -> LanczosResult:
     """``B`` independent Lanczos recurrences on ``A = J^T J`` (or ``J J^T``), run together.
 
@@ -179,6 +182,11 @@ def lanczos(
         locked: ``(dim, L)`` orthonormal columns to orthogonalize against (required for
             ``"selective"``, optional for ``"full"``).
         return_basis: keep the Lanczos vectors (``reorth="full"`` only).
+        stop: optional rule for ending early: called with the :class:`LanczosResult` of the
+            steps so far after each step count in ``check_at``; the iteration ends when it
+            returns ``True`` (``steps`` is then the count reached). These checks are the only
+            host round trips of the iteration.
+        check_at: step counts at which ``stop`` is asked (default: 16, 32, 64, ..., doubling).
 
     Returns:
         a :class:`LanczosResult`.
@@ -217,6 +225,7 @@ def lanczos(
     n_support = dim if support is None else int(support.sum())
     k = min(steps, max(n_support - (0 if L is None else L.shape[1]), 1))
     B = start.shape[1]
+    checks = _check_points(check_at, k) if stop is not None else set()
     eps = torch.finfo(dtype).eps
     tol = 100 * eps
 
@@ -263,6 +272,33 @@ def lanczos(
         A_[j] = a
         B_[j] = b
         b_prev = b
+        if stop is not None and j + 1 < k and (j + 1) in checks:
+            if stop(_result(A_[: j + 1], B_[: j + 1], X, side, reorth, dim, n_support, None, t0)):
+                k = j + 1
+                break
+    res = _result(A_[:k], B_[:k], X, side, reorth, dim, n_support, basis[:k] if return_basis else None, t0)
+    return res
+
+
+def _check_points(check_at, k: int) -> set[int]:
+    if check_at is None:
+        out, c = set(), 16
+        while c < k:
+            out.add(c)
+            c *= 2
+        return out
+    try:
+        pts = {int(c) for c in check_at}
+    except (TypeError, ValueError):
+        raise TypeError(f"check_at must be an iterable of step counts, got {check_at!r}") from None
+    if any(c < 1 for c in pts):
+        raise ValueError(f"check_at must hold step counts >= 1, got {sorted(pts)}")
+    return pts
+
+
+def _result(A_, B_, X, side, reorth, dim, n_support, basis, t0) -> LanczosResult:
+    """The :class:`LanczosResult` of the coefficients ``A_``, ``B_`` (``(k, B)``, device)."""
+    k, B = A_.shape
     alpha = A_.T.to(device="cpu", dtype=torch.float64)
     beta = B_.T.to(device="cpu", dtype=torch.float64)
     if not bool(torch.isfinite(alpha).all()) or not bool(torch.isfinite(beta).all()):
@@ -290,6 +326,6 @@ def lanczos(
         reorth=reorth,
         dim=dim,
         n_support=n_support,
-        basis=basis.permute(0, 2, 1) if (return_basis and basis is not None) else None,
+        basis=basis.permute(0, 2, 1) if basis is not None else None,
         timings={"total": time.perf_counter() - t0},
     )

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -233,6 +234,7 @@ class SLQResult:
         grid, density, sigma: Gaussian-smoothed density of ``s`` (counts per unit ``s``,
             integrating to about ``n``) on ``grid`` with kernel width ``sigma``.
         timings: seconds per phase.
+        max_steps: the step cap when a ``stop`` rule chose the number of steps, else ``None``.
     """
 
     nodes: torch.Tensor
@@ -244,6 +246,7 @@ class SLQResult:
     lanczos: LanczosResult
     dtype: torch.dtype
     seed: int = 0
+    max_steps: int | None = None
     deflated_values: torch.Tensor | None = None
     deflated_weights: torch.Tensor | None = None
     bin_edges: torch.Tensor | None = None
@@ -369,6 +372,7 @@ class SLQResult:
             "seed": self.seed,
             "exact": self.exact.to_dict(),
             "n_deflated": 0 if self.deflated_values is None else int(self.deflated_values.numel()),
+            "max_steps": self.max_steps,
             "timings": dict(self.timings),
         }
         if self.hist is not None:
@@ -417,7 +421,7 @@ def slq(
     steps: int | None = None,
     accuracy: float | None = None,
     confidence: float = 0.95,
-    resolution: float = DEFAULT_RESOLUTION,
+    resolution: float | None = None,
     seed: int = 0,
     reorth: str = "none",
     exact="auto",
@@ -425,6 +429,8 @@ def slq(
     bins=None,
     grid=None,
     sigma: float | None = None,
+    stop: Callable[[SLQResult], bool] | None = None,
+    check_at=None,
 ) -> SLQResult:
     """Stochastic Lanczos quadrature of the singular values of ``op`` (matrix-free).
 
@@ -442,7 +448,9 @@ def slq(
             ``resolution``; capped at ``p``).
         accuracy: target half-width (fraction of ``n``) used to choose ``n_probes``.
         confidence: level used with ``accuracy``.
-        resolution: node spacing near ``s = 1`` used to choose ``steps`` (units of ``s``).
+        resolution: node spacing near ``s = 1`` used to choose ``steps`` (units of ``s``;
+            default: half the density's kernel width ``sigma``, which is all a smoothed density
+            resolves -- about 300 steps with the default ``sigma``; band counts pass a finer one).
         seed: probe seed.
         reorth: ``"none"``, ``"selective"`` or ``"full"`` (see :func:`~linstab.linalg.lanczos.lanczos`);
             ``"none"`` becomes ``"selective"`` when ``deflate`` is given.
@@ -454,6 +462,12 @@ def slq(
         bins: histogram edges over ``s`` (default: 100 bins on ``[0, 1.05 s_max]``).
         grid: density grid (default: 512 points on ``[0, 1.05 s_max]``).
         sigma: density kernel width in units of ``s`` (default: 1% of the grid range).
+        stop: optional rule that ends the Lanczos runs early (``steps`` is then the cap):
+            called at the step counts ``check_at`` (default 16, 32, 64, ...) with a partial
+            :class:`SLQResult` whose ``lanczos``, ``exact`` and deflation are filled and whose
+            ``nodes``/``weights`` are empty; e.g.
+            :func:`~linstab.linalg.band_estimates.steps_rule`.
+        check_at: step counts at which ``stop`` is asked.
 
     Returns:
         an :class:`SLQResult`.
@@ -474,10 +488,16 @@ def slq(
         n_probes = _check_int("n_probes", n_probes)
     if steps is not None:
         steps = _check_int("steps", steps)
+    if sigma is not None and not sigma > 0:
+        raise ValueError(f"sigma must be > 0, got {sigma!r}")
+    if resolution is not None and not resolution > 0:
+        raise ValueError(f"resolution must be > 0, got {resolution!r}")
     if n_probes is None or steps is None:
         t1 = time.perf_counter()
         s_max = spectral_bound(op, exact=ex, seed=seed + 7919)
         timings["bound"] = time.perf_counter() - t1
+        if resolution is None:
+            resolution = (float(sigma) if sigma is not None else 1.05 * max(s_max, 1e-12) / 100) / 2
         N, k = choose_parameters(
             max(p, 1),
             n=ex.n,
@@ -497,8 +517,41 @@ def slq(
         dweights = (C.T**2).to(device="cpu", dtype=torch.float64)
         if reorth == "none":
             reorth = "selective"
+    rule = None
+    if stop is not None:
+
+        def rule(lan: LanczosResult) -> bool:
+            empty = torch.zeros((n_probes, 0), dtype=torch.float64)
+            part = SLQResult(
+                nodes=empty,
+                weights=empty,
+                n=ex.n,
+                n_probes=n_probes,
+                lanczos_steps=lan.steps,
+                exact=ex,
+                lanczos=lan,
+                dtype=op.dtype,
+                seed=seed,
+                deflated_values=dvals,
+                deflated_weights=dweights,
+            )
+            t2 = time.perf_counter()
+            done = bool(stop(part))
+            timings["stop_checks"] = timings.get("stop_checks", 0.0) + time.perf_counter() - t2
+            return done
+
     t1 = time.perf_counter()
-    res = lanczos(op, Z, steps, side=ex.side, support=ex.support, reorth=reorth, locked=locked)
+    res = lanczos(
+        op,
+        Z,
+        steps,
+        side=ex.side,
+        support=ex.support,
+        reorth=reorth,
+        locked=locked,
+        stop=rule,
+        check_at=check_at,
+    )
     timings["lanczos"] = time.perf_counter() - t1
     t1 = time.perf_counter()
     nodes, w = gauss_quadrature(res)
@@ -520,6 +573,7 @@ def slq(
         seed=seed,
         deflated_values=dvals,
         deflated_weights=dweights,
+        max_steps=steps if stop is not None else None,
     )
     top = 1.05 * max(out.s_max_estimate(), 1e-12)
     edges = torch.linspace(0, top, 101, dtype=torch.float64) if bins is None else bins
