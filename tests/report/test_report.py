@@ -303,11 +303,50 @@ def test_two_models_get_the_model_comparison_finding(tmp_path):
     assert table[0].split(",")[:4] == ["d_model", "d_image", "d_arch", "ratio"] and len(table) == 4
 
 
-def test_report_refuses_units_too_large_for_exact_figures_before_any_work(tmp_path):
-    cfg = ReportConfig(models=["torchvision:resnet18"], images=[0], out=tmp_path / "r", use_cache=False)
-    with pytest.raises(ValueError, match="exact Figures 1-2"):
-        build_report(cfg)
-    assert not (tmp_path / "r").exists()
+def test_units_above_exact_max_get_estimates_with_intervals(tmp_path):
+    """Units with more than ``exact_max`` values get top-k values in Figure 1 and estimated band
+    counts whose 95% intervals hold the exact counts; analyses that need whole spectra leave
+    them out and say so; smaller units stay exact.
+    """
+    from linstab import spectra as S
+    from linstab.io.tables import read_csv
+
+    net = make_net("option-B", seed=2)  # units of 256, 128 and 64 values
+    small = tmp_path / "images.npy"
+    np.save(small, torch.stack([tiny_image(s) for s in range(2)]).numpy())
+    cfg = ReportConfig(models=[], images=str(small), out=tmp_path / "out", cache_dir=tmp_path / "c",
+                       progress=False, workers=1, exact_max=100)  # fmt: skip
+    index = build_report(cfg, ("spectra", "dynamics"), nets=[net])
+    data = index.parent / "data"
+    rows = read_csv(data / "figure2_bands.csv")
+    big = {"1.1", "1.2", "2.1", "2.2"}
+    assert {r["address"] for r in rows} == {u.address for u in net.units}
+    imgs = torch.from_numpy(np.load(small))
+    for r in rows:
+        if r["address"] not in big:
+            assert r["route"] != "estimate-slq" and r.get("plateau_lower") in (None, "", "nan"), r
+            continue
+        assert r["route"] == "estimate-slq", r
+        s_, k_ = (int(v) for v in r["address"].split("."))
+        i = int(re.search(r"(\d+)\]?$", str(r["image"])).group(1))  # "images.npy[i]"
+        exact = S.bands(net.linearize(imgs[i], dtype=torch.float64).unit(s_, k_))
+        for b in ("above", "plateau", "below", "zero"):
+            assert float(r[f"{b}_lower"]) <= exact.counts[b] <= float(r[f"{b}_upper"]), (r, exact.counts)
+    panels = {r["panel"]: r for r in read_csv(data / "figure1_panels.csv")}
+    assert panels["unit 1.2"]["fraction_from"].startswith("estimate")
+    assert int(float(panels["unit 1.2"]["values_computed"])) < int(float(panels["unit 1.2"]["n"]))
+    assert panels["unit 3.2"]["fraction_from"].startswith("exact")
+    page = index.read_text()
+    assert "ESTIMATES" in page and "skipped: 1.2, 2.2" in page
+    # the ablation unit (3.2, 64 values) above the limit: left out with the reason
+    cfg2 = replace(cfg, out=tmp_path / "out2", exact_max=32)
+    index2 = build_report(cfg2, ("ablations",), nets=[net])
+    assert "are left out" in index2.read_text()
+    with pytest.raises(ValueError, match="exact_max"):
+        replace(cfg, exact_max=0)
+
+
+def test_report_refuses_bad_weights_before_any_work(tmp_path):
     bad = ReportConfig(models=["resnet20-linstab"], images=[0], out=tmp_path / "r", weights=["a", "b"])
     with pytest.raises(ValueError, match="one weights file per model"):
         build_report(bad)

@@ -8,7 +8,7 @@ from pathlib import Path
 from ..io.profile import profile_summary, profiling
 from ..models.registry import default_model_name
 from ..report.build import build_report
-from ..report.context import SECTIONS, ReportConfig
+from ..report.context import EXACT_REPORT_MAX, SECTIONS, ReportConfig
 
 
 def _cmd_report(args) -> int:
@@ -35,6 +35,7 @@ def _cmd_report(args) -> int:
         workers=args.workers,
         weights=args.weights,
         input_size=args.input_size,
+        exact_max=args.exact_max,
     )
     sections = tuple(s.strip() for s in args.sections.split(",")) if args.sections else SECTIONS
     if args.profile:
@@ -90,6 +91,14 @@ def add_parser(sub) -> None:
         type=int,
         default=None,
         help="ImageNet networks (torchvision:...): image size (default 224); image files are resized",
+    )
+    p.add_argument(
+        "--exact-max",
+        type=int,
+        default=EXACT_REPORT_MAX,
+        metavar="N",
+        help=f"units with more output values get estimates (top-k values, band counts with 95%% intervals) "
+        f"instead of exact spectra (default {EXACT_REPORT_MAX}; ImageNet networks at 224 exceed it)",
     )
     p.add_argument("--out", default="linstab-report", help="output folder (default: linstab-report)")
     p.add_argument(

@@ -441,7 +441,9 @@ def band_estimate(
     # an adaptive run that stopped before its cap met its own target (steps_rule)
     met = res.max_steps is not None and res.lanczos_steps < res.max_steps
     if warn and warn_msgs and not met:
-        more = "increase steps" if res.max_steps is None else "the step cap was reached: a finer resolution"
+        more = "increase steps"
+        if res.max_steps is not None:
+            more = "the step cap was reached (a smaller resolution allows more)"
         warnings.warn(
             f"band intervals are dominated by quadrature uncertainty at the band edges "
             f"(k={res.lanczos_steps} Lanczos steps; {'; '.join(warn_msgs)}): {more}",

@@ -203,7 +203,9 @@ def plot_band_fractions(
         summary: one row per model, stage, unit and band: ``model``, ``stage``, ``unit``,
             ``band`` (``above``, ``plateau``, ``below``, ``zero``), ``median``, ``low``,
             ``high`` (the interval; NaN with one image), ``n_images``.
-        single: rows of :func:`linstab.spectra.unit_bands` for one image per model.
+        single: rows of :func:`linstab.spectra.unit_bands` for one image per model; estimated
+            rows (with ``{band}_lower``/``{band}_upper``) are drawn as crosses with their
+            confidence intervals.
         out: output path.
         title: figure title (say which images).
         single_label: the legend entry of the single-image line.
@@ -220,6 +222,7 @@ def plot_band_fractions(
     names = {"above": f"> {hi:g}", "plateau": f"[{lo:g}, {hi:g}]", "below": f"(0, {lo:g})", "zero": "0"}
     fig = _figure(3.6 * nst, 2.7 * len(models) + 0.9)
     axes = fig.subplots(len(models), nst, squeeze=False, sharey=True)
+    labelled = False
     for mi, model in enumerate(models):
         for s in range(1, nst + 1):
             ax = axes[mi, s - 1]
@@ -268,6 +271,23 @@ def plot_band_fractions(
                         ls="--",
                         label=f"{single_label}" if first and band == "above" else None,
                     )
+                    est = [r for r in one if r.get(f"{band}_lower") is not None]
+                    if est:  # estimated counts: their 95% confidence intervals
+                        f = np.array([float(r[f"frac_{band}"]) for r in est])
+                        lo_ = np.array([float(r[f"{band}_lower"]) / float(r["n"]) for r in est])
+                        hi_ = np.array([float(r[f"{band}_upper"]) / float(r["n"]) for r in est])
+                        ax.errorbar(
+                            [int(r["unit"]) for r in est],
+                            f,
+                            yerr=[np.clip(f - lo_, 0, None), np.clip(hi_ - f, 0, None)],
+                            fmt="x",
+                            ms=4,
+                            color=color,
+                            capsize=2,
+                            lw=0.8,
+                            label=None if labelled else "estimate (SLQ), 95% CI",
+                        )
+                        labelled = True
             ax.set_title(f"{model}: stage {s}", fontsize=9)
             ax.set_xlabel("unit", fontsize=8)
             units = sorted({int(r["unit"]) for r in rs})
@@ -277,8 +297,11 @@ def plot_band_fractions(
             ax.grid(alpha=0.3, lw=0.4)
             if s == 1:
                 ax.set_ylabel("fraction of singular values", fontsize=8)
-    handles, labs = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labs, loc="outside lower center", ncols=3, fontsize=7)
+    legend: dict = {}
+    for ax in axes.flat:
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            legend.setdefault(lab, h)
+    fig.legend(list(legend.values()), list(legend), loc="outside lower center", ncols=3, fontsize=7)
     if title:
         fig.suptitle(title, fontsize=9)
     return save_figure(fig, out, formats)

@@ -37,6 +37,13 @@ def section_ablations(ctx: ReportContext, net, images) -> Section:
     if u is None:
         sec.text.append("No regular unit with a closed form: ablations skipped.")
         return sec
+    if ctx.cfg.estimated(u):
+        sec.text.append(
+            f"Unit {u.address} has {u.n_out:,} values, more than the {ctx.cfg.exact_max:,} of exact spectra "
+            "(--exact-max): the ablations need its whole spectrum at every skip scale and weight, so they "
+            "are left out."
+        )
+        return sec
     q = 1 if ctx.cfg.quick else 0
     alphas, ts = ALPHAS[q], TS[q]
     seeds = [ctx.cfg.seed + s for s in range(ctx.cfg.n_seeds)]

@@ -43,10 +43,6 @@ def for_model(ctx: ReportContext, net, build) -> Section:
     return sec
 
 
-EXACT_REPORT_MAX = 65536
-"""Largest unit (output values) of the full report, whose Figures 1-2 are exact."""
-
-
 def report_images(images: list[int] | str, size=None) -> ImageSelection:
     """The report's images: default-image indices or a spec of :func:`~linstab.data.select_images`
     (``"0-19"``, ``"jpeg:0-999"`` -- lossy, and labelled so --, a folder, an array file);
@@ -60,27 +56,13 @@ def report_images(images: list[int] | str, size=None) -> ImageSelection:
     return select_images(",".join(str(i) for i in idx), size=size)
 
 
-def check_report_size(nets, quick: bool) -> None:
-    """Refuse, before any work, networks whose units are too large for the full report's exact
-    spectra and band counts (:data:`EXACT_REPORT_MAX` values), and two networks that take
-    images of different sizes.
-    """
+def check_report_size(nets) -> None:
+    """Refuse, before any work, two networks that take images of different sizes."""
     sizes = {getattr(n, "input_size", None) for n in nets}
     if len(sizes) > 1:
         raise ValueError(
             f"the models take images of different sizes ({sorted(map(str, sizes))}): report them apart"
         )
-    if quick:
-        return
-    for n in nets:
-        big = max(n.units, key=lambda u: u.n_out)
-        if big.n_out > EXACT_REPORT_MAX:
-            raise ValueError(
-                f"{n.name}: unit {big.address} has {big.n_out:,} values; the full report's exact Figures 1-2 "
-                f"take units up to {EXACT_REPORT_MAX:,}. Use --quick (top-k values, band counts of small "
-                "units), a smaller --input-size, or the matrix-free estimates of 'linstab spectrum "
-                "--method bands-estimate' / 'linstab bands --estimate' for single units"
-            )
 
 
 def build_report(cfg: ReportConfig, sections: tuple[str, ...] = SECTIONS, nets: list | None = None) -> Path:
@@ -115,7 +97,7 @@ def build_report(cfg: ReportConfig, sections: tuple[str, ...] = SECTIONS, nets: 
             load_model(m, weights=w, input_size=cfg.input_size).to(dev or "cpu")
             for m, w in zip(cfg.models, weights, strict=True)
         ]
-    check_report_size(nets, cfg.quick)
+    check_report_size(nets)
     sel = report_images(cfg.images, getattr(nets[0], "input_size", None))
     t_start = time.perf_counter()
     ctx = ReportContext(cfg)

@@ -11,6 +11,15 @@ from ..io.cache import ResultCache
 from ..io.parallel import usable_cpus
 from ..io.tables import write_csv
 
+EXACT_REPORT_MAX = 16384
+"""Largest unit (output values) whose Figures 1-2 are exact in the full report: the largest
+unit of the CIFAR ResNets (16 x 32 x 32). Larger units (every unit of an ImageNet ResNet at
+224 x 224) get matrix-free estimates: top-k values and band counts with confidence intervals."""
+
+BAND_ESTIMATE = {"accuracy": 0.01}
+"""Options of :func:`~linstab.linalg.estimate_bands` for the report's estimated band counts
+(target half-width 1% of ``n``; probes and adaptive Lanczos steps follow from it)."""
+
 
 @dataclass
 class ReportConfig:
@@ -43,6 +52,12 @@ class ReportConfig:
         device: where the models run (``"cpu"``, ``"cuda"``, ``"cuda:N"``); ``None``: the CPU
             for registered models, the given networks' own device otherwise. Checked before
             any work (:func:`~linstab.models.device.resolve_device`).
+        exact_max: units with more output values than this get estimates instead of exact
+            spectra in the full report: the largest values (top-k) in Figure 1, band counts
+            with 95% confidence intervals (SLQ with Gauss-Radau bounds, :data:`BAND_ESTIMATE`)
+            in Figures 1-2; the analyses that need a whole spectrum of such a unit (ablations,
+            image dependence, eigenvalues) are left out and say so. Default
+            :data:`EXACT_REPORT_MAX`.
     """
 
     models: list[str]
@@ -60,11 +75,19 @@ class ReportConfig:
     workers: int | None = None
     weights: list[str | None] | None = None
     input_size: int | None = None
+    exact_max: int = EXACT_REPORT_MAX
 
     def __post_init__(self) -> None:
         w = self.workers
         if w is not None and (isinstance(w, bool) or not isinstance(w, int) or w < 1):
             raise ValueError(f"workers must be a positive int or None, got {w!r}")
+        e = self.exact_max
+        if isinstance(e, bool) or not isinstance(e, int) or e < 1:
+            raise ValueError(f"exact_max must be a positive int, got {e!r}")
+
+    def estimated(self, unit) -> bool:
+        """Whether the full report estimates ``unit`` (more than :attr:`exact_max` outputs)."""
+        return not self.quick and unit.n_out > self.exact_max
 
     @property
     def n_workers(self) -> int:

@@ -28,6 +28,13 @@ def section_dynamics(ctx: ReportContext, net, images) -> Section:
                 f"Quick mode: eigenvalues of units with at most {2 * QUICK_EXACT_MAX} values only "
                 f"(skipped: {', '.join(skipped)})."
             )
+    skipped = [u.address for u in picks if ctx.cfg.estimated(u)]
+    if skipped:
+        picks = [u for u in picks if not ctx.cfg.estimated(u)]
+        sec.text.append(
+            f"Eigenvalues of units with at most {ctx.cfg.exact_max:,} values only (--exact-max; skipped: "
+            f"{', '.join(skipped)})."
+        )
     eig, smax, rows = {}, {}, []
     for u in ctx.progress(picks, "eigenvalues"):
         J = lin.unit(u.stage, u.index)

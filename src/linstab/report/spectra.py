@@ -18,6 +18,7 @@ import functools
 import math
 
 import numpy as np
+import torch
 
 from ..analyses.ablations import Variant
 from ..analyses.image_dependence import image_vs_architecture, model_vs_architecture
@@ -26,6 +27,7 @@ from ..analyses.network_spectra import (
     QUICK_EXACT_MAX,
     QUICK_PLAN,
     QUICK_TOPK,
+    PanelPlan,
     add_panel,
     figure1_panels,
     linearizer,
@@ -41,7 +43,7 @@ from ..io.profile import scope
 from ..plots.spectra import plot_band_fractions, plot_scree
 from ..spectra.accuracy import band_fraction_bounds, error_from_squared
 from . import rules as R
-from .context import Finding, ReportContext, Section
+from .context import BAND_ESTIMATE, Finding, ReportContext, Section
 from .findings import estimate, make_finding, signed_rank
 from .sweep import sweep_band_rows
 from .variants import (
@@ -72,7 +74,7 @@ def _scree_cached(ctx: ReportContext, net, images, ids: list[str]) -> dict:
     cache entry per model, image and panel, computed by :func:`panel_spectrum` with the
     report's plan (full: float32 values, see :data:`FULL_PLAN`; quick: :data:`QUICK_PLAN`).
     """
-    plan = QUICK_PLAN if ctx.cfg.quick else FULL_PLAN
+    plan = figure1_plan(ctx, net)
     panels = figure1_panels(net)
     rows, recs = panel_records(panels)
     todo = sorted(
@@ -109,19 +111,47 @@ def _scree_cached(ctx: ReportContext, net, images, ids: list[str]) -> dict:
     return {"model": net.name, "images": list(ids), "rows": rows}
 
 
+ESTIMATE_TOPK = 32
+"""Figure 1 values of units and stages too large for exact spectra (the largest ones)."""
+
+
+def figure1_plan(ctx: ReportContext, net) -> PanelPlan:
+    """Figure 1's plan: quick, full (exact units), or -- for networks with units above
+    :attr:`~linstab.report.context.ReportConfig.exact_max` -- exact up to that size and the
+    :data:`ESTIMATE_TOPK` largest values above it and for large stages.
+    """
+    if ctx.cfg.quick:
+        return QUICK_PLAN
+    if not any(ctx.cfg.estimated(u) for u in net.units):
+        return FULL_PLAN
+    return PanelPlan(
+        dtype=torch.float32, stage_k=ESTIMATE_TOPK, unit_max=ctx.cfg.exact_max, unit_k=ESTIMATE_TOPK
+    )
+
+
 def band_rows(ctx: ReportContext, net, images, ids: list[str], addresses: list[str]) -> list[dict]:
-    """Exact band counts (Figure 2's bands) of the units ``addresses`` at every image, one cache
-    entry per model, image and unit (computed by the report's worker processes); each row
-    carries its ``image`` id, in image-major order.
+    """Band counts (Figure 2's bands) of the units ``addresses`` at every image, one cache entry
+    per model, image and unit (computed by the report's worker processes); each row carries its
+    ``image`` id, in image-major order. Exact (inertia) counts, except for units the
+    configuration estimates (:meth:`~linstab.report.context.ReportConfig.estimated`): their rows
+    are SLQ estimates (float32 linearization, :data:`~linstab.report.context.BAND_ESTIMATE`)
+    with ``*_lower``/``*_upper`` 95% intervals and ``route = "estimate-slq"``.
     """
     todo = [(i, a) for i in range(images.shape[0]) for a in addresses]
     size = {u.address: u.n_in * u.n_out for u in net.units}
+    est = {u.address for u in net.units if ctx.cfg.estimated(u)}
     order = sorted(range(len(todo)), key=lambda k: -size.get(todo[k][1], 0))
     hashes = [tensor_hash(images[i]) for i in range(images.shape[0])]
+    options = {**BAND_ESTIMATE, "seed": ctx.cfg.seed}
 
     def compute(i, addr):
         with scope(unit=addr, image=ids[i]):
-            r = unit_bands(net, images[i], units=[addr], progress=False, exact_ones=False)[0]
+            if addr in est:
+                r = unit_bands(
+                    net, images[i], units=[addr], progress=False, dtype=torch.float32, estimate=options
+                )[0]
+            else:
+                r = unit_bands(net, images[i], units=[addr], progress=False, exact_ones=False)[0]
         return {}, {"row": {k: (list(v) if isinstance(v, tuple) else v) for k, v in r.items()}}
 
     keys, items, new = {}, [], []
@@ -136,6 +166,8 @@ def band_rows(ctx: ReportContext, net, images, ids: list[str], addresses: list[s
             "zero_tol": 1e-6,
             "exact_ones": "when free",
         }
+        if addr in est:
+            parts.update(route="estimate-slq", estimate=options, dtype="float32")
         keys[k] = ctx.cache.key(parts)
         if keys[k] not in ctx.band_memo:  # Figures 1-2 and the fifth units share rows
             new.append(k)
@@ -260,6 +292,22 @@ def _attach_fractions(ctx: ReportContext, net, scree: dict, images, ids: list[st
     for p in units:
         p["frac"] = [(exact[(p["address"], ids[i])],) * 2 for i in range(n_img)]
         p["frac_source"] = "exact band counts (inertia, float64)"
+    big = {u.address for u in net.units if ctx.cfg.estimated(u)}
+    partial = [
+        p
+        for key in ("unit", "downsampling")
+        for p in scree["rows"][key]
+        if p["address"] in big and not all(_whole(p, i) for i in range(n_img))
+    ]
+    if partial:
+        addrs = list(dict.fromkeys(p["address"] for p in partial))
+        got = band_rows(ctx, net, images[:n_img], ids[:n_img], addrs)
+        rows = {(r["address"], r["image"]): r for r in got}
+        for p in partial:
+            rs = [rows[(p["address"], ids[i])] for i in range(n_img)]
+            p["frac"] = [(r["plateau_lower"] / r["n"], r["plateau_upper"] / r["n"]) for r in rs]
+            p["frac_estimate"] = [r["frac_plateau"] for r in rs]
+            p["frac_source"] = f"estimate: 95% interval of the count (SLQ, {rs[0]['n_probes']} probes)"
     for p in scree["rows"].get("stage", []):
         if not all(_whole(p, i) for i in range(n_img)):
             continue
@@ -274,7 +322,7 @@ def _whole(panel: dict, i: int) -> bool:
 def _dependence(ctx: ReportContext, net, images, ids: list[str]) -> tuple[list[dict], str, int]:
     """Per-image distances of the image-dependence test on the unit of Figure 5."""
     u = ablation_unit(net)
-    if u is None:
+    if u is None or ctx.cfg.estimated(u):
         return [], "", 0
     k = dependence_images(ctx, images.shape[0])
     seeds = [ctx.cfg.seed + s for s in range(1 if ctx.cfg.quick else 2)]
@@ -330,6 +378,18 @@ def section_spectra(ctx: ReportContext, nets, images) -> Section:
             f"the {QUICK_TOPK} largest for larger units and for the stages; band counts for units "
             f"with at most {2 * QUICK_EXACT_MAX} values."
         )
+    for net in nets:
+        big = [u.address for u in net.units if ctx.cfg.estimated(u)]
+        if big:
+            sec.text.append(
+                f"{net.name}: {len(big)} of {len(net.units)} units have more than {ctx.cfg.exact_max:,} "
+                f"values ({', '.join(big)}): ESTIMATES. Figure 1 shows their {ESTIMATE_TOPK} largest "
+                "singular values (and those of stages above 8192 values); their band counts in Figures 1-2 "
+                "are stochastic Lanczos quadrature estimates whose 95% confidence intervals (Gauss-Radau "
+                f"bounds plus sampling error, target +-{100 * BAND_ESTIMATE['accuracy']:g}% of n) are in "
+                "figure2_bands.csv (*_lower, *_upper). The image-dependence test, the ablations and the "
+                "eigenvalues need whole spectra and are left out for such units."
+            )
     panel_rows, fig2_all, summary_all, single_all = [], [], [], []
     deps: list[tuple[list[dict], str]] = []
     for net, d in zip(nets, screes, strict=True):
@@ -346,7 +406,9 @@ def section_spectra(ctx: ReportContext, nets, images) -> Section:
                     "values_computed": min(len(s) for s in spectra),
                     "images": ctx.images_text(n_scree),
                     "median_fraction_in_[0.99,1.01]": (
-                        float(np.median([_frac(p, i) for i in range(len(spectra))])) if has else None
+                        float(np.median(p.get("frac_estimate") or [_frac(p, i) for i in range(len(spectra))]))
+                        if has
+                        else None
                     ),
                     "fraction_from": p.get("frac_source", ""),
                     "median_sigma_max": float(np.median([np.asarray(s)[0] for s in spectra])),
@@ -697,7 +759,8 @@ def _scree_findings(
     ds = rows["downsampling"]
     unit = rows["unit"]
     # S5a: no plateau in the first units of stages 2..L
-    later = [p for p in ds[1:] if all(_whole(p, i) for i in range(n_img))]
+    # panels with band fractions: exact counts, or estimates (their intervals' upper ends)
+    later = [p for p in ds[1:] if "frac" in p]
     claim = (
         "The first (down-sampling) units of stages 2 and 3 have no significant portion of values near 1 "
         "(Sec. 3.2, Fig. 1 middle)."
@@ -730,14 +793,14 @@ def _scree_findings(
     p1, p5 = ds[0], unit[0]
     if p1.get("address") == p5.get("address"):
         dec, est, test = R.not_testable("stage 1 has a single unit"), estimate([]), None
-    elif not all(_whole(p1, i) and _whole(p5, i) for i in range(n_img)):
+    elif not ("frac" in p1 and "frac" in p5):
         dec, est, test = (
-            R.not_testable("needs whole spectra of the stage-1 units (run without --quick)"),
+            R.not_testable("needs band fractions of the stage-1 units (run without --quick)"),
             estimate([]),
             None,
         )
-    else:
-        v = np.array([_frac(p1, i) - _frac(p5, i) for i in range(n_img)])
+    else:  # conservative with estimates: upper end of unit 1.1 minus lower end of the fifth unit
+        v = np.array([_frac(p1, i, 1) - _frac(p5, i, 0) for i in range(n_img)])
         est, test = estimate(v, seed), signed_rank(v, "less")
         dec = R.directional(est, test, "less", "the difference")
     out.append(
