@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 
 import numpy as np
@@ -66,3 +67,36 @@ def test_bad_inputs_are_refused(image_file, tmp_path, capsys):
     torch.save({"conv1.weight": torch.zeros(16, 3, 3, 3)}, wrong)
     assert main(["predict", *MODEL, "--weights", str(wrong), "--images", str(image_file)]) == 2
     assert "missing" in capsys.readouterr().err
+
+
+def test_report_estimates_units_above_exact_max(image_file, tmp_path):
+    """`linstab report` on an ImageNet network: units above --exact-max get top-k values and
+    band estimates with intervals (marked), smaller units stay exact."""
+    out = tmp_path / "rep"
+    args = ["report", "--model", "torchvision:resnet18", "--input-size", "32", "--images", str(image_file)]
+    args += [
+        "--exact-max",
+        "1024",
+        "--sections",
+        "spectra",
+        "--no-progress",
+        "--workers",
+        "1",
+        "--out",
+        str(out),
+    ]
+    assert main([*args, "--cache-dir", str(tmp_path / "cache")]) == 0
+    rows = list(csv.DictReader((out / "data" / "figure2_bands.csv").open()))
+    routes = {r["address"]: r["route"] for r in rows}
+    assert {a for a, r in routes.items() if r == "estimate-slq"} == {
+        "1.1",
+        "1.2",
+        "2.1",
+        "2.2",
+    }  # > 1024 values
+    for r in rows:
+        if r["route"] == "estimate-slq":
+            for b in ("above", "plateau", "below", "zero"):
+                assert float(r[f"{b}_lower"]) <= float(r[b]) <= float(r[f"{b}_upper"]), r
+    assert "ESTIMATES" in (out / "index.html").read_text()
+    assert main([*args[:-2], "--out", str(tmp_path / "bad"), "--exact-max", "0"]) == 2

@@ -7,6 +7,7 @@ backend selection) and written with :func:`linstab.plots.save_figure` as PNG and
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -185,6 +186,11 @@ def plot_bands(rows: list[dict], out: str | Path, formats: tuple[str, ...] = ("p
     return save_figure(fig, out, formats)
 
 
+def _wrap(text: str, width: int = 28) -> str:
+    """``text`` broken into lines of at most ``width`` characters (axis labels of long names)."""
+    return "\n".join(textwrap.wrap(text, width)) or text
+
+
 @skip_unchanged
 def plot_band_fractions(
     summary: list[dict],
@@ -288,15 +294,15 @@ def plot_band_fractions(
                             label=None if labelled else "estimate (SLQ), 95% CI",
                         )
                         labelled = True
-            ax.set_title(f"{model}: stage {s}", fontsize=9)
+            ax.set_title(f"stage {s}", fontsize=9)
             ax.set_xlabel("unit", fontsize=8)
             units = sorted({int(r["unit"]) for r in rs})
             ax.set_xticks(units if len(units) <= 20 else units[:: max(1, len(units) // 10)])
             ax.tick_params(labelsize=7)
             ax.set_ylim(0, 1)
             ax.grid(alpha=0.3, lw=0.4)
-            if s == 1:
-                ax.set_ylabel("fraction of singular values", fontsize=8)
+            if s == 1:  # the model names the row (long names do not fit the panel titles)
+                ax.set_ylabel(f"{_wrap(model)}\nfraction of singular values", fontsize=8)
     legend: dict = {}
     for ax in axes.flat:
         for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
