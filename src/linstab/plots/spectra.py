@@ -55,12 +55,17 @@ def plot_scree(
     nst = max(len(d["rows"]["unit"]) for d in datas)
     ncols = nst * len(datas)
     fig = _figure(2.6 * ncols + 0.5, 2.3 * len(row_keys) + 0.6)
-    axes = fig.subplots(len(row_keys), ncols, squeeze=False)
+    # one subfigure per model, titled with its name (a long name must not widen a column)
+    subfigs = fig.subfigures(1, len(datas), squeeze=False)[0]
+    first_axes = None
     for m, d in enumerate(datas):
+        axes = subfigs[m].subplots(len(row_keys), nst, squeeze=False)
+        first_axes = axes[0, 0] if first_axes is None else first_axes
+        subfigs[m].suptitle(d["model"], fontsize=10, weight="bold", x=0.02, ha="left")
         for i, key in enumerate(row_keys):
             panels = d["rows"][key]
             for j in range(nst):
-                ax = axes[i, m * nst + j]
+                ax = axes[i, j]
                 if j >= len(panels):
                     ax.set_visible(False)
                     continue
@@ -90,9 +95,7 @@ def plot_scree(
                     ax.set_ylabel("singular value", fontsize=8)
                 if i == len(row_keys) - 1:
                     ax.set_xlabel("index", fontsize=8)
-        top = axes[0, m * nst]
-        top.annotate(d["model"], xy=(0, 1.18), xycoords="axes fraction", fontsize=10, weight="bold")
-    handles, labels = axes[0, 0].get_legend_handles_labels()
+    handles, labels = first_axes.get_legend_handles_labels()
     if handles:
         fig.legend(
             handles,
