@@ -13,6 +13,7 @@ from linstab.operators import (
     DenseOperator,
     IdentityOperator,
     LinearOperator,
+    RowSubset,
 )
 
 RTOL = 1e-10  # closed form vs autodiff vs torch.func dense, float64
@@ -169,6 +170,30 @@ def test_generic_operators():
         DenseOperator(torch.zeros(3, 4), in_shape=(5,))
     assert isinstance(C, LinearOperator)
     assert "in_shape" in repr(C)
+
+
+@pytest.mark.parametrize("kind", ["option-B", "tv-bottleneck"])
+def test_row_subset_matches_its_dense_twin(kind):
+    """``RowSubset(J, mask)`` is ``J[mask]`` (rows of J's float64 dense matrix), its adjoint
+    ``J[mask]^T``, and ``expand`` puts columns back on the kept rows."""
+    net = make_net(kind, seed=4)
+    J = net.linearize(tiny_image(1), dtype=torch.float64).unit(1, 2)
+    M = J.materialize()
+    rows = J.out_deriv.reshape(-1) != 0
+    assert 0 < int(rows.sum()) < rows.numel()  # the unit has exact zero rows
+    op = RowSubset(J, rows)
+    assert op.shape == (int(rows.sum()), J.shape[1]) and op.label == J.label
+    assert torch.allclose(op.materialize(), M[rows], atol=1e-12)
+    assert torch.allclose(op.T.materialize(), M[rows].T, atol=1e-12)
+    U = torch.randn(op.shape[0], 3, dtype=torch.float64)
+    full = op.expand(U)
+    assert full.shape == (J.shape[0], 3) and torch.equal(full[rows], U) and not full[~rows].any()
+    with pytest.raises(ValueError, match="no row"):
+        RowSubset(J, torch.zeros_like(rows))
+    with pytest.raises(ValueError, match="shape"):
+        RowSubset(J, rows[:-1])
+    with pytest.raises(TypeError, match="boolean"):
+        RowSubset(J, rows.double())
 
 
 def test_float32_operators_close_to_float64():

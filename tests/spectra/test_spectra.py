@@ -259,6 +259,11 @@ def test_topk_matches_dense(nets, products):
         _check_triplets(res, op, largest=True)
         M = dense(op)
         assert torch.allclose(M @ res.V, res.U * res.values, atol=1e-6)
+        # units with exact zero rows iterate on their active rows (U comes back full length)
+        zero_rows = int((M.abs().sum(dim=1) == 0).sum())
+        assert res.U.shape[0] == M.shape[0]
+        if zero_rows and M.shape[0] <= M.shape[1]:
+            assert res.info["active_rows"] == M.shape[0] - zero_rows
 
 
 def test_bottomk_matches_dense(nets):

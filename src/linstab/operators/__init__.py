@@ -16,7 +16,8 @@ match the operator's (no silent casting); NumPy inputs are converted to the oper
 
 Modules: :mod:`.base` (the operator contract and its algebra), :mod:`.closed_form` (unit
 Jacobians of Appendix A), :mod:`.autodiff` (any module, by ``torch.func``), :mod:`.factors`
-(sparse factors ``J = D_out (alpha S + U W)`` of closed-form units).
+(sparse factors ``J = D_out (alpha S + U W)`` of closed-form units), :mod:`.rows` (the active
+rows of an operator).
 """
 
 from .autodiff import AutodiffJacobian
@@ -40,6 +41,7 @@ from .factors import (
     unit_factors,
     unit_products,
 )
+from .rows import RowSubset
 
 __all__ = [
     "AdjointOperator",
@@ -51,6 +53,7 @@ __all__ = [
     "FactorOperator",
     "IdentityOperator",
     "LinearOperator",
+    "RowSubset",
     "UnitFactors",
     "UnitJacobian",
     "activation_derivative",

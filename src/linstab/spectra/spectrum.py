@@ -9,6 +9,7 @@ import warnings
 import torch
 
 from ..io.profile import timed
+from ..linalg.exact_parts import exact_parts
 from ..linalg.krylov import block_krylov
 from ..linalg.results import (
     METHODS,
@@ -24,6 +25,7 @@ from ..linalg.svds import scipy_svds
 from ..linalg.threads import torch_threads
 from ..operators.base import LinearOperator
 from ..operators.factors import factor_operator, factor_plan, structured_plan
+from ..operators.rows import RowSubset
 from .exact import dense_spectrum, gram_spectrum, structured_spectrum
 
 
@@ -194,9 +196,17 @@ def _spectrum(
         # with single-threaded sparse products on the CPU, the Krylov method's small dense
         # operations are fastest single-threaded (no OpenMP synchronisation per tiny op)
         single = work is not op and work.device.type == "cpu"
+        # top-k: iterate on the active rows only (exact zero rows of ReLU-masked units carry no
+        # nonzero singular value); shorter vectors make the orthogonalization cheaper
+        rows = None
+        if largest:
+            ex = exact_parts(op)
+            if ex.side == "left" and ex.support is not None and ex.n_probe_space >= 2 * k + 16:
+                if ex.n_probe_space < min(op.shape):
+                    rows = RowSubset(work, ex.support)
         with torch_threads(1 if single else None):
             res = block_krylov(
-                work,
+                rows if rows is not None else work,
                 k,
                 largest,
                 block=block_size,
@@ -206,6 +216,10 @@ def _spectrum(
                 seed=seed,
                 vectors=vectors,
             )
+        if rows is not None:
+            if res.U is not None:
+                res.U = rows.expand(res.U)
+            res.info["active_rows"] = int(rows.shape[0])
     else:
         if solver in ("arpack", "lobpcg") and k >= n_vals:
             raise ValueError(f"solver={solver!r} needs k < min(n_out, n_in) = {n_vals}, got {k}")
