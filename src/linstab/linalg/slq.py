@@ -517,26 +517,29 @@ def slq(
         dweights = (C.T**2).to(device="cpu", dtype=torch.float64)
         if reorth == "none":
             reorth = "selective"
+    def result(lan: LanczosResult, nodes, weights, max_steps=None) -> SLQResult:
+        return SLQResult(
+            nodes=nodes,
+            weights=weights,
+            n=ex.n,
+            n_probes=n_probes,
+            lanczos_steps=lan.steps,
+            exact=ex,
+            lanczos=lan,
+            dtype=op.dtype,
+            seed=seed,
+            deflated_values=dvals,
+            deflated_weights=dweights,
+            max_steps=max_steps,
+        )
+
     rule = None
     if stop is not None:
 
         def rule(lan: LanczosResult) -> bool:
             empty = torch.zeros((n_probes, 0), dtype=torch.float64)
-            part = SLQResult(
-                nodes=empty,
-                weights=empty,
-                n=ex.n,
-                n_probes=n_probes,
-                lanczos_steps=lan.steps,
-                exact=ex,
-                lanczos=lan,
-                dtype=op.dtype,
-                seed=seed,
-                deflated_values=dvals,
-                deflated_weights=dweights,
-            )
             t2 = time.perf_counter()
-            done = bool(stop(part))
+            done = bool(stop(result(lan, empty, empty)))
             timings["stop_checks"] = timings.get("stop_checks", 0.0) + time.perf_counter() - t2
             return done
 
@@ -561,20 +564,7 @@ def slq(
     total = w.sum(dim=1, keepdim=True)
     w = torch.where(total > 0, w / torch.where(total > 0, total, torch.ones_like(total)), w)
     timings["quadrature"] = time.perf_counter() - t1
-    out = SLQResult(
-        nodes=nodes,
-        weights=w,
-        n=ex.n,
-        n_probes=n_probes,
-        lanczos_steps=res.steps,
-        exact=ex,
-        lanczos=res,
-        dtype=op.dtype,
-        seed=seed,
-        deflated_values=dvals,
-        deflated_weights=dweights,
-        max_steps=steps if stop is not None else None,
-    )
+    out = result(res, nodes, w, steps if stop is not None else None)
     top = 1.05 * max(out.s_max_estimate(), 1e-12)
     edges = torch.linspace(0, top, 101, dtype=torch.float64) if bins is None else bins
     out.hist, out.hist_stderr = out.histogram(edges)
