@@ -6,13 +6,13 @@ import json
 from pathlib import Path
 
 from ..io.profile import profile_summary, profiling
-from ..models.registry import default_model_name
+from ..models.registry import default_report_models
 from ..report.build import build_report
 from ..report.context import EXACT_REPORT_MAX, SECTIONS, ReportConfig
 
 
 def _cmd_report(args) -> int:
-    models = args.model or [default_model_name()]
+    models = args.model or default_report_models()
     images = args.images or ("0-4" if args.quick else "0-19")
     attacks = (
         tuple(a.strip() for a in args.attacks.split(","))
@@ -60,7 +60,8 @@ def add_parser(sub) -> None:
         "--model",
         action="append",
         default=None,
-        help="registered model; give twice for two models side by side (default: the default model)",
+        help="registered model; give twice for two models side by side (default: the default model; "
+        "resnet56-linstab and resnet110-linstab side by side once both ship)",
     )
     p.add_argument(
         "--images",

@@ -28,7 +28,7 @@ from .blocks import (
     basic_unit,
     cifar_resnet,
 )
-from .registry import REGISTRY, CheckpointSpec, default_model_name, list_models
+from .registry import REGISTRY, CheckpointSpec, default_model_name, default_report_models, list_models
 from .state import cast_state
 from .weights import (
     build_from_spec,
@@ -58,6 +58,7 @@ __all__ = [
     "cifar_resnet",
     "convert_akamaster_state_dict",
     "default_model_name",
+    "default_report_models",
     "is_residual_unit",
     "list_models",
     "load_state_dict_file",

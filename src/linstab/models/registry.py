@@ -161,3 +161,18 @@ def default_model_name() -> str:
         own.sort(key=lambda s: (s.published_error if s.published_error is not None else 1e9, -s.depth))
         return own[0].name
     return "resnet56-akamaster"
+
+
+PAPER_PAIR = ("resnet56-linstab", "resnet110-linstab")
+"""The paper's two networks as linstab trains them (option B, issue 11)."""
+
+
+def default_report_models() -> list[str]:
+    """The models ``linstab report`` (``make run``) analyses by default: the paper's ResNet-56
+    and ResNet-110 side by side once both ship embedded, else :func:`default_model_name`.
+    """
+    embedded = {s.name for s in REGISTRY.values() if s.source == "linstab" and s.package_data}
+    if all(name in embedded for name in PAPER_PAIR):
+        return list(PAPER_PAIR)
+    return [default_model_name()]
+
