@@ -318,16 +318,16 @@ def _shipped_specs() -> list[models.CheckpointSpec]:
     return sorted(specs, key=lambda s: s.name)
 
 
+SHIP_TARGETS = {56: 10.0, 110: 9.0}
+"""Largest JPEG test error (%) a shipped linstab model of that depth may have (issue 11)."""
+
+
 @pytest.mark.parametrize(
     "spec",
     _shipped_specs()
     or [pytest.param(None, marks=pytest.mark.skip(reason="no model shipped in linstab/weights"))],
     ids=lambda s: getattr(s, "name", "none"),
 )
-SHIP_TARGETS = {56: 10.0, 110: 9.0}
-"""Largest JPEG test error (%) a shipped linstab model of that depth may have (issue 11)."""
-
-
 def test_shipped_model_checksum_and_default_images(spec):
     path = models.resolve_weights(spec, download=False)
     assert models.sha256_file(path) == spec.sha256

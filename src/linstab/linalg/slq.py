@@ -517,6 +517,7 @@ def slq(
         dweights = (C.T**2).to(device="cpu", dtype=torch.float64)
         if reorth == "none":
             reorth = "selective"
+
     def result(lan: LanczosResult, nodes, weights, max_steps=None) -> SLQResult:
         return SLQResult(
             nodes=nodes,

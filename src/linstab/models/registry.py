@@ -175,4 +175,3 @@ def default_report_models() -> list[str]:
     if all(name in embedded for name in PAPER_PAIR):
         return list(PAPER_PAIR)
     return [default_model_name()]
-
