@@ -252,6 +252,10 @@ def test_resume_matches_uninterrupted_run(tmp_path):
     full = training.train(8, "B", DATA, 2, tmp_path / "full.safetensors", **common)
     part = training.train(8, "B", DATA, 2, tmp_path / "part.safetensors", stop_after=1, **common)
     assert not part["completed"] and part["epoch"] == 1
+    # folders of the output and the checkpoint that do not exist yet are created up front
+    deep = training.train(8, "B", DATA, 2, tmp_path / "a" / "m.safetensors", stop_after=1,
+                          checkpoint=tmp_path / "b" / "m.ckpt.pt", **common)  # fmt: skip
+    assert deep["epoch"] == 1 and (tmp_path / "b" / "m.ckpt.pt").is_file()
     assert not (tmp_path / "part.safetensors").exists()
     ckpt = torch.load(tmp_path / "part.ckpt.pt", map_location="cpu", weights_only=True)
     assert ckpt["epoch"] == 1 and len(ckpt["history"]) == 1

@@ -312,6 +312,8 @@ def train(
     ckpt_path = Path(checkpoint) if checkpoint is not None else default_checkpoint_path(out)
     json_path = out.with_suffix(".json")
     name = name or out.stem
+    for folder in {out.parent, ckpt_path.parent}:  # before any work: a long run must be able to save
+        folder.mkdir(parents=True, exist_ok=True)
     emit = log if log is not None else (print if progress else (lambda _msg: None))
     if data_dir is not None and not Path(data_dir).expanduser().is_dir():
         raise ValueError(f"data folder {str(data_dir)!r} does not exist or is not a directory")
