@@ -272,8 +272,9 @@ def _band_samples(res: SLQResult, edges: tuple[float, float, float], rounding_ma
         rounding_margin: see :func:`band_estimate` (``None``: ``100 eps lambda_max``).
 
     Returns:
-        ``(per, mu0, margin)``: band -> ``((N,), (N,))`` float64 brackets; the probes' total
-        masses ``(N,)``; the margin used.
+        ``(per, margin)``: band -> ``(lower, mid, upper)``, each ``(N,)`` float64: the brackets
+        clipped to ``[0, |z|^2]`` and the unclipped midpoints (the midpoints of the four bands
+        sum to ``|z|^2``); the margin used.
     """
     lo, hi, zt = edges
     if rounding_margin is None:
@@ -288,13 +289,18 @@ def _band_samples(res: SLQResult, edges: tuple[float, float, float], rounding_ma
     lZ, hZ = _edge_bounds(res, zt * zt, rounding_margin)
     lL, hL = _edge_bounds(res, lo * lo, rounding_margin)
     lH, hH = _edge_bounds(res, hi * hi, rounding_margin)
-    per = {
+    raw = {
         "above": (mu0 - hH, mu0 - lH),
         "plateau": (lH - hL, hH - lL),
         "below": (lL - hZ, hL - lZ),
         "zero": (lZ, hZ),
     }
-    return per, mu0, float(rounding_margin)
+    per = {}
+    for name, (l_s, u_s) in raw.items():
+        mid = (l_s + u_s) / 2
+        l_s, u_s = l_s.clamp(0, None), torch.minimum(u_s, mu0)
+        per[name] = (l_s, mid, torch.maximum(u_s, l_s))
+    return per, float(rounding_margin)
 
 
 def steps_rule(
@@ -332,16 +338,12 @@ def steps_rule(
     target = accuracy * n
 
     def stop(res: SLQResult) -> bool:
-        per, mu0, _ = _band_samples(res, (lo, hi, zt), rounding_margin)
-        N = res.n_probes
-        if N < 2:
+        if res.n_probes < 2:
             return False
-        tq = float(student.ppf(0.5 + confidence / 2, N - 1))
-        for l_s, u_s in per.values():
-            mid = (l_s + u_s) / 2
-            l_s, u_s = l_s.clamp(0, None), torch.minimum(u_s, mu0)
-            quad = float((torch.maximum(u_s, l_s) - l_s).mean()) / 2
-            stat = tq * float(mid.std()) / math.sqrt(N)
+        per, _ = _band_samples(res, (lo, hi, zt), rounding_margin)
+        for l_s, mid, u_s in per.values():
+            quad = float((u_s - l_s).mean()) / 2
+            stat = _interval(l_s, u_s, mid, confidence, "t", 0, 0)[2]
             if quad > max(target - stat, stat / 2):
                 return False
         return True
@@ -404,7 +406,7 @@ def band_estimate(
     p = ex.n_probe_space
     if rounding_margin is not None and not rounding_margin >= 0:
         raise ValueError(f"rounding_margin must be >= 0, got {rounding_margin!r}")
-    per, mu0, rounding_margin = _band_samples(res, (lo, hi, zt), rounding_margin)
+    per, rounding_margin = _band_samples(res, (lo, hi, zt), rounding_margin)
     v = ex.plateau_value
     home = None
     if v is not None and ex.n_exact_plateau > 0:
@@ -415,10 +417,7 @@ def band_estimate(
     bands, samples = {}, {}
     warn_msgs = []
     for name in BANDS:
-        l_s, u_s = per[name]
-        mid = (l_s + u_s) / 2  # unclipped: the midpoints of the four bands sum to |z|^2
-        l_s, u_s = l_s.clamp(0, None), torch.minimum(u_s, mu0)
-        u_s = torch.maximum(u_s, l_s)
+        l_s, mid, u_s = per[name]
         samples[name] = torch.stack([l_s, mid, u_s], dim=1)
         lower, upper, stat = _interval(l_s, u_s, mid, confidence, interval, n_boot, seed)
         add = ex.n_structural_zero if name == "zero" else 0

@@ -89,6 +89,10 @@ class ReportConfig:
         """Whether the full report estimates ``unit`` (more than :attr:`exact_max` outputs)."""
         return not self.quick and unit.n_out > self.exact_max
 
+    def estimated_units(self, net) -> list[str]:
+        """Addresses of the units of ``net`` the report estimates (:meth:`estimated`)."""
+        return [u.address for u in net.units if self.estimated(u)]
+
     @property
     def n_workers(self) -> int:
         """Worker processes for per-image work (:attr:`workers`, default one per usable CPU)."""

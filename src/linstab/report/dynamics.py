@@ -20,21 +20,21 @@ def section_dynamics(ctx: ReportContext, net, images) -> Section:
     lin = net.linearize(x, dtype=torch.float64)
     picks = [st[min(4, len(st) - 1)] for st in net.stages]
     picks = [u for u in picks if u.in_shape == u.out_shape]
-    if ctx.cfg.quick:  # quick mode: eigenvalues of the units with at most 2 * QUICK_EXACT_MAX values
-        skipped = [u.address for u in picks if u.n_out > 2 * QUICK_EXACT_MAX]
-        picks = [u for u in picks if u.n_out <= 2 * QUICK_EXACT_MAX]
-        if skipped:
-            sec.text.append(
-                f"Quick mode: eigenvalues of units with at most {2 * QUICK_EXACT_MAX} values only "
-                f"(skipped: {', '.join(skipped)})."
-            )
-    skipped = [u.address for u in picks if ctx.cfg.estimated(u)]
-    if skipped:
-        picks = [u for u in picks if not ctx.cfg.estimated(u)]
-        sec.text.append(
-            f"Eigenvalues of units with at most {ctx.cfg.exact_max:,} values only (--exact-max; skipped: "
-            f"{', '.join(skipped)})."
+    # eigenvalues need the whole unit: quick mode and --exact-max bound its size
+    if ctx.cfg.quick:
+        limit, what = (
+            2 * QUICK_EXACT_MAX,
+            f"Quick mode: eigenvalues of units with at most {2 * QUICK_EXACT_MAX} values only (",
         )
+    else:
+        limit, what = (
+            ctx.cfg.exact_max,
+            f"Eigenvalues of units with at most {ctx.cfg.exact_max:,} values only (--exact-max; ",
+        )
+    skipped = [u.address for u in picks if u.n_out > limit]
+    if skipped:
+        picks = [u for u in picks if u.n_out <= limit]
+        sec.text.append(f"{what}skipped: {', '.join(skipped)}).")
     eig, smax, rows = {}, {}, []
     for u in ctx.progress(picks, "eigenvalues"):
         J = lin.unit(u.stage, u.index)

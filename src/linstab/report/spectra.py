@@ -122,7 +122,7 @@ def figure1_plan(ctx: ReportContext, net) -> PanelPlan:
     """
     if ctx.cfg.quick:
         return QUICK_PLAN
-    if not any(ctx.cfg.estimated(u) for u in net.units):
+    if not ctx.cfg.estimated_units(net):
         return FULL_PLAN
     return PanelPlan(
         dtype=torch.float32, stage_k=ESTIMATE_TOPK, unit_max=ctx.cfg.exact_max, unit_k=ESTIMATE_TOPK
@@ -139,7 +139,7 @@ def band_rows(ctx: ReportContext, net, images, ids: list[str], addresses: list[s
     """
     todo = [(i, a) for i in range(images.shape[0]) for a in addresses]
     size = {u.address: u.n_in * u.n_out for u in net.units}
-    est = {u.address for u in net.units if ctx.cfg.estimated(u)}
+    est = set(ctx.cfg.estimated_units(net))
     order = sorted(range(len(todo)), key=lambda k: -size.get(todo[k][1], 0))
     hashes = [tensor_hash(images[i]) for i in range(images.shape[0])]
     options = {**BAND_ESTIMATE, "seed": ctx.cfg.seed}
@@ -292,7 +292,7 @@ def _attach_fractions(ctx: ReportContext, net, scree: dict, images, ids: list[st
     for p in units:
         p["frac"] = [(exact[(p["address"], ids[i])],) * 2 for i in range(n_img)]
         p["frac_source"] = "exact band counts (inertia, float64)"
-    big = {u.address for u in net.units if ctx.cfg.estimated(u)}
+    big = set(ctx.cfg.estimated_units(net))
     partial = [
         p
         for key in ("unit", "downsampling")
@@ -379,7 +379,7 @@ def section_spectra(ctx: ReportContext, nets, images) -> Section:
             f"with at most {2 * QUICK_EXACT_MAX} values."
         )
     for net in nets:
-        big = [u.address for u in net.units if ctx.cfg.estimated(u)]
+        big = ctx.cfg.estimated_units(net)
         if big:
             sec.text.append(
                 f"{net.name}: {len(big)} of {len(net.units)} units have more than {ctx.cfg.exact_max:,} "
