@@ -111,3 +111,22 @@ def test_custom_unit_types_use_autodiff():
 
     D = dense_jacobian(model[1], lin.inputs[0][0])
     assert float((J.materialize() - D).norm() / D.norm()) < 1e-10
+
+
+def test_fingerprint_follows_the_weights_not_the_name():
+    """Cached results are keyed by what a network computes: same name, other weights -> other
+    key; an in-place change of a weight or of a BN statistic -> other key; same weights -> same."""
+    a, b = make_net("option-A", seed=1), make_net("option-A", seed=2)
+    assert a.name == b.name and a.fingerprint() != b.fingerprint()
+    assert make_net("option-A", seed=1).fingerprint() == a.fingerprint()
+    before = a.fingerprint()
+    with torch.no_grad():
+        next(a.model.parameters()).mul_(1.0 + 1e-6)
+    assert a.fingerprint() != before
+    after = a.fingerprint()
+    bn = next(m for m in a.model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    bn.running_var.add_(1e-3)
+    assert a.fingerprint() != after
+    c = linstab.Network(a.model, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), input_shape=(3, 8, 8))
+    d = linstab.Network(a.model, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), input_shape=(3, 8, 8))
+    assert d.fingerprint() != c.fingerprint()  # the normalization is part of the function

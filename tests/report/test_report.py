@@ -17,6 +17,7 @@ import pytest
 import torch
 from factories import make_net, tiny_image
 
+import linstab
 from linstab.io.tables import read_csv as read_findings_rows
 from linstab.report import ReportConfig, build_report
 from linstab.report.context import FINDING_FIELDS
@@ -369,3 +370,95 @@ def test_band_rows_are_computed_once_per_run_even_without_a_cache(tmp_path, monk
     cfg.progress = False
     build_report(cfg, ("spectra",), nets=[make_net("option-A", seed=4)])
     assert calls and len(calls) == len(set(calls))
+
+
+def test_shortcut_reference_shows_its_downsampling_units_and_gets_the_finding(tmp_path):
+    """A shortcut reference (here option A beside option B) adds its down-sampling units to
+    Figure 1 and the down-sampling finding, and nothing else."""
+    net, ref = make_net("option-B", seed=2), make_net("option-A", seed=3)
+    ref.name = "ref-option-A"
+    cfg = ReportConfig(
+        models=[], images=[0, 1], out=tmp_path / "out", cache_dir=tmp_path / "c", progress=False
+    )
+    index = build_report(cfg, ("spectra",), nets=[net], reference=ref)
+    data = index.parent / "data"
+    panels = [r for r in read_findings_rows(data / "figure1_panels.csv") if r["model"] == ref.name]
+    expected = [f"unit {u.address} (downsampling)" for u in ref.units if u.kind == "downsampling"]
+    assert len(expected) >= 2 and [r["panel"] for r in panels] == expected  # first units of stages 2..L
+    assert all(float(r["median_fraction_in_[0.99,1.01]"]) >= 0 for r in panels)
+    findings = read_findings(data / "findings.csv")
+    mine = [f for f in findings if f["section"] == f"Spectra ({ref.name}, shortcut reference)"]
+    assert len(mine) == 1 and mine[0]["claim"].startswith("The first (down-sampling) units")
+    assert mine[0]["verdict"] in ("reproduced", "partly", "not reproduced")
+    main = [f for f in findings if f["claim"] == mine[0]["claim"] and f is not mine[0]]
+    assert len(main) == 1 and main[0]["section"] == "Spectra"
+    env = json.loads((index.parent / "environment.json").read_text())
+    assert env["shortcut_reference"]["name"] == ref.name
+    assert env["models_names"] == [net.name]
+    assert "subsample-pad shortcuts" in index.read_text()
+    arrays = np.load(data / "figure1_spectra.npz")
+    assert any(k.startswith(f"{ref.name}|downsampling|unit 2.1") for k in arrays.files)
+
+
+def test_shortcut_reference_refuses_bad_references_before_any_work(tmp_path, shared_weights):
+    from linstab.report.build import shortcut_reference
+
+    net = make_net("option-B", seed=2)
+    cfg = ReportConfig(models=[], images=[0], out=tmp_path / "out", progress=False)
+    with pytest.raises(ValueError, match="one of the report's models"):
+        shortcut_reference(cfg, [net], reference=net)
+    big = linstab.load_model("resnet20-akamaster")  # 32 x 32 images, the tiny net 8 x 8
+    with pytest.raises(ValueError, match="images of different sizes"):
+        shortcut_reference(cfg, [net], reference=big)
+    assert shortcut_reference(replace(cfg, shortcut_reference=None), [net]) == (None, "")
+    assert shortcut_reference(cfg, [net]) == (None, "")  # auto: not a registered option-B network
+    with pytest.raises(ValueError, match="unknown model"):
+        shortcut_reference(replace(cfg, shortcut_reference="resnet57-nope"), [net])
+    with pytest.raises(TypeError, match="shortcut_reference"):
+        replace(cfg, shortcut_reference="")
+
+
+def test_shortcut_reference_auto(tmp_path, shared_weights, monkeypatch):
+    """auto: the option-A ResNet-56 beside registered option-B networks when its weights are
+    here; a note, not an error, when they are not; nothing beside option-A networks."""
+    from linstab.models import SHORTCUT_REFERENCE
+    from linstab.report.build import shortcut_reference
+
+    cfg = ReportConfig(models=[], images=[0], out=tmp_path / "out", progress=False)
+    b = linstab.load_model("resnet20-linstab")
+    ref, note = shortcut_reference(cfg, [b])
+    assert ref.name == SHORTCUT_REFERENCE and note == ""
+    assert {u.shortcut for u in ref.units if u.kind == "downsampling"} == {"subsample-pad"}
+    assert shortcut_reference(cfg, [linstab.load_model("resnet20-akamaster")]) == (None, "")
+    monkeypatch.setenv("LINSTAB_WEIGHTS_DIR", str(tmp_path / "empty"))
+    monkeypatch.setenv("LINSTAB_CACHE_DIR", str(tmp_path / "cache"))
+    ref, note = shortcut_reference(cfg, [b])
+    assert ref is None and "left out" in note and "resnet56" in note
+
+
+def test_report_cli_shortcut_reference_flags():
+    from linstab.cli.main import build_parser
+
+    p = build_parser()
+    assert p.parse_args(["report"]).shortcut_reference == "auto"
+    assert p.parse_args(["report", "--shortcut-reference", "resnet20-akamaster"]).shortcut_reference == (
+        "resnet20-akamaster"
+    )
+    assert p.parse_args(["report", "--no-shortcut-reference"]).no_shortcut_reference
+
+
+def test_report_cache_tells_same_named_networks_apart(tmp_path):
+    """Two networks of one name (a user's model before and after fine-tuning) share a cache
+    folder without reading each other's results."""
+    a, b = make_net("option-B", seed=2), make_net("option-B", seed=5)
+    assert a.name == b.name
+    cfg = ReportConfig(
+        models=[], images=[0], quick=True, out=tmp_path / "a", cache_dir=tmp_path / "c", progress=False
+    )
+    spectra = []
+    for net, out in ((a, "a"), (b, "b")):
+        index = build_report(replace(cfg, out=tmp_path / out), ("spectra",), nets=[net])
+        arrays = np.load(index.parent / "data" / "figure1_spectra.npz")
+        spectra.append({k: arrays[k] for k in arrays.files if "|error" not in k})
+    assert spectra[0].keys() == spectra[1].keys()
+    assert all(not np.array_equal(spectra[0][k], spectra[1][k]) for k in spectra[0])

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from ..io.profile import profile_summary, profiling
-from ..models.registry import default_report_models
+from ..models.registry import SHORTCUT_REFERENCE, default_report_models
 from ..report.build import build_report
 from ..report.context import EXACT_REPORT_MAX, SECTIONS, ReportConfig
 
@@ -36,6 +36,7 @@ def _cmd_report(args) -> int:
         weights=args.weights,
         input_size=args.input_size,
         exact_max=args.exact_max,
+        shortcut_reference=None if args.no_shortcut_reference else args.shortcut_reference,
     )
     sections = tuple(s.strip() for s in args.sections.split(",")) if args.sections else SECTIONS
     if args.profile:
@@ -100,6 +101,19 @@ def add_parser(sub) -> None:
         metavar="N",
         help=f"units with more output values get estimates (top-k values, band counts with 95%% intervals) "
         f"instead of exact spectra (default {EXACT_REPORT_MAX}; ImageNet networks at 224 exceed it)",
+    )
+    p.add_argument(
+        "--shortcut-reference",
+        default="auto",
+        metavar="M",
+        help="a model whose down-sampling units are shown beside the report's in Figure 1 and tested for "
+        f"the down-sampling finding (default auto: {SHORTCUT_REFERENCE}, option A, for option-B models "
+        "when its weights are on this machine)",
+    )
+    p.add_argument(
+        "--no-shortcut-reference",
+        action="store_true",
+        help="no shortcut reference (see --shortcut-reference)",
     )
     p.add_argument("--out", default="linstab-report", help="output folder (default: linstab-report)")
     p.add_argument(

@@ -28,11 +28,19 @@ from .blocks import (
     basic_unit,
     cifar_resnet,
 )
-from .registry import REGISTRY, CheckpointSpec, default_model_name, default_report_models, list_models
+from .registry import (
+    REGISTRY,
+    SHORTCUT_REFERENCE,
+    CheckpointSpec,
+    default_model_name,
+    default_report_models,
+    list_models,
+)
 from .state import cast_state
 from .weights import (
     build_from_spec,
     convert_akamaster_state_dict,
+    find_local_weights,
     load_state_dict_file,
     resolve_weights,
     sha256_file,
@@ -49,6 +57,7 @@ __all__ = [
     "ConvBlock",
     "Normalize",
     "REGISTRY",
+    "SHORTCUT_REFERENCE",
     "RELU_TYPES",
     "ResidualUnit",
     "SubsamplePad",
@@ -57,6 +66,7 @@ __all__ = [
     "cast_state",
     "cifar_resnet",
     "convert_akamaster_state_dict",
+    "find_local_weights",
     "default_model_name",
     "default_report_models",
     "is_residual_unit",

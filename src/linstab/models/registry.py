@@ -166,6 +166,11 @@ def default_model_name() -> str:
 PAPER_PAIR = ("resnet56-linstab", "resnet110-linstab")
 """The paper's two networks as linstab trains them (option B, issue 11)."""
 
+SHORTCUT_REFERENCE = "resnet56-akamaster"
+"""The option-A network the report shows beside option-B networks where the shortcut type
+matters: the spectra of the down-sampling units (``linstab report --shortcut-reference``).
+"""
+
 
 def default_report_models() -> list[str]:
     """The models ``linstab report`` (``make run``) analyses by default: the paper's ResNet-56

@@ -124,6 +124,19 @@ def resolve_weights(
     )
 
 
+def find_local_weights(spec: CheckpointSpec) -> Path | None:
+    """The verified local weights file of ``spec`` (everywhere :func:`resolve_weights` looks,
+    no download), or ``None`` when there is none.
+
+    Raises:
+        ValueError: when a file is found but its checksum differs.
+    """
+    try:
+        return resolve_weights(spec, download=False)
+    except FileNotFoundError:
+        return None
+
+
 def _download(url: str, target: Path, timeout: float = 20.0) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(target.suffix + ".part")

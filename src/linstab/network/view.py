@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 import torch
@@ -126,6 +127,7 @@ class Network:
         self.input_shape = tuple(input_shape)
         self.sha256 = sha256
         self.spec: _models.CheckpointSpec | None = None
+        self._state_hash: tuple | None = None
         self.units = self._discover(tuple(unit_types))
 
     # -- structure ---------------------------------------------------------------------------
@@ -252,6 +254,37 @@ class Network:
     def device(self) -> torch.device:
         """The device of the model's parameters."""
         return next(self.module.parameters()).device
+
+    # -- identity ----------------------------------------------------------------------------
+    def state_sha256(self) -> str:
+        """SHA-256 over the model's state dict (parameters and buffers: names, dtypes, shapes,
+        bytes; sorted by name).
+
+        Computed again only when a tensor was replaced or changed in place since the last call
+        (its storage or version counter differs), so a user's edits are always seen.
+        """
+        state = sorted(self.module.state_dict(keep_vars=True).items())
+        probe = tuple((k, t.data_ptr(), t._version, tuple(t.shape), t.dtype, t.device) for k, t in state)
+        if self._state_hash is not None and self._state_hash[0] == probe:
+            return self._state_hash[1]
+        h = hashlib.sha256()
+        for name, t in state:
+            t = t.detach().cpu().contiguous()
+            h.update(name.encode())
+            h.update(str(t.dtype).encode())
+            h.update(str(tuple(t.shape)).encode())
+            h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+        self._state_hash = (probe, h.hexdigest())
+        return self._state_hash[1]
+
+    def fingerprint(self) -> str:
+        """What the network computes, as a key for cached results: :meth:`state_sha256` and
+        the input normalization (never the name alone: two networks of one name, or one network
+        before and after an in-place change of its weights, get different keys).
+        """
+        h = hashlib.sha256(self.state_sha256().encode())
+        h.update(repr((self.mean, self.std)).encode())
+        return h.hexdigest()[:32]
 
     def to(self, device: str | torch.device) -> Network:
         """Move the model (and the units' closed-form twins) to ``device``, checked first by

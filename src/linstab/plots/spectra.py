@@ -39,9 +39,12 @@ def plot_scree(
 
     One column block per model (side by side, e.g. ResNet-56 and ResNet-110), one column per
     stage, one row per component kind (unit ``S.5``, the first unit of each stage, the stage).
+    A panel sits in the column of its ``"stage"``; a model with fewer panels (e.g. a shortcut
+    reference with its down-sampling units only) leaves the other cells empty.
 
     Args:
-        data: one dict from :func:`linstab.spectra.scree_data`, or a list of them (one per model).
+        data: one dict from :func:`linstab.spectra.scree_data`, or a list of them (one per model);
+            an optional ``"title"`` replaces the model's name above its block.
         out: output path; its suffix is replaced by each format.
         formats: file formats.
 
@@ -52,24 +55,29 @@ def plot_scree(
     if not datas:
         raise ValueError("plot_scree needs at least one scree_data result")
     row_keys = [k for k in ("unit", "downsampling", "stage") if k in datas[0]["rows"]]
-    nst = max(len(d["rows"]["unit"]) for d in datas)
-    ncols = nst * len(datas)
-    fig = _figure(2.6 * ncols + 0.5, 2.3 * len(row_keys) + 0.6)
+
+    def placed(d: dict) -> dict[str, dict[int, dict]]:  # row key -> stage -> panel
+        return {k: {p.get("stage", j + 1): p for j, p in enumerate(d["rows"].get(k, []))} for k in row_keys}
+
+    grids = [placed(d) for d in datas]
+    # the stage columns each model fills (a reference with a few panels gets a narrower block)
+    cols = [sorted({s for g in grid.values() for s in g}) or [1] for grid in grids]
+    fig = _figure(2.6 * sum(map(len, cols)) + 0.5, 2.3 * len(row_keys) + 0.6)
     # one subfigure per model, titled with its name (a long name must not widen a column)
-    subfigs = fig.subfigures(1, len(datas), squeeze=False)[0]
+    subfigs = fig.subfigures(1, len(datas), squeeze=False, width_ratios=[len(c) for c in cols])[0]
     first_axes = None
     for m, d in enumerate(datas):
-        axes = subfigs[m].subplots(len(row_keys), nst, squeeze=False)
+        axes = subfigs[m].subplots(len(row_keys), len(cols[m]), squeeze=False)
         first_axes = axes[0, 0] if first_axes is None else first_axes
-        subfigs[m].suptitle(d["model"], fontsize=10, weight="bold", x=0.02, ha="left")
+        subfigs[m].suptitle(d.get("title") or d["model"], fontsize=10, weight="bold", x=0.02, ha="left")
         for i, key in enumerate(row_keys):
-            panels = d["rows"][key]
-            for j in range(nst):
+            for j, stage in enumerate(cols[m]):
                 ax = axes[i, j]
-                if j >= len(panels):
+                p = grids[m][key].get(stage)
+                below = [grids[m][k].get(stage) for k in row_keys[i + 1 :]]
+                if p is None:
                     ax.set_visible(False)
                     continue
-                p = panels[j]
                 spectra = p.get("spectra", [])
                 colors = [f"C{c % 10}" for c in range(len(spectra))]
                 for c, (s, img) in enumerate(zip(spectra, d.get("images", []), strict=False)):
@@ -93,7 +101,7 @@ def plot_scree(
                 ax.grid(alpha=0.3, lw=0.4)
                 if j == 0:
                     ax.set_ylabel("singular value", fontsize=8)
-                if i == len(row_keys) - 1:
+                if not any(below):  # the lowest panel of its column
                     ax.set_xlabel("index", fontsize=8)
     handles, labels = first_axes.get_legend_handles_labels()
     if handles:

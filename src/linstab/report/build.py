@@ -11,6 +11,8 @@ from ..data.selection import ImageSelection, select_images
 from ..io.profile import scope, timed
 from ..io.tables import write_csv
 from ..models.device import resolve_device
+from ..models.registry import REGISTRY, SHORTCUT_REFERENCE
+from ..models.weights import find_local_weights
 from ..network.loading import load_model
 from .ablations import section_ablations
 from .context import FINDING_FIELDS, SECTIONS, ReportConfig, ReportContext, Section
@@ -65,7 +67,60 @@ def check_report_size(nets) -> None:
         )
 
 
-def build_report(cfg: ReportConfig, sections: tuple[str, ...] = SECTIONS, nets: list | None = None) -> Path:
+def shortcut_reference(cfg: ReportConfig, nets, device=None, reference=None) -> tuple:
+    """The shortcut reference network (``reference``, else ``cfg.shortcut_reference`` loaded on
+    ``device``), or ``None``, and a note for the report when ``"auto"`` found no weights.
+
+    ``"auto"`` gives :data:`~linstab.models.SHORTCUT_REFERENCE` (option A) when every report
+    model is a registered CIFAR network with option-B shortcuts and the reference's weights are
+    on this machine; a name is loaded as given (a clear error when it cannot be).
+
+    Raises:
+        ValueError: a reference that is one of the report's models, takes images of another size
+            or has no down-sampling unit.
+    """
+    names = [n.name for n in nets]
+    if reference is None:
+        name = cfg.shortcut_reference
+        if name is None:
+            return None, ""
+        if name == "auto":
+            specs = [getattr(n, "spec", None) for n in nets]
+            if SHORTCUT_REFERENCE in names or not all(s is not None and s.shortcut == "B" for s in specs):
+                return None, ""
+            name = SHORTCUT_REFERENCE
+            spec = REGISTRY[name]
+            if find_local_weights(spec) is None:
+                return None, (
+                    f"Shortcut reference {name} (option A) left out: its weights file {spec.file_name} is "
+                    "not on this machine (LINSTAB_WEIGHTS_DIR or the cache)."
+                )
+        if name in names:
+            raise ValueError(
+                f"shortcut_reference {name!r} is one of the report's models; choose another or None"
+            )
+        reference = load_model(name).to(device or "cpu")
+    name = reference.name
+    if any(reference is n for n in nets) or name in names:
+        raise ValueError(f"shortcut reference {name!r} is one of the report's models; choose another or None")
+    try:
+        check_report_size([*nets, reference])
+    except ValueError as exc:
+        raise ValueError(f"shortcut reference {name!r}: {exc}") from None
+    hw = {tuple(n.units[0].in_shape[1:]) for n in (*nets, reference)}
+    if len(hw) > 1:
+        raise ValueError(
+            f"shortcut reference {name!r} and the report's models see images of different sizes "
+            f"({sorted(hw)} at their first units): it must take the report's images"
+        )
+    if not any(u.kind == "downsampling" for u in reference.units):
+        raise ValueError(f"shortcut reference {name!r} has no down-sampling unit to compare")
+    return reference, ""
+
+
+def build_report(
+    cfg: ReportConfig, sections: tuple[str, ...] = SECTIONS, nets: list | None = None, reference=None
+) -> Path:
     """Compute everything and write the report; returns the path of ``index.html``.
 
     Args:
@@ -73,6 +128,8 @@ def build_report(cfg: ReportConfig, sections: tuple[str, ...] = SECTIONS, nets: 
         sections: a subset of :data:`SECTIONS`.
         nets: already built :class:`~linstab.network.Network` objects to use instead of loading
             ``cfg.models`` (e.g. a user's own network).
+        reference: an already built network to use as the shortcut reference instead of
+            ``cfg.shortcut_reference`` (:func:`shortcut_reference`).
     """
     bad = [s for s in sections if s not in SECTIONS]
     if bad:
@@ -98,6 +155,9 @@ def build_report(cfg: ReportConfig, sections: tuple[str, ...] = SECTIONS, nets: 
             for m, w in zip(cfg.models, weights, strict=True)
         ]
     check_report_size(nets)
+    reference, reference_note = (
+        shortcut_reference(cfg, nets, dev, reference) if "spectra" in sections else (None, "")
+    )
     sel = report_images(cfg.images, getattr(nets[0], "input_size", None))
     t_start = time.perf_counter()
     ctx = ReportContext(cfg)
@@ -113,7 +173,7 @@ def build_report(cfg: ReportConfig, sections: tuple[str, ...] = SECTIONS, nets: 
         t0 = time.perf_counter()
         with scope(section=name):
             if name == "spectra":  # Figures 1-2: every model in the same figures
-                secs = [section_spectra(ctx, nets, images)]
+                secs = [section_spectra(ctx, nets, images, reference, reference_note)]
             elif len(nets) == 1:
                 secs = [per_net[name](nets[0])]
             else:  # one section per model
@@ -125,6 +185,11 @@ def build_report(cfg: ReportConfig, sections: tuple[str, ...] = SECTIONS, nets: 
     ctx.timings["total_s"] = round(time.perf_counter() - t_start, 2)
     env = environment(ctx, nets, ctx.image_ids)
     env["timings"] = ctx.timings
+    env["shortcut_reference"] = (
+        {"name": reference.name, "sha256": reference.sha256, "units": len(reference.units)}
+        if reference
+        else None
+    )
     env["cache"] = {"hits": ctx.cache.hits, "misses": ctx.cache.misses}
     (ctx.out / "environment.json").write_text(json.dumps(env, indent=1))
     write_csv([f.row() for f in ctx.findings], ctx.data_dir / "findings.csv", FINDING_FIELDS, empty_nan=True)

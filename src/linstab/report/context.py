@@ -58,6 +58,12 @@ class ReportConfig:
             in Figures 1-2; the analyses that need a whole spectrum of such a unit (ablations,
             image dependence, eigenvalues) are left out and say so. Default
             :data:`EXACT_REPORT_MAX`.
+        shortcut_reference: a registered model whose down-sampling units (the first units of
+            stages 2..L) are shown beside the report's models in Figure 1 and tested for the
+            finding on down-sampling spectra, where the shortcut type matters. ``"auto"``: the
+            option-A :data:`~linstab.models.SHORTCUT_REFERENCE` when every report model's
+            down-sampling units have option-B (1x1 conv + BN) shortcuts and its weights are on
+            this machine (never downloaded); ``None``: none.
     """
 
     models: list[str]
@@ -76,6 +82,7 @@ class ReportConfig:
     weights: list[str | None] | None = None
     input_size: int | None = None
     exact_max: int = EXACT_REPORT_MAX
+    shortcut_reference: str | None = "auto"
 
     def __post_init__(self) -> None:
         w = self.workers
@@ -84,6 +91,9 @@ class ReportConfig:
         e = self.exact_max
         if isinstance(e, bool) or not isinstance(e, int) or e < 1:
             raise ValueError(f"exact_max must be a positive int, got {e!r}")
+        r = self.shortcut_reference
+        if r is not None and not (isinstance(r, str) and r.strip()):
+            raise TypeError(f"shortcut_reference must be a model name, 'auto' or None, got {r!r}")
 
     def estimated(self, unit) -> bool:
         """Whether the full report estimates ``unit`` (more than :attr:`exact_max` outputs)."""

@@ -41,7 +41,7 @@ def _propagation_cached(ctx: ReportContext, net, images, labels, ids: list[str])
     perts = perturbation_names(ctx)
     k = 32 if ctx.cfg.quick else 64
     parts = {
-        "model": net.sha256 or net.name,
+        "model": net.fingerprint(),
         "images": tensor_hash(images),
         "what": "propagation",
         "perturbations": perts,

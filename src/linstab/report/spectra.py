@@ -69,18 +69,19 @@ def _n(ctx: ReportContext, sizes: tuple[int | None, int], total: int) -> int:
     return total if k is None else min(k, total)
 
 
-def _scree_cached(ctx: ReportContext, net, images, ids: list[str]) -> dict:
+def _scree_cached(ctx: ReportContext, net, images, ids: list[str], keep=None) -> dict:
     """Figure 1's panels (:func:`~linstab.analyses.network_spectra.scree_data` layout), one
     cache entry per model, image and panel, computed by :func:`panel_spectrum` with the
     report's plan (full: float32 values, see :data:`FULL_PLAN`; quick: :data:`QUICK_PLAN`).
+    ``keep``: a predicate on the panels (default: all of them).
     """
     plan = figure1_plan(ctx, net)
-    panels = figure1_panels(net)
+    panels = [p for p in figure1_panels(net) if keep is None or keep(p)]
     rows, recs = panel_records(panels)
     todo = sorted(
         ((i, p) for i in range(images.shape[0]) for p in panels), key=lambda t: -_panel_cost(net, t[1])
     )
-    model_key, hashes = net.sha256 or net.name, [tensor_hash(images[i]) for i in range(images.shape[0])]
+    model_key, hashes = net.fingerprint(), [tensor_hash(images[i]) for i in range(images.shape[0])]
 
     def compute(i, p):
         lin = linearizer(net, images[i])
@@ -158,7 +159,7 @@ def band_rows(ctx: ReportContext, net, images, ids: list[str], addresses: list[s
     for k in order:
         i, addr = todo[k]
         parts = {
-            "model": net.sha256 or net.name,
+            "model": net.fingerprint(),
             "image": hashes[i],
             "what": "unit-bands",
             "unit": addr,
@@ -351,8 +352,32 @@ def _dependence(ctx: ReportContext, net, images, ids: list[str]) -> tuple[list[d
     return rows, u.address, len(seeds)
 
 
-def section_spectra(ctx: ReportContext, nets, images) -> Section:
-    """Figures 1 and 2: scree plots and band fractions of every unit, with findings."""
+def _is_downsampling_panel(net, p) -> bool:
+    """A Figure 1 panel of a down-sampling unit (the first unit of a stage that shrinks it)."""
+    return p.key == "downsampling" and net.unit(p.stage, 1).kind == "downsampling"
+
+
+def _reference_scree(ctx: ReportContext, reference, images, ids: list[str]) -> dict:
+    """Figure 1's down-sampling panels of the shortcut reference, with their band fractions."""
+    with scope(figure="figure1", model=reference.name):
+        d = _scree_cached(
+            ctx, reference, images, ids, keep=functools.partial(_is_downsampling_panel, reference)
+        )
+        _attach_fractions(ctx, reference, d, images, ids)
+    d["shortcuts"] = ", ".join(
+        sorted({reference.unit(p["stage"], 1).shortcut for p in d["rows"]["downsampling"]})
+    )
+    d["title"] = f"{reference.name}\nshortcut reference ({d['shortcuts']}):\ndown-sampling units only"
+    return d
+
+
+def section_spectra(ctx: ReportContext, nets, images, reference=None, reference_note: str = "") -> Section:
+    """Figures 1 and 2: scree plots and band fractions of every unit, with findings.
+
+    ``reference``: a network whose down-sampling units are shown beside ``nets`` in Figure 1 and
+    tested for the finding on down-sampling spectra (the shortcut type's comparison, see
+    :func:`~linstab.report.build.shortcut_reference`); ``reference_note``: why there is none.
+    """
     sec = Section("Spectra of unit and stage Jacobians (Figures 1 and 2)")
     ids = ctx.image_ids
     n_scree = _n(ctx, N_SCREE, images.shape[0])
@@ -360,11 +385,22 @@ def section_spectra(ctx: ReportContext, nets, images) -> Section:
     for net in nets:
         with scope(figure="figure1", model=net.name):
             screes.append(_scree_cached(ctx, net, images[:n_scree], ids[:n_scree]))
-    paths = plot_scree(screes if len(screes) > 1 else screes[0], ctx.fig_dir / "figure1_scree")
+    ref = _reference_scree(ctx, reference, images[:n_scree], ids[:n_scree]) if reference is not None else None
+    shown = screes + ([ref] if ref is not None else [])
+    paths = plot_scree(shown if len(shown) > 1 else shown[0], ctx.fig_dir / "figure1_scree")
     sec.figures.append(ctx.rel(paths[0]))
     sec.text.append(f"Figure 1 images: {ctx.images_text(n_scree)}.")
+    if ref is not None:
+        mine = sorted({u.shortcut for net in nets for u in net.units if u.kind == "downsampling"})
+        sec.text.append(
+            f"Shortcut reference: the down-sampling units of {reference.name} ({ref['shortcuts']} shortcuts) "
+            f"beside those of the report's models ({', '.join(mine)}) in Figure 1, and the finding on "
+            "down-sampling spectra tested on it too."
+        )
+    elif reference_note:
+        sec.text.append(reference_note)
     arrays = {}
-    for d in screes:
+    for d in shown:
         for key, panels in d["rows"].items():
             for p in panels:
                 for i, sv in enumerate(p["spectra"]):
@@ -395,27 +431,7 @@ def section_spectra(ctx: ReportContext, nets, images) -> Section:
     for net, d in zip(nets, screes, strict=True):
         with scope(figure="figure1", model=net.name):
             _attach_fractions(ctx, net, d, images, ids)
-        for p in d["rows"]["unit"] + d["rows"]["downsampling"] + d["rows"].get("stage", []):
-            spectra = p["spectra"]
-            has = "frac" in p
-            panel_rows.append(
-                {
-                    "model": net.name,
-                    "panel": p["label"],
-                    "n": int(p.get("n", len(spectra[0]))),
-                    "values_computed": min(len(s) for s in spectra),
-                    "images": ctx.images_text(n_scree),
-                    "median_fraction_in_[0.99,1.01]": (
-                        float(np.median(p.get("frac_estimate") or [_frac(p, i) for i in range(len(spectra))]))
-                        if has
-                        else None
-                    ),
-                    "fraction_from": p.get("frac_source", ""),
-                    "median_sigma_max": float(np.median([np.asarray(s)[0] for s in spectra])),
-                    "values": f"{', '.join(sorted(set(p.get('method', []))))} ({p.get('dtype', 'float64')})",
-                    "max_value_error": float(max(p.get("errors", [0.0]))),
-                }
-            )
+        panel_rows.extend(_panel_row(ctx, net.name, p, n_scree) for p in _all_panels(d))
         with scope(figure="figure2", model=net.name):
             rows, source = figure2_rows(ctx, net, images, ids)
         fig2_all.extend(rows)
@@ -436,6 +452,19 @@ def section_spectra(ctx: ReportContext, nets, images) -> Section:
             )
         )
         sec.text.append(f"{net.name}: Figure 2 band fractions from {source}.")
+    if ref is not None:
+        panel_rows.extend(_panel_row(ctx, reference.name, p, n_scree) for p in _all_panels(ref))
+        ds = ref["rows"]["downsampling"]
+        n_img = len(ds[0]["spectra"]) if ds else 0
+        ctx.findings.append(
+            _downsampling_finding(
+                f"Spectra ({reference.name}, shortcut reference)",
+                ds,
+                n_img,
+                ctx.images_text(n_scree),
+                ctx.cfg.seed,
+            )
+        )
     if len(nets) == 2:
         finding, rows = _model_finding(ctx, nets, deps)
         ctx.findings.append(finding)
@@ -468,6 +497,32 @@ def section_spectra(ctx: ReportContext, nets, images) -> Section:
         )
     )
     return sec
+
+
+def _all_panels(scree: dict) -> list[dict]:
+    rows = scree["rows"]
+    return rows["unit"] + rows["downsampling"] + rows.get("stage", [])
+
+
+def _panel_row(ctx: ReportContext, model: str, p: dict, n_scree: int) -> dict:
+    """A row of ``figure1_panels.csv``: a panel's size, values, fraction near 1 and errors."""
+    spectra = p["spectra"]
+    return {
+        "model": model,
+        "panel": p["label"],
+        "n": int(p.get("n", len(spectra[0]))),
+        "values_computed": min(len(s) for s in spectra),
+        "images": ctx.images_text(n_scree),
+        "median_fraction_in_[0.99,1.01]": (
+            float(np.median(p.get("frac_estimate") or [_frac(p, i) for i in range(len(spectra))]))
+            if "frac" in p
+            else None
+        ),
+        "fraction_from": p.get("frac_source", ""),
+        "median_sigma_max": float(np.median([np.asarray(s)[0] for s in spectra])),
+        "values": f"{', '.join(sorted(set(p.get('method', []))))} ({p.get('dtype', 'float64')})",
+        "max_value_error": float(max(p.get("errors", [0.0]))),
+    }
 
 
 def _safe(name: str) -> str:
@@ -749,18 +804,11 @@ def _dependence_finding(section: str, ctx: ReportContext, dep, unit: str, n_seed
     )
 
 
-def _scree_findings(
-    section: str, ctx: ReportContext, net, scree: dict, n_scree: int, seed: int
-) -> list[Finding]:
-    out = []
-    rows = scree["rows"]
-    imgs = ctx.images_text(n_scree)
-    n_img = len(rows["unit"][0]["spectra"]) if rows["unit"] else 0
-    ds = rows["downsampling"]
-    unit = rows["unit"]
-    # S5a: no plateau in the first units of stages 2..L
-    # panels with band fractions: exact counts, or estimates (their intervals' upper ends)
-    later = [p for p in ds[1:] if "frac" in p]
+def _downsampling_finding(section: str, panels: list[dict], n_img: int, imgs: str, seed: int) -> Finding:
+    """S5a: no plateau in the first (down-sampling) units of stages 2..L (``panels``, at ``n_img``
+    images); panels with band fractions count: exact, or estimates (their intervals' upper ends).
+    """
+    later = [p for p in panels if "frac" in p]
     claim = (
         "The first (down-sampling) units of stages 2 and 3 have no significant portion of values near 1 "
         "(Sec. 3.2, Fig. 1 middle)."
@@ -783,7 +831,19 @@ def _scree_findings(
             R.not_testable("needs whole spectra of the first units (run without --quick)"),
             "",
         )
-    out.append(make_finding(section, claim, stat, dec, est, images=imgs, measured=measured))
+    return make_finding(section, claim, stat, dec, est, images=imgs, measured=measured)
+
+
+def _scree_findings(
+    section: str, ctx: ReportContext, net, scree: dict, n_scree: int, seed: int
+) -> list[Finding]:
+    out = []
+    rows = scree["rows"]
+    imgs = ctx.images_text(n_scree)
+    n_img = len(rows["unit"][0]["spectra"]) if rows["unit"] else 0
+    ds = rows["downsampling"]
+    unit = rows["unit"]
+    out.append(_downsampling_finding(section, [p for p in ds if p["stage"] > 1], n_img, imgs, seed))
     # S5b: stage 1's first unit: plateau less pronounced than its fifth unit
     claim = (
         "The first unit of stage 1 still has many values around 1, but its plateau is less pronounced than "

@@ -42,7 +42,7 @@ def _variant_item(net, image, unit, variant: Variant, spectrum_values: bool):
     """``(kind, parts, compute)`` of a unit variant's cache entry."""
     c = variant.canonical()
     parts = {
-        "model": net.sha256 or net.name,
+        "model": net.fingerprint(),
         "image": tensor_hash(image),
         "what": "unit-variant",
         "unit": unit.address,

@@ -14,7 +14,6 @@ unit (e.g. a top-k solver that does not converge) gives an error row for that un
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import json
 import math
@@ -162,15 +161,8 @@ class ModelSpec:
 
 
 def state_sha256(net) -> str:
-    """SHA-256 over a network's state dict (names, dtypes, shapes, bytes; sorted by name)."""
-    h = hashlib.sha256()
-    for name, t in sorted(net.module.state_dict().items()):
-        t = t.detach().cpu().contiguous()
-        h.update(name.encode())
-        h.update(str(t.dtype).encode())
-        h.update(str(tuple(t.shape)).encode())
-        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
-    return h.hexdigest()
+    """SHA-256 over a network's state dict (:meth:`linstab.Network.state_sha256`)."""
+    return net.state_sha256()
 
 
 def registry_model(name: str, *, resolve: bool = True) -> ModelSpec:
