@@ -155,3 +155,20 @@ def test_units_without_closed_form_fall_back_to_autodiff():
     net = linstab.Network(randomize_bn(model, 1).eval(), input_shape=(3, 8, 8))
     assert [u.canonical for u in net.units] == [None, None]
     assert net.linearize(tiny_image()).unit(1, 1).shape == (128, 256)
+
+
+def test_normalization_is_checked():
+    """mean/std of the wrong length (a RuntimeError deep in discovery before), a zero or negative
+    std (NaN logits before) and non-numbers are refused when the Network is built."""
+    torch.manual_seed(0)
+    model = randomize_bn(TVResNet(TVBasicBlock, (2, 2), (4, 8)), 0).eval()
+    for mean, std, err, match in [
+        ((0.5,) * 4, (0.25,) * 4, ValueError, "one value per input channel \\(3\\)"),
+        ((0.5,) * 3, (0.0,) * 3, ValueError, "std positive"),
+        ((0.5,) * 3, (-1.0,) * 3, ValueError, "std positive"),
+        ("abc", "def", TypeError, "sequences of numbers"),
+    ]:
+        with pytest.raises(err, match=match):
+            linstab.Network(model, mean, std, input_shape=(3, 8, 8))
+    net = linstab.Network(model, (0.5,), (0.25,), input_shape=(3, 8, 8))
+    assert torch.isfinite(net.predict(tiny_image())).all()

@@ -110,6 +110,24 @@ def _closed_form_twin(m: nn.Module, xi: torch.Tensor, yi: torch.Tensor) -> tuple
     return canon, shortcut
 
 
+def _check_normalization(mean, std, channels: int) -> None:
+    """Raise unless ``mean`` and ``std`` hold one finite number per channel (or one for all)
+    and every ``std`` is positive.
+    """
+    try:
+        m = torch.as_tensor(mean, dtype=torch.float64).reshape(-1)
+        s = torch.as_tensor(std, dtype=torch.float64).reshape(-1)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"mean and std must be sequences of numbers, got {mean!r} and {std!r}") from None
+    for name, t in (("mean", m), ("std", s)):
+        if t.numel() not in (1, channels):
+            raise ValueError(
+                f"{name} must have one value per input channel ({channels}) or one for all, got {t.numel()}"
+            )
+    if not (bool(torch.isfinite(m).all()) and bool(torch.isfinite(s).all()) and bool((s > 0).all())):
+        raise ValueError(f"mean must be finite and std positive, got mean={mean!r}, std={std!r}")
+
+
 class Network:
     """A residual network with its input normalization, discovered structure and linearization.
 
@@ -143,6 +161,8 @@ class Network:
         _check_eval(model)
         if (mean is None) != (std is None):
             raise ValueError("give both mean and std, or neither")
+        if mean is not None:
+            _check_normalization(mean, std, tuple(input_shape)[0])
         self.model = model
         self.mean, self.std = mean, std
         if mean is not None:
