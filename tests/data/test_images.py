@@ -77,3 +77,17 @@ def test_cifar10_jpeg_subset():
     assert sorted(set(y.tolist())) == list(range(10))
     with pytest.raises(ValueError, match="split"):
         load_cifar10_jpeg("val", JPEG_DIR)
+
+
+def test_empty_batches_and_unreadable_files_are_value_errors(tmp_path):
+    """An empty batch is named (not a RuntimeError from min()); a file that is no image is a
+    ValueError naming it (the CLI prints it), not a PIL traceback."""
+    for x in (torch.rand(0, 3, 8, 8), torch.rand(3, 0, 8)):
+        with pytest.raises(ValueError, match="no pixels"):
+            check_images(x)
+    bad = tmp_path / "bad.png"
+    bad.write_text("not an image")
+    with pytest.raises(ValueError, match="bad.png: not a readable image file"):
+        load_images(bad)
+    with pytest.raises(ValueError, match="not a readable image file"):
+        load_images(tmp_path)

@@ -130,3 +130,64 @@ def test_fingerprint_follows_the_weights_not_the_name():
     c = linstab.Network(a.model, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), input_shape=(3, 8, 8))
     d = linstab.Network(a.model, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), input_shape=(3, 8, 8))
     assert d.fingerprint() != c.fingerprint()  # the normalization is part of the function
+
+
+def test_units_without_closed_form_fall_back_to_autodiff():
+    """A float64 model, norm layers the closed form does not cover and blocks that only look like
+    BasicBlocks (pre-activation: bn1 has the input's channels) are discovered, not crashed on;
+    their units take the autodiff Jacobian under method='auto'."""
+    from torch import nn
+    from torch.nn import functional as F
+
+    torch.manual_seed(0)
+    model = randomize_bn(TVResNet(TVBasicBlock, (2, 2), (4, 8)), 0).double().eval()
+    net = linstab.Network(model, input_shape=(3, 8, 8))
+    assert all(u.canonical is not None for u in net.units)
+    lin = net.linearize(tiny_image(), dtype=torch.float64)
+    J = lin.unit(2, 1)
+    assert torch.allclose(J.materialize(), lin.unit(2, 1, "autodiff").materialize(), atol=1e-12)
+
+    gn = TVResNet(TVBasicBlock, (2, 2), (4, 8))
+    for mod in list(gn.modules()):
+        for name, child in list(mod.named_children()):
+            if isinstance(child, nn.BatchNorm2d):
+                setattr(mod, name, nn.GroupNorm(2, child.num_features))
+    net = linstab.Network(gn.eval(), input_shape=(3, 8, 8))
+    assert all(u.canonical is None for u in net.units)
+    assert [u.kind for u in net.units] == ["regular", "regular", "downsampling", "regular"]
+    lin = net.linearize(tiny_image(), dtype=torch.float64)
+    assert lin.unit(1, 1).materialize().shape == (256, 256)
+
+    class PreAct(nn.Module):
+        def __init__(self, cin, cout, stride=1):
+            super().__init__()
+            self.bn1, self.conv1 = nn.BatchNorm2d(cin), nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+            self.bn2, self.conv2 = nn.BatchNorm2d(cout), nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False))
+
+        def forward(self, x):
+            out = F.relu(self.bn1(x))
+            skip = self.shortcut(out)
+            return self.conv2(F.relu(self.bn2(self.conv1(out)))) + skip
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, 1, 1), nn.Sequential(PreAct(4, 8, 2), PreAct(8, 8)))
+    net = linstab.Network(randomize_bn(model, 1).eval(), input_shape=(3, 8, 8))
+    assert [u.canonical for u in net.units] == [None, None]
+    assert net.linearize(tiny_image()).unit(1, 1).shape == (128, 256)
+
+
+def test_normalization_is_checked():
+    """mean/std of the wrong length (a RuntimeError deep in discovery before), a zero or negative
+    std (NaN logits before) and non-numbers are refused when the Network is built."""
+    torch.manual_seed(0)
+    model = randomize_bn(TVResNet(TVBasicBlock, (2, 2), (4, 8)), 0).eval()
+    for mean, std, err, match in [
+        ((0.5,) * 4, (0.25,) * 4, ValueError, "one value per input channel \\(3\\)"),
+        ((0.5,) * 3, (0.0,) * 3, ValueError, "std positive"),
+        ((0.5,) * 3, (-1.0,) * 3, ValueError, "std positive"),
+        ("abc", "def", TypeError, "sequences of numbers"),
+    ]:
+        with pytest.raises(err, match=match):
+            linstab.Network(model, mean, std, input_shape=(3, 8, 8))
+    net = linstab.Network(model, (0.5,), (0.25,), input_shape=(3, 8, 8))
+    assert torch.isfinite(net.predict(tiny_image())).all()

@@ -17,6 +17,7 @@ from factories import (
     dense,
     dense_counts,
     dense_sv,
+    make_net,
     make_unit,
     n_alpha,
     tiny_image,
@@ -282,6 +283,30 @@ def test_bottomk_matches_dense(nets):
     assert (res.values - s[-3:]).abs().max() < 1e-8
     for i in range(3):
         assert abs(float(res.V[:, i] @ Vh[-3 + i])) > 1 - 1e-6
+
+
+def test_iterative_repeated_values():
+    """Values of a multiplicity above the block size: an invariant Krylov space continues from
+    fresh directions (all k values, none missing), and copies of the structural zeros that a
+    Krylov method cannot reach are reported (converged False, a warning), never silently."""
+    op = make_unit(alpha=-1.0)  # m - 2r values exactly 1, n - m structural zeros
+    s = dense_sv(op)
+    n = min(op.shape)
+    with warnings.catch_warnings():  # k = n reaches zeros, unresolved to tol by the Gram
+        warnings.simplefilter("ignore", S.ConvergenceWarning)
+        for k in (3, n):
+            res = S.spectrum(op, "topk", k=k, tol=1e-6)
+            assert res.k == k and (res.values - s[:k]).abs().max() < 1e-6
+        all_off = make_unit(shift=-100.0)  # inner layer dead: J = D_out, values 1 and 0
+        res = S.spectrum(all_off, "topk", k=n, tol=1e-6)
+    assert res.k == n and (res.values - dense_sv(all_off)).abs().max() < 1e-6
+    lin = make_net("option-A", units=1).linearize(tiny_image(hw=8), dtype=F64)
+    op = lin.unit(2, 1)
+    s = dense_sv(op)
+    assert int((s < 1e-10).sum()) > 3
+    with pytest.warns(S.ConvergenceWarning, match="missed copies"):
+        res = S.spectrum(op, "bottomk", k=3)
+    assert not res.converged and "zeros" in res.info["missing_exact_values"]
 
 
 @pytest.mark.parametrize("solver", ["arpack", "propack"])

@@ -53,6 +53,8 @@ def check_images(x: torch.Tensor | np.ndarray, *, name: str = "images") -> torch
         raise ValueError(
             f"{name}: expected shape (3, H, W) or (N, 3, H, W) with 3 RGB channels, got {tuple(x.shape)}"
         )
+    if x.numel() == 0:
+        raise ValueError(f"{name}: no pixels: got an empty batch or image of shape {tuple(x.shape)}")
     if not torch.isfinite(x).all():
         raise ValueError(f"{name}: contains NaN or infinite values")
     lo, hi = float(x.min()), float(x.max())
@@ -104,10 +106,13 @@ def default_images(indices: list[int] | range | None = None) -> tuple[torch.Tens
 def _read_image_file(path: Path) -> torch.Tensor:
     from PIL import Image
 
-    with Image.open(path) as im:
-        if im.mode not in ("RGB", "RGBA", "P"):
-            raise ValueError(f"{path}: expected an RGB image, got mode {im.mode!r}")
-        arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+    try:
+        with Image.open(path) as im:
+            if im.mode not in ("RGB", "RGBA", "P"):
+                raise ValueError(f"{path}: expected an RGB image, got mode {im.mode!r}")
+            arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+    except OSError as exc:  # PIL.UnidentifiedImageError, truncated or unreadable files
+        raise ValueError(f"{path}: not a readable image file ({exc})") from None
     return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
 
 

@@ -119,6 +119,12 @@ def block_krylov(
         while p < ncv:
             W = _orth_against(Zb[last[0] : last[1]], Qb[:p], drop_tol)[: ncv - p]
             if W.shape[0] == 0:
+                # the Krylov space is invariant (a value of multiplicity above the block size,
+                # or every value it holds found): continue from fresh random directions
+                # orthogonal to it, or the result would miss values and hold fewer than k
+                R0 = torch.randn((b, n), generator=g, dtype=dtype).to(device)
+                W = _orth_against(R0, Qb[:p], drop_tol)[: ncv - p]
+            if W.shape[0] == 0:
                 break
             last = (p, p + W.shape[0])
             p = append(W, p)

@@ -13,6 +13,7 @@ from ..data.images import check_images
 from ..models.adapters import is_residual_unit, to_residual_unit
 from ..models.device import resolve_device
 from ..models.state import cast_state
+from ..operators.closed_form import UnitJacobian
 from .linearization import JACOBIAN_METHODS, Linearization
 
 
@@ -83,6 +84,51 @@ def _check_eval(model: nn.Module) -> None:
         )
 
 
+def _closed_form_twin(m: nn.Module, xi: torch.Tensor, yi: torch.Tensor) -> tuple[nn.Module | None, str]:
+    """The unit's :class:`~linstab.models.ResidualUnit` twin for the closed-form Jacobian and
+    its shortcut kind. The twin is ``None`` (autodiff only) when the form is not recognized,
+    the twin does not reproduce the module's output at ``xi`` (in the twin's dtype), or a layer
+    has no closed form (GroupNorm, batch norm without running statistics, ...); the shortcut
+    kind is ``"unknown"`` unless a twin reproduced the module.
+    """
+    in_shape, out_shape = tuple(xi.shape[1:]), tuple(yi.shape[1:])
+    shortcut = "unknown"
+    try:
+        canon = to_residual_unit(m, in_shape, out_shape)
+        if canon is None:
+            return None, shortcut
+        p = next(canon.parameters(), None)
+        x = xi.to(p.dtype) if p is not None else xi
+        with torch.no_grad():
+            if canon is not m and not torch.allclose(canon(x).to(yi.dtype), yi, rtol=1e-5, atol=1e-5):
+                return None, shortcut
+            shortcut = canon.shortcut_kind
+            UnitJacobian(canon, x, x.dtype)
+    except (NotImplementedError, RuntimeError, AttributeError, TypeError, ValueError):
+        # e.g. a pre-activation block with conv1/bn1/conv2/bn2 names whose bn1 has the input's
+        # channels, or a norm layer the closed form does not cover
+        return None, shortcut
+    return canon, shortcut
+
+
+def _check_normalization(mean, std, channels: int) -> None:
+    """Raise unless ``mean`` and ``std`` hold one finite number per channel (or one for all)
+    and every ``std`` is positive.
+    """
+    try:
+        m = torch.as_tensor(mean, dtype=torch.float64).reshape(-1)
+        s = torch.as_tensor(std, dtype=torch.float64).reshape(-1)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"mean and std must be sequences of numbers, got {mean!r} and {std!r}") from None
+    for name, t in (("mean", m), ("std", s)):
+        if t.numel() not in (1, channels):
+            raise ValueError(
+                f"{name} must have one value per input channel ({channels}) or one for all, got {t.numel()}"
+            )
+    if not (bool(torch.isfinite(m).all()) and bool(torch.isfinite(s).all()) and bool((s > 0).all())):
+        raise ValueError(f"mean must be finite and std positive, got mean={mean!r}, std={std!r}")
+
+
 class Network:
     """A residual network with its input normalization, discovered structure and linearization.
 
@@ -116,6 +162,8 @@ class Network:
         _check_eval(model)
         if (mean is None) != (std is None):
             raise ValueError("give both mean and std, or neither")
+        if mean is not None:
+            _check_normalization(mean, std, tuple(input_shape)[0])
         self.model = model
         self.mean, self.std = mean, std
         if mean is not None:
@@ -157,12 +205,7 @@ class Network:
                 counts[parent] = 0
             counts[parent] += 1
             in_shape, out_shape = tuple(xi.shape[1:]), tuple(yi.shape[1:])
-            canon = to_residual_unit(m, in_shape, out_shape)
-            if canon is not None and canon is not m:
-                with torch.no_grad():
-                    if not torch.allclose(canon(xi), yi, rtol=1e-5, atol=1e-5):
-                        canon = None
-            shortcut = canon.shortcut_kind if canon is not None else "unknown"
+            canon, shortcut = _closed_form_twin(m, xi, yi)
             if in_shape[-2:] != out_shape[-2:]:
                 kind = "downsampling"
             elif shortcut == "identity" and in_shape == out_shape:

@@ -226,10 +226,21 @@ def _spectrum(
         res = scipy_svds(work, k, largest, solver, float(tol), max_iter, seed, vectors)
     res.shape = op.shape
     res.info["products_via"] = "sparse-factors" if work is not op else "operator"
+    missing = _missing_exact_values(op, res, largest, eps)
+    if missing:
+        res.converged = False
+        res.info["missing_exact_values"] = missing
+        warnings.warn(
+            f"{res.route} {method} k={k} missed copies of a repeated singular value: {missing} "
+            "(a Krylov method finds at most block_size copies of one value); use method='exact', "
+            "or the counts n_exact_ones / n_zero_structural of the exact routes",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
     if work is not op:
         res.timings["factors"] = t_f
         res.timings["total"] = res.timings.get("total", 0.0) + t_f
-    if not res.converged:
+    if not res.converged and not missing:
         has_res = res.residuals is not None and res.residuals.numel() > 0
         worst = float(res.residuals.max()) if has_res else math.nan
         warnings.warn(
@@ -241,3 +252,28 @@ def _spectrum(
             stacklevel=3,
         )
     return res
+
+
+def _missing_exact_values(op: LinearOperator, res: SpectrumResult, largest: bool, eps: float) -> str:
+    """Check an iterative result against the values the operator's structure fixes exactly:
+    ``n_structural_zero`` zeros and at least ``n_exact_plateau`` values equal to ``|alpha|``.
+    Returns a description of what is missing ("" when consistent).
+    """
+    v = res.values.detach().to(torch.float64).cpu()
+    if v.numel() == 0 or not bool(torch.isfinite(v).all()):
+        return ""
+    ex = exact_parts(op)
+    cut = 100 * math.sqrt(eps) * max(float(v.max()), 1.0)  # computed zeros: ~sqrt(eps) |J|
+    out = []
+    if not largest and ex.n_structural_zero:
+        want = min(v.numel(), ex.n_structural_zero)
+        got = int((v <= cut).sum())
+        if got < want:
+            out.append(f"{got} of the {want} zeros the ReLU output mask fixes among the {v.numel()} values")
+    a, count = ex.plateau_value, ex.n_exact_plateau
+    if a is not None and count:
+        past = float(v.min()) < a - cut if largest else float(v.max()) > a + cut
+        got = int(((v - a).abs() <= cut).sum())
+        if past and got < count:
+            out.append(f"{got} of the at least {count} values exactly {a:g} the unit's structure fixes")
+    return "; ".join(out)
