@@ -191,3 +191,40 @@ def test_normalization_is_checked():
             linstab.Network(model, mean, std, input_shape=(3, 8, 8))
     net = linstab.Network(model, (0.5,), (0.25,), input_shape=(3, 8, 8))
     assert torch.isfinite(net.predict(tiny_image())).all()
+
+
+def test_blocks_that_change_their_input_in_place_are_linearized_at_the_true_input():
+    """``x += out`` inside a block overwrites the tensor the hooks saw: the point of the
+    linearization must still be the input before the block (recorded copies), and an autodiff
+    Jacobian that autograd cannot build says why instead of failing deep in torch."""
+
+    class InPlace(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = torch.nn.Conv2d(4, 4, 3, padding=1)
+
+        def forward(self, x):
+            x += self.c(x)
+            return torch.relu(x)
+
+    class Clean(InPlace):
+        def forward(self, x):
+            return torch.relu(x + self.c(x))
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), InPlace(), InPlace()).eval().double()
+    clean = copy.deepcopy(model)
+    for i in (1, 2):
+        c = Clean().double().eval()
+        c.load_state_dict(model[i].state_dict())
+        clean[i] = c
+    x = tiny_image().double()
+    net = linstab.Network(model, input_shape=(3, 8, 8), unit_types=(InPlace,))
+    ref = linstab.Network(clean, input_shape=(3, 8, 8), unit_types=(Clean,))
+    lin, lin_ref = net.linearize(x, dtype=torch.float64), ref.linearize(x, dtype=torch.float64)
+    assert torch.equal(net.predict(x), ref.predict(x))
+    for k in (1, 2):
+        assert torch.equal(lin.inputs[k - 1], lin_ref.inputs[k - 1])
+        assert torch.equal(lin.outputs[k - 1], lin_ref.outputs[k - 1])
+        with pytest.raises(ValueError, match="out of place"):
+            lin.unit(1, k)

@@ -228,19 +228,31 @@ class Network:
         return units
 
     def _trace(
-        self, mods: list[nn.Module], x: torch.Tensor, dtype: torch.dtype
+        self, mods: list[nn.Module], x: torch.Tensor, dtype: torch.dtype, copy: bool = False
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Run the model once (in ``dtype``) and record each module's input and output."""
-        ins: dict[int, torch.Tensor] = {}
-        outs: dict[int, torch.Tensor] = {}
+        """Run the model once (in ``dtype``) and record each module's input and output.
+
+        The records are the tensors themselves; when the forward pass changed one of them in
+        place afterwards (a block doing ``x += out`` on its input, or on the previous block's
+        output), the pass is run again recording copies (``copy``).
+        """
+        ins: dict[int, tuple[torch.Tensor, int]] = {}
+        outs: dict[int, tuple[torch.Tensor, int]] = {}
         handles = []
+
+        def record(t: torch.Tensor) -> tuple[torch.Tensor, int]:
+            t = t.detach()  # shares the version counter of the forward pass's tensor
+            return (t.clone() if copy else t), t._version
+
         for i, m in enumerate(mods):
 
             def pre(_m, args, i=i):
-                ins.setdefault(i, args[0].detach())
+                if i not in ins:
+                    ins[i] = record(args[0])
 
             def post(_m, _args, out, i=i):
-                outs.setdefault(i, out.detach())
+                if i not in outs:
+                    outs[i] = record(out)
 
             handles.append(m.register_forward_pre_hook(pre))
             handles.append(m.register_forward_hook(post))
@@ -257,8 +269,10 @@ class Network:
         missing = [i for i in range(len(mods)) if i not in ins]
         if missing:
             raise ValueError(f"{len(missing)} discovered units were not run by the forward pass")
+        if not copy and any(t._version != v for t, v in (*ins.values(), *outs.values())):
+            return self._trace(mods, x, dtype, copy=True)
         self._last_logits = logits
-        return [ins[i] for i in range(len(mods))], [outs[i] for i in range(len(mods))]
+        return [ins[i][0] for i in range(len(mods))], [outs[i][0] for i in range(len(mods))]
 
     @property
     def stages(self) -> list[list[UnitInfo]]:

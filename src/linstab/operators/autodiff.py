@@ -37,11 +37,22 @@ class AutodiffJacobian(LinearOperator):
         state = cast_state(module, dtype)
 
         def f(z: torch.Tensor) -> torch.Tensor:
-            return torch.func.functional_call(module, state, (z.unsqueeze(0),))[0]
+            # a copy: a module may change its input in place (``x += out``), which functorch
+            # refuses on the primal
+            return torch.func.functional_call(module, state, (z.unsqueeze(0).clone(),))[0]
 
         self.output, vjp_fn = torch.func.vjp(f, x)
         self._vjp = lambda w: vjp_fn(w)[0]
-        _, jvp_fn = torch.func.vjp(self._vjp, torch.zeros_like(self.output))
+        try:  # runs the backward once
+            _, jvp_fn = torch.func.vjp(self._vjp, torch.zeros_like(self.output))
+        except RuntimeError as exc:
+            if "inplace" not in str(exc):
+                raise
+            raise ValueError(
+                f"{label or type(module).__name__}: its forward pass changes in place a tensor that "
+                "autograd needs (e.g. `x += out` or `out.add_(x)` before a layer that keeps it): write it "
+                "out of place (`x = x + out`) for an autodiff Jacobian"
+            ) from None
         self._jvp = lambda v: jvp_fn(v)[0]
         self.point = x
         super().__init__(x.shape, self.output.shape, dtype, x.device, label=label)
