@@ -45,3 +45,22 @@ def test_folder_of_mixed_sizes_needs_a_size(tmp_path):
 def test_bad_specs(spec):
     with pytest.raises(ValueError):
         image_refs(spec)
+
+
+def test_bad_jpeg_index_spec_is_named_before_the_folder_is_looked_for(monkeypatch, tmp_path):
+    monkeypatch.setenv("LINSTAB_CIFAR10_JPEG", str(tmp_path / "missing"))
+    for spec in ("jpeg:-1", "jpeg:5-2", "jpeg:a"):
+        with pytest.raises(ValueError, match="bad index"):
+            image_refs(spec)
+
+
+def test_integer_arrays_other_than_uint8_are_refused_not_cast(tmp_path):
+    ones = np.ones((2, 3, 8, 8), dtype=np.int64)
+    np.save(tmp_path / "int.npy", ones)
+    with pytest.raises(TypeError, match="floating-point"):
+        select_images(str(tmp_path / "int.npy"))
+    refs = image_refs(str(tmp_path / "int.npy"))
+    with pytest.raises(TypeError, match="floating-point"):
+        load_image(refs.refs[0])
+    np.save(tmp_path / "u8.npy", (ones * 255).astype(np.uint8))
+    assert float(select_images(str(tmp_path / "u8.npy")).images.max()) == 1.0

@@ -228,3 +228,52 @@ def test_blocks_that_change_their_input_in_place_are_linearized_at_the_true_inpu
         assert torch.equal(lin.outputs[k - 1], lin_ref.outputs[k - 1])
         with pytest.raises(ValueError, match="out of place"):
             lin.unit(1, k)
+
+
+class _PreActBlock(torch.nn.Module):
+    """kuangliu's PreActBlock: ``shortcut`` exists only where the shape changes."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1):
+        super().__init__()
+        self.bn1 = torch.nn.BatchNorm2d(cin)
+        self.conv1 = torch.nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn2 = torch.nn.BatchNorm2d(cout)
+        self.conv2 = torch.nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        if stride != 1 or cin != cout:
+            self.shortcut = torch.nn.Sequential(torch.nn.Conv2d(cin, cout, 1, stride, bias=False))
+
+    def forward(self, x):
+        out = torch.relu(self.bn1(x))
+        sc = self.shortcut(out) if hasattr(self, "shortcut") else x
+        out = self.conv1(out)
+        out = self.conv2(torch.relu(self.bn2(out)))
+        return out + sc
+
+
+def test_every_instance_of_a_recognized_block_class_is_a_unit():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3, padding=1), _PreActBlock(4, 4), _PreActBlock(4, 4), _PreActBlock(4, 8, 2)
+    )
+    randomize_bn(model, 0)
+    model = model.eval().double()
+    net = linstab.Network(model, input_shape=(3, 8, 8))
+    assert len(net.units) == 3
+    lin = net.linearize(tiny_image(), dtype=torch.float64)
+    from factories import dense_jacobian
+
+    for i, u in enumerate(net.units):
+        D = dense_jacobian(model[i + 1], lin.inputs[i][0])
+        J = lin.unit(u.stage, u.index).materialize()
+        assert float((J - D).norm() / D.norm()) < 1e-10, u.address
+
+
+def test_unit_addresses_must_be_ints():
+    net = make_net("option-A")
+    for bad in [("1", 1), (1.0, 1), (1, True)]:
+        with pytest.raises(TypeError, match="must be an int"):
+            net.unit(*bad)
+    with pytest.raises(ValueError, match=r"input_shape must be \(3, H, W\)"):
+        linstab.Network(net.model, input_shape=(1, 8, 8))
+    with pytest.raises(ValueError, match="expected images of shape"):
+        net.linearize(tiny_image(hw=16))

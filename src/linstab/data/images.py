@@ -157,5 +157,6 @@ def load_images(source: str | os.PathLike) -> torch.Tensor:
             arr = np.transpose(arr, (0, 3, 1, 2))
         elif arr.ndim == 3 and arr.shape[-1] == 3 and arr.shape[0] != 3:
             arr = np.transpose(arr, (2, 0, 1))
-        return check_images(torch.from_numpy(np.ascontiguousarray(arr)).float(), name=str(path))
+        # checked before the cast: an integer array other than uint8 is refused, not converted
+        return check_images(torch.from_numpy(np.ascontiguousarray(arr)), name=str(path)).float()
     raise ValueError(f"unsupported image source {path}: expected .png/.jpg/.jpeg, a folder, .npy or .npz")

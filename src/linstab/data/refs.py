@@ -187,6 +187,10 @@ def image_refs(spec: str) -> ImageRefs:
         sub = text[len("jpeg:") :].strip()
         if not sub:
             raise ValueError("empty selection 'jpeg:': give indices, e.g. jpeg:0-99 or jpeg:all")
+        if sub.lower() != "all":
+            parse_index_spec(
+                sub, 10**6
+            )  # the syntax first: a bad spec is named before any folder is looked for
         zpath = (cifar10_jpeg_dir() / "test.zip").resolve()
         if not zpath.is_file():
             raise FileNotFoundError(f"{zpath} not found (set LINSTAB_CIFAR10_JPEG)")
@@ -348,6 +352,6 @@ def load_image(ref: ImageRef | dict) -> tuple[torch.Tensor, int | None]:
             a = a.astype(np.float32) / 255.0
         if a.ndim == 3 and a.shape[-1] == 3 and a.shape[0] != 3:
             a = np.transpose(a, (2, 0, 1))
-        x = check_images(torch.from_numpy(np.ascontiguousarray(a)).float(), name=ref.id)
+        x = check_images(torch.from_numpy(np.ascontiguousarray(a)), name=ref.id).float()
         return x[0], ref.label
     raise ValueError(f"unknown image kind {ref.kind!r}")

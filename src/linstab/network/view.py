@@ -162,8 +162,13 @@ class Network:
         _check_eval(model)
         if (mean is None) != (std is None):
             raise ValueError("give both mean and std, or neither")
+        input_shape = tuple(input_shape)
+        if len(input_shape) != 3 or input_shape[0] != 3 or min(input_shape) < 1:
+            raise ValueError(
+                f"input_shape must be (3, H, W): linstab analyses networks of RGB images, got {input_shape}"
+            )
         if mean is not None:
-            _check_normalization(mean, std, tuple(input_shape)[0])
+            _check_normalization(mean, std, input_shape[0])
         self.model = model
         self.mean, self.std = mean, std
         if mean is not None:
@@ -181,10 +186,15 @@ class Network:
     # -- structure ---------------------------------------------------------------------------
     def _discover(self, unit_types: tuple[type, ...]) -> list[UnitInfo]:
         found: list[tuple[str, nn.Module]] = []
+        # a class recognized once is a unit everywhere: e.g. a pre-activation block whose
+        # identity instances lack the ``shortcut`` attribute its down-sampling instances have
+        recognized = {type(m) for name, m in self.model.named_modules() if name and is_residual_unit(m)}
         for name, m in self.model.named_modules():
             if any(name.startswith(f + ".") for f, _ in found):
                 continue
-            if name and (is_residual_unit(m) or (unit_types and isinstance(m, unit_types))):
+            if name and (
+                type(m) in recognized or is_residual_unit(m) or (unit_types and isinstance(m, unit_types))
+            ):
                 found.append((name, m))
         if not found:
             raise ValueError(
@@ -236,6 +246,12 @@ class Network:
         place afterwards (a block doing ``x += out`` on its input, or on the previous block's
         output), the pass is run again recording copies (``copy``).
         """
+        if tuple(x.shape[1:]) != self.input_shape:
+            raise ValueError(
+                f"{self.name}: expected images of shape {self.input_shape} (the shape its units were "
+                f"discovered at), got {tuple(x.shape[1:])}; for another size build the network with "
+                "Network(..., input_shape=(C, H, W))"
+            )
         ins: dict[int, tuple[torch.Tensor, int]] = {}
         outs: dict[int, tuple[torch.Tensor, int]] = {}
         handles = []
@@ -288,8 +304,12 @@ class Network:
         """The unit at a 1-based address.
 
         Raises:
+            TypeError: for a stage or index that is not an int.
             ValueError: for an address outside the network, naming the valid ranges.
         """
+        for what, v in (("stage", stage), ("index", index)):
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise TypeError(f"unit {what} must be an int (1-based), got {v!r}; e.g. net.unit(1, 5)")
         stages = self.stages
         if not 1 <= stage <= len(stages):
             raise ValueError(f"stage must be in 1..{len(stages)}, got {stage}")
