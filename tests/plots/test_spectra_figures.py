@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+
 from linstab.plots import spectra as plots
 
 
@@ -48,3 +51,27 @@ def test_band_fractions_without_stage_1_keep_legend_and_y_axis(monkeypatch, tmp_
     assert any(t.get_text() for t in axes[0].get_yticklabels())
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
     assert any("median over 2 images" in lab for lab in labels) and "95% CI" in labels
+
+
+def _overlap(boxes) -> bool:
+    boxes = sorted(boxes, key=lambda b: b.x0)
+    return any(a.x1 > b.x0 for a, b in zip(boxes, boxes[1:], strict=False))
+
+
+def test_scree_index_labels_do_not_run_together(monkeypatch, tmp_path):
+    # a stage-1 unit of a CIFAR ResNet has 16384 values: the index labels 10000 and 12500 touched
+    figs = _capture(monkeypatch)
+    s = np.sort(np.random.default_rng(0).random(16384))[::-1]
+    rows = {
+        k: [{"stage": st, "label": f"{k} {st}", "spectra": [s[: 16384 >> (st - 1)]]} for st in (1, 2, 3)]
+        for k in ("unit", "downsampling")
+    }
+    plots.plot_scree({"model": "m", "images": ["a"], "rows": rows}, tmp_path / "f1")
+    (fig,) = figs
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    for ax in fig.axes:
+        labels = [t for t in ax.get_xticklabels() if t.get_text() and t.get_visible()]
+        assert 2 <= len(labels) <= 6, [t.get_text() for t in labels]
+        assert not _overlap([t.get_window_extent(renderer) for t in labels]), [t.get_text() for t in labels]

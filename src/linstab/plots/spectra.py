@@ -51,6 +51,8 @@ def plot_scree(
     Returns:
         the written paths.
     """
+    from matplotlib.ticker import MaxNLocator
+
     datas = [data] if isinstance(data, dict) else list(data)
     if not datas:
         raise ValueError("plot_scree needs at least one scree_data result")
@@ -98,6 +100,8 @@ def plot_scree(
                 title = p["label"] + (f" (top {len(spectra[0])})" if partial and spectra else "")
                 ax.set_title(title, fontsize=8)
                 ax.tick_params(labelsize=7)
+                # at most 5 index ticks: 16384 values got 0, 2500, ..., 15000 run together
+                ax.xaxis.set_major_locator(MaxNLocator(nbins=4, integer=True))
                 ax.grid(alpha=0.3, lw=0.4)
                 if j == 0:
                     ax.set_ylabel("singular value", fontsize=8)
