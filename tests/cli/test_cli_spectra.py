@@ -58,7 +58,9 @@ def test_cli_commands(nets, tmp_path, monkeypatch):
     with np.load(tmp_path / "s.npz") as z:
         assert z["u"].shape == (64, 4) and z["v"].shape == (128, 4)
     assert cli.main(["bands", "--out", str(tmp_path / "b.csv")]) == 0
-    assert len((tmp_path / "b.csv").read_text().splitlines()) == 1 + len(net.units)
+    lines = (tmp_path / "b.csv").read_text().splitlines()
+    assert len(lines) == 1 + len(net.units)
+    assert lines[0].startswith("model,image,") and lines[1].startswith(f"{net.name},a,")  # whose counts
     f2 = str(tmp_path / "f2")
     assert cli.main(["figure", "bands", "--out", f2, "--csv", f2 + ".csv"]) == 0
     assert (tmp_path / "f2.png").exists() and (tmp_path / "f2.svg").exists()

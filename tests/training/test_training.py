@@ -158,6 +158,20 @@ def test_train_rejects_folder_without_zips(tmp_path):
         training.train(8, "B", tmp_path, 1, tmp_path / "m.safetensors", progress=False)
 
 
+def test_existing_checkpoint_needs_resume(tmp_path, capsys):
+    # rerunning a killed run's command without --resume must not start over and overwrite
+    # the checkpoint after one epoch
+    ckpt = tmp_path / "m.ckpt.pt"
+    ckpt.write_bytes(b"earlier run")
+    with pytest.raises(ValueError, match="--resume"):
+        training.train(8, "B", tmp_path, 1, tmp_path / "m.safetensors", progress=False)
+    argv = ["train", "--depth", "8", "--epochs", "1", "--out", str(tmp_path / "m.safetensors"),
+            "--data", str(tmp_path)]  # fmt: skip
+    assert cli_main(argv) == 2
+    assert "pass --resume" in capsys.readouterr().err
+    assert ckpt.read_bytes() == b"earlier run"
+
+
 def test_cli_parser_registers_train():
     parser = argparse.ArgumentParser(prog="linstab")
     sub = parser.add_subparsers(dest="command")

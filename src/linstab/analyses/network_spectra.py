@@ -140,6 +140,8 @@ def _estimate_row(net, u, op, thresholds, zero_tol, options: dict, t0: float) ->
 
 def _csv_columns(lo: float, hi: float) -> list[tuple[str, str]]:
     return [
+        ("model", "model"),
+        ("image", "image"),
         ("stage", "stage"),
         ("unit", "unit"),
         ("address", "address"),
@@ -162,7 +164,9 @@ def _csv_columns(lo: float, hi: float) -> list[tuple[str, str]]:
 
 
 def write_bands_csv(rows: list[dict], path: str | os.PathLike) -> Path:
-    """Write :func:`unit_bands` rows as CSV (band names carry the thresholds)."""
+    """Write :func:`unit_bands` rows as CSV (band names carry the thresholds; ``model`` and
+    ``image`` columns say whose counts they are: ``image`` is empty unless the rows carry one).
+    """
     lo, hi = rows[0]["thresholds"] if rows else (0.99, 1.01)
     cols = _csv_columns(lo, hi)
     if rows and "above_lower" in rows[0]:  # estimates: confidence intervals of the counts

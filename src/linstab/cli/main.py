@@ -44,3 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError, FileNotFoundError) as exc:
         print(f"linstab {args.command}: error: {exc}", file=sys.stderr)
         return 2
+
+
+if __name__ == "__main__":  # python -m linstab.cli.main
+    sys.exit(main())

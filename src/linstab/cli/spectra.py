@@ -134,6 +134,8 @@ def _cmd_bands(args: argparse.Namespace) -> int:
         progress=True,
         estimate=_estimate_options(args) if args.estimate else None,
     )
+    for row in rows:
+        row["image"] = ids[0]
     path = write_bands_csv(rows, args.out)
     total = sum(r["seconds"] for r in rows)
     kind = "estimated (matrix-free, with confidence intervals)" if args.estimate else "exact"

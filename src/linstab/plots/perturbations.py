@@ -264,7 +264,9 @@ def projections_figure(
         ax2.tick_params(axis="y", colors="red", labelsize=7)
         if c == ncol - 1:
             ax2.set_ylabel("sigma_i", color="red")
-        ax.set_title(f"unit {addr} (image {im}, {len(a)} vectors)", fontsize=9)
+        # the image is named once in the figure title: per panel, neighbouring titles ran together
+        ax.set_title(f"unit {addr} ({len(a)} vectors)", fontsize=9)
     if title:
-        fig.suptitle(f"{title}: {attack} vs random, stage {stage}", fontsize=10)
+        bottom = f"; bottom row: image {im}" if im is not None else ""
+        fig.suptitle(f"{title}: {attack} vs random, stage {stage}{bottom}", fontsize=10)
     return fig

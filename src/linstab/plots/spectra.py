@@ -51,6 +51,8 @@ def plot_scree(
     Returns:
         the written paths.
     """
+    from matplotlib.ticker import MaxNLocator
+
     datas = [data] if isinstance(data, dict) else list(data)
     if not datas:
         raise ValueError("plot_scree needs at least one scree_data result")
@@ -98,6 +100,8 @@ def plot_scree(
                 title = p["label"] + (f" (top {len(spectra[0])})" if partial and spectra else "")
                 ax.set_title(title, fontsize=8)
                 ax.tick_params(labelsize=7)
+                # at most 5 index ticks: 16384 values got 0, 2500, ..., 15000 run together
+                ax.xaxis.set_major_locator(MaxNLocator(nbins=4, integer=True))
                 ax.grid(alpha=0.3, lw=0.4)
                 if j == 0:
                     ax.set_ylabel("singular value", fontsize=8)
@@ -234,19 +238,22 @@ def plot_band_fractions(
     if not summary:
         raise ValueError("plot_band_fractions needs at least one row")
     models = list(dict.fromkeys(r["model"] for r in summary))
-    nst = max(int(r["stage"]) for r in summary)
+    # one column per stage with rows (a quick report has no stage-1 units: no empty column,
+    # and the legend, y label and y ticks go with the first column drawn)
+    stages = sorted({int(r["stage"]) for r in summary})
     lo, hi = 0.99, 1.01
     names = {"above": f"> {hi:g}", "plateau": f"[{lo:g}, {hi:g}]", "below": f"(0, {lo:g})", "zero": "0"}
-    fig = _figure(3.6 * nst, 2.7 * len(models) + 0.9)
-    axes = fig.subplots(len(models), nst, squeeze=False, sharey=True)
-    labelled = False
+    fig = _figure(3.6 * len(stages), 2.7 * len(models) + 0.9)
+    axes = fig.subplots(len(models), len(stages), squeeze=False, sharey=True)
+    labelled, legend_ax = False, None
     for mi, model in enumerate(models):
-        for s in range(1, nst + 1):
-            ax = axes[mi, s - 1]
+        for col, s in enumerate(stages):
+            ax = axes[mi, col]
             rs = [r for r in summary if r["model"] == model and int(r["stage"]) == s]
             if not rs:
                 ax.set_visible(False)
                 continue
+            legend_ax = ax if legend_ax is None else legend_ax
             for band in ("above", "plateau", "below", "zero"):
                 br = sorted((r for r in rs if r["band"] == band), key=lambda r: int(r["unit"]))
                 x = np.array([int(r["unit"]) for r in br])
@@ -255,7 +262,7 @@ def plot_band_fractions(
                 high = np.array([float(r["high"]) for r in br])
                 n = max(int(r["n_images"]) for r in br)
                 color = BAND_COLORS[band]
-                first = mi == 0 and s == 1
+                first = ax is legend_ax
                 ax.plot(
                     x,
                     med,
@@ -312,7 +319,7 @@ def plot_band_fractions(
             ax.tick_params(labelsize=7)
             ax.set_ylim(0, 1)
             ax.grid(alpha=0.3, lw=0.4)
-            if s == 1:  # the model names the row (long names do not fit the panel titles)
+            if col == 0:  # the model names the row (long names do not fit the panel titles)
                 ax.set_ylabel(f"{_wrap(model)}\nfraction of singular values", fontsize=8)
     legend: dict = {}
     for ax in axes.flat:

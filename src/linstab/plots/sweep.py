@@ -28,6 +28,14 @@ def _bins(v: np.ndarray) -> int:
     return min(40, max(5, v.size // 3))
 
 
+NO_JUMP_RATIO = "no jump ratios\n(none for networks with at most 4 units per stage)"
+
+
+def _no_data(ax, text: str) -> None:
+    """Say why a panel is empty (instead of blank axes and an empty legend box)."""
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", fontsize=8, color="0.3")
+
+
 def plot_sweep(
     res: dict, out_dir: str | os.PathLike, formats: tuple[str, ...] = ("png", "svg")
 ) -> list[Path]:
@@ -92,7 +100,10 @@ def plot_sweep(
             ax.set_xlabel("jump ratio (growth over last 3 units / stage)")
             ax.set_ylabel("images")
             ax.set_title(model, fontsize=9)
-            ax.legend(fontsize=7)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=7)
+            else:
+                _no_data(ax, NO_JUMP_RATIO)
         paths += save_figure(fig, out_dir / "jump_ratio", formats)
 
         fig = _figure(4.2 * len(prop), 6.0)
@@ -132,9 +143,11 @@ def plot_sweep(
             axes[0, j].set_ylabel("jump ratio")
             axes[1, j].set_ylabel("attack radius ||delta||_2")
             axes[0, j].set_title(model, fontsize=9)
-            for ax in axes[:, j]:
+            for ax, empty in zip(axes[:, j], (NO_JUMP_RATIO, "no attack radii"), strict=True):
                 ax.set_xlabel("margin (label logit - largest other)")
                 if ax.get_legend_handles_labels()[0]:
                     ax.legend(fontsize=7)
+                else:
+                    _no_data(ax, empty)
         paths += save_figure(fig, out_dir / "margin_correlation", formats)
     return paths

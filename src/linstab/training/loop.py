@@ -273,7 +273,8 @@ def train(
         seed: seed of the initialization, the shuffling and the augmentation.
         limit: train on this many training images and evaluate on ``min(limit, 10000)`` test
             images (quick runs); ``None`` for the full set.
-        resume: continue from the checkpoint if it exists (its recipe must match).
+        resume: continue from the checkpoint if it exists (its recipe must match); without
+            it, an existing checkpoint is refused rather than overwritten.
         device: ``"cpu"``, ``"cuda"``, ... (default: CUDA when available).
         progress: show a tqdm bar per epoch and print one summary line per epoch.
         weight_decay: L2 weight decay of conv/linear weights (BN and biases get none).
@@ -312,6 +313,11 @@ def train(
     ckpt_path = Path(checkpoint) if checkpoint is not None else default_checkpoint_path(out)
     json_path = out.with_suffix(".json")
     name = name or out.stem
+    if not resume and ckpt_path.is_file():  # starting over would overwrite it after one epoch
+        raise ValueError(
+            f"a checkpoint of an earlier run exists at {ckpt_path}: pass --resume (resume=True) to "
+            "continue it, or delete it (or give another --checkpoint) to start from scratch"
+        )
     for folder in {out.parent, ckpt_path.parent}:  # before any work: a long run must be able to save
         folder.mkdir(parents=True, exist_ok=True)
     emit = log if log is not None else (print if progress else (lambda _msg: None))
