@@ -189,9 +189,9 @@ def _finish(model: nn.Module, seed: int, name: str, hw: int = 8) -> linstab.Netw
     return linstab.Network(model, name=name, input_shape=(3, hw, hw))
 
 
-def make_net(kind: str, seed: int = 0, dtype=torch.float32, units: int = 2) -> linstab.Network:
-    """A tiny seeded network of one unit kind (8x8 inputs); ``units`` per stage for the
-    option-A/B CIFAR ResNets."""
+def make_net(kind: str, seed: int = 0, dtype=torch.float32, units: int = 2, hw: int = 8) -> linstab.Network:
+    """A tiny seeded network of one unit kind (``hw x hw`` inputs, default 8; 32 for the default
+    images); ``units`` per stage for the option-A/B CIFAR ResNets."""
     torch.manual_seed(seed)
     if kind == "option-A":
         model = TinyCifarResNet("A", units)
@@ -210,7 +210,7 @@ def make_net(kind: str, seed: int = 0, dtype=torch.float32, units: int = 2) -> l
         model.features.final_pool = nn.AdaptiveAvgPool2d(1)
     else:
         raise ValueError(kind)
-    return _finish(model.to(dtype), seed, kind)
+    return _finish(model.to(dtype), seed, kind, hw)
 
 
 NET_KINDS = ["option-A", "option-B", "tv-basic", "tv-bottleneck", "akamaster", "pytorchcv"]

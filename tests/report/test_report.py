@@ -59,7 +59,7 @@ def images_loaded(index: Path, tmp: Path) -> str:
 @pytest.fixture(scope="module")
 def tiny_report(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("report")
-    net = make_net("option-A", seed=2)
+    net = make_net("option-A", seed=2, hw=32)
     cfg = ReportConfig(
         models=[], images=[0, 1], quick=True, out=tmp / "out", cache_dir=tmp / "cache", progress=False
     )
@@ -107,7 +107,7 @@ def test_report_cache_makes_second_run_fast(tiny_report):
 
 def test_report_two_models_side_by_side(tmp_path):
     """Two models: per-model sections, figures and data in per-model folders, findings tagged."""
-    nets = [make_net("option-A", seed=2), make_net("option-B", seed=3)]
+    nets = [make_net("option-A", seed=2, hw=32), make_net("option-B", seed=3, hw=32)]
     cfg = ReportConfig(models=[], images=[0], quick=True, out=tmp_path / "out", cache_dir=tmp_path / "c",
                        progress=False)  # fmt: skip
     index = build_report(cfg, ("jacobian", "ablations"), nets=nets)
@@ -142,7 +142,7 @@ def test_stage_plateau_finding_needs_whole_stage_spectra(tmp_path, quick):
 
 def test_report_image_specs_are_labelled(tmp_path):
     """A spec string selects the images; lossy JPEG images are labelled in the findings and the record."""
-    net = make_net("option-A", seed=2)
+    net = make_net("option-A", seed=2, hw=32)
     cfg = ReportConfig(models=[], images="1,3", quick=True, out=tmp_path / "a", cache_dir=tmp_path / "c",
                        progress=False)  # fmt: skip
     out = build_report(cfg, ("jacobian",), nets=[net]).parent
@@ -288,7 +288,7 @@ def test_spectra_findings_for_each_of_two_models(tmp_path):
 def test_two_models_get_the_model_comparison_finding(tmp_path):
     """Two networks: their corresponding units' spectra are compared with an architecture change
     (Sec. 3.2, 'no significant difference between ResNet-56 and ResNet-110')."""
-    nets = [make_net("option-A", seed=1), make_net("option-B", seed=2)]
+    nets = [make_net("option-A", seed=1, hw=32), make_net("option-B", seed=2, hw=32)]
     cfg = ReportConfig(
         models=[], images=[0, 1, 2], quick=True, out=tmp_path / "out", cache_dir=tmp_path / "c"
     )
@@ -368,14 +368,14 @@ def test_band_rows_are_computed_once_per_run_even_without_a_cache(tmp_path, monk
     monkeypatch.setattr(spectra_section, "unit_bands", counting)
     cfg = ReportConfig(models=[], images=[0, 1], out=tmp_path / "out", use_cache=False, workers=1)
     cfg.progress = False
-    build_report(cfg, ("spectra",), nets=[make_net("option-A", seed=4)])
+    build_report(cfg, ("spectra",), nets=[make_net("option-A", seed=4, hw=32)])
     assert calls and len(calls) == len(set(calls))
 
 
 def test_shortcut_reference_shows_its_downsampling_units_and_gets_the_finding(tmp_path):
     """A shortcut reference (here option A beside option B) adds its down-sampling units to
     Figure 1 and the down-sampling finding, and nothing else."""
-    net, ref = make_net("option-B", seed=2), make_net("option-A", seed=3)
+    net, ref = make_net("option-B", seed=2, hw=32), make_net("option-A", seed=3, hw=32)
     ref.name = "ref-option-A"
     cfg = ReportConfig(
         models=[], images=[0, 1], out=tmp_path / "out", cache_dir=tmp_path / "c", progress=False
@@ -450,7 +450,7 @@ def test_report_cli_shortcut_reference_flags():
 def test_report_cache_tells_same_named_networks_apart(tmp_path):
     """Two networks of one name (a user's model before and after fine-tuning) share a cache
     folder without reading each other's results."""
-    a, b = make_net("option-B", seed=2), make_net("option-B", seed=5)
+    a, b = make_net("option-B", seed=2, hw=32), make_net("option-B", seed=5, hw=32)
     assert a.name == b.name
     cfg = ReportConfig(
         models=[], images=[0], quick=True, out=tmp_path / "a", cache_dir=tmp_path / "c", progress=False

@@ -429,7 +429,8 @@ def test_jpeg_images_are_indexed_like_the_loader_and_labelled_lossy(tiny_spec, t
         assert torch.equal(img, x[i].float() / 255) and label == int(y[i])
     with pytest.raises(ValueError, match="out of range"):
         parse_images("jpeg:10000")
-    plan = plan_sweep([tiny_spec], "jpeg:0-1", Recipe(analyses=("topk",), k=2, units="3.2"))
+    spec32 = factory_model("tiny-B32", "factories:make_net", kind="option-B", seed=0, hw=32)  # 32 x 32 images
+    plan = plan_sweep([spec32], "jpeg:0-1", Recipe(analyses=("topk",), k=2, units="3.2"))
     run_sweep(tmp_path / "out", plan, workers=0, progress=False)
     rows = read_rows(tmp_path / "out").to_pylist()
     assert len(rows) == 2 and all(r["lossy"] is True and r["status"] == "ok" for r in rows)
