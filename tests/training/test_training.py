@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import linstab
 from linstab import models, training
 from linstab.cli import main as cli_main
 from linstab.cli import train as cli_train
@@ -430,3 +431,33 @@ def test_forced_float32_run_records_its_precision(tmp_path):
         progress=False, precision="float32",
     )  # fmt: skip
     assert run["sidecar"]["precision"] == run["recipe"]["precision"] == "float32"
+
+
+def test_a_trained_model_file_loads_by_path(short_run, tmp_path, capsys):
+    """``--model runs/x.safetensors``: a model from ``linstab train`` is analysed from its file
+    (architecture and SHA-256 from the sidecar); a changed file or a missing sidecar is refused."""
+    import shutil
+
+    from linstab.cli.main import main
+    from linstab.sweep.tasks import get_network, registry_model
+
+    out, _ = short_run
+    net = linstab.load_model(str(out))
+    assert net.name == "r8-test" and net.spec.depth == 8 and net.spec.shortcut == "B"
+    assert net.sha256 == json.loads(out.with_suffix(".json").read_text())["registry"]["sha256"]
+    x = linstab.default_images([0])[0]
+    assert torch.isfinite(net.predict(x)).all()
+    assert main(["info", "--model", str(out)]) == 0 and "r8-test" in capsys.readouterr().out
+    spec = registry_model(str(out))
+    assert spec.registry == str(out.resolve()) and get_network(spec).sha256 == net.sha256
+    with pytest.raises(ValueError, match="not both"):
+        linstab.load_model(str(out), weights=str(out))
+    lone = tmp_path / "lone.safetensors"
+    shutil.copy(out, lone)
+    with pytest.raises(ValueError, match="sidecar"):
+        linstab.load_model(str(lone))
+    changed = tmp_path / "changed.safetensors"
+    changed.write_bytes(out.read_bytes()[:-1] + b"\0")
+    shutil.copy(out.with_suffix(".json"), changed.with_suffix(".json"))
+    with pytest.raises(ValueError, match="SHA-256|refusing"):
+        linstab.load_model(str(changed))

@@ -5,8 +5,10 @@ default model.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from importlib import resources
+from pathlib import Path
 
 from .. import models as _models
 from .blocks import (
@@ -115,6 +117,62 @@ for _d, _sha1, _err in [
     )
 
 
+def spec_from_sidecar(reg: dict, *, name: str | None = None, package_data: bool = False) -> CheckpointSpec:
+    """The :class:`CheckpointSpec` of a model trained by ``linstab train`` from the ``"registry"``
+    record of its JSON sidecar (``name`` overrides the record's).
+    """
+    return CheckpointSpec(
+        name=name or reg["name"],
+        depth=int(reg["depth"]),
+        shortcut=reg["shortcut"],
+        file_name=reg["file_name"],
+        sha256=reg["sha256"],
+        url=None,
+        published_error=reg.get("test_error_jpeg"),
+        source="linstab",
+        fmt="safetensors",
+        mean=tuple(reg.get("mean", CIFAR10_MEAN_PYTORCHCV)),
+        std=tuple(reg.get("std", CIFAR10_STD_PYTORCHCV)),
+        package_data=package_data,
+        notes="trained by linstab on the lossy JPEG CIFAR-10 set",
+    )
+
+
+def is_model_file(name) -> bool:
+    """Whether a ``--model`` value names a model file (``.safetensors``) instead of a registry name."""
+    return str(name).lower().endswith(".safetensors")
+
+
+def trained_model_spec(path: str | os.PathLike) -> CheckpointSpec:
+    """The spec of a model file written by ``linstab train``, from the JSON sidecar beside it.
+
+    Its name is the one it was trained under, or ``"NAME (FILE)"`` when a registered model
+    already has that name. The weights are checked against the sidecar's SHA-256 when loaded.
+
+    Raises:
+        ValueError: the file or its sidecar is missing, or the sidecar has no ``"registry"``.
+    """
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise ValueError(f"model file {p} does not exist")
+    side = p.with_suffix(".json")
+    if not side.is_file():
+        raise ValueError(
+            f"model file {p}: its JSON sidecar {side.name} (written by linstab train next to the model) is "
+            "missing; without it the architecture and the checksum are unknown"
+        )
+    try:
+        reg = json.loads(side.read_text()).get("registry")
+    except (json.JSONDecodeError, AttributeError):
+        reg = None
+    if not isinstance(reg, dict) or not {"name", "depth", "shortcut", "sha256"} <= set(reg):
+        raise ValueError(
+            f"{side}: not a linstab train sidecar (no 'registry' record with name, depth, shortcut, sha256)"
+        )
+    name = reg["name"] if reg["name"] not in REGISTRY else f"{reg['name']} ({p.name})"
+    return spec_from_sidecar({**reg, "file_name": p.name}, name=name)
+
+
 def _register_package_weights() -> None:
     """Register linstab's own trained models shipped as package data (JSON sidecars)."""
     try:
@@ -123,27 +181,9 @@ def _register_package_weights() -> None:
     except (FileNotFoundError, ModuleNotFoundError, NotADirectoryError):
         return
     for entry in sorted(entries, key=lambda p: p.name):
-        meta = json.loads(entry.read_text())
-        reg = meta.get("registry")
-        if not reg:
-            continue
-        _register(
-            CheckpointSpec(
-                name=reg["name"],
-                depth=int(reg["depth"]),
-                shortcut=reg["shortcut"],
-                file_name=reg["file_name"],
-                sha256=reg["sha256"],
-                url=None,
-                published_error=reg.get("test_error_jpeg"),
-                source="linstab",
-                fmt="safetensors",
-                mean=tuple(reg.get("mean", CIFAR10_MEAN_PYTORCHCV)),
-                std=tuple(reg.get("std", CIFAR10_STD_PYTORCHCV)),
-                package_data=True,
-                notes="trained by linstab on the lossy JPEG CIFAR-10 set",
-            )
-        )
+        reg = json.loads(entry.read_text()).get("registry")
+        if reg:
+            _register(spec_from_sidecar(reg, package_data=True))
 
 
 _register_package_weights()

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from .. import models as _models
 from ..io.profile import timed
-from ..models.registry import list_models
+from ..models.registry import is_model_file, list_models, trained_model_spec
 from .imagenet import imagenet_network
 from .view import Network
 
@@ -18,8 +19,10 @@ def load_model(
 
     Args:
         name: a registry name (see :func:`~linstab.models.list_models`), e.g.
-            ``"resnet56-akamaster"``, or an ImageNet network ``"torchvision:resnet50"`` (224 x 224
-            inputs; without ``weights`` it has seeded random weights and its name says so).
+            ``"resnet56-akamaster"``, an ImageNet network ``"torchvision:resnet50"`` (224 x 224
+            inputs; without ``weights`` it has seeded random weights and its name says so), or
+            the path of a ``.safetensors`` model written by ``linstab train`` (its JSON sidecar
+            beside it gives the architecture and the SHA-256).
         weights: explicit path of the weights file.
         input_size: ImageNet networks only: the image size (default 224).
 
@@ -36,6 +39,14 @@ def _load_model(name: str, weights, input_size: int | None) -> Network:
         return imagenet_network(name, weights=weights, input_size=input_size or 224)
     if input_size is not None:
         raise ValueError(f"input_size applies to ImageNet networks (torchvision:...), not to {name!r}")
+    if is_model_file(name):  # a model trained by `linstab train`: its sidecar says what it is
+        if weights is not None:
+            raise ValueError(f"give the model file either as the model ({name}) or as weights, not both")
+        spec = trained_model_spec(name)
+        model, path = _models.build_from_spec(spec, Path(name).expanduser())
+        net = Network(model, spec.mean, spec.std, name=spec.name, sha256=_models.sha256_file(path))
+        net.spec = spec
+        return net
     if name not in _models.REGISTRY:
         raise ValueError(f"unknown model {name!r}; registered: {', '.join(list_models())}")
     spec = _models.REGISTRY[name]

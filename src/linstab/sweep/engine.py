@@ -17,7 +17,7 @@ from pathlib import Path
 from .._version import __version__
 from ..analyses.propagation import resolve_units
 from ..models.blocks import CifarResNet
-from ..models.registry import REGISTRY
+from ..models.registry import REGISTRY, is_model_file, trained_model_spec
 from ..network.view import Network
 from . import store
 from .tasks import (
@@ -90,7 +90,7 @@ def _structure(spec: ModelSpec):
     if spec.factory is not None:
         return get_network(spec, cache=False)
 
-    reg = REGISTRY[spec.registry]
+    reg = trained_model_spec(spec.registry) if is_model_file(spec.registry) else REGISTRY[spec.registry]
     model = CifarResNet(reg.depth, reg.shortcut).eval()
     return Network(model, reg.mean, reg.std, name=spec.name)
 

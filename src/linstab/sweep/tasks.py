@@ -21,6 +21,7 @@ import os
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -32,7 +33,7 @@ from ..data.refs import ImageRefs as SweepImages
 from ..data.refs import image_refs as parse_images
 from ..io.hashing import sha256_file
 from ..linalg.results import ConvergenceWarning
-from ..models.registry import REGISTRY
+from ..models.registry import REGISTRY, is_model_file, trained_model_spec
 from ..models.weights import resolve_weights
 from ..network.loading import load_model
 from ..network.view import Network
@@ -169,7 +170,8 @@ def registry_model(name: str, *, resolve: bool = True) -> ModelSpec:
     """The spec of a registered model, with the SHA-256 the workers must find.
 
     Args:
-        name: a registry name.
+        name: a registry name, or the path of a ``.safetensors`` model written by ``linstab
+            train`` (the workers load that path: it must be reachable there).
         resolve: also find the weights here (and checksum them when the registry only has a
             SHA-1); with ``False`` a registry entry without SHA-256 is an error.
 
@@ -177,6 +179,10 @@ def registry_model(name: str, *, resolve: bool = True) -> ModelSpec:
         ValueError: for an unknown name (the message lists the registered ones).
         FileNotFoundError: when ``resolve`` and the weights are not found here.
     """
+    if is_model_file(name):  # a model trained by `linstab train`: workers load the same file
+        spec = trained_model_spec(name)
+        path = Path(name).expanduser().resolve()
+        return ModelSpec(name=spec.name, registry=str(path), sha256=spec.sha256)
     if name not in REGISTRY:
         raise ValueError(f"unknown model {name!r}; registered: {', '.join(sorted(REGISTRY))}")
     spec = REGISTRY[name]
