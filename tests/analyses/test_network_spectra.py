@@ -26,8 +26,18 @@ def test_unit_bands_rows_csv_and_figures(nets, tmp_path):
         assert r["above"] + r["plateau"] + r["below"] + r["zero"] == r["n"]
     path = network_spectra.write_bands_csv(rows, tmp_path / "b.csv")
     header = path.read_text().splitlines()[0].split(",")
-    assert header[:8] == ["model", "image", "stage", "unit", "address", "kind", "shortcut", "n"]
-    assert path.read_text().splitlines()[1].startswith(f"{net.name},,1,1,1.1,")
+    assert header[:9] == [
+        "model",
+        "weights_sha256",
+        "image",
+        "stage",
+        "unit",
+        "address",
+        "kind",
+        "shortcut",
+        "n",
+    ]
+    assert path.read_text().splitlines()[1].startswith(f"{net.name},,,1,1,1.1,")
     assert "n_gt_1.01" in header and "frac_in_0.99_1.01" in header and "n_exact_ones" in header
     written = plot_bands(rows, tmp_path / "fig2")
     assert [p.suffix for p in written] == [".png", ".svg"] and all(p.stat().st_size > 0 for p in written)

@@ -38,6 +38,8 @@ def test_cli_commands(nets, tmp_path, monkeypatch):
     assert cli.main(["spectrum", "--unit", "1.2", "--out", str(out)]) == 0
     back = S.SpectrumResult.load(out)
     assert back.info["component"] == "unit 1.2" and back.k == 256
+    assert back.info["state_sha256"] == net.state_sha256() and back.info["images"] == ["a"]  # provenance
+    assert back.info["model"] == net.name and back.info["linstab"]
     assert (
         cli.main(
             [
@@ -60,7 +62,8 @@ def test_cli_commands(nets, tmp_path, monkeypatch):
     assert cli.main(["bands", "--out", str(tmp_path / "b.csv")]) == 0
     lines = (tmp_path / "b.csv").read_text().splitlines()
     assert len(lines) == 1 + len(net.units)
-    assert lines[0].startswith("model,image,") and lines[1].startswith(f"{net.name},a,")  # whose counts
+    assert lines[0].startswith("model,weights_sha256,image,")  # whose counts
+    assert lines[1].startswith(f"{net.name},,a,")  # a network built here: no weights file
     f2 = str(tmp_path / "f2")
     assert cli.main(["figure", "bands", "--out", f2, "--csv", f2 + ".csv"]) == 0
     assert (tmp_path / "f2.png").exists() and (tmp_path / "f2.svg").exists()

@@ -141,6 +141,7 @@ def _estimate_row(net, u, op, thresholds, zero_tol, options: dict, t0: float) ->
 def _csv_columns(lo: float, hi: float) -> list[tuple[str, str]]:
     return [
         ("model", "model"),
+        ("weights_sha256", "weights_sha256"),
         ("image", "image"),
         ("stage", "stage"),
         ("unit", "unit"),

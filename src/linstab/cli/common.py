@@ -36,6 +36,21 @@ def network_from_args(args: argparse.Namespace):
     return load_model(args.model or default_model_name(), weights=args.weights, input_size=size)
 
 
+def provenance(net: Network, image_ids: list[str]) -> dict:
+    """What an output was computed from: linstab's version, the model's name, the SHA-256 of its
+    weights file and of its state dict, and the image ids (written into JSON/NPZ outputs).
+    """
+    from .._version import __version__
+
+    return {
+        "linstab": __version__,
+        "model": net.name,
+        "weights_sha256": net.sha256,
+        "state_sha256": net.state_sha256(),
+        "images": list(image_ids),
+    }
+
+
 def add_image_args(p: argparse.ArgumentParser, multiple: bool = False, default: str = "0") -> None:
     """``--image I`` (one) or ``--images SPEC`` (several): default-image indices or a path."""
     if multiple:

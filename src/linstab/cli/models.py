@@ -63,7 +63,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 def _cmd_jacobian_test(args: argparse.Namespace) -> int:
     net = common.network_from_args(args)
-    x, _, _ = common.images_from_args(args, net)
+    x, _, ids = common.images_from_args(args, net)
     s, k = parse_unit(args.unit)
     res = jacobian_test(
         net,
@@ -77,7 +77,14 @@ def _cmd_jacobian_test(args: argparse.Namespace) -> int:
         method=args.method,
         dtype=parse_dtype(args.dtype),
     )
-    print(json.dumps(res.to_dict(), indent=1) if args.json else res.table())
+    if args.json:
+        print(
+            json.dumps(
+                {**res.to_dict(), "unit": args.unit, "provenance": common.provenance(net, ids[:1])}, indent=1
+            )
+        )
+    else:
+        print(res.table())
     return 0 if res.passed else 1
 
 

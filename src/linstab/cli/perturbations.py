@@ -72,10 +72,13 @@ def _cmd_propagate(args) -> int:
     print(f"wrote {path} ({len(res.rows)} rows)")
     summary = res.summary()
     if args.summary:
-        spath = write_summary(summary, args.summary, res.settings)
+        spath = write_summary(
+            summary, args.summary, {**res.settings, "provenance": common.provenance(net, ids)}
+        )
         print(f"wrote {spath}")
     if args.attacks_json:
         data = {n: [r.to_dict() for r in rr] for n, rr in res.attacks.items()}
+        data["provenance"] = common.provenance(net, ids)
         Path(args.attacks_json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.attacks_json).write_text(json.dumps(data, indent=1))
     print(summary_table(summary))

@@ -50,7 +50,7 @@ def _cmd_spectrum(args: argparse.Namespace) -> int:
     path = res.save(
         args.out,
         extra={
-            "model": net.name,
+            **common.provenance(net, ids[:1]),
             "image": ids[0],
             "component": what,
             "n_out": op.shape[0],
@@ -88,7 +88,7 @@ def _estimate(args: argparse.Namespace, net, image_id: str, what: str, op) -> in
     """``spectrum --method density|bands-estimate``: matrix-free, written as JSON or NPZ."""
     opts = _estimate_options(args)
     meta = {
-        "model": net.name,
+        **common.provenance(net, [image_id]),
         "image": image_id,
         "component": what,
         "n_out": op.shape[0],
@@ -135,7 +135,7 @@ def _cmd_bands(args: argparse.Namespace) -> int:
         estimate=_estimate_options(args) if args.estimate else None,
     )
     for row in rows:
-        row["image"] = ids[0]
+        row["image"], row["weights_sha256"] = ids[0], net.sha256
     path = write_bands_csv(rows, args.out)
     total = sum(r["seconds"] for r in rows)
     kind = "estimated (matrix-free, with confidence intervals)" if args.estimate else "exact"
