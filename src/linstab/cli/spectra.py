@@ -43,7 +43,7 @@ def _cmd_spectrum(args: argparse.Namespace) -> int:
         return _estimate(args, net, ids[0], what, op)
     kwargs = {"vectors": args.vectors}
     if args.method == "exact":
-        kwargs.update(k=args.k, dtype=dtype, progress=True)
+        kwargs.update(k=args.k, dtype=dtype, progress=not args.no_progress)
     else:
         kwargs.update(k=args.k or 32, solver=args.solver, max_iter=args.max_iter)
     res = spectrum(op, args.method, **kwargs)
@@ -131,7 +131,7 @@ def _cmd_bands(args: argparse.Namespace) -> int:
         tuple(args.thresholds),
         args.zero_tol,
         dtype=parse_dtype(args.dtype),
-        progress=True,
+        progress=not args.no_progress,
         estimate=_estimate_options(args) if args.estimate else None,
     )
     for row in rows:
@@ -158,7 +158,7 @@ def _cmd_figure_scree(args: argparse.Namespace) -> int:
                 stage_k=args.stage_k,
                 max_dense=args.max_dense,
                 image_ids=ids,
-                progress=True,
+                progress=not args.no_progress,
             )
         )
     paths = plot_scree(data, args.out)
@@ -170,9 +170,16 @@ def _cmd_figure_bands(args: argparse.Namespace) -> int:
     x, _, ids = common.images_from_args(args)
     rows = []
     for net in common.networks_from_args(args):
-        r = unit_bands(net, x[0], tuple(args.thresholds), args.zero_tol, dtype=parse_dtype(args.dtype))
+        r = unit_bands(
+            net,
+            x[0],
+            tuple(args.thresholds),
+            args.zero_tol,
+            dtype=parse_dtype(args.dtype),
+            progress=not args.no_progress,
+        )
         for row in r:
-            row["image"] = ids[0]
+            row["image"], row["weights_sha256"] = ids[0], net.sha256
         rows.extend(r)
     if args.csv:
         write_bands_csv(rows, args.csv)
@@ -240,6 +247,7 @@ def add_parser(sub) -> None:
         required=True,
         help="output .npz (singular_values, u, v, metadata JSON); estimates: .json or .npz",
     )
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_spectrum)
 
     p = sub.add_parser("bands", help="band counts of every unit (paper Figure 2) as CSV")
@@ -253,6 +261,7 @@ def add_parser(sub) -> None:
     )
     _add_estimate_args(p)
     p.add_argument("--out", required=True, help="output .csv")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_bands)
 
 
@@ -283,6 +292,7 @@ def add_figure_parser(figsub) -> None:
     p.add_argument("--max-dense", type=int, default=8192, help="largest dense stage for auto (default 8192)")
     p.add_argument("--dtype", default="float64", choices=["float32", "float64"])
     p.add_argument("--out", required=True, help="output path (PNG and SVG are written)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_figure_scree)
 
     p = figsub.add_parser("bands", help="Figure 2: fractions of singular values per band and unit")
@@ -291,4 +301,5 @@ def add_figure_parser(figsub) -> None:
     _add_band_args(p)
     p.add_argument("--csv", default=None, help="also write the counts as CSV")
     p.add_argument("--out", required=True, help="output path (PNG and SVG are written)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_figure_bands)

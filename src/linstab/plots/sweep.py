@@ -36,6 +36,21 @@ def _no_data(ax, text: str) -> None:
     ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", fontsize=8, color="0.3")
 
 
+def _radius_histograms(ax, values: dict[str, np.ndarray]) -> None:
+    """Overlaid histograms of attack radii; log-spaced bins on a log axis when the radii span
+    more than a decade (minimal-norm attacks are often 10x smaller than FGSM's).
+    """
+    if not values:
+        return
+    allv = np.concatenate(list(values.values()))
+    log = bool((allv > 0).all() and allv.max() > 10 * allv.min())
+    for p, v in values.items():
+        bins = np.geomspace(allv.min(), allv.max(), _bins(v) + 1) if log else _bins(v)
+        ax.hist(v, bins=bins, alpha=0.5, label=f"{p} (n={v.size})")
+    if log:
+        ax.set_xscale("log")
+
+
 def plot_sweep(
     res: dict, out_dir: str | os.PathLike, formats: tuple[str, ...] = ("png", "svg")
 ) -> list[Path]:
@@ -78,6 +93,7 @@ def plot_sweep(
                 )
             n = max((by[(u, "frac_plateau")]["n"] for u in units), default=0)
             ax.set_xticks(xs, units, rotation=90, fontsize=7)
+            ax.set_xlabel("unit (stage.index)", fontsize=8)
             ax.set_ylim(-0.02, 1.02)
             ax.set_ylabel("fraction of singular values")
             lossy = " (lossy JPEG images)" if d.get("lossy") else ""
@@ -109,14 +125,16 @@ def plot_sweep(
         fig = _figure(4.2 * len(prop), 6.0)
         axes = fig.subplots(2, len(prop), squeeze=False)
         for j, (model, d) in enumerate(prop.items()):
-            for p in perts_of[model]:
-                if p == "random":
-                    continue  # the random perturbation copies the reference attack's radius
-                for i, stat in enumerate(("attack_l2", "attack_eps")):
-                    v = np.asarray(d["per_image"][p][stat], dtype=float)
-                    v = v[np.isfinite(v)]
-                    if v.size:
-                        axes[i, j].hist(v, bins=_bins(v), alpha=0.5, label=f"{p} (n={v.size})")
+            for i, stat in enumerate(("attack_l2", "attack_eps")):
+                # the random perturbation copies the reference attack's radius: left out
+                got = {
+                    p: np.asarray(d["per_image"][p][stat], dtype=float)
+                    for p in perts_of[model]
+                    if p != "random"
+                }
+                got = {p: v[np.isfinite(v)] for p, v in got.items()}
+                got = {p: v for p, v in got.items() if v.size}
+                _radius_histograms(axes[i, j], got)
             axes[0, j].set_xlabel("attack radius ||delta||_2")
             axes[1, j].set_xlabel("attack radius eps (L-inf)")
             axes[0, j].set_title(model, fontsize=9)
