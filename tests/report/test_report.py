@@ -130,7 +130,7 @@ def test_stage_plateau_finding_needs_whole_stage_spectra(tmp_path, quick):
     """Quick mode has only top-k stage values: the plateau is not judged from them."""
     cfg = ReportConfig(models=[], images=[0, 1], quick=quick, out=tmp_path / "out", cache_dir=tmp_path / "c",
                        progress=False)  # fmt: skip
-    index = build_report(cfg, ("spectra",), nets=[make_net("option-A", seed=2)])
+    index = build_report(cfg, ("spectra",), nets=[make_net("option-A", seed=2, hw=32)])
     rows = read_findings(index.parent / "data" / "findings.csv")
     stage = [r for r in rows if r["claim"].startswith("The stage Jacobians")]
     assert len(stage) == 1
