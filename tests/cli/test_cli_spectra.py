@@ -122,4 +122,12 @@ def test_cli_estimates_cover_the_exact_counts(tiny_cli, tmp_path, capsys):
     assert len(rows) == len(net.units) and all(
         float(r["above_lower"]) <= float(r["above_upper"]) for r in rows
     )
+    exact_csv = tmp_path / "bx.csv"
+    assert cli.main(["bands", "--out", str(exact_csv)]) == 0
+    exact_rows = read_csv(exact_csv, required=["address", "n_exact_ones"])
+    # the exact-ones column is empty in the same rows (units without the structure) either way
+    assert [r["n_exact_ones"] in (None, "") for r in rows] == [
+        r["n_exact_ones"] in (None, "") for r in exact_rows
+    ]
+    assert any(r["n_exact_ones"] in (None, "") for r in rows)
     assert cli.main(["bands", "--estimate", "--probes", "0", "--out", str(csv_path)]) == 2

@@ -123,9 +123,11 @@ def _estimate_row(net, u, op, thresholds, zero_tol, options: dict, t0: float) ->
         row[f"frac_{band}"] = iv.estimate / max(est.n, 1)
         row[f"{band}_lower"] = iv.lower
         row[f"{band}_upper"] = iv.upper
+    # as the exact routes: no count where the unit has no such structure (e.g. down-sampling)
+    ones = est.n_exact_plateau if est.plateau_value is not None else None
     row.update(
-        exact_ones=est.n_exact_plateau,
-        frac_exact_ones=None if est.n_exact_plateau is None else est.n_exact_plateau / max(est.n, 1),
+        exact_ones=ones,
+        frac_exact_ones=None if ones is None else ones / max(est.n, 1),
         alpha=est.plateau_value,
         route="estimate-slq",
         n_probes=est.n_probes,
