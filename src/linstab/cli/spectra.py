@@ -122,20 +122,28 @@ def _estimate(args: argparse.Namespace, net, image_id: str, what: str, op) -> in
     return 0
 
 
-def _cmd_bands(args: argparse.Namespace) -> int:
-    net = common.network_from_args(args)
-    x, _, ids = common.images_from_args(args, net)
+def _band_rows(
+    args: argparse.Namespace, net, image, image_id: str, estimate: dict | None = None
+) -> list[dict]:
+    """Band counts of every unit of ``net`` at one image, each row saying whose counts they are."""
     rows = unit_bands(
         net,
-        x[0],
+        image,
         tuple(args.thresholds),
         args.zero_tol,
         dtype=parse_dtype(args.dtype),
         progress=not args.no_progress,
-        estimate=_estimate_options(args) if args.estimate else None,
+        estimate=estimate,
     )
     for row in rows:
-        row["image"], row["weights_sha256"] = ids[0], net.sha256
+        row["image"], row["weights_sha256"] = image_id, net.sha256
+    return rows
+
+
+def _cmd_bands(args: argparse.Namespace) -> int:
+    net = common.network_from_args(args)
+    x, _, ids = common.images_from_args(args, net)
+    rows = _band_rows(args, net, x[0], ids[0], _estimate_options(args) if args.estimate else None)
     path = write_bands_csv(rows, args.out)
     total = sum(r["seconds"] for r in rows)
     kind = "estimated (matrix-free, with confidence intervals)" if args.estimate else "exact"
@@ -170,17 +178,7 @@ def _cmd_figure_bands(args: argparse.Namespace) -> int:
     x, _, ids = common.images_from_args(args)
     rows = []
     for net in common.networks_from_args(args):
-        r = unit_bands(
-            net,
-            x[0],
-            tuple(args.thresholds),
-            args.zero_tol,
-            dtype=parse_dtype(args.dtype),
-            progress=not args.no_progress,
-        )
-        for row in r:
-            row["image"], row["weights_sha256"] = ids[0], net.sha256
-        rows.extend(r)
+        rows.extend(_band_rows(args, net, x[0], ids[0]))
     if args.csv:
         write_bands_csv(rows, args.csv)
     paths = plot_bands(rows, args.out)
