@@ -63,12 +63,15 @@ def structured_spectrum(op: UnitJacobian, dtype: torch.dtype) -> SpectrumResult:
         # Q is rank deficient: pivoted Cholesky of the Gram, K = L^T P^T M P L
         from scipy.linalg import lapack
 
-        Gd, Md = (X.toarray() for X in core_matrices(red, keepw))
-        c, piv, rank, _ = lapack.dpstrf(Gd, tol=-1.0, lower=1)
+        G, M = core_matrices(red, keepw)
+        c, piv, rank, _ = lapack.dpstrf(G.toarray(), tol=-1.0, lower=1)
         piv = piv - 1
-        Lp = torch.from_numpy(np.tril(c)[:, :rank]).to(dtype)
-        Mp = torch.from_numpy(Md[np.ix_(piv, piv)]).to(dtype)
-        K = Lp.T @ (Mp @ Lp)
+        L = np.tril(c)[:, :rank]
+        # M is sparse: M_p L as a sparse-dense product (float64), then one dense product in
+        # dtype (was two dense products with a dense M_p; benchmarks/pivoted_core.py)
+        ML = torch.from_numpy(np.asarray(M.tocsr()[piv][:, piv] @ L)).to(dtype)
+        K = torch.from_numpy(L).to(dtype).T @ ML
+        del ML
         K = (K + K.T) / 2
         k = int(rank)
         info["reduction"] = "pivoted-cholesky"
