@@ -1,4 +1,4 @@
-"""The command runs as ``python -m linstab`` and ``python -m linstab.cli.main`` too."""
+"""The command runs as ``python -m linstab.cli`` and ``python -m linstab.cli.main`` too."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from linstab import __version__
 
 
-@pytest.mark.parametrize("module", ["linstab", "linstab.cli.main"])
+@pytest.mark.parametrize("module", ["linstab.cli", "linstab.cli.main"])
 def test_module_entry_points_run_the_command(module):
     done = subprocess.run([sys.executable, "-m", module, "--version"], capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.strip() == f"linstab {__version__}"

@@ -1,0 +1,7 @@
+"""``python -m linstab.cli``: the ``linstab`` command."""
+
+import sys
+
+from .main import main
+
+sys.exit(main())
