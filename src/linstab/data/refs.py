@@ -187,10 +187,8 @@ def image_refs(spec: str) -> ImageRefs:
         sub = text[len("jpeg:") :].strip()
         if not sub:
             raise ValueError("empty selection 'jpeg:': give indices, e.g. jpeg:0-99 or jpeg:all")
-        if sub.lower() != "all":
-            parse_index_spec(
-                sub, 10**6
-            )  # the syntax first: a bad spec is named before any folder is looked for
+        if sub.lower() != "all":  # the syntax first: a bad spec is named before any folder is looked for
+            parse_index_spec(sub, 10**6)
         zpath = (cifar10_jpeg_dir() / "test.zip").resolve()
         if not zpath.is_file():
             raise FileNotFoundError(f"{zpath} not found (set LINSTAB_CIFAR10_JPEG)")

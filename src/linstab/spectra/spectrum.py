@@ -189,6 +189,7 @@ def _spectrum(
             raise ValueError("products='factors' needs unit Jacobians with ReLU masks")
         work = fop or op
     t_f = time.perf_counter() - t_f
+    ex = exact_parts(op)  # the structure's exact facts: active rows, and the result's check below
     if solver in ("auto", "block-krylov"):
         max_iter = max_iter if max_iter is not None else (60 if largest else 300)
         if max_iter < 1:
@@ -200,7 +201,6 @@ def _spectrum(
         # nonzero singular value); shorter vectors make the orthogonalization cheaper
         rows = None
         if largest:
-            ex = exact_parts(op)
             if ex.side == "left" and ex.support is not None and ex.n_probe_space >= 2 * k + 16:
                 if ex.n_probe_space < min(op.shape):
                     rows = RowSubset(work, ex.support)
@@ -226,7 +226,7 @@ def _spectrum(
         res = scipy_svds(work, k, largest, solver, float(tol), max_iter, seed, vectors)
     res.shape = op.shape
     res.info["products_via"] = "sparse-factors" if work is not op else "operator"
-    missing = _missing_exact_values(op, res, largest, eps)
+    missing = _missing_exact_values(ex, res, largest, eps)
     if missing:
         res.converged = False
         res.info["missing_exact_values"] = missing
@@ -254,15 +254,15 @@ def _spectrum(
     return res
 
 
-def _missing_exact_values(op: LinearOperator, res: SpectrumResult, largest: bool, eps: float) -> str:
-    """Check an iterative result against the values the operator's structure fixes exactly:
-    ``n_structural_zero`` zeros and at least ``n_exact_plateau`` values equal to ``|alpha|``.
-    Returns a description of what is missing ("" when consistent).
+def _missing_exact_values(ex, res: SpectrumResult, largest: bool, eps: float) -> str:
+    """Check an iterative result against the values the operator's structure fixes exactly
+    (``ex``, its :func:`~linstab.linalg.exact_parts`): ``n_structural_zero`` zeros and at least
+    ``n_exact_plateau`` values equal to ``|alpha|``. Returns a description of what is missing
+    ("" when consistent).
     """
     v = res.values.detach().to(torch.float64).cpu()
     if v.numel() == 0 or not bool(torch.isfinite(v).all()):
         return ""
-    ex = exact_parts(op)
     cut = 100 * math.sqrt(eps) * max(float(v.max()), 1.0)  # computed zeros: ~sqrt(eps) |J|
     out = []
     if not largest and ex.n_structural_zero:
