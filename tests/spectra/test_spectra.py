@@ -27,7 +27,8 @@ from torch import nn
 import linstab
 from linstab import spectra as S
 from linstab.operators import DenseOperator
-from linstab.spectra import reduction
+from linstab.spectra import exact, reduction
+from linstab.spectra.accuracy import value_error
 
 F64 = torch.float64
 
@@ -171,6 +172,43 @@ def test_rank_deficient_reduction_uses_pivoted_cholesky():
     bc = S.bands(op)
     assert (bc.above, bc.plateau, bc.below, bc.zero) == dense_counts(sd, op.shape[0])
     assert bc.n_exact_ones == res.n_exact_ones
+
+
+def test_rank_deficient_float32_moves_no_value_and_counts_no_exact_ones():
+    """In float32 the core's near-zero eigenvalues are not set to zero (a rounding tolerance of
+    ~1e-2 |K| took values 1% from |alpha| for exact ones on a trained ResNet-56 unit): the
+    values stay within their stated bound and the exact-ones count is unknown."""
+    op = make_unit(c=4, hw=7, shift=-0.2, seed=5, dependent=True)
+    sd = dense_sv(op)
+    res = S.spectrum(op, "exact", route="structured", dtype=torch.float32)
+    assert res.info["reduction"] == "pivoted-cholesky"
+    assert res.n_exact_ones is None
+    assert res.info["n_exact_ones_at_least"] == res.info["m"] - res.info["core_size"] <= n_alpha(sd)
+    assert bool(((res.values.double() - sd).abs() <= value_error(res)).all())
+
+
+def test_rank_deficient_auto_route_takes_the_cheaper_gram(monkeypatch):
+    """route="auto" on a rank-deficient reduction: the m x m Gram when m <= 1.25 k (same values,
+    no exact-ones count, its structural lower bound in info); the pivoted core otherwise;
+    route="structured" and the band counts' exact_ones always count through the pivoted core."""
+    op = make_unit(c=4, hw=7, shift=-0.2, seed=5, dependent=True)
+    sd = dense_sv(op)
+    piv = S.spectrum(op, "exact", route="structured")
+    m = piv.info["m"]
+    monkeypatch.setattr(exact, "GRAM_OVER_PIVOTED", 10.0)
+    res = S.spectrum(op, "exact")
+    assert res.route == "gram" and res.info["reduction"] == "gram (rank-deficient Q)"
+    assert res.n_exact_ones is None and res.alpha == piv.alpha
+    assert res.info["n_exact_ones_at_least"] == m - res.info["core_size"] <= piv.n_exact_ones
+    assert (res.values - sd).abs().max() < 1e-9
+    res32 = S.spectrum(op, "exact", dtype=torch.float32)
+    assert res32.route == "gram" and (res32.values.double() - sd).abs().max() < 1e-4
+    assert S.spectrum(op, "exact", route="structured").info["reduction"] == "pivoted-cholesky"
+    assert S.bands(op).n_exact_ones == piv.n_exact_ones == n_alpha(sd)
+    monkeypatch.setattr(exact, "GRAM_OVER_PIVOTED", 0.0)  # the Gram is never cheaper
+    res = S.spectrum(op, "exact")
+    assert res.route == "structured" and res.info["reduction"] == "pivoted-cholesky"
+    assert res.n_exact_ones == n_alpha(sd)
 
 
 def test_non_relu_falls_back_to_dense():

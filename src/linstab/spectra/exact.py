@@ -18,9 +18,29 @@ from ..operators.closed_form import UnitJacobian
 from ..operators.factors import UnitFactors, is_mask, unit_factors, unit_products
 from .reduction import banded_core, core_matrices, factors_js, reduce_unit
 
+# Above this ratio m / k the m x m Gram costs more than the rank-deficient core. Measured at
+# unit 1.1 of resnet56-linstab (k = 11824, rank 11603, one thread, float32 values): pivoted
+# Cholesky 14.6 s, the core's products 39.5 s, its eigenvalues about 38 s, i.e. about
+# 2.4 k^3 in units of one n^3 eigensolve; the Gram route is one m^3 eigensolve
+# (benchmarks/deficient_route.py compares both; results/deficient_route.json).
+GRAM_OVER_PIVOTED = 1.25
 
-def structured_spectrum(op: UnitJacobian, dtype: torch.dtype) -> SpectrumResult:
-    """All singular values of an identity-shortcut unit through its ``2r x 2r`` core."""
+
+def structured_spectrum(op: UnitJacobian, dtype: torch.dtype, exact_ones: bool = True) -> SpectrumResult:
+    """All singular values of an identity-shortcut unit through its ``2r x 2r`` core.
+
+    Args:
+        op: the unit's Jacobian (identity shortcut, ReLU output mask).
+        dtype: dtype of the dense linear algebra.
+        exact_ones: when ``Q`` is rank deficient, count the values exactly ``|alpha|`` through a
+            pivoted Cholesky of ``Q^T Q`` (about ``2.4 k^3`` work for a ``k x k`` core); the
+            count needs float64 (in float32 ``n_exact_ones`` is ``None`` for such a unit, or
+            for ``alpha = 0``, and ``info["n_exact_ones_at_least"]`` holds ``m - k``).
+            ``False`` lets such a unit take the ``m x m`` Gram of its active rows instead when
+            that is cheaper (``m <= 1.25 k``): same values (within the dtype's error bound),
+            ``n_exact_ones`` is ``None`` then and ``info["n_exact_ones_at_least"]`` holds the
+            structural ``m - k``.
+    """
     t0 = time.perf_counter()
     f = unit_factors(op)
     red = reduce_unit(f)
@@ -59,6 +79,22 @@ def structured_spectrum(op: UnitJacobian, dtype: torch.dtype) -> SpectrumResult:
         k = r + rw
         info["reduction"] = "cholesky"
         info["bandwidth"], info["block"] = band
+    elif not exact_ones and red.m <= GRAM_OVER_PIVOTED * (r + rw):
+        # Q is rank deficient and the m x m Gram is the cheaper exact route
+        res = gram_spectrum(op, dtype, f)
+        res.timings.update(
+            factors=f.seconds, reduce=red.seconds, banded_attempt=timings["gram"] + timings["cholesky"]
+        )
+        res.alpha = alpha
+        info.update(
+            reduction="gram (rank-deficient Q)",
+            core_size=r + rw,
+            n_exact_ones_at_least=red.m - r - rw,
+            note="Q rank deficient and m <= 1.25 k: the m x m Gram is cheaper than a pivoted core",
+        )
+        res.info.update(info)
+        res.timings["total"] = time.perf_counter() - t0
+        return res
     else:
         # Q is rank deficient: pivoted Cholesky of the Gram, K = L^T P^T M P L
         from scipy.linalg import lapack
@@ -83,14 +119,20 @@ def structured_spectrum(op: UnitJacobian, dtype: torch.dtype) -> SpectrumResult:
     del K
     t5 = time.perf_counter()
     timings["eig"] = t5 - t4
-    extra = 0
+    extra: int | None = 0
     if info["reduction"] == "pivoted-cholesky" or alpha == 0:
         # a rank-deficient Q (or alpha = 0) can leave exact zeros in the core: more values
-        # equal |alpha| exactly; count them with a rounding-level tolerance
-        scale = max(float(lam.abs().max()) if lam.numel() else 0.0, alpha**2, 1.0)
-        zero = lam.abs() <= 100 * math.sqrt(max(k, 1)) * torch.finfo(dtype).eps * scale
-        extra = int(zero.sum())
-        lam = torch.where(zero, torch.zeros_like(lam), lam)
+        # equal |alpha| exactly. In float64 they are counted (and set to zero) with a
+        # rounding-level tolerance; in float32 that tolerance (~1e-2 |K|) would take values
+        # 1% from |alpha| for exact ones, so the count is left unknown and no value is moved
+        if dtype == torch.float64:
+            scale = max(float(lam.abs().max()) if lam.numel() else 0.0, alpha**2, 1.0)
+            zero = lam.abs() <= 100 * math.sqrt(max(k, 1)) * torch.finfo(dtype).eps * scale
+            extra = int(zero.sum())
+            lam = torch.where(zero, torch.zeros_like(lam), lam)
+        else:
+            extra = None
+            info["n_exact_ones_at_least"] = m - k
     core = torch.sqrt(torch.clamp(alpha**2 + lam, min=0))
     vals = torch.cat([core, torch.full((m - k,), abs(alpha), dtype=dtype), torch.zeros(n - m, dtype=dtype)])
     vals = torch.sort(vals, descending=True).values
@@ -102,7 +144,7 @@ def structured_spectrum(op: UnitJacobian, dtype: torch.dtype) -> SpectrumResult:
         route="structured",
         dtype=dtype,
         timings=timings,
-        n_exact_ones=m - k + extra,
+        n_exact_ones=None if extra is None else m - k + extra,
         n_zero_structural=n - m,
         alpha=alpha,
         shape=op.shape,
@@ -128,12 +170,11 @@ def gram_spectrum(op: UnitJacobian, dtype: torch.dtype, f: UnitFactors | None = 
     n_out, n_in = op.shape
     n_vals = min(n_out, n_in)
     m = f.m
-    if m <= n_in:
-        G = (JS @ JS.T).toarray()
-    else:
-        G = (JS.T @ JS).toarray()
+    npd = np.float64 if dtype == torch.float64 else np.float32
+    # products in float64, each entry rounded once to dtype (no dense float64 copy)
+    G = ((JS @ JS.T) if m <= n_in else (JS.T @ JS)).astype(npd).toarray()
     t2 = time.perf_counter()
-    lam = eigvalsh(torch.from_numpy(G).to(dtype), overwrite=True)
+    lam = eigvalsh(torch.from_numpy(G), overwrite=True)
     t3 = time.perf_counter()
     vals = values_from_gram(lam, n_vals, dtype)
     return SpectrumResult(

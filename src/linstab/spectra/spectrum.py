@@ -60,9 +60,11 @@ def spectrum(
         dtype: float32 or float64 for the dense linear algebra of ``"exact"`` (default
             float64; sparse structure is always built in float64). Iterative methods compute
             in the operator's dtype; a different ``dtype`` is an error there.
-        route: for ``"exact"``: ``"auto"`` (structured when the unit allows it, else dense),
-            ``"structured"`` (raise if impossible), ``"gram"`` (``m x m`` Gram from sparse
-            factors; units with a ReLU mask) or ``"dense"``.
+        route: for ``"exact"``: ``"auto"`` (structured when the unit allows it, else dense;
+            a unit whose reduction is rank deficient takes the ``m x m`` Gram when that is
+            cheaper, without ``n_exact_ones``), ``"structured"`` (raise if impossible; counts the
+            values exactly ``|alpha|``, in float64 for a rank-deficient reduction), ``"gram"``
+            (``m x m`` Gram from sparse factors; units with a ReLU mask) or ``"dense"``.
         solver: for iterative methods: ``"auto"``/``"block-krylov"`` (torch), ``"arpack"``,
             ``"propack"`` or ``"lobpcg"`` (SciPy ``svds``).
         tol: residual tolerance relative to the largest singular value (default 1e-8 in
@@ -151,7 +153,9 @@ def _spectrum(
         if vectors:
             res = dense_spectrum(op, dtype, True, dense_solver, progress)
         elif route in ("auto", "structured") and ok:
-            res = structured_spectrum(op, dtype)
+            # "auto": the fastest exact values (a rank-deficient unit may take the m x m Gram);
+            # "structured": the reduction, with the count of values exactly |alpha|
+            res = structured_spectrum(op, dtype, exact_ones=route == "structured")
         elif route == "gram" or (route == "auto" and factor_plan(op)[0] is not None):
             if factor_plan(op)[0] is None:
                 raise ValueError(f"route='gram' needs a unit with ReLU masks: {factor_plan(op)[1]}")
