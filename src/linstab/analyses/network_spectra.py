@@ -18,6 +18,7 @@ from ..linalg.band_estimates import estimate_bands
 from ..linalg.results import BANDS, SpectrumResult
 from ..spectra.accuracy import squared_error, value_error
 from ..spectra.bands import _check_bands_args, bands
+from ..spectra.exact import EXACT_REVISION
 from ..spectra.spectrum import spectrum
 
 
@@ -250,6 +251,7 @@ class PanelPlan:
             "max_dense": self.max_dense,
             "unit_max": self.unit_max,
             "unit_k": self.unit_k,
+            "exact_revision": EXACT_REVISION,
         }
 
 

@@ -11,6 +11,7 @@ import numpy as np
 
 from ..analyses.ablations import AblationPoint, Variant, variant_point
 from ..io.cache import tensor_hash
+from ..spectra.exact import EXACT_REVISION
 from .context import ReportContext
 
 N_DEPENDENCE = (None, 3)
@@ -50,6 +51,7 @@ def _variant_item(net, image, unit, variant: Variant, spectrum_values: bool):
         "spectrum": spectrum_values,
         "bands": "0.99p-1.01p",
         "dtype": "float64",
+        "exact_revision": EXACT_REVISION,
     }
 
     def compute():

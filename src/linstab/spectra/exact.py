@@ -18,6 +18,11 @@ from ..operators.closed_form import UnitJacobian
 from ..operators.factors import UnitFactors, is_mask, unit_factors, unit_products
 from .reduction import banded_core, core_matrices, factors_js, reduce_unit
 
+EXACT_REVISION = 2
+"""Revision of the exact routes' values, part of the report's cache keys: raised whenever a
+change moves computed values (2: float32 rank-deficient cores no longer set near-zero
+eigenvalues to zero; the m x m Gram for such units)."""
+
 # Above this ratio m / k the m x m Gram costs more than the rank-deficient core. Measured at
 # unit 1.1 of resnet56-linstab (k = 11824, rank 11603, one thread, float32 values): pivoted
 # Cholesky 14.6 s, the core's products 39.5 s, its eigenvalues about 38 s, i.e. about
