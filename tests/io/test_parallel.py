@@ -4,13 +4,15 @@ cache entries come back."""
 from __future__ import annotations
 
 import functools
+import os
+import time
 
 import numpy as np
 import pytest
 import torch
 
 from linstab.io.cache import ResultCache
-from linstab.io.parallel import can_fork, fork_map
+from linstab.io.parallel import can_fork, fork_map, fork_start
 from linstab.io.profile import profiling, timed
 
 needs_fork = pytest.mark.skipif(not can_fork(), reason="fork start method unavailable here")
@@ -114,4 +116,88 @@ def test_a_prefetch_counts_misses_only(tmp_path):
     assert (cache.hits, cache.misses) == (0, 3)
     for kind, parts, compute in items:
         cache.get_or_compute(kind, parts, compute)
-    assert (cache.hits, cache.misses) == (3, 3)
+    # the entry cached before the prefetch is a hit; the two it computed were misses there
+    assert (cache.hits, cache.misses) == (1, 3)
+    for kind, parts, compute in items:
+        cache.get_or_compute(kind, parts, compute)
+    assert (cache.hits, cache.misses) == (4, 3)
+
+
+def _pid_threads() -> tuple[int, int]:
+    return os.getpid(), torch.get_num_threads()
+
+
+def _fails():
+    raise KeyError("no such thing")
+
+
+def _dies():
+    os._exit(3)
+
+
+@needs_fork
+def test_fork_start_runs_in_another_process_with_one_thread():
+    h = fork_start(_pid_threads)
+    pid, threads = h.wait()
+    assert pid != os.getpid() and threads == 1 and h.done
+    assert h.wait() == (pid, threads)  # the result is kept
+
+
+def test_fork_start_disabled_runs_here_at_wait():
+    h = fork_start(_pid_threads, enabled=False)
+    assert h.wait()[0] == os.getpid()
+
+
+@needs_fork
+def test_fork_start_error_and_death_surface():
+    with pytest.raises(KeyError, match="no such thing"):
+        fork_start(_fails).wait()
+    with pytest.warns(RuntimeWarning, match="exit code 3"):
+        assert fork_start(_dies).wait() is None
+
+
+@needs_fork
+def test_fork_start_profile_records_come_back():
+    with profiling() as prof:
+        h = fork_start(functools.partial(_timed_item, 7))
+        assert h.wait() == 7
+    recs = [r for r in prof.records if r.category == "spectrum"]
+    assert [r.labels["route"] for r in recs] == ["r7"] and recs[0].labels["worker"]
+
+
+def _entry_pid(k: int):
+    return {"x": np.full(3, float(k))}, {"k": k, "pid": os.getpid()}
+
+
+def _slow_entry(k: int):
+    time.sleep(60)
+    return _entry(k)
+
+
+@pytest.mark.parametrize("background", [True, False])
+def test_background_prefetch_stores_entries_and_counts_them_once(tmp_path, background):
+    cache = ResultCache(tmp_path)
+    items = [("t", {"k": k}, functools.partial(_entry_pid, k)) for k in range(3)]
+    cache.get_or_compute_many(items[:1])
+    assert (cache.hits, cache.misses) == (0, 1)
+    pre = cache.prefetch(items, background=background)
+    assert pre.keys == [cache.key({"k": 1}), cache.key({"k": 2})]  # the cached one is not redone
+    pre.wait()
+    assert (cache.hits, cache.misses) == (0, 3)
+    got = [cache.get_or_compute(*it) for it in items]
+    assert [m["k"] for _, m in got] == [0, 1, 2]
+    assert (cache.hits, cache.misses) == (1, 3)  # prefetched entries are no hits, the old one is
+    pids = {m["pid"] for _, m in got[1:]}
+    assert (pids != {os.getpid()}) == (background and can_fork())
+    for it in items:  # later lookups are ordinary hits
+        cache.get_or_compute(*it)
+    assert (cache.hits, cache.misses) == (4, 3)
+
+
+@needs_fork
+def test_a_cancelled_prefetch_stores_nothing(tmp_path):
+    cache = ResultCache(tmp_path)
+    pre = cache.prefetch([("t", {"k": 0}, functools.partial(_slow_entry, 0))])
+    pre.cancel()
+    pre.wait()
+    assert cache.load("t", {"k": 0}) is None and cache.misses == 0

@@ -462,3 +462,20 @@ def test_report_cache_tells_same_named_networks_apart(tmp_path):
         spectra.append({k: arrays[k] for k in arrays.files if "|error" not in k})
     assert spectra[0].keys() == spectra[1].keys()
     assert all(not np.array_equal(spectra[0][k], spectra[1][k]) for k in spectra[0])
+
+
+def test_attacks_beside_the_spectra_give_the_same_report(tmp_path):
+    """With workers, Figures 3-4's attacks run in a background process beside the spectra: the
+    same propagation data and the same cache counts as one process doing everything in order."""
+    small = tmp_path / "images.npy"
+    np.save(small, torch.stack([tiny_image(s, hw=32) for s in range(3)]).numpy())
+    out = {}
+    for workers in (1, 2):
+        cfg = ReportConfig(models=[], images=str(small), attacks=("fgsm",), out=tmp_path / f"o{workers}",
+                           cache_dir=tmp_path / f"c{workers}", progress=False, seeds=2, quick=True,
+                           workers=workers)  # fmt: skip
+        index = build_report(cfg, ("spectra", "propagation"), nets=[make_net("option-A", seed=2, hw=32)])
+        env = json.loads((index.parent / "environment.json").read_text())
+        out[workers] = (env["cache"], (index.parent / "data" / "propagation.csv").read_text())
+    assert out[1] == out[2]
+    assert out[2][0]["hits"] == 0 and out[2][0]["misses"] > 0

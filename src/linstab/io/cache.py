@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from .._version import __version__
-from .parallel import fork_map
+from .parallel import fork_map, fork_start
 from .profile import timed
 
 
@@ -72,6 +72,7 @@ class ResultCache:
         self.enabled = enabled
         self.hits = 0
         self.misses = 0
+        self._prefetched: set[str] = set()  # keys a prefetch computed: their next lookup is no hit
 
     @staticmethod
     def key(parts: dict) -> str:
@@ -121,6 +122,32 @@ class ResultCache:
             raise
         return p
 
+    def prefetch(
+        self,
+        items: Sequence[tuple[str, dict, Callable[[], tuple[dict[str, np.ndarray], dict]]]],
+        background: bool = True,
+    ) -> CachePrefetch:
+        """Compute and store the missing ``(kind, parts, compute)`` items in one forked
+        background process (one thread; :func:`~linstab.io.parallel.fork_start`) while the
+        caller goes on; each is stored as soon as it is done. ``wait()`` on the result before
+        looking the items up (:meth:`get_or_compute`); they count as misses, not hits. Where no
+        process can be forked, or with ``background=False``, ``wait()`` computes them.
+        """
+        todo = [(kind, parts, compute) for kind, parts, compute in items if self.load(kind, parts) is None]
+        if not todo or not self.enabled:
+            return CachePrefetch(self, [], None)
+
+        def job() -> list[str]:
+            stored = []
+            for kind, parts, compute in todo:
+                arrays, meta = compute()
+                with timed("cache-write", kind=kind):
+                    self.store(kind, parts, arrays, meta)
+                stored.append(self.key(parts))
+            return stored
+
+        return CachePrefetch(self, [self.key(p) for _, p, _ in todo], fork_start(job, enabled=background))
+
     def get_or_compute(
         self,
         kind: str,
@@ -154,7 +181,8 @@ class ResultCache:
             workers: worker processes (1: compute here, in order).
             on_done: called once per item, as it is found or finished (progress).
             count_hits: count the items found as hits (``False`` for a prefetch whose items are
-                looked up again later).
+                looked up again later; the first lookup of an item computed here is then no hit
+                either, so that a cold run counts no hits however its work was scheduled).
 
         Returns:
             ``(arrays, meta)`` per item, in order.
@@ -167,7 +195,11 @@ class ResultCache:
             if got is None:
                 todo.append(k)
                 continue
-            self.hits += count_hits
+            key = self.key(parts)
+            if key in self._prefetched:
+                self._prefetched.discard(key)  # computed by a prefetch: counted as a miss there
+            else:
+                self.hits += count_hits
             out[k] = got
             if on_done is not None:
                 on_done()
@@ -185,6 +217,31 @@ class ResultCache:
 
         results = fork_map([functools.partial(job, k) for k in todo], workers, on_done=done)
         self.misses += len(todo)
+        if not count_hits:  # a prefetch: the lookup that follows is no hit
+            self._prefetched.update(self.key(items[k][1]) for k in todo)
         for k, res in zip(todo, results, strict=True):
             out[k] = res
         return out
+
+
+class CachePrefetch:
+    """Cache entries being computed in a background process (:meth:`ResultCache.prefetch`)."""
+
+    def __init__(self, cache: ResultCache, keys: list[str], handle) -> None:
+        self.cache, self.keys, self.handle = cache, keys, handle
+
+    def wait(self) -> None:
+        """Wait for the entries; count them as misses. Entries the process did not store (it
+        died) are computed by the next lookup instead.
+        """
+        if self.handle is None or self.handle.done:
+            return
+        stored = self.handle.wait()
+        if stored:
+            self.cache.misses += len(stored)
+            self.cache._prefetched.update(stored)
+
+    def cancel(self) -> None:
+        """Stop the background process if it still runs (entries it stored stay stored)."""
+        if self.handle is not None:
+            self.handle.cancel()

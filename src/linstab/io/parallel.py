@@ -12,6 +12,9 @@ the items run here, in order.
 Workers run with one torch thread (and so one BLAS thread in linstab's kernels). When the
 caller is profiling (:mod:`linstab.io.profile`), each worker's records come back into the
 caller's profile, labelled with ``worker``.
+
+:func:`fork_start` runs one callable in a forked background process while the caller goes on
+(e.g. a report's attacks beside its spectra); :meth:`Background.wait` collects its result.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import sys
+import traceback
+import warnings
 from collections.abc import Callable, Sequence
 
 import torch
@@ -98,3 +103,106 @@ def fork_map(items: Sequence[Callable], workers: int, on_done: Callable[[int], N
     finally:
         _ITEMS, _PROFILING = (), False
     return out
+
+
+class Background:
+    """A callable running in a forked background process (:func:`fork_start`).
+
+    Attributes:
+        done: whether :meth:`wait` has returned.
+    """
+
+    def __init__(self, fn: Callable, process=None, conn=None, profiling_on: bool = False) -> None:
+        self._fn, self._process, self._conn, self._profiling = fn, process, conn, profiling_on
+        self.done = False
+        self._value = None
+
+    def wait(self):
+        """The callable's result: joins the process (or, where none could be forked, calls it
+        here). The process's profile records join the caller's profile (labelled ``worker``).
+
+        Returns:
+            what the callable returned; ``None`` (with a warning) when the process died without
+            a result, so that the caller can compute it itself.
+
+        Raises:
+            Exception: the exception the callable raised, with its traceback in the message.
+        """
+        if self.done:
+            return self._value
+        self.done = True
+        if self._process is None:
+            self._value = self._fn()
+            return self._value
+        try:
+            msg = self._conn.recv()
+        except EOFError:
+            msg = None
+        self._process.join()
+        self._conn.close()
+        if msg is None:
+            warnings.warn(
+                f"a background process ended without a result (exit code {self._process.exitcode}); "
+                "its work is done here instead",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            return None
+        ok, value, recs = msg
+        for cat, sec, parts, labels in recs:
+            record(cat, sec, parts, **{**labels, "worker": True})
+        if not ok:
+            exc, tb = value
+            text = f"{exc} (in a background process)\n{tb}"
+            try:
+                again = type(exc)(text)
+            except Exception:  # noqa: BLE001 - an exception type with other arguments
+                again = RuntimeError(text)
+            raise again from exc
+        self._value = value
+        return value
+
+    def cancel(self) -> None:
+        """Stop the process (its result is lost)."""
+        if self._process is not None and not self.done:
+            self._process.terminate()
+            self._process.join()
+            self._conn.close()
+        self.done = True
+
+
+def _background_main(fn: Callable, conn, profiling_on: bool) -> None:
+    _init_worker()
+    recs: list = []
+    try:
+        if profiling_on:
+            with profiling() as prof:
+                value = fn()
+            recs = [(r.category, r.seconds, r.parts, r.labels) for r in prof.records if not r.nested]
+        else:
+            value = fn()
+        conn.send((True, value, recs))
+    except BaseException as exc:  # noqa: BLE001 - everything goes back to the caller
+        try:
+            conn.send((False, (exc, traceback.format_exc()), recs))
+        except Exception:  # noqa: BLE001 - an unpicklable exception: send its text
+            conn.send((False, (RuntimeError(repr(exc)), traceback.format_exc()), recs))
+    finally:
+        conn.close()
+
+
+def fork_start(fn: Callable, enabled: bool = True) -> Background:
+    """Start ``fn()`` in a forked process with one torch thread; :meth:`Background.wait` returns
+    its (picklable) result.
+
+    Where :func:`can_fork` is false, or with ``enabled=False``, nothing starts and ``wait``
+    calls ``fn`` in the caller. The process is a daemon: it ends with the caller.
+    """
+    if not enabled or not can_fork():
+        return Background(fn)
+    ctx = mp.get_context("fork")
+    recv, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_background_main, args=(fn, send, active()), daemon=True)
+    proc.start()
+    send.close()
+    return Background(fn, proc, recv, active())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import time
@@ -19,7 +20,7 @@ from .context import FINDING_FIELDS, SECTIONS, ReportConfig, ReportContext, Sect
 from .dynamics import section_dynamics
 from .html import environment, write_html
 from .jacobian import section_jacobian_tests
-from .perturbations import section_propagation
+from .perturbations import propagation_item, section_propagation
 from .spectra import section_spectra
 
 
@@ -118,6 +119,42 @@ def shortcut_reference(cfg: ReportConfig, nets, device=None, reference=None) -> 
     return reference, ""
 
 
+def _start_prefetch(ctx: ReportContext, nets, sections, images, labels) -> None:
+    """Start the attacks of Figures 3-4 (every model, one background process with one thread)
+    beside the spectra section's workers when both sections run: the attacks run in one
+    process while the per-image spectra keep the other cores busy, instead of after them.
+    """
+    if not ("propagation" in sections and "spectra" in sections and ctx.cfg.n_workers >= 2):
+        return
+    items = []
+    for net in nets:
+        kind, parts, compute = propagation_item(ctx, net, images, labels, progress=False)
+        labels_ = {"section": "propagation", **({"model": net.name} if len(nets) > 1 else {})}
+        items.append((kind, parts, functools.partial(_in_scope, compute, labels_)))
+    ctx.prefetch["propagation"] = ctx.cache.prefetch(items)
+
+
+def _in_scope(compute, labels: dict):
+    with scope(**labels):
+        return compute()
+
+
+def _run_sections(ctx: ReportContext, nets, sections, per_net, images, reference, reference_note) -> None:
+    for name in sections:
+        t0 = time.perf_counter()
+        with scope(section=name):
+            if name == "spectra":  # Figures 1-2: every model in the same figures
+                secs = [section_spectra(ctx, nets, images, reference, reference_note)]
+            elif len(nets) == 1:
+                secs = [per_net[name](nets[0])]
+            else:  # one section per model
+                secs = [for_model(ctx, net, per_net[name]) for net in nets]
+        if len(secs) == 1:
+            secs[0].seconds = time.perf_counter() - t0
+        ctx.timings[name + "_s"] = round(time.perf_counter() - t0, 2)
+        ctx.sections.extend(secs)
+
+
 def build_report(
     cfg: ReportConfig, sections: tuple[str, ...] = SECTIONS, nets: list | None = None, reference=None
 ) -> Path:
@@ -169,19 +206,13 @@ def build_report(
         "ablations": lambda net: section_ablations(ctx, net, images),
         "dynamics": lambda net: section_dynamics(ctx, net, images),
     }
-    for name in sections:
-        t0 = time.perf_counter()
-        with scope(section=name):
-            if name == "spectra":  # Figures 1-2: every model in the same figures
-                secs = [section_spectra(ctx, nets, images, reference, reference_note)]
-            elif len(nets) == 1:
-                secs = [per_net[name](nets[0])]
-            else:  # one section per model
-                secs = [for_model(ctx, net, per_net[name]) for net in nets]
-        if len(secs) == 1:
-            secs[0].seconds = time.perf_counter() - t0
-        ctx.timings[name + "_s"] = round(time.perf_counter() - t0, 2)
-        ctx.sections.extend(secs)
+    try:
+        _start_prefetch(ctx, nets, sections, images, labels)
+        _run_sections(ctx, nets, sections, per_net, images, reference, reference_note)
+    finally:
+        for pre in ctx.prefetch.values():  # a section failed before it waited: stop the process
+            pre.cancel()
+        ctx.prefetch.clear()
     ctx.timings["total_s"] = round(time.perf_counter() - t_start, 2)
     env = environment(ctx, nets, ctx.image_ids)
     env["timings"] = ctx.timings

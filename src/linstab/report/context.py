@@ -207,6 +207,7 @@ class ReportContext:
         self.image_ids: list[str] = []
         self.lossy = False
         self.band_memo: dict[str, dict] = {}  # band rows of this run by cache key (also without a cache)
+        self.prefetch: dict = {}  # section name -> CachePrefetch started beside earlier sections
 
     def images_text(self, n: int | None = None, ids: list[str] | None = None) -> str:
         """Which images a table, figure or finding used: the first ``n`` of the report's images

@@ -12,6 +12,7 @@ of FGSM's L2 norm, repeated over ``cfg.n_seeds`` seeds. All on every image of th
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -35,7 +36,16 @@ def perturbation_names(ctx: ReportContext) -> list[str]:
     return [*ctx.cfg.attacks, *CONTROLS, *randoms]
 
 
-def _propagation_cached(ctx: ReportContext, net, images, labels, ids: list[str]):
+def propagation_item(
+    ctx: ReportContext, net, images, labels, progress: bool | None = None
+) -> tuple[str, dict, Callable]:
+    """The ``(kind, parts, compute)`` cache item of a model's Figures 3-4 (attacks, controls,
+    random repeats, propagation, eq. (1) projections), on the images the section uses
+    (``progress``: progress bars while computing; default the report's setting).
+    """
+    n_img = images.shape[0] if not ctx.cfg.quick else min(images.shape[0], N_PROPAGATION[1])
+    ids = ctx.image_ids[:n_img]
+    images, labels = images[:n_img], (labels[:n_img] if labels is not None else None)
     stage = len(net.stages)
     proj_units = [f"{stage}.{k}" for k in default_projection_units(net, stage)]
     perts = perturbation_names(ctx)
@@ -63,7 +73,7 @@ def _propagation_cached(ctx: ReportContext, net, images, labels, ids: list[str])
             spectral_units="last",
             keep_alphas=proj_units,
             seed=ctx.cfg.seed,
-            progress=ctx.cfg.progress,
+            progress=ctx.cfg.progress if progress is None else progress,
         )
         arrays = {}
         for (img, pert, addr), (a, sg) in res.alphas.items():
@@ -74,7 +84,15 @@ def _propagation_cached(ctx: ReportContext, net, images, labels, ids: list[str])
         ]
         return arrays, {"rows": rows, "summary": res.summary(), "units": proj_units}
 
-    arrays, meta = ctx.cache.get_or_compute("propagation", parts, compute)
+    return "propagation", parts, compute
+
+
+def _propagation_cached(ctx: ReportContext, net, images, labels):
+    kind, parts, compute = propagation_item(ctx, net, images, labels)
+    if ctx.prefetch.get("propagation") is not None:
+        ctx.prefetch.pop("propagation").wait()  # the attacks started beside the spectra
+    arrays, meta = ctx.cache.get_or_compute(kind, parts, compute)
+    stage = len(net.stages)
     alphas = {}
     for key, a in arrays.items():
         kind, img, pert, addr = key.split("|")
@@ -88,8 +106,7 @@ def section_propagation(ctx: ReportContext, net, images, labels) -> Section:
     sec = Section("Propagated perturbations: random vs adversarial (Figures 3 and 4)")
     n_img = images.shape[0] if not ctx.cfg.quick else min(images.shape[0], N_PROPAGATION[1])
     ids = ctx.image_ids[:n_img]
-    lab = labels[:n_img] if labels is not None else None
-    rows, summary, alphas, units, stage = _propagation_cached(ctx, net, images[:n_img], lab, ids)
+    rows, summary, alphas, units, stage = _propagation_cached(ctx, net, images, labels)
     imgs = ctx.images_text(n_img)
     sec.text.append(f"Images: {imgs}; random noise repeated with {ctx.cfg.n_seeds} seeds.")
     if not any(r["perturbation"] == ctx.cfg.attacks[0] for r in rows):
