@@ -461,3 +461,34 @@ def test_a_trained_model_file_loads_by_path(short_run, tmp_path, capsys):
     shutil.copy(out.with_suffix(".json"), changed.with_suffix(".json"))
     with pytest.raises(ValueError, match="SHA-256|refusing"):
         linstab.load_model(str(changed))
+
+
+def test_a_checkpoint_snapshot_is_a_model_file(short_run, tmp_path, capsys):
+    """``linstab snapshot CKPT --out F``: the model of a (running) training's checkpoint as a
+    model file marked unfinished; after the last epoch it is the finished model."""
+    from linstab.cli.main import main
+
+    out, summary = short_run
+    ckpt = Path(summary["checkpoint"])
+    snap = tmp_path / "snaps" / "r8-epoch1.safetensors"
+    assert main(["snapshot", str(ckpt), "--out", str(snap), "--name", "r8-snap"]) == 0
+    assert "after epoch 1/1" in capsys.readouterr().out
+    side = json.loads(snap.with_suffix(".json").read_text())
+    assert side["completed"] is False and (side["epoch"], side["epochs"]) == (1, 1)
+    assert side["registry"]["test_error_jpeg"] is None and side["registry"]["name"] == "r8-snap"
+    net, done = linstab.load_model(str(snap)), linstab.load_model(str(out))
+    assert net.name == "r8-snap" and net.spec.depth == 8 and net.spec.shortcut == "B"
+    x = linstab.default_images([0, 1])[0]
+    assert torch.equal(net.predict(x), done.predict(x))
+    assert ckpt.is_file()  # only read
+    with pytest.raises(ValueError, match="does not exist"):
+        training.export_checkpoint(tmp_path / "none.ckpt.pt", snap)
+    with pytest.raises(ValueError, match=r"\.safetensors"):
+        training.export_checkpoint(ckpt, tmp_path / "x.pt")
+    bad = tmp_path / "bad.ckpt.pt"
+    torch.save({"weights": torch.zeros(2)}, bad)
+    with pytest.raises(ValueError, match="not a linstab training checkpoint"):
+        training.export_checkpoint(bad, snap)
+    bad.write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="not a readable"):
+        training.export_checkpoint(bad, snap)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from ..training.loop import train
+from ..training.loop import export_checkpoint, train
 from ..training.optim import DEFAULT_BATCH_SIZE, DEFAULT_LR, DEFAULT_WARMUP, DEFAULT_WEIGHT_DECAY
 from ..training.precision import PRECISIONS
 
@@ -93,7 +93,7 @@ def run_cli(args: argparse.Namespace) -> int:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register the ``train`` subcommand on an ``argparse`` subparsers object.
+    """Register the ``train`` subcommand (and ``snapshot``) on an ``argparse`` subparsers object.
 
     Args:
         subparsers: the result of ``parser.add_subparsers()``.
@@ -107,4 +107,30 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         description=__doc__.split("\n\n")[0],
     )
     _configure(parser)
+    add_snapshot_parser(subparsers)
+    return parser
+
+
+def run_snapshot(args: argparse.Namespace) -> int:
+    """``linstab snapshot``: a training checkpoint's model as a model file."""
+    side = export_checkpoint(args.checkpoint, args.out, name=args.name)
+    print(
+        f"wrote {args.out} and its sidecar: {side['model']} after epoch {side['epoch']}/{side['epochs']} "
+        f"(unfinished, not evaluated), SHA-256 {side['registry']['sha256']}"
+    )
+    return 0
+
+
+def add_snapshot_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register the ``snapshot`` subcommand (a running training's model, for analysis)."""
+    parser = subparsers.add_parser(
+        "snapshot",
+        help="write the model of a training checkpoint as a model file (analyse a run in progress)",
+        description="Write the model of a `linstab train` checkpoint as .safetensors + JSON sidecar "
+        "(marked unfinished), usable as --model FILE by every command. The checkpoint is only read.",
+    )
+    parser.add_argument("checkpoint", help="the training checkpoint (*.ckpt.pt)")
+    parser.add_argument("--out", required=True, help="output .safetensors file (+ .json)")
+    parser.add_argument("--name", default=None, help="model name in the sidecar (default: out's stem)")
+    parser.set_defaults(func=run_snapshot)
     return parser

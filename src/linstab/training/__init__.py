@@ -40,6 +40,7 @@ from .loop import (
     default_checkpoint_path,
     evaluate,
     evaluate_loss,
+    export_checkpoint,
     train,
 )
 from .optim import (
@@ -71,6 +72,7 @@ __all__ = [
     "default_checkpoint_path",
     "evaluate",
     "evaluate_loss",
+    "export_checkpoint",
     "is_channels_last",
     "load_split",
     "make_scheduler",

@@ -591,3 +591,75 @@ def train(
         sidecar=sidecar,
     )
     return summary
+
+
+def export_checkpoint(
+    checkpoint: str | os.PathLike, out: str | os.PathLike, name: str | None = None
+) -> dict[str, Any]:
+    """Write the model of a training checkpoint as a model file (``.safetensors`` + JSON
+    sidecar), so that a run still in progress can be analysed (``--model out.safetensors``).
+
+    The sidecar says it is unfinished (``"completed": false``, the epoch reached of the
+    recipe's epochs, the history so far) and has no test accuracy: the checkpoint's model is
+    not evaluated here. The checkpoint is only read.
+
+    Args:
+        checkpoint: a checkpoint written by :func:`train` (``*.ckpt.pt``).
+        out: the ``.safetensors`` file to write (its folder is created).
+        name: the model's name in the sidecar (default: the stem of ``out``).
+
+    Returns:
+        the sidecar (a dict).
+
+    Raises:
+        ValueError: a missing or unreadable checkpoint, another checkpoint version, or an ``out``
+            that does not end in ``.safetensors``.
+    """
+    ckpt, out = Path(checkpoint).expanduser(), Path(out).expanduser()
+    if out.suffix != ".safetensors":
+        raise ValueError(f"out must be a .safetensors file, got {str(out)!r}")
+    if not ckpt.is_file():
+        raise ValueError(f"checkpoint {ckpt} does not exist")
+    try:
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file
+        raise ValueError(f"{ckpt}: not a readable linstab training checkpoint ({exc})") from exc
+    if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION or "model" not in state:
+        got = state.get("version") if isinstance(state, dict) else type(state).__name__
+        raise ValueError(
+            f"{ckpt}: not a linstab training checkpoint of version {CHECKPOINT_VERSION} (got {got})"
+        )
+    recipe = state["recipe"]
+    depth, shortcut = int(recipe["depth"]), recipe["shortcut"]
+    model = CifarResNet(depth, shortcut)
+    model.load_state_dict(state["model"])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _save_safetensors(
+        model, out, {"format": "pt", "linstab": "CifarResNet", "depth": str(depth), "shortcut": shortcut}
+    )
+    epoch, epochs = int(state["epoch"]), int(recipe["epochs"])
+    sidecar = {
+        "model": recipe["architecture"],
+        "completed": False,
+        "epoch": epoch,
+        "epochs": epochs,
+        "note": f"snapshot of an unfinished training run after epoch {epoch}/{epochs}, not evaluated",
+        "checkpoint": str(ckpt),
+        "recipe": recipe,
+        "history": state.get("history", []),
+        "training_wall_time_s": round(float(state.get("train_seconds", 0.0)), 1),
+        "dataset": DATASET_DESCRIPTION,
+        "torch_version": torch.__version__,
+        "registry": {
+            "name": name or out.stem,
+            "depth": depth,
+            "shortcut": shortcut,
+            "file_name": out.name,
+            "sha256": sha256_file(out),
+            "test_error_jpeg": None,
+            "mean": list(recipe.get("normalization_mean", CIFAR10_MEAN_PYTORCHCV)),
+            "std": list(recipe.get("normalization_std", CIFAR10_STD_PYTORCHCV)),
+        },
+    }
+    atomic_write_text(out.with_suffix(".json"), json.dumps(sidecar, indent=2) + "\n")
+    return sidecar
