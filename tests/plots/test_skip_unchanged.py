@@ -1,37 +1,75 @@
-"""Figures are not drawn again when their data and output are unchanged."""
+"""``skip_unchanged``: a figure is drawn again only when its inputs change (canonical hashing of
+numbers, arrays, records and nested containers)."""
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
+import pytest
+import torch
 
-from linstab.analyses.dynamics import LyapunovResult
-from linstab.plots.ablations import plot_lyapunov
-
-
-def _result(scale: float = 1.0) -> LyapunovResult:
-    g = np.random.default_rng(0).normal(size=(6, 3)) * scale
-    return LyapunovResult(
-        units=[f"1.{i + 1}" for i in range(6)],
-        log_growth=g,
-        cumulative=g.cumsum(axis=0),
-        k=3,
-        seed=0,
-        stage_log_growth_top={1: float(g[:, 0].sum())},
-    )
+from linstab.plots import _feed as feed
+from linstab.plots import skip_unchanged
 
 
-def test_unchanged_figures_are_not_redrawn(tmp_path):
-    out = tmp_path / "ly"
-    first = plot_lyapunov(_result(), out, title="a")
-    stamps = {p: p.stat().st_mtime_ns for p in first}
-    again = plot_lyapunov(_result(), out, title="a")
-    assert again == first and {p: p.stat().st_mtime_ns for p in again} == stamps
-    # other data, another title: drawn again
-    for res, title in ((_result(2.0), "a"), (_result(), "b")):
-        paths = plot_lyapunov(res, out, title=title)
-        assert any(p.stat().st_mtime_ns != stamps[p] for p in paths)
-        stamps = {p: p.stat().st_mtime_ns for p in paths}
-    # a missing file: drawn again
-    first[0].unlink()
-    paths = plot_lyapunov(_result(), out, title="b")
-    assert first[0].is_file() and paths == first
+def key(obj) -> str:
+    h = hashlib.sha256()
+    feed(h, obj)
+    return h.hexdigest()
+
+
+def rows(n: int = 50) -> list[dict]:
+    return [
+        {"image": f"img{i}", "unit": f"1.{i % 9}", "growth": 1.0 + i / 7, "ok": i % 2 == 0} for i in range(n)
+    ]
+
+
+def test_equal_values_hash_alike_across_types():
+    assert key([1, 2.0, np.float32(3.0)]) == key(np.array([1.0, 2.0, 3.0]).tolist())
+    assert key({"a": 1}) == key({"a": np.float64(1.0)})
+    assert key(torch.tensor([1.0, 2.0])) == key(np.array([1, 2]))
+    assert key([True, 1]) != key([1, 1])  # booleans are not numbers here
+    assert key([1, 2]) != key([2, 1]) and key([1]) != key([1, 1])
+    assert key(["a", "b"]) == key(("a", "b")) and key(["a", "b"]) != key(["a,b"]) != key(["a", "b", ""])
+    assert key(["1"]) != key([1])
+
+
+def test_records_hash_by_content_and_order():
+    r = rows()
+    assert key(r) == key([dict(reversed(list(x.items()))) for x in r])  # key order inside a row
+    changed = rows()
+    changed[17]["growth"] += 1e-9
+    assert key(changed) != key(r)
+    swapped = rows()
+    swapped[3], swapped[4] = swapped[4], swapped[3]
+    assert key(swapped) != key(r)
+    ragged = rows()
+    ragged[5]["extra"] = 1
+    assert key(ragged) != key(r)
+    assert key(r[:49]) != key(r)
+
+
+@pytest.mark.parametrize("change", [False, True])
+def test_a_figure_is_drawn_again_only_when_its_inputs_change(tmp_path, change):
+    calls = []
+
+    @skip_unchanged
+    def draw(data, out, title="t"):
+        calls.append(1)
+        p = out.with_suffix(".png")
+        p.write_text(str(len(data)))
+        return [p]
+
+    r = rows()
+    first = draw(r, tmp_path / "fig")
+    r2 = rows()
+    if change:
+        r2[0]["growth"] = -1.0
+    second = draw(r2, tmp_path / "fig")
+    assert first == second and len(calls) == (2 if change else 1)
+    draw(r2, tmp_path / "fig", title="other")  # another argument: drawn
+    assert len(calls) == (3 if change else 2)
+    first[0].unlink()  # a missing file: drawn again
+    draw(r2, tmp_path / "fig", title="other")
+    assert len(calls) == (4 if change else 3)

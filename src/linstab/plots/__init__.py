@@ -43,6 +43,22 @@ def _feed(h, obj) -> None:
             _feed(h, k)
             _feed(h, obj[k])
     elif isinstance(obj, list | tuple):
+        nums = _numbers(obj)
+        if nums is not None:  # numbers: one float64 array
+            h.update(b"v" + str(len(obj)).encode() + nums.tobytes())
+            return
+        if obj and all(type(v) is str for v in obj):  # strings: their repr, in one piece
+            h.update(b"s" + repr(list(obj)).encode())
+            return
+        if len(obj) > 1 and all(isinstance(v, dict) for v in obj):
+            keys = list(obj[0])
+            if all(len(v) == len(keys) and all(k in v for k in keys) for v in obj):
+                # records with the same keys (table rows): column by column
+                h.update(b"r" + str(len(obj)).encode())
+                for k in sorted(keys, key=repr):
+                    _feed(h, k)
+                    _feed(h, [v[k] for v in obj])
+                return
         h.update(b"l" + str(len(obj)).encode())
         for v in obj:
             _feed(h, v)
@@ -52,6 +68,26 @@ def _feed(h, obj) -> None:
         h.update(f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', repr(obj))}".encode())
     else:
         h.update(pickle.dumps(obj))
+
+
+def _numbers(seq):
+    """``seq`` (a non-empty list or tuple of plain numbers: ints, floats, NumPy scalars, no
+    booleans) as a float64 array, else ``None``; NumPy converts in C, the check for booleans
+    (which NumPy would take for integers) is a type test per element.
+    """
+    import numpy as np
+
+    if not seq:
+        return None
+    try:
+        a = np.asarray(seq)
+    except (ValueError, TypeError):  # ragged or odd elements
+        return None
+    if a.ndim != 1 or a.dtype.kind not in "iuf":
+        return None
+    if any(type(v) is bool or type(v) is np.bool_ for v in seq):
+        return None
+    return a.astype(np.float64, copy=False)
 
 
 def skip_unchanged(fn: Callable) -> Callable:

@@ -208,6 +208,17 @@ class ReportContext:
         self.lossy = False
         self.band_memo: dict[str, dict] = {}  # band rows of this run by cache key (also without a cache)
         self.prefetch: dict = {}  # section name -> CachePrefetch started beside earlier sections
+        self._model_keys: dict[int, tuple] = {}  # id(net) -> (net, fingerprint) for this run
+
+    def model_key(self, net) -> str:
+        """``net.fingerprint()``, computed once per network and report (the report never
+        changes a network; hashing the state dict's tensor list for each of a run's ~2000 cache
+        keys took seconds of a cached rerun).
+        """
+        got = self._model_keys.get(id(net))
+        if got is None or got[0] is not net:
+            got = self._model_keys[id(net)] = (net, net.fingerprint())
+        return got[1]
 
     def images_text(self, n: int | None = None, ids: list[str] | None = None) -> str:
         """Which images a table, figure or finding used: the first ``n`` of the report's images

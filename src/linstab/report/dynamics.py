@@ -38,7 +38,7 @@ def section_dynamics(ctx: ReportContext, net, images) -> Section:
     eig, smax, rows = {}, {}, []
     for u in ctx.progress(picks, "eigenvalues"):
         J = lin.unit(u.stage, u.index)
-        parts = {"model": net.fingerprint(), "image": tensor_hash(x), "unit": u.address, "what": "eig"}
+        parts = {"model": ctx.model_key(net), "image": tensor_hash(x), "unit": u.address, "what": "eig"}
 
         def compute(J=J):
             r = unit_eigenvalues(J)
@@ -100,7 +100,7 @@ def section_dynamics(ctx: ReportContext, net, images) -> Section:
         )
     k = 8 if ctx.cfg.quick else 16
     parts = {
-        "model": net.fingerprint(),
+        "model": ctx.model_key(net),
         "image": tensor_hash(x),
         "what": "lyapunov",
         "k": k,

@@ -35,7 +35,7 @@ def section_jacobian_tests(ctx: ReportContext, net, images) -> Section:
     for i, u, smooth in ctx.progress(todo, "jacobian tests"):
         x = images[i]
         parts = {
-            "model": net.fingerprint(),
+            "model": ctx.model_key(net),
             "image": tensor_hash(x),
             "unit": u.address,
             "smooth": smooth,

@@ -51,7 +51,7 @@ def propagation_item(
     perts = perturbation_names(ctx)
     k = 32 if ctx.cfg.quick else 64
     parts = {
-        "model": net.fingerprint(),
+        "model": ctx.model_key(net),
         "images": tensor_hash(images),
         "what": "propagation",
         "perturbations": perts,

@@ -81,7 +81,7 @@ def _scree_cached(ctx: ReportContext, net, images, ids: list[str], keep=None) ->
     todo = sorted(
         ((i, p) for i in range(images.shape[0]) for p in panels), key=lambda t: -_panel_cost(net, t[1])
     )
-    model_key, hashes = net.fingerprint(), [tensor_hash(images[i]) for i in range(images.shape[0])]
+    model_key, hashes = ctx.model_key(net), [tensor_hash(images[i]) for i in range(images.shape[0])]
 
     def compute(i, p):
         lin = linearizer(net, images[i])
@@ -159,7 +159,7 @@ def band_rows(ctx: ReportContext, net, images, ids: list[str], addresses: list[s
     for k in order:
         i, addr = todo[k]
         parts = {
-            "model": net.fingerprint(),
+            "model": ctx.model_key(net),
             "image": hashes[i],
             "what": "unit-bands",
             "unit": addr,

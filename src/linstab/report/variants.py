@@ -39,11 +39,11 @@ def ablation_unit(net):
     return next((v for v in net.stages[-1] if v.address in addresses), regular[0])
 
 
-def _variant_item(net, image, unit, variant: Variant, spectrum_values: bool):
+def _variant_item(ctx: ReportContext, net, image, unit, variant: Variant, spectrum_values: bool):
     """``(kind, parts, compute)`` of a unit variant's cache entry."""
     c = variant.canonical()
     parts = {
-        "model": net.fingerprint(),
+        "model": ctx.model_key(net),
         "image": tensor_hash(image),
         "what": "unit-variant",
         "unit": unit.address,
@@ -77,7 +77,7 @@ def prefetch_variants(ctx: ReportContext, net, jobs: list[tuple], desc: str) -> 
         return
     items, seen = [], set()
     for image, unit, variant, spectrum_values in jobs:
-        kind, parts, compute = _variant_item(net, image, unit, variant, spectrum_values)
+        kind, parts, compute = _variant_item(ctx, net, image, unit, variant, spectrum_values)
         key = ctx.cache.key(parts)
         if key not in seen:
             seen.add(key)
@@ -101,7 +101,7 @@ def variant_cached(
         spectrum_values: compute the exact spectrum (else band counts by inertia).
     """
     c = variant.canonical()
-    kind, parts, compute = _variant_item(net, image, unit, variant, spectrum_values)
+    kind, parts, compute = _variant_item(ctx, net, image, unit, variant, spectrum_values)
     arrays, meta = ctx.cache.get_or_compute(kind, parts, compute)
     return AblationPoint(
         parameter=variant.parameter,
