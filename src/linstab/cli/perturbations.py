@@ -10,8 +10,6 @@ from ..analyses.attacks import ATTACKS, CONTROLS
 from ..analyses.perturbations import analyze, read_rows, summary_table, write_summary
 from ..analyses.propagation import PERTURBATIONS, default_projection_units, parse_perturbations
 from ..data.selection import parse_index_spec
-from ..plots import save_figure
-from ..plots.perturbations import projections_figure, propagation_figure
 from . import common
 from .common import add_image_args, add_model_args, parse_dtype, parse_k
 
@@ -152,6 +150,9 @@ def _cmd_figure_propagation(args) -> int:
         rows = res.rows
         title = net.name
     order = ["random", *[n for n in wanted if n != "random"]]
+    from ..plots import save_figure  # matplotlib only for the commands that draw
+    from ..plots.perturbations import propagation_figure
+
     fig = propagation_figure(rows, order, log=args.log, title=title)
     for path in save_figure(fig, args.out):
         print(f"wrote {path}")
@@ -189,6 +190,9 @@ def _cmd_figure_projections(args) -> int:
         attack_params=_attack_params(args),
         progress=not args.no_progress,
     )
+    from ..plots import save_figure  # matplotlib only for the commands that draw
+    from ..plots.perturbations import projections_figure
+
     fig = projections_figure(res.rows, res.alphas, stage=stage, units=addrs, attack=name[0], title=net.name)
     for path in save_figure(fig, args.out):
         print(f"wrote {path}")

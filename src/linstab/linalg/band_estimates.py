@@ -48,7 +48,6 @@ import warnings
 from dataclasses import dataclass, field
 
 import torch
-from scipy.stats import t as student
 
 from ..operators import LinearOperator
 from .lanczos import _check_op
@@ -245,6 +244,8 @@ def _interval(
 ) -> tuple[float, float, float]:
     N = lo_s.numel()
     if kind == "t":
+        from scipy.stats import t as student  # imported here: scipy.stats takes 0.5 s to import
+
         tq = float(student.ppf(0.5 + confidence / 2, N - 1))
         se = math.sqrt(1.0 / N)
         lower = float(lo_s.mean()) - tq * float(lo_s.std()) * se
