@@ -142,8 +142,8 @@ def add_parser(sub) -> None:
         "--workers",
         type=int,
         default=None,
-        help="processes for per-image spectra and band counts, one thread each (default: one per CPU; "
-        "1: this process only)",
+        help="processes for per-image spectra and band counts, one thread each, plus one for the attacks "
+        "beside them (default: one per CPU; 1: this process only)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

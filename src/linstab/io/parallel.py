@@ -112,8 +112,8 @@ class Background:
         done: whether :meth:`wait` has returned.
     """
 
-    def __init__(self, fn: Callable, process=None, conn=None, profiling_on: bool = False) -> None:
-        self._fn, self._process, self._conn, self._profiling = fn, process, conn, profiling_on
+    def __init__(self, fn: Callable, process=None, conn=None) -> None:
+        self._fn, self._process, self._conn = fn, process, conn
         self.done = False
         self._value = None
 
@@ -205,4 +205,4 @@ def fork_start(fn: Callable, enabled: bool = True) -> Background:
     proc = ctx.Process(target=_background_main, args=(fn, send, active()), daemon=True)
     proc.start()
     send.close()
-    return Background(fn, proc, recv, active())
+    return Background(fn, proc, recv)

@@ -44,8 +44,9 @@ class ReportConfig:
         seeds: repeats of every random quantity (random perturbations, the noise of the weight
             interpolation); ``None``: 3, quick 2.
         workers: processes for independent per-image work (exact spectra, band counts), one
-            thread each; ``None``: one per usable CPU; 1: everything in this process with the
-            BLAS threads of torch's setting.
+            thread each, and (2 or more, with the spectra and propagation sections) one more
+            process for the attacks of Figures 3-4 beside them; ``None``: one per usable CPU;
+            1: everything in this process with the BLAS threads of torch's setting.
         weights: explicit weights files, one per model (``None`` entries: found as usual).
         input_size: ImageNet networks (``torchvision:...``): the image size (default 224);
             image files are resized and center-cropped to it.
