@@ -251,6 +251,20 @@ def make_unit(
     dependent: bool = False,
 ) -> UnitJacobian:
     """A regular BasicBlock unit whose first BN is shifted down (few active inner units)."""
+    unit, x = make_unit_module(alpha, act, c, hw, shift, seed, dependent)
+    return UnitJacobian(unit, x, F64)
+
+
+def make_unit_module(
+    alpha: float = 1.0,
+    act=nn.ReLU,
+    c: int = 4,
+    hw: int = 6,
+    shift: float = -0.4,
+    seed: int = 0,
+    dependent: bool = False,
+) -> tuple[ResidualUnit, torch.Tensor]:
+    """The unit of :func:`make_unit` (float64, eval mode) and its input ``(1, c, hw, hw)``."""
     torch.manual_seed(seed)
     body = nn.Sequential(
         OrderedDict(conv1=ConvBlock(c, c, 3, 1, 1, activation=act()), conv2=ConvBlock(c, c, 3, 1, 1))
@@ -263,8 +277,7 @@ def make_unit(
             unit.body.conv2.conv.weight[:, 1] = 2 * unit.body.conv2.conv.weight[:, 0]
     unit = unit.to(F64).eval()
     g = torch.Generator().manual_seed(seed + 1)
-    x = torch.rand((1, c, hw, hw), generator=g, dtype=F64)
-    return UnitJacobian(unit, x, F64)
+    return unit, torch.rand((1, c, hw, hw), generator=g, dtype=F64)
 
 
 def all_nets() -> dict[str, linstab.Network]:

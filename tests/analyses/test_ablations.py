@@ -150,3 +150,21 @@ def test_variants_share_names_and_give_band_counts_around_the_plateau():
         assert p.bands["plateau"] == int(((s >= lo) & (s <= hi)).sum())
         assert p.bands == q.bands  # counted by inertia: the same numbers
         assert q.n_plateau_exact is not None and q.extra["n"] == s.size
+
+
+def test_ablation_points_count_exact_plateau_values_on_rank_deficient_units(monkeypatch):
+    """A unit whose reduction is rank deficient: the ablation point keeps its count of values
+    exactly the plateau value even where spectrum()'s auto route would take the m x m Gram."""
+    from factories import make_unit_module
+
+    from linstab.analyses import ablations
+    from linstab.spectra import exact
+
+    monkeypatch.setattr(exact, "GRAM_OVER_PIVOTED", 10.0)  # auto would take the Gram here
+    unit, x = make_unit_module(c=4, hw=7, shift=-0.2, seed=5, dependent=True)
+    J = UnitJacobian(unit, x, torch.float64)
+    s = torch.linalg.svdvals(J.materialize(dtype=torch.float64))
+    want = int(((s - 1).abs() < 1e-8).sum())
+    p = ablations._study_point(unit, x, torch.float64, "alpha", 1.0, 1.0)
+    assert p.n_plateau_exact == want > 0
+    assert np.abs(np.sort(p.singular_values) - np.sort(s.numpy())).max() < 1e-9

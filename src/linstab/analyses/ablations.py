@@ -24,6 +24,7 @@ from torch import nn
 from ..models.blocks import ResidualUnit
 from ..network.view import Network, UnitInfo
 from ..operators.closed_form import UnitJacobian
+from ..operators.factors import structured_plan
 from ..spectra.bands import bands as band_counts
 from ..spectra.bands import count_from_values
 from ..spectra.spectrum import spectrum
@@ -148,9 +149,17 @@ class AblationPoint:
     extra: dict = field(default_factory=dict)
 
 
+def _exact_route(J: UnitJacobian) -> str:
+    """``"structured"`` where the unit allows it (its count of values exactly the plateau
+    value is part of every ablation point, also when the reduction is rank deficient), else
+    ``"auto"``.
+    """
+    return "structured" if structured_plan(J)[0] else "auto"
+
+
 def _study_point(unit: ResidualUnit, x: torch.Tensor, dtype, parameter, value, plateau) -> AblationPoint:
     J = UnitJacobian(unit, x, dtype)
-    res = spectrum(J, method="exact")
+    res = spectrum(J, method="exact", route=_exact_route(J))
     bc = band_counts(J, thresholds=(0.99, 1.01))
     s = res.values.detach().cpu().double().numpy()
     return AblationPoint(
@@ -287,7 +296,7 @@ def variant_point(
     J = UnitJacobian(variant_unit(info, variant), x, dtype)
     p = variant.plateau
     if spectrum_values:
-        res = spectrum(J, method="exact")
+        res = spectrum(J, method="exact", route=_exact_route(J))
         s = res.values.detach().cpu().double()
         above, plateau, below, zero = count_from_values(s, min(J.shape), 0.99 * p, 1.01 * p, 1e-6)
         counts, n_exact, method, values = (
