@@ -177,7 +177,7 @@ def gram_spectrum(op: UnitJacobian, dtype: torch.dtype, f: UnitFactors | None = 
     m = f.m
     npd = np.float64 if dtype == torch.float64 else np.float32
     # products in float64, each entry rounded once to dtype (no dense float64 copy)
-    G = ((JS @ JS.T) if m <= n_in else (JS.T @ JS)).astype(npd).toarray()
+    G = ((JS @ JS.T) if m <= n_in else (JS.T @ JS)).astype(npd, copy=False).toarray()
     t2 = time.perf_counter()
     lam = eigvalsh(torch.from_numpy(G), overwrite=True)
     t3 = time.perf_counter()
