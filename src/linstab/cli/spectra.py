@@ -65,6 +65,11 @@ def _cmd_spectrum(args: argparse.Namespace) -> int:
     print(
         f"  largest {float(v[0]):.6g}, smallest {float(v[-1]):.6g}"
         + (f", exactly |alpha|: {res.n_exact_ones}" if res.n_exact_ones is not None else "")
+        + (
+            f", exactly |alpha|: at least {res.info['n_exact_ones_at_least']} (the count: linstab bands)"
+            if res.n_exact_ones is None and (res.info or {}).get("n_exact_ones_at_least") is not None
+            else ""
+        )
         + (f", structural zeros: {res.n_zero_structural}" if res.n_zero_structural is not None else "")
     )
     if res.residuals is not None:
