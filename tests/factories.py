@@ -241,17 +241,9 @@ def n_alpha(s: torch.Tensor, alpha: float = 1.0) -> int:
     return int(((s - abs(alpha)).abs() < 1e-9).sum())
 
 
-def make_unit(
-    alpha: float = 1.0,
-    act=nn.ReLU,
-    c: int = 4,
-    hw: int = 6,
-    shift: float = -0.4,
-    seed: int = 0,
-    dependent: bool = False,
-) -> UnitJacobian:
-    """A regular BasicBlock unit whose first BN is shifted down (few active inner units)."""
-    unit, x = make_unit_module(alpha, act, c, hw, shift, seed, dependent)
+def make_unit(**kwargs) -> UnitJacobian:
+    """The Jacobian (float64) of :func:`make_unit_module`'s unit at its input (same arguments)."""
+    unit, x = make_unit_module(**kwargs)
     return UnitJacobian(unit, x, F64)
 
 
@@ -264,7 +256,10 @@ def make_unit_module(
     seed: int = 0,
     dependent: bool = False,
 ) -> tuple[ResidualUnit, torch.Tensor]:
-    """The unit of :func:`make_unit` (float64, eval mode) and its input ``(1, c, hw, hw)``."""
+    """A regular BasicBlock unit whose first BN is shifted down (few active inner units), float64,
+    eval mode, and its input ``(1, c, hw, hw)``; ``dependent``: two inner channels feed conv2
+    proportionally, so that the reduction's ``Q`` is rank deficient.
+    """
     torch.manual_seed(seed)
     body = nn.Sequential(
         OrderedDict(conv1=ConvBlock(c, c, 3, 1, 1, activation=act()), conv2=ConvBlock(c, c, 3, 1, 1))
