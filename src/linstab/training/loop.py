@@ -158,6 +158,28 @@ def _save_safetensors(model: nn.Module, path: Path, metadata: dict[str, str]) ->
         raise
 
 
+def _write_model_file(
+    model: nn.Module, out: Path, name: str, depth: int, shortcut: str, test_error, mean, std
+) -> dict[str, Any]:
+    """Save a trained CIFAR ResNet as ``out`` (safetensors) and return the sidecar's
+    ``"registry"`` record that makes it loadable by name or path (``test_error``: percent on the
+    JPEG test set, ``None`` when not evaluated).
+    """
+    _save_safetensors(
+        model, out, {"format": "pt", "linstab": "CifarResNet", "depth": str(depth), "shortcut": shortcut}
+    )
+    return {
+        "name": name,
+        "depth": depth,
+        "shortcut": shortcut,
+        "file_name": out.name,
+        "sha256": sha256_file(out),
+        "test_error_jpeg": test_error,
+        "mean": list(mean),
+        "std": list(std),
+    }
+
+
 def default_checkpoint_path(out: str | os.PathLike) -> Path:
     """``<out without suffix>.ckpt.pt``, e.g. ``runs/r20.safetensors`` -> ``runs/r20.ckpt.pt``."""
     out = Path(out)
@@ -534,13 +556,8 @@ def train(
     default_acc = evaluate(model, imgs, labels, mean, std)
     default_correct = round(default_acc * labels.shape[0])
     model_cpu = model.to("cpu", memory_format=torch.contiguous_format)
-    _save_safetensors(
-        model_cpu,
-        out,
-        {"format": "pt", "linstab": "CifarResNet", "depth": str(depth), "shortcut": shortcut},
-    )
-    digest = sha256_file(out)
     test_error = round(100.0 * (1.0 - test_acc), 2)
+    registry = _write_model_file(model_cpu, out, name, depth, shortcut, test_error, mean, std)
     sidecar = {
         "model": recipe["architecture"],
         "recipe": recipe,
@@ -567,16 +584,7 @@ def train(
         "default_images_accuracy": default_acc,
         "default_images_correct": f"{default_correct}/{labels.shape[0]}",
         "history": history,
-        "registry": {
-            "name": name,
-            "depth": depth,
-            "shortcut": shortcut,
-            "file_name": out.name,
-            "sha256": digest,
-            "test_error_jpeg": test_error,
-            "mean": list(mean),
-            "std": list(std),
-        },
+        "registry": registry,
     }
     atomic_write_text(json_path, json.dumps(sidecar, indent=2) + "\n")
     emit(
@@ -634,9 +642,9 @@ def export_checkpoint(
     model = CifarResNet(depth, shortcut)
     model.load_state_dict(state["model"])
     out.parent.mkdir(parents=True, exist_ok=True)
-    _save_safetensors(
-        model, out, {"format": "pt", "linstab": "CifarResNet", "depth": str(depth), "shortcut": shortcut}
-    )
+    mean = recipe.get("normalization_mean", CIFAR10_MEAN_PYTORCHCV)
+    std = recipe.get("normalization_std", CIFAR10_STD_PYTORCHCV)
+    registry = _write_model_file(model, out, name or out.stem, depth, shortcut, None, mean, std)
     epoch, epochs = int(state["epoch"]), int(recipe["epochs"])
     sidecar = {
         "model": recipe["architecture"],
@@ -650,16 +658,7 @@ def export_checkpoint(
         "training_wall_time_s": round(float(state.get("train_seconds", 0.0)), 1),
         "dataset": DATASET_DESCRIPTION,
         "torch_version": torch.__version__,
-        "registry": {
-            "name": name or out.stem,
-            "depth": depth,
-            "shortcut": shortcut,
-            "file_name": out.name,
-            "sha256": sha256_file(out),
-            "test_error_jpeg": None,
-            "mean": list(recipe.get("normalization_mean", CIFAR10_MEAN_PYTORCHCV)),
-            "std": list(recipe.get("normalization_std", CIFAR10_STD_PYTORCHCV)),
-        },
+        "registry": registry,
     }
     atomic_write_text(out.with_suffix(".json"), json.dumps(sidecar, indent=2) + "\n")
     return sidecar
