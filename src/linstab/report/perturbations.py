@@ -36,6 +36,11 @@ def perturbation_names(ctx: ReportContext) -> list[str]:
     return [*ctx.cfg.attacks, *CONTROLS, *randoms]
 
 
+def _n_images(ctx: ReportContext, images) -> int:
+    """How many of the report's images Figures 3-4 use (all; ``--quick``: the first few)."""
+    return images.shape[0] if not ctx.cfg.quick else min(images.shape[0], N_PROPAGATION[1])
+
+
 def propagation_item(
     ctx: ReportContext, net, images, labels, progress: bool | None = None
 ) -> tuple[str, dict, Callable]:
@@ -43,7 +48,7 @@ def propagation_item(
     random repeats, propagation, eq. (1) projections), on the images the section uses
     (``progress``: progress bars while computing; default the report's setting).
     """
-    n_img = images.shape[0] if not ctx.cfg.quick else min(images.shape[0], N_PROPAGATION[1])
+    n_img = _n_images(ctx, images)
     ids = ctx.image_ids[:n_img]
     images, labels = images[:n_img], (labels[:n_img] if labels is not None else None)
     stage = len(net.stages)
@@ -104,7 +109,7 @@ def _propagation_cached(ctx: ReportContext, net, images, labels):
 def section_propagation(ctx: ReportContext, net, images, labels) -> Section:
     """Figures 3 and 4: propagated perturbations and projections, with findings."""
     sec = Section("Propagated perturbations: random vs adversarial (Figures 3 and 4)")
-    n_img = images.shape[0] if not ctx.cfg.quick else min(images.shape[0], N_PROPAGATION[1])
+    n_img = _n_images(ctx, images)
     ids = ctx.image_ids[:n_img]
     rows, summary, alphas, units, stage = _propagation_cached(ctx, net, images, labels)
     imgs = ctx.images_text(n_img)
