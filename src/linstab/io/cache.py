@@ -133,8 +133,12 @@ class ResultCache:
         looking the items up (:meth:`get_or_compute`); they count as misses, not hits. Where no
         process can be forked, or with ``background=False``, ``wait()`` computes them.
         """
-        todo = [(kind, parts, compute) for kind, parts, compute in items if self.load(kind, parts) is None]
-        if not todo or not self.enabled:
+        if not self.enabled:
+            return CachePrefetch(self, [], None)
+        # entries already there are not read here: their lookup reads them (an unreadable one is
+        # then computed in line)
+        todo = [(kind, parts, fn) for kind, parts, fn in items if not self.path(kind, parts).is_file()]
+        if not todo:
             return CachePrefetch(self, [], None)
 
         def job() -> list[str]:
