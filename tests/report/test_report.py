@@ -491,3 +491,19 @@ def test_attacks_beside_the_spectra_give_the_same_report(tmp_path):
                 continue
             same = math.isclose(fx, fy, rel_tol=1e-6, abs_tol=1e-12)
             assert same or (math.isnan(fx) and math.isnan(fy)), (x, y)
+
+
+def test_model_key_is_each_networks_fingerprint_once_per_report(tmp_path, monkeypatch):
+    """ReportContext.model_key: the network's fingerprint, computed once per network and run,
+    never another network's (also when a network object is gone and its id is reused)."""
+    from linstab.report.context import ReportContext
+
+    ctx = ReportContext(ReportConfig(models=[], images=[0], out=tmp_path / "o", cache_dir=tmp_path / "c"))
+    a, b = make_net("option-A", seed=2, hw=32), make_net("option-B", seed=3, hw=32)
+    calls = []
+    fp = type(a).fingerprint
+    monkeypatch.setattr(type(a), "fingerprint", lambda self: calls.append(self) or fp(self))
+    assert ctx.model_key(a) == fp(a) and ctx.model_key(b) == fp(b) != fp(a)
+    assert ctx.model_key(a) == fp(a) and [id(n) for n in calls] == [id(a), id(b)]
+    ctx._model_keys[id(b)] = (a, fp(a))  # an entry left by another object under b's id
+    assert ctx.model_key(b) == fp(b)
