@@ -241,3 +241,82 @@ def test_fixed_eps_fgsm_and_bim_stay_in_the_budget_whether_or_not_they_flip(net,
     assert loss[1] >= loss[0] - 1e-6
     with pytest.raises(ValueError, match="steps"):
         attacks.bim(net, x, y, steps=0)
+
+
+def _threshold_flips(thresholds, calls):
+    """A flip test with a known minimal eps per image (monotone), counting the images tested."""
+
+    def flips(rows, e):
+        calls.append(len(rows))
+        return torch.tensor([float(v) >= thresholds[i] for i, v in zip(rows, e.tolist(), strict=True)])
+
+    return flips
+
+
+@pytest.mark.parametrize("scan", [True, False])
+def test_min_eps_search_brackets_the_threshold_on_both_grid_walks(scan):
+    grid = default_eps_grid()
+    # below the grid, on grid values, between them, at the top, above the grid
+    thresholds = {0: 5e-5, 1: float(grid[7]), 2: 0.5 * float(grid[12] + grid[13]), 3: 0.3, 4: 0.9}
+    calls = []
+    found, extra = attacks._min_eps_search(
+        _threshold_flips(thresholds, calls), list(thresholds), grid, 1e-3, 60, False, "t", scan=scan
+    )
+    assert sorted(found) == [0, 1, 2, 3]  # image 4 flips nowhere on the grid
+    expected_index = {0: 0, 1: 7, 2: 13, 3: 32}
+    for i, j in expected_index.items():
+        assert extra[i]["grid_index"] == j
+        assert extra[i]["eps_lo"] < thresholds[i] <= found[i]
+        assert found[i] - extra[i]["eps_lo"] <= 1e-3 * found[i]
+    n_tests = max(e["grid_tests"] for e in extra.values())
+    if scan:
+        assert n_tests == 33  # image 3 flips at the last grid value
+    else:
+        assert n_tests <= 6  # ceil(log2(34)) per image, whatever the threshold
+
+
+def test_grid_bisection_returns_a_flipping_value_whose_predecessor_does_not_flip():
+    grid = default_eps_grid()
+    # not monotone: flips on grid indices 3 and 20..32 only
+    flipping = {3, *range(20, 33)}
+    tested = []
+
+    def flips(rows, e):
+        out = []
+        for v in e.tolist():
+            j = int(torch.argmin((grid - v).abs()))
+            hit = bool(torch.isclose(grid[j], torch.tensor(v, dtype=grid.dtype))) and j in flipping
+            tested.append((j, hit))
+            out.append(hit)
+        return torch.tensor(out)
+
+    first, tests = attacks._bisect_grid(flips, [0], grid, False, "t")
+    j = first[0]
+    assert j in flipping and (j - 1 not in flipping)
+    assert (j, True) in tested and (j == 0 or (j - 1, False) in tested)
+    assert tests[0] <= 6
+
+
+def test_pgd_result_of_an_image_does_not_depend_on_the_batch_and_rng_is_untouched(net, batch):
+    x, y = batch
+    state = torch.get_rng_state()
+    four = attacks.pgd(net, x[:4], y[:4], seed=5, **FAST_PGD)
+    assert torch.equal(torch.get_rng_state(), state)
+
+    # another first image, one whose search ends elsewhere than image 0's, changes which
+    # images share each PGD run of the search
+    def outcome(r):
+        return r.success, r.params.get("grid_index")
+
+    six = attacks.pgd(net, x, y, seed=5, **FAST_PGD)
+    swap = [r.index for r in six[1:] if outcome(r) != outcome(four[0])]
+    assert swap, "the test needs an image whose search ends elsewhere than image 0's"
+    order = [swap[-1], 1, 2, 3]
+    other = attacks.pgd(net, x[order], y[order], seed=5, **FAST_PGD)
+    for a, b in zip(four[1:], other[1:], strict=True):
+        assert a.success == b.success and a.eps == b.eps
+        if a.x_adv is not None:
+            assert torch.equal(a.x_adv, b.x_adv)
+    other_seed = attacks.pgd(net, x[:4], y[:4], seed=6, **FAST_PGD)
+    pairs = zip(four, other_seed, strict=True)
+    assert any(a.x_adv is not None and not torch.equal(a.x_adv, b.x_adv) for a, b in pairs)

@@ -12,7 +12,7 @@ Attacks (names accepted by :func:`run_attack`):
   and the *smallest* ``eps`` for which ``clip(x + eps * sign(grad), 0, 1)`` is misclassified,
   found on a geometric grid and refined by bisection to a relative tolerance;
 * ``"pgd"`` -- L-inf projected gradient descent (``foolbox.attacks.LinfPGD``), either at a
-  fixed ``eps`` or with the same minimal-eps search (grid, then bisection);
+  fixed ``eps`` or with a minimal-eps search (bisection of the grid, then of the bracket);
 * ``"deepfool"`` -- L2 DeepFool (``foolbox.attacks.L2DeepFoolAttack``), minimal L2 by design;
 * ``"cw"`` -- L2 Carlini-Wagner (``foolbox.attacks.L2CarliniWagnerAttack``).
 
@@ -56,6 +56,10 @@ ATTACKS: tuple[str, ...] = ("fgsm", "pgd", "deepfool", "cw")
 
 CONTROLS: tuple[str, ...] = ("fgsm-half", "fgsm-fixed", "bim")
 """Control perturbations: the adversarial direction without (or regardless of) a label flip."""
+
+ATTACK_REVISION = 2
+"""Revision of the attacks' results (part of cached results' keys): 2 = PGD bisects the eps grid
+and draws each image's random start on its own."""
 
 KURAKIN_EPS = 8 / 255
 """The default L-inf budget of the fixed-eps controls (a common budget of Kurakin et al.)."""
@@ -308,8 +312,17 @@ def _min_eps_search(
     max_bisect: int,
     progress: bool,
     desc: str,
+    *,
+    scan: bool = True,
 ) -> tuple[dict[int, float], dict[int, dict]]:
-    """Smallest flipping eps per image: first flipping grid value, then bisection.
+    """Smallest flipping eps per image: a flipping grid value, then bisection.
+
+    With ``scan`` the grid is walked upwards and each image stops at its *first* flipping
+    grid value (one flip test per grid value below it). Without, each image bisects the grid
+    *indices* (about ``log2(len(grid) + 1)`` tests per image): the result is a grid value that
+    flips while the one below it does not -- the first flipping one whenever flipping is
+    monotone in ``eps``, which iterative attacks do not guarantee (``scan`` for cheap tests,
+    bisection for expensive ones).
 
     Args:
         flips: ``flips(images, eps)`` -> bool tensor, ``eps`` one value per listed image.
@@ -319,29 +332,14 @@ def _min_eps_search(
         max_bisect: at most this many bisection steps per image.
         progress: show a progress bar over the grid and the bisection.
         desc: the progress bar's label.
+        scan: walk the grid upwards (True) or bisect its indices (False).
 
     Returns:
         ``eps`` (the flipping upper bracket) per image that flipped anywhere on the grid,
-        and search details per image (``eps_lo``, ``grid_eps``, ``grid_index``, ``bisections``).
+        and search details per image (``eps_lo``, ``grid_eps``, ``grid_index``, ``bisections``,
+        ``grid_tests``).
     """
-    first: dict[int, int] = {}
-    remaining = list(idx)
-    steps = range(grid.numel())
-    if progress:
-        from tqdm.auto import tqdm
-
-        steps = tqdm(steps, desc=f"{desc} eps grid", leave=False)
-    for j in steps:
-        if not remaining:
-            break
-        f = flips(remaining, torch.full((len(remaining),), float(grid[j]), dtype=torch.float64))
-        remaining_next = []
-        for i, hit in zip(remaining, f.tolist(), strict=True):
-            if hit:
-                first[i] = j
-            else:
-                remaining_next.append(i)
-        remaining = remaining_next
+    first, tests = (_scan_grid if scan else _bisect_grid)(flips, idx, grid, progress, desc)
     lo = {i: (float(grid[j - 1]) if j > 0 else 0.0) for i, j in first.items()}
     hi = {i: float(grid[j]) for i, j in first.items()}
     count = dict.fromkeys(first, 0)
@@ -363,10 +361,67 @@ def _min_eps_search(
             "grid_eps": float(grid[first[i]]),
             "grid_index": first[i],
             "bisections": count[i],
+            "grid_tests": tests[i],
         }
         for i in first
     }
     return hi, extra
+
+
+def _scan_grid(flips, idx: list[int], grid: torch.Tensor, progress: bool, desc: str):
+    """First flipping grid index per image (walking up), and the flip tests per image."""
+    first: dict[int, int] = {}
+    tests = dict.fromkeys(idx, 0)
+    remaining = list(idx)
+    steps = range(grid.numel())
+    if progress:
+        from tqdm.auto import tqdm
+
+        steps = tqdm(steps, desc=f"{desc} eps grid", leave=False)
+    for j in steps:
+        if not remaining:
+            break
+        f = flips(remaining, torch.full((len(remaining),), float(grid[j]), dtype=torch.float64))
+        remaining_next = []
+        for i, hit in zip(remaining, f.tolist(), strict=True):
+            tests[i] += 1
+            if hit:
+                first[i] = j
+            else:
+                remaining_next.append(i)
+        remaining = remaining_next
+    return first, tests
+
+
+def _bisect_grid(flips, idx: list[int], grid: torch.Tensor, progress: bool, desc: str):
+    """A flipping grid index whose predecessor does not flip, per image, by bisecting indices.
+
+    The bracket starts at ``(-1, n)``: index ``-1`` is ``eps = 0`` (no flip by definition) and
+    ``n`` "beyond the grid" (never tested), so an image whose bracket ends at ``(n - 1, n)``
+    flips nowhere on the grid.
+    """
+    n = grid.numel()
+    lo = dict.fromkeys(idx, -1)
+    hi = dict.fromkeys(idx, n)
+    tests = dict.fromkeys(idx, 0)
+    rounds = range(max(1, int(np.ceil(np.log2(n + 1)))))
+    if progress:
+        from tqdm.auto import tqdm
+
+        rounds = tqdm(rounds, desc=f"{desc} eps grid", leave=False)
+    for _ in rounds:
+        active = [i for i in idx if hi[i] - lo[i] > 1]
+        if not active:
+            break
+        mid = {i: (lo[i] + hi[i]) // 2 for i in active}
+        f = flips(active, torch.tensor([float(grid[mid[i]]) for i in active], dtype=torch.float64))
+        for i, hit in zip(active, f.tolist(), strict=True):
+            tests[i] += 1
+            if hit:
+                hi[i] = mid[i]
+            else:
+                lo[i] = mid[i]
+    return {i: hi[i] for i in idx if hi[i] < n}, tests
 
 
 def _sign_gradient(net, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -494,13 +549,22 @@ def _batched_linf_pgd():
 
     Only the random start and the projection are rewritten so that they broadcast a tensor
     radius; the gradient steps (``rel_stepsize * epsilon`` times the gradient sign) are foolbox's.
+    The random start's uniform noise in ``[-1, 1]`` is the attribute ``start_noise`` (shape of
+    the batch) when set, so that each image's start can be drawn independently of the others.
     """
     import eagerpy as ep
     import foolbox as fb
 
     class BatchedLinfPGD(fb.attacks.LinfPGD):
+        start_noise: torch.Tensor | None = None
+
         def get_random_start(self, x0, epsilon):
-            return x0 + ep.uniform(x0, x0.shape, -1.0, 1.0) * epsilon
+            if self.start_noise is None:
+                return x0 + ep.uniform(x0, x0.shape, -1.0, 1.0) * epsilon
+            if tuple(self.start_noise.shape) != tuple(x0.shape):
+                got = tuple(self.start_noise.shape)
+                raise ValueError(f"start_noise: expected shape {tuple(x0.shape)}, got {got}")
+            return x0 + ep.astensor(self.start_noise.to(x0.raw)) * epsilon
 
         def project(self, x, x0, epsilon):
             return x0 + ep.minimum(ep.maximum(x - x0, -epsilon), epsilon)
@@ -525,11 +589,16 @@ def pgd(
 ) -> list[AttackResult]:
     """L-inf PGD (``foolbox.attacks.LinfPGD``), fixed ``eps`` or minimal-eps search.
 
-    Without ``eps`` the smallest flipping L-inf radius is searched like :func:`fgsm` (grid,
-    then bisection to ``rtol``); every PGD run is seeded with ``seed`` (random start), so the
-    search is deterministic. PGD's success is not strictly monotone in ``eps``; the returned
-    ``eps`` flips, ``params["eps_lo"]`` is the largest tested value in the last bracket that
-    did not.
+    Without ``eps`` the smallest flipping L-inf radius is searched: a bisection of the grid's
+    indices (6 PGD runs per image on the default 33-value grid, instead of one per grid value
+    up to the flipping one when walking the grid upwards as :func:`fgsm` does), then bisection
+    between the flipping grid value and the one below it to ``rtol``. Every run starts image
+    ``i`` from its own seeded random point (drawn from ``seed`` and ``i``), so the search is
+    deterministic and an image's result does not depend on which other images share the batch.
+    PGD's success is not strictly monotone in ``eps``; the returned ``eps`` flips,
+    ``params["eps_lo"]`` is the largest tested value in the last bracket that did not, and the
+    grid value found is one whose predecessor does not flip (the first flipping one where
+    success is monotone).
 
     Args:
         net: the network (eval mode).
@@ -542,7 +611,7 @@ def pgd(
         steps: PGD iterations per run.
         rel_stepsize: step size relative to ``eps``.
         random_start: foolbox's uniform random start in the eps-ball.
-        seed: torch seed for the random start (the global RNG state is restored afterwards).
+        seed: seed of the random starts (the global RNG is not used).
         progress: show progress bars.
     """
     import foolbox as fb
@@ -563,17 +632,22 @@ def pgd(
     cache: dict[tuple[int, float], torch.Tensor] = {}
     dev = _param_dtype(net.module)[1]
 
+    def start_noise(i: int) -> torch.Tensor:
+        # image i's own random start: the same whichever images share its batch
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + i)
+        return torch.rand(x.shape[1:], generator=gen, dtype=torch.float64) * 2 - 1
+
     def run(rows: list[int], e: torch.Tensor) -> None:
         # one foolbox call for all rows, each with its own radius
         ev = e.to(x.dtype).view(-1, 1, 1, 1)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            xa = attack.run(
-                fmodel,
-                _to_model(net, x[rows]),
-                fb.criteria.Misclassification(labels[rows].to(dev)),
-                epsilon=ep.astensor(_to_model(net, ev)),
-            )
+        if random_start:
+            attack.start_noise = torch.stack([start_noise(i) for i in rows]).to(x.dtype)
+        xa = attack.run(
+            fmodel,
+            _to_model(net, x[rows]),
+            fb.criteria.Misclassification(labels[rows].to(dev)),
+            epsilon=ep.astensor(_to_model(net, ev)),
+        )
         xa = xa.detach().cpu().to(x.dtype)
         xa = torch.minimum(torch.maximum(xa, x[rows] - ev), x[rows] + ev).clamp(0, 1)
         for j, (i, v) in enumerate(zip(rows, e.tolist(), strict=True)):
@@ -594,7 +668,7 @@ def pgd(
             run(idx, torch.full((len(idx),), float(eps), dtype=torch.float64))
     else:
         params.update(rtol=rtol, grid=[float(grid[0]), float(grid[-1]), int(grid.numel())])
-        found, extra = _min_eps_search(flips, idx, grid, rtol, max_bisect, progress, "pgd")
+        found, extra = _min_eps_search(flips, idx, grid, rtol, max_bisect, progress, "pgd", scan=False)
         missing = [i for i in idx if i not in found]
         for i in missing:
             found[i] = float(grid[-1])

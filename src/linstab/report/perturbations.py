@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..analyses.attacks import CONTROLS
+from ..analyses.attacks import ATTACK_REVISION, CONTROLS
 from ..analyses.perturbations import analyze, per_image_statistics
 from ..analyses.propagation import default_projection_units, random_repeat
 from ..io.cache import tensor_hash
@@ -59,6 +59,7 @@ def propagation_item(
         "model": ctx.model_key(net),
         "images": tensor_hash(images),
         "what": "propagation",
+        "attack_revision": ATTACK_REVISION,
         "perturbations": perts,
         "k": k,
         "seed": ctx.cfg.seed,

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .._version import __version__
+from ..analyses.attacks import ATTACK_REVISION
 from ..analyses.propagation import resolve_units
 from ..models.blocks import CifarResNet
 from ..models.registry import REGISTRY, is_model_file, trained_model_spec
@@ -54,12 +55,19 @@ class SweepPlan:
     tasks: list[dict] = field(repr=False)
 
     def recipe_dict(self) -> dict:
-        """The full recipe recorded in (and compared with) the manifest."""
-        return {
+        """The full recipe recorded in (and compared with) the manifest.
+
+        With attacks in the recipe it records the attacks' revision too, so that a resumed
+        sweep never mixes the results of two revisions.
+        """
+        d = {
             **self.recipe.to_dict(),
             "models": [m.to_dict() for m in self.models],
             "image_source": self.images.source.to_dict(),
         }
+        if self.recipe.attacks:
+            d["attack_revision"] = ATTACK_REVISION
+        return d
 
 
 @dataclass
