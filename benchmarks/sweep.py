@@ -54,6 +54,15 @@ def _counts(rows: list[dict]) -> dict:
     }
 
 
+def add_speedups(results: dict) -> None:
+    """Add ``speedup_vs_loop`` and ``speedup_vs_workers_1`` (wall-time ratios of the same run)."""
+    for ref, key in (("loop", "speedup_vs_loop"), ("workers-1", "speedup_vs_workers_1")):
+        base = results.get(ref, {}).get("seconds")
+        for mode, r in results.items():
+            if base and mode not in ("loop", ref):
+                r[key] = round(base / r["seconds"], 3)
+
+
 def _warm(models: list[dict]) -> int:
     """On a worker: load the models (cached per process) so the clock measures analyses only."""
     for m in models:
@@ -141,10 +150,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{mode}: {seconds:.1f} s, {results[mode]['images_per_hour']:.1f} images/hour "
                 f"(startup {startup:.1f} s)"
             )
-    base = results.get("loop", {}).get("seconds")
-    for mode, r in results.items():
-        if base and mode != "loop":
-            r["speedup_vs_loop"] = round(base / r["seconds"], 3)
+    add_speedups(results)
     env = environment()
     try:
         import dask
