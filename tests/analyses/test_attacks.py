@@ -320,3 +320,21 @@ def test_pgd_result_of_an_image_does_not_depend_on_the_batch_and_rng_is_untouche
     other_seed = attacks.pgd(net, x[:4], y[:4], seed=6, **FAST_PGD)
     pairs = zip(four, other_seed, strict=True)
     assert any(a.x_adv is not None and not torch.equal(a.x_adv, b.x_adv) for a, b in pairs)
+
+
+def test_pgd_grid_scan_finds_the_first_flipping_grid_value_and_bisection_agrees(net, batch):
+    x, y = batch
+    scan = attacks.pgd(net, x[:4], y[:4], seed=2, grid_search="scan", **FAST_PGD)
+    bis = attacks.pgd(net, x[:4], y[:4], seed=2, **FAST_PGD)
+    assert any(r.success for r in scan)
+    for a, b in zip(scan, bis, strict=True):
+        assert a.params["grid_search"] == "scan" and b.params["grid_search"] == "bisect"
+        if a.success:
+            j = a.params["grid_index"]
+            assert a.params["grid_tests"] == j + 1  # every grid value up to the first flip
+            # the bisection ends on a flipping value whose predecessor does not flip; the
+            # scan's first flip is at or below it
+            assert b.success and b.params["grid_index"] >= j
+            assert b.params["grid_tests"] <= 5  # ceil(log2(16 + 1))
+    with pytest.raises(ValueError, match="grid_search"):
+        attacks.pgd(net, x[:1], y[:1], grid_search="walk")

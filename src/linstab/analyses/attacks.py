@@ -585,6 +585,7 @@ def pgd(
     rel_stepsize: float = 0.01 / 0.3,
     random_start: bool = True,
     seed: int = 0,
+    grid_search: str = "bisect",
     progress: bool = False,
 ) -> list[AttackResult]:
     """L-inf PGD (``foolbox.attacks.LinfPGD``), fixed ``eps`` or minimal-eps search.
@@ -612,6 +613,9 @@ def pgd(
         rel_stepsize: step size relative to ``eps``.
         random_start: foolbox's uniform random start in the eps-ball.
         seed: seed of the random starts (the global RNG is not used).
+        grid_search: ``"bisect"`` (default) bisects the grid's indices; ``"scan"`` walks the
+            grid upwards to each image's first flipping value (one PGD run per grid value
+            below it: the smallest flipping grid value even where success is not monotone).
         progress: show progress bars.
     """
     import foolbox as fb
@@ -623,6 +627,8 @@ def pgd(
         raise ValueError(f"eps: expected a float in (0, 1], got {eps!r}")
     if not (isinstance(rtol, (int, float)) and 0 < rtol < 1):
         raise ValueError(f"rtol: expected a float in (0, 1), got {rtol!r}")
+    if grid_search not in ("bisect", "scan"):
+        raise ValueError(f"grid_search: expected 'bisect' or 'scan', got {grid_search!r}")
     fmodel = _fmodel(net)
     import eagerpy as ep
 
@@ -667,8 +673,12 @@ def pgd(
         if idx:
             run(idx, torch.full((len(idx),), float(eps), dtype=torch.float64))
     else:
-        params.update(rtol=rtol, grid=[float(grid[0]), float(grid[-1]), int(grid.numel())])
-        found, extra = _min_eps_search(flips, idx, grid, rtol, max_bisect, progress, "pgd", scan=False)
+        params.update(
+            rtol=rtol, grid=[float(grid[0]), float(grid[-1]), int(grid.numel())], grid_search=grid_search
+        )
+        found, extra = _min_eps_search(
+            flips, idx, grid, rtol, max_bisect, progress, "pgd", scan=grid_search == "scan"
+        )
         missing = [i for i in idx if i not in found]
         for i in missing:
             found[i] = float(grid[-1])
