@@ -213,6 +213,18 @@ def make_net(kind: str, seed: int = 0, dtype=torch.float32, units: int = 2, hw: 
     return _finish(model.to(dtype), seed, kind, hw)
 
 
+def make_gray_net(seed: int = 0, hw: int = 8, channels: int = 1) -> linstab.Network:
+    """A tiny seeded option-B CIFAR ResNet whose stem takes ``channels`` input channels
+    (1: grayscale), normalized with per-channel mean/std of that length."""
+    torch.manual_seed(seed)
+    model = TinyCifarResNet("B", 2)
+    model.features.init_block = ConvBlock(channels, 4, 3, 1, 1, activation=nn.ReLU())
+    randomize_bn(model, seed)
+    model.eval()
+    mean, std = (0.5,) * channels, (0.25,) * channels
+    return linstab.Network(model, mean, std, name=f"gray{channels}", input_shape=(channels, hw, hw))
+
+
 NET_KINDS = ["option-A", "option-B", "tv-basic", "tv-bottleneck", "akamaster", "pytorchcv"]
 
 

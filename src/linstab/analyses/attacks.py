@@ -46,7 +46,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.images import check_images
 from ..io.jsonable import is_plain_json
 from ..io.profile import timed
 from ..network.view import Network
@@ -163,8 +162,9 @@ def _check_net(net) -> torch.nn.Module:
     return net.module
 
 
-def _check_batch(images, labels) -> tuple[torch.Tensor, torch.Tensor]:
-    x = check_images(images)
+def _check_batch(net, images, labels) -> tuple[torch.Tensor, torch.Tensor]:
+    _check_net(net)
+    x = net.check_input(images)
     if labels is None:
         raise TypeError("labels: expected an int tensor of shape (N,), got None")
     if isinstance(labels, np.ndarray):
@@ -479,7 +479,7 @@ def fgsm(
     Returns:
         One :class:`AttackResult` per image (``success=False`` when no grid value flips).
     """
-    x, labels = _check_batch(images, labels)
+    x, labels = _check_batch(net, images, labels)
     grid = check_eps_grid(eps_grid)
     if not (isinstance(rtol, (int, float)) and 0 < rtol < 1):
         raise ValueError(f"rtol: expected a float in (0, 1), got {rtol!r}")
@@ -621,7 +621,7 @@ def pgd(
     import foolbox as fb
 
     _check_net(net)
-    x, labels = _check_batch(images, labels)
+    x, labels = _check_batch(net, images, labels)
     grid = check_eps_grid(eps_grid)
     if eps is not None and not (isinstance(eps, (int, float)) and 0 < eps <= 1):
         raise ValueError(f"eps: expected a float in (0, 1], got {eps!r}")
@@ -733,7 +733,7 @@ def deepfool(
     import foolbox as fb
 
     _check_net(net)
-    x, labels = _check_batch(images, labels)
+    x, labels = _check_batch(net, images, labels)
     if loss not in ("logits", "crossentropy"):
         raise ValueError(f"loss: expected 'logits' or 'crossentropy', got {loss!r}")
     attack = fb.attacks.L2DeepFoolAttack(steps=steps, candidates=candidates, overshoot=overshoot, loss=loss)
@@ -776,7 +776,7 @@ def carlini_wagner(
     import foolbox as fb
 
     _check_net(net)
-    x, labels = _check_batch(images, labels)
+    x, labels = _check_batch(net, images, labels)
     attack = fb.attacks.L2CarliniWagnerAttack(
         binary_search_steps=binary_search_steps,
         steps=steps,
@@ -826,7 +826,7 @@ def fgsm_half(
     """
     if not (isinstance(scale, (int, float)) and 0 < scale < 1):
         raise ValueError(f"scale: expected a float in (0, 1), got {scale!r}")
-    x, labels = _check_batch(images, labels)
+    x, labels = _check_batch(net, images, labels)
     base = fgsm(net, x, labels, eps_grid=eps_grid, rtol=rtol, max_bisect=max_bisect, progress=progress)
     clean_pred, idx, direction = _fgsm_direction(net, x, labels)
     adv, eps, extra, notes = {}, {}, {}, {}
@@ -857,7 +857,7 @@ def fgsm_fixed(
     """
     if not (isinstance(eps, (int, float)) and 0 < eps <= 1):
         raise ValueError(f"eps: expected a float in (0, 1], got {eps!r}")
-    x, labels = _check_batch(images, labels)
+    x, labels = _check_batch(net, images, labels)
     clean_pred, idx, direction = _fgsm_direction(net, x, labels)
     adv = {i: (x[i] + eps * direction[i]).clamp(0, 1) for i in idx}
     found = dict.fromkeys(idx, float(eps))
@@ -898,7 +898,7 @@ def bim(
         steps = int(np.ceil(min(eps * 255 + 4, 1.25 * eps * 255)))
     if not (isinstance(steps, int) and steps >= 1):
         raise ValueError(f"steps: expected an integer >= 1, got {steps!r}")
-    x, labels = _check_batch(images, labels)
+    x, labels = _check_batch(net, images, labels)
     _check_net(net)
     clean_pred = _predict(net, x)
     idx = [i for i in range(x.shape[0]) if int(clean_pred[i]) == int(labels[i])]

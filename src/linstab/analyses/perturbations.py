@@ -47,7 +47,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.images import check_images
 from ..io.tables import read_csv, write_csv
 from .attacks import ATTACKS, CONTROLS, AttackResult, run_attack
 from .projections import UnitPrediction, predict_unit, right_singular
@@ -238,7 +237,7 @@ def analyze(
             f"attack_params: unknown attacks {unknown}; expected keys among "
             f"{', '.join((*ATTACKS, *CONTROLS))}"
         )
-    x = check_images(images)
+    x = net.check_input(images)
     if labels is None:
         labels = net.predict(x).argmax(1)
     labels = torch.as_tensor(labels).reshape(-1)

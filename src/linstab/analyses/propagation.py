@@ -30,7 +30,7 @@ def random_perturbation(
     round-off. Without clipping this is simply ``norm * u / ||u||``.
 
     Args:
-        image: ``(3, H, W)`` in [0, 1].
+        image: ``(C, H, W)`` in [0, 1] (any number of channels ``C``).
         norm: the requested L2 norm (> 0).
         seed: seed of the noise (ignored when ``generator`` is given).
         generator: a torch generator to draw from.
@@ -42,9 +42,9 @@ def random_perturbation(
         ValueError: for a non-positive or non-finite norm, a batch instead of one image, or a
             norm larger than the image box allows in the drawn direction.
     """
-    x = check_images(image, name="image")
+    x = check_images(image, name="image", channels=None)
     if x.shape[0] != 1:
-        raise ValueError(f"image: expected one image (3, H, W), got a batch of {x.shape[0]}")
+        raise ValueError(f"image: expected one image (C, H, W), got a batch of {x.shape[0]}")
     x = x[0].to(torch.float64)
     if not isinstance(norm, (int, float)) or not math.isfinite(norm) or norm <= 0:
         raise ValueError(f"norm: expected a finite float > 0, got {norm!r}")
@@ -158,8 +158,8 @@ def propagate(
     """
     if dtype not in (torch.float32, torch.float64):
         raise TypeError(f"dtype: expected torch.float32 or torch.float64, got {dtype}")
-    xc = check_images(clean, name="clean")
-    xp = check_images(perturbed, name="perturbed")
+    xc = net.check_input(clean, name="clean")
+    xp = net.check_input(perturbed, name="perturbed")
     if xc.shape != xp.shape:
         raise ValueError(f"perturbed: expected shape {tuple(xc.shape)} like clean, got {tuple(xp.shape)}")
     b = xc.shape[0]

@@ -28,11 +28,14 @@ DEFAULT_LABELS = (3, 8, 8, 0, 6, 6, 1, 6, 3, 1, 0, 9, 5, 7, 9, 8, 5, 7, 8, 6)
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
 
-def check_images(x: torch.Tensor | np.ndarray, *, name: str = "images") -> torch.Tensor:
-    """Validate a batch of RGB images in [0, 1] and return it as a float tensor.
+def check_images(
+    x: torch.Tensor | np.ndarray, *, name: str = "images", channels: int | None = 3
+) -> torch.Tensor:
+    """Validate a batch of images in [0, 1] and return it as a float tensor.
 
-    Accepts ``(3, H, W)`` or ``(N, 3, H, W)``; a float tensor or array (uint8 arrays are
-    rejected: divide by 255 first, so nothing is rescaled silently).
+    Accepts ``(C, H, W)`` or ``(N, C, H, W)`` with ``C = channels`` (3, RGB, unless a network
+    takes another number, e.g. 1 for grayscale; ``None``: any ``C >= 1``); a float tensor or
+    array (uint8 arrays are rejected: divide by 255 first, so nothing is rescaled silently).
 
     Raises:
         TypeError: for a non-tensor or a non-floating dtype.
@@ -49,9 +52,14 @@ def check_images(x: torch.Tensor | np.ndarray, *, name: str = "images") -> torch
         )
     if x.ndim == 3:
         x = x.unsqueeze(0)
-    if x.ndim != 4 or x.shape[1] != 3:
+    if channels is None:
+        if x.ndim != 4:
+            raise ValueError(f"{name}: expected shape (C, H, W) or (N, C, H, W), got {tuple(x.shape)}")
+    elif x.ndim != 4 or x.shape[1] != channels:
+        what = "3 RGB channels" if channels == 3 else f"{channels} channel{'s' if channels > 1 else ''}"
         raise ValueError(
-            f"{name}: expected shape (3, H, W) or (N, 3, H, W) with 3 RGB channels, got {tuple(x.shape)}"
+            f"{name}: expected shape ({channels}, H, W) or (N, {channels}, H, W) with {what}, "
+            f"got {tuple(x.shape)}"
         )
     if x.numel() == 0:
         raise ValueError(f"{name}: no pixels: got an empty batch or image of shape {tuple(x.shape)}")
@@ -116,15 +124,30 @@ def _read_image_file(path: Path) -> torch.Tensor:
     return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
 
 
+def channels_first(arr: np.ndarray) -> np.ndarray:
+    """``(N, H, W, C)`` / ``(H, W, C)`` with ``C`` in (1, 3) to channels-first.
+
+    An array whose channel axis already comes first (size 1 or 3), or of another shape, is
+    returned as it is.
+    """
+    if arr.ndim == 4 and arr.shape[-1] in (1, 3) and arr.shape[1] not in (1, 3):
+        return np.transpose(arr, (0, 3, 1, 2))
+    if arr.ndim == 3 and arr.shape[-1] in (1, 3) and arr.shape[0] not in (1, 3):
+        return np.transpose(arr, (2, 0, 1))
+    return arr
+
+
 def load_images(source: str | os.PathLike) -> torch.Tensor:
     """Load user images: one PNG/JPEG file, a folder of them, or a ``.npy``/``.npz`` batch.
 
-    Arrays must be float in [0, 1], shaped ``(N, 3, H, W)``/``(3, H, W)`` or channels-last
-    ``(N, H, W, 3)``; a ``.npz`` must hold one array (or one named ``images``). uint8 arrays
-    are read as 0..255 and divided by 255 (this is the only conversion and it is stated here).
+    Arrays must be float in [0, 1], shaped ``(N, C, H, W)``/``(C, H, W)`` or channels-last
+    ``(N, H, W, C)`` for ``C`` = 1 (grayscale) or 3 (RGB); channels-first arrays may have any
+    ``C`` (the network checks it); a ``.npz`` must hold one array (or one named ``images``).
+    uint8 arrays are read as 0..255 and divided by 255 (this is the only conversion and it is
+    stated here). Image files are read as RGB.
 
     Returns:
-        ``(N, 3, H, W)`` float32 in [0, 1].
+        ``(N, C, H, W)`` float32 in [0, 1] (``C = 3`` for image files).
     """
     path = Path(source).expanduser()
     if not path.exists():
@@ -153,10 +176,8 @@ def load_images(source: str | os.PathLike) -> torch.Tensor:
                 arr = z[key]
         if arr.dtype == np.uint8:
             arr = arr.astype(np.float32) / 255.0
-        if arr.ndim == 4 and arr.shape[-1] == 3 and arr.shape[1] != 3:
-            arr = np.transpose(arr, (0, 3, 1, 2))
-        elif arr.ndim == 3 and arr.shape[-1] == 3 and arr.shape[0] != 3:
-            arr = np.transpose(arr, (2, 0, 1))
+        arr = channels_first(arr)
         # checked before the cast: an integer array other than uint8 is refused, not converted
-        return check_images(torch.from_numpy(np.ascontiguousarray(arr)), name=str(path)).float()
+        x = torch.from_numpy(np.ascontiguousarray(arr))
+        return check_images(x, name=str(path), channels=None).float()
     raise ValueError(f"unsupported image source {path}: expected .png/.jpg/.jpeg, a folder, .npy or .npz")

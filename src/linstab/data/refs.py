@@ -18,7 +18,7 @@ import torch
 
 from ..io.hashing import sha256_file
 from .cifar10_jpeg import cifar10_jpeg_dir, jpeg_members
-from .images import DEFAULT_LABELS, check_images, default_images, load_images
+from .images import DEFAULT_LABELS, channels_first, check_images, default_images, load_images
 
 DEFAULT_SOURCE = "cifar10-test-lossless"
 JPEG_SOURCE = "cifar10-jpeg-test"
@@ -348,8 +348,7 @@ def load_image(ref: ImageRef | dict) -> tuple[torch.Tensor, int | None]:
         a = np.array(_array(ref.path)[ref.index])  # a copy: the array may be memory-mapped
         if a.dtype == np.uint8:
             a = a.astype(np.float32) / 255.0
-        if a.ndim == 3 and a.shape[-1] == 3 and a.shape[0] != 3:
-            a = np.transpose(a, (2, 0, 1))
-        x = check_images(torch.from_numpy(np.ascontiguousarray(a)), name=ref.id).float()
+        a = channels_first(a)
+        x = check_images(torch.from_numpy(np.ascontiguousarray(a)), name=ref.id, channels=None).float()
         return x[0], ref.label
     raise ValueError(f"unknown image kind {ref.kind!r}")

@@ -22,9 +22,7 @@ import torch
 from torch import nn
 
 from ..data.imagenet import IMAGENET_MEAN, IMAGENET_STD
-from ..data.images import check_images
 from ..models.imagenet import MIN_INPUT_SIZE, ModelRecord, build_imagenet_resnet
-from .linearization import Linearization
 from .view import Network
 
 _HINT = (
@@ -113,7 +111,7 @@ class ImageNetNetwork(Network):
         resize = round(max(h, w) * 256 / 224)
         hint = _HINT.format(size=h if h == w else (h, w), resize=resize)
         try:
-            x = check_images(images, name=name)
+            x = super().check_input(images, name=name)
         except (TypeError, ValueError) as exc:
             raise type(exc)(f"{exc}. {hint}") from None
         ih, iw = x.shape[-2:]
@@ -130,20 +128,6 @@ class ImageNetNetwork(Network):
                 f"input_size=({ih}, {iw})"
             )
         return x
-
-    def predict(self, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
-        """Logits for images of this network's size in [0, 1], normalization included."""
-        return super().predict(self.check_input(images), batch_size)
-
-    def activations(self, images: torch.Tensor, dtype: torch.dtype = torch.float32):
-        """As :meth:`linstab.Network.activations`, for images of this network's size."""
-        return super().activations(self.check_input(images), dtype)
-
-    def linearize(
-        self, image: torch.Tensor, dtype: torch.dtype = torch.float32, method: str = "auto"
-    ) -> Linearization:
-        """As :meth:`linstab.Network.linearize`, for an image of this network's size."""
-        return super().linearize(self.check_input(image, name="image"), dtype, method)
 
 
 def imagenet_network(

@@ -137,7 +137,9 @@ class Network:
         mean: per-channel input mean (``None``: images go in unchanged).
         std: per-channel input std.
         name: a label for outputs.
-        input_shape: shape of one input image ``(3, H, W)``, for shape discovery.
+        input_shape: shape of one input image ``(C, H, W)`` (default ``(3, 32, 32)``; ``C = 1``
+            for a grayscale network), for shape discovery; every image given to the network
+            must have ``C`` channels.
         unit_types: extra module classes to treat as residual units (autodiff Jacobian only,
             unless they match a recognized form).
         sha256: checksum of the weights file, when loaded from one.
@@ -163,9 +165,9 @@ class Network:
         if (mean is None) != (std is None):
             raise ValueError("give both mean and std, or neither")
         input_shape = tuple(input_shape)
-        if len(input_shape) != 3 or input_shape[0] != 3 or min(input_shape) < 1:
+        if len(input_shape) != 3 or not all(isinstance(v, int) and v >= 1 for v in input_shape):
             raise ValueError(
-                f"input_shape must be (3, H, W): linstab analyses networks of RGB images, got {input_shape}"
+                f"input_shape must be (C, H, W) with positive ints (C = 3 for RGB), got {input_shape}"
             )
         if mean is not None:
             _check_normalization(mean, std, input_shape[0])
@@ -204,7 +206,13 @@ class Network:
             )
         g = torch.Generator().manual_seed(0)
         x = torch.rand((1, *self.input_shape), generator=g)
-        ins, outs = self._trace([m for _, m in found], x, torch.float32)
+        try:
+            ins, outs = self._trace([m for _, m in found], x, torch.float32)
+        except RuntimeError as exc:  # e.g. a first convolution that takes another channel count
+            raise ValueError(
+                f"{type(self.model).__name__} does not run on images of input_shape "
+                f"{self.input_shape} (C, H, W): {exc}"
+            ) from None
         units: list[UnitInfo] = []
         parents: list[str] = []
         counts: dict[str, int] = {}
@@ -379,9 +387,19 @@ class Network:
         return self
 
     # -- evaluation --------------------------------------------------------------------------
+    def check_input(self, images, *, name: str = "images") -> torch.Tensor:
+        """Validate images for this network: ``(C, H, W)`` / ``(N, C, H, W)`` float in [0, 1]
+        with the network's ``C = input_shape[0]`` channels; returns ``(N, C, H, W)``.
+
+        Raises:
+            ValueError: wrong shape or channel count, NaN/inf, values outside [0, 1].
+            TypeError: a non-float input.
+        """
+        return check_images(images, name=name, channels=self.input_shape[0])
+
     def predict(self, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
-        """Logits for images in [0, 1] (``(3, H, W)`` or ``(N, 3, H, W)``), normalization included."""
-        x = check_images(images)
+        """Logits for images in [0, 1] (``(C, H, W)`` or ``(N, C, H, W)``), normalization included."""
+        x = self.check_input(images)
         p = next(self.module.parameters())
         out = []
         with torch.no_grad():
@@ -398,7 +416,7 @@ class Network:
             ``(stem_out, unit_outs, logits)``: ``stem_out`` is the input of unit 1.1
             ``(N, C, H, W)``; ``unit_outs[i]`` the output of ``self.units[i]``.
         """
-        x = check_images(images)
+        x = self.check_input(images)
         ins, outs = self._trace([u.module for u in self.units], x, dtype)
         return ins[0], outs, self._last_logits
 
@@ -408,7 +426,7 @@ class Network:
         """Linearize every unit at one image: one forward pass, unit inputs kept.
 
         Args:
-            image: ``(3, H, W)`` or ``(1, 3, H, W)`` in [0, 1].
+            image: ``(C, H, W)`` or ``(1, C, H, W)`` in [0, 1].
             dtype: float32 or float64 (the forward pass runs in this dtype too).
             method: ``"closed"`` (closed form, recognized units only), ``"autodiff"``
                 (``torch.func``, any unit) or ``"auto"`` (closed form where available).
@@ -417,7 +435,7 @@ class Network:
             raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
         if method not in JACOBIAN_METHODS:
             raise ValueError(f"method must be one of {JACOBIAN_METHODS}, got {method!r}")
-        x = check_images(image, name="image")
+        x = self.check_input(image, name="image")
         if x.shape[0] != 1:
             raise ValueError(f"linearize takes one image, got a batch of {x.shape[0]}")
         p = next(self.module.parameters())

@@ -196,6 +196,8 @@ def build_report(
         shortcut_reference(cfg, nets, dev, reference) if "spectra" in sections else (None, "")
     )
     sel = report_images(cfg.images, getattr(nets[0], "input_size", None))
+    for n in [*nets, *([reference] if reference is not None else [])]:
+        n.check_input(sel.images[:1], name=f"the report's images for {n.name}")  # before any work
     t_start = time.perf_counter()
     ctx = ReportContext(cfg)
     images, labels = sel.images, sel.labels
