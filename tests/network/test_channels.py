@@ -50,6 +50,10 @@ def test_bad_input_shapes_and_normalization_are_refused():
         linstab.Network(model, input_shape=(0, 8, 8))
     with pytest.raises(ValueError, match=r"input_shape must be \(C, H, W\)"):
         linstab.Network(model, input_shape=(1, 8))
+    with pytest.raises(ValueError, match=r"input_shape must be \(C, H, W\)"):
+        linstab.Network(model, input_shape=(True, 8, 8))
+    net = linstab.Network(model, input_shape=tuple(np.array([1, 8, 8])))  # numpy ints are fine
+    assert net.input_shape == (1, 8, 8) and all(type(v) is int for v in net.input_shape)
     with pytest.raises(ValueError):
         linstab.Network(model, (0.5, 0.5, 0.5), (0.2, 0.2, 0.2), input_shape=(1, 8, 8))
 

@@ -680,9 +680,14 @@ def pgd(
             flips, idx, grid, rtol, max_bisect, progress, "pgd", scan=grid_search == "scan"
         )
         missing = [i for i in idx if i not in found]
+        top = float(grid[-1])
         for i in missing:
-            found[i] = float(grid[-1])
-            notes[i] = f"no eps up to {float(grid[-1]):.3g} flips the label"
+            found[i] = top
+            notes[i] = (
+                f"no eps up to {top:.3g} flips the label"
+                if grid_search == "scan"
+                else f"no flip at the grid values tested, the largest ({top:.3g}) included"
+            )
         if missing:
             run(missing, torch.full((len(missing),), float(grid[-1]), dtype=torch.float64))
     adv = {i: cache[(i, found[i])] for i in idx}

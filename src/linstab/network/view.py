@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import numbers
 from dataclasses import dataclass, field
 
 import torch
@@ -165,10 +166,13 @@ class Network:
         if (mean is None) != (std is None):
             raise ValueError("give both mean and std, or neither")
         input_shape = tuple(input_shape)
-        if len(input_shape) != 3 or not all(isinstance(v, int) and v >= 1 for v in input_shape):
+        if len(input_shape) != 3 or not all(
+            isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1 for v in input_shape
+        ):
             raise ValueError(
                 f"input_shape must be (C, H, W) with positive ints (C = 3 for RGB), got {input_shape}"
             )
+        input_shape = tuple(int(v) for v in input_shape)
         if mean is not None:
             _check_normalization(mean, std, input_shape[0])
         self.model = model
