@@ -151,6 +151,14 @@ def images_npz(tmp_path_factory) -> Path:
     return path
 
 
+def _profiler_state(dask_worker) -> tuple[bool, bool]:
+    """On a worker: the profile setting it runs with, and whether it samples the task stacks."""
+    import dask
+
+    enabled = bool(dask.config.get("distributed.worker.profile.enabled"))
+    return enabled, "profile" in dask_worker.periodic_callbacks
+
+
 @pytest.fixture(scope="module")
 def client():
     """A LocalCluster of 2 single-thread worker processes (started once for the module)."""
@@ -159,6 +167,8 @@ def client():
     c = distributed.Client(cluster)
     if "MALLOC_TRIM_THRESHOLD_" not in os.environ:  # see linstab.sweep.local_cluster
         assert set(c.run(os.environ.get, "MALLOC_TRIM_THRESHOLD_").values()) == {None}
+    # the workers' statistical profiler is off (and so is its sampling thread)
+    assert set(c.run(_profiler_state).values()) == {(False, False)}
     yield c
     c.close()
     cluster.close()

@@ -79,7 +79,7 @@ def images_from_args(
             get files resized and center-cropped to it.
 
     Returns:
-        ``(images, labels, ids)``: ``(N, 3, H, W)`` in [0, 1], labels (``None`` for user
+        ``(images, labels, ids)``: ``(N, C, H, W)`` in [0, 1], labels (``None`` for user
         files) and a readable id per image.
     """
     spec = getattr(args, "images", None)

@@ -1,6 +1,8 @@
 """Images: the 20 lossless CIFAR-10 test images in ``foolbox``, user files, the JPEG CIFAR-10 set.
 
-All images are returned as float32 tensors of shape ``(N, 3, H, W)`` with values in [0, 1].
+All images are returned as float32 tensors of shape ``(N, C, H, W)`` with values in [0, 1]:
+``C = 3`` (RGB) for the CIFAR-10 sets and image files, the array's own channel count for
+``.npy``/``.npz`` files (e.g. 1 for a grayscale network; the network checks it).
 """
 
 from .cifar10_jpeg import cifar10_jpeg_dir, load_cifar10_jpeg

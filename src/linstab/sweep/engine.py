@@ -206,12 +206,18 @@ def local_cluster(n_workers: int):
     threshold, so every large temporary array becomes a fresh ``mmap`` that is page-faulted
     again. Here that made a ResNet-20 band-count task 1.6x slower (38.4 and 39.5 s against 22.8
     and 24.1 s in a plain process, machine shared), so it is not set for linstab's workers
-    (unless this process's environment sets it).
+    (unless this process's environment sets it). The workers' statistical profiler (a thread
+    that samples the running task's stack every 10 ms, for a dashboard this cluster does not
+    start) is switched off: on a machine with one worker per core it takes CPU from the tasks.
     """
     import dask
     from distributed import LocalCluster
 
-    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+    settings = {
+        "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+        "distributed.worker.profile.enabled": False,
+    }
+    with dask.config.set(settings):
         return LocalCluster(
             n_workers=n_workers,
             threads_per_worker=1,
