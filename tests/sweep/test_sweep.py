@@ -505,3 +505,23 @@ def test_summary_statistics_and_figures(deep_spec, deep_images_npz, tmp_path, ca
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
     env.pop("MPLBACKEND", None)
     subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=120)
+
+
+def test_the_attacks_revision_is_part_of_an_attacking_recipe_only(
+    tiny_spec, images_npz, tmp_path, monkeypatch
+):
+    from linstab.sweep import engine
+
+    attacking = plan_sweep(
+        [tiny_spec], f"{images_npz}:0", Recipe(analyses=("propagation",), attacks=("fgsm",))
+    )
+    bands_only = plan_sweep([tiny_spec], f"{images_npz}:0", Recipe(analyses=("bands",)))
+    assert attacking.recipe_dict()["attack_revision"] == engine.ATTACK_REVISION
+    assert "attack_revision" not in bands_only.recipe_dict()
+    run_sweep(tmp_path / "a", attacking, workers=0, progress=False)
+    run_sweep(tmp_path / "b", bands_only, workers=0, progress=False)
+    monkeypatch.setattr(engine, "ATTACK_REVISION", engine.ATTACK_REVISION + 1)
+    with pytest.raises(RecipeMismatch, match="attack_revision"):
+        run_sweep(tmp_path / "a", attacking, workers=0, progress=False)
+    res = run_sweep(tmp_path / "b", bands_only, workers=0, progress=False)  # still resumable
+    assert (res.done_before, res.ran) == (1, 0)

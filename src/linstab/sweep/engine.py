@@ -57,15 +57,16 @@ class SweepPlan:
     def recipe_dict(self) -> dict:
         """The full recipe recorded in (and compared with) the manifest.
 
-        With attacks in the recipe it records the attacks' revision too, so that a resumed
-        sweep never mixes the results of two revisions.
+        When the recipe attacks (the ``"propagation"`` analysis) it records the attacks'
+        revision too, so that a resumed sweep never mixes the results of two revisions (and a
+        sweep without attacks stays resumable across attack revisions).
         """
         d = {
             **self.recipe.to_dict(),
             "models": [m.to_dict() for m in self.models],
             "image_source": self.images.source.to_dict(),
         }
-        if self.recipe.attacks:
+        if "propagation" in self.recipe.analyses and self.recipe.attacks:
             d["attack_revision"] = ATTACK_REVISION
         return d
 
