@@ -338,3 +338,19 @@ def test_pgd_grid_scan_finds_the_first_flipping_grid_value_and_bisection_agrees(
             assert b.params["grid_tests"] <= 5  # ceil(log2(16 + 1))
     with pytest.raises(ValueError, match="grid_search"):
         attacks.pgd(net, x[:1], y[:1], grid_search="walk")
+
+
+def test_attack_parameters_that_make_no_attack_and_impossible_labels_are_refused(net, batch):
+    x, y = batch
+    for kw in ({"steps": 0}, {"steps": -3}, {"rel_stepsize": 0.0}, {"max_bisect": 0}):
+        with pytest.raises(ValueError, match=next(iter(kw))):
+            attacks.pgd(net, x[:1], y[:1], **kw)
+    for kw in ({"steps": 0}, {"binary_search_steps": -1}, {"stepsize": 0.0}, {"confidence": -1.0}):
+        with pytest.raises(ValueError, match=next(iter(kw))):
+            attacks.carlini_wagner(net, x[:1], y[:1], **kw)
+    for kw in ({"steps": 0}, {"candidates": 1}, {"overshoot": -0.1}):
+        with pytest.raises(ValueError, match=next(iter(kw))):
+            attacks.deepfool(net, x[:1], y[:1], **kw)
+    for bad in (torch.tensor([10, 3]), torch.tensor([-1, 3])):
+        with pytest.raises(ValueError, match=r"class indices in 0\.\.9"):
+            attacks.fgsm(net, x[:2], bad)

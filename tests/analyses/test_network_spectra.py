@@ -48,3 +48,15 @@ def test_unit_bands_rows_csv_and_figures(nets, tmp_path):
     assert len(data["rows"]["stage"][2]["spectra"]) == 2
     written = plot_scree([data, data], tmp_path / "fig1.png")
     assert [p.name for p in written] == ["fig1.png", "fig1.svg"]
+
+
+def test_scree_data_refuses_bad_sizes_before_any_work():
+    from factories import make_net
+
+    net = make_net("option-B")
+    x = tiny_image()
+    for kw in ({"stage_k": 0}, {"max_dense": -1}, {"unit_index": 0}):
+        with pytest.raises(ValueError, match=next(iter(kw))):
+            network_spectra.scree_data(net, x, progress=False, **kw)
+    with pytest.raises(ValueError, match="3 RGB channels"):
+        network_spectra.scree_data(net, torch.rand(1, 1, 8, 8), progress=False)

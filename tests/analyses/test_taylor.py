@@ -112,3 +112,11 @@ def test_cli_errors(capsys, monkeypatch, tmp_path):
     assert "unknown model" in capsys.readouterr().err
     assert main([]) == 2
     assert main(["models"]) == 0
+
+
+def test_a_softplus_without_positive_sharpness_is_refused_before_any_work():
+    net = make_net("option-B")
+    for beta in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="beta"):
+            jacobian_test(net, tiny_image(), 1, 1, smooth="softplus", beta=beta)
+    assert jacobian_test(net, tiny_image(), 1, 1, smooth="gelu", beta=0.0).unit == "1.1"  # beta unused

@@ -61,8 +61,10 @@ def test_bad_inputs_are_refused(image_file, tmp_path, capsys):
     np.save(bad, arr)
     assert main(["predict", *MODEL, "--images", str(bad)]) == 2
     assert "finite" in capsys.readouterr().err.lower()
-    # --input-size on a CIFAR model, weights of another architecture
+    # --input-size on a CIFAR model, weights of another architecture, a size of 0
     assert main(["predict", "--model", "resnet20-linstab", "--input-size", "64", "--images", "0"]) == 2
+    assert main(["info", "--model", "torchvision:resnet18", "--input-size", "0"]) == 2
+    assert "input_size" in capsys.readouterr().err
     wrong = tmp_path / "r20.pt"
     torch.save({"conv1.weight": torch.zeros(16, 3, 3, 3)}, wrong)
     assert main(["predict", *MODEL, "--weights", str(wrong), "--images", str(image_file)]) == 2

@@ -56,6 +56,13 @@ def test_cli_propagate_and_figures(tiny_cli, tmp_path, capsys):
     rc = linstab.cli.main(["figure", "propagation", "--from-csv", str(out), "--out", str(tmp_path / "f3")])
     assert rc == 0
     assert (tmp_path / "f3.png").stat().st_size > 0 and (tmp_path / "f3.svg").exists()
+    capsys.readouterr()
+    # an attack the CSV does not hold is an error, not a figure without it
+    rc = linstab.cli.main(
+        ["figure", "propagation", "--from-csv", str(out), "--attack", "pgd", "--out", str(tmp_path / "f5")]
+    )
+    assert rc == 2 and "does not hold" in capsys.readouterr().err
+    assert not (tmp_path / "f5.png").exists()
     rc = linstab.cli.main(
         ["figure", "projections", "--units", "1,2", "--k", "all", "--out", str(tmp_path / "f4.png"),
          "--no-progress"]
@@ -72,3 +79,7 @@ def test_cli_errors(tiny_cli, tmp_path, capsys):
     assert "unknown perturbation 'jsma'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         linstab.cli.main(["propagate", "--k", "zero", "--out", str(tmp_path / "x.csv")])
+    for flag in ("--cw-steps", "--cw-search-steps"):
+        with pytest.raises(SystemExit):
+            linstab.cli.main(["propagate", "--attack", "cw", flag, "0", "--out", str(tmp_path / "x.csv")])
+        assert "expected an integer >= 1" in capsys.readouterr().err

@@ -277,3 +277,37 @@ def test_unit_addresses_must_be_ints():
         linstab.Network(net.model, input_shape=(1, 8, 8))
     with pytest.raises(ValueError, match="expected images of shape"):
         net.linearize(tiny_image(hw=16))
+
+
+def test_a_model_put_back_in_training_mode_is_refused_at_every_use_and_left_unchanged():
+    net = make_net("option-B")
+    x = tiny_image()
+    lin = net.linearize(x)
+    net.model.train()
+    try:
+        state = copy.deepcopy(net.model.state_dict())
+        for call in (
+            lambda: net.predict(x),
+            lambda: net.linearize(x),
+            lambda: lin.unit(1, 1, method="autodiff"),
+        ):
+            with pytest.raises(ValueError, match="training mode"):
+                call()
+        after = net.model.state_dict()
+        assert all(torch.equal(state[k], after[k]) for k in state)  # no batch statistics updated
+        assert lin.unit(1, 1, method="closed") is not None  # linstab's own twin, taken in eval mode
+    finally:
+        net.model.eval()
+
+
+def test_unit_types_and_unit_addresses_are_checked_and_numpy_ints_accepted():
+    import numpy as np
+
+    net = make_net("tv-basic")
+    one = linstab.Network(net.model, input_shape=(3, 8, 8), unit_types=TVBasicBlock)  # a class alone
+    assert len(one.units) == len(net.units)
+    with pytest.raises(TypeError, match="torch.nn.Module subclasses"):
+        linstab.Network(net.model, input_shape=(3, 8, 8), unit_types=(int,))
+    with pytest.raises(TypeError, match="tuple of module classes"):
+        linstab.Network(net.model, input_shape=(3, 8, 8), unit_types=3)
+    assert net.unit(np.int64(1), np.int32(2)) is net.unit(1, 2)

@@ -507,3 +507,16 @@ def test_model_key_is_each_networks_fingerprint_once_per_report(tmp_path, monkey
     assert ctx.model_key(a) == fp(a) and [id(n) for n in calls] == [id(a), id(b)]
     ctx._model_keys[id(b)] = (a, fp(a))  # an entry left by another object under b's id
     assert ctx.model_key(b) == fp(b)
+
+
+def test_report_config_refuses_bad_seeds_and_attacks_before_any_work(tmp_path):
+    for kw, msg in (
+        ({"seeds": 0}, "seeds"),
+        ({"seeds": -1}, "seeds"),
+        ({"attacks": ("bogus",)}, "unknown attacks"),
+        ({"attacks": "fgsm"}, "sequence of attack names"),
+        ({"attacks": ("fgsm", "fgsm")}, "each attack once"),
+    ):
+        with pytest.raises((ValueError, TypeError), match=msg):
+            ReportConfig(models=[], images=[0], out=tmp_path, **kw)
+    assert ReportConfig(models=[], images=[0], attacks=["pgd"]).attacks == ("pgd",)

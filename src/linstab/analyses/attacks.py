@@ -151,15 +151,21 @@ class AttackResult:
 def _check_net(net) -> torch.nn.Module:
     if not isinstance(net, Network):
         raise TypeError(f"net must be a linstab.Network, got {type(net).__name__}")
-    # net.model is the user's network; net.module may add linstab's (stateless) Normalize wrapper
-    training = [n or "<model>" for n, m in net.model.named_modules() if m.training]
-    if training:
-        raise ValueError(
-            f"the model is in training mode (e.g. {', '.join(training[:3])}); attacks need eval "
-            "mode (batch norm with running statistics). Call model.eval() yourself: linstab never "
-            "changes your model's mode."
-        )
+    net.check_eval()  # attacks need batch norm with running statistics
     return net.module
+
+
+def _positive_int(name: str, v, allow_none: bool = False) -> None:
+    if v is None and allow_none:
+        return
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise ValueError(f"{name}: expected an integer >= 1, got {v!r}")
+
+
+def _positive_float(name: str, v, allow_zero: bool = False) -> None:
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
+    if not ok or v < 0 or (v == 0 and not allow_zero):
+        raise ValueError(f"{name}: expected a finite float {'>=' if allow_zero else '>'} 0, got {v!r}")
 
 
 def _check_batch(net, images, labels) -> tuple[torch.Tensor, torch.Tensor]:
@@ -178,6 +184,12 @@ def _check_batch(net, images, labels) -> tuple[torch.Tensor, torch.Tensor]:
     labels = labels.reshape(-1).to(torch.int64)
     if labels.shape[0] != x.shape[0]:
         raise ValueError(f"labels: expected {x.shape[0]} labels (one per image), got {labels.shape[0]}")
+    n_classes = int(net.predict(x[:1]).shape[1])
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= n_classes):
+        raise ValueError(
+            f"labels: expected class indices in 0..{n_classes - 1} (the model's {n_classes} outputs), "
+            f"got values in {int(labels.min())}..{int(labels.max())}"
+        )
     return x, labels
 
 
@@ -629,6 +641,9 @@ def pgd(
         raise ValueError(f"rtol: expected a float in (0, 1), got {rtol!r}")
     if grid_search not in ("bisect", "scan"):
         raise ValueError(f"grid_search: expected 'bisect' or 'scan', got {grid_search!r}")
+    _positive_int("steps", steps)
+    _positive_int("max_bisect", max_bisect)
+    _positive_float("rel_stepsize", rel_stepsize)
     fmodel = _fmodel(net)
     import eagerpy as ep
 
@@ -741,6 +756,11 @@ def deepfool(
     x, labels = _check_batch(net, images, labels)
     if loss not in ("logits", "crossentropy"):
         raise ValueError(f"loss: expected 'logits' or 'crossentropy', got {loss!r}")
+    _positive_int("steps", steps)
+    _positive_int("candidates", candidates, allow_none=True)
+    if candidates is not None and candidates < 2:
+        raise ValueError(f"candidates: expected at least 2 classes (or None: all), got {candidates!r}")
+    _positive_float("overshoot", overshoot, allow_zero=True)
     attack = fb.attacks.L2DeepFoolAttack(steps=steps, candidates=candidates, overshoot=overshoot, loss=loss)
     params = {"steps": steps, "candidates": candidates, "overshoot": overshoot, "loss": loss}
     return _minimization_attack(net, "deepfool", attack, x, labels, params)
@@ -781,6 +801,11 @@ def carlini_wagner(
     import foolbox as fb
 
     _check_net(net)
+    _positive_int("binary_search_steps", binary_search_steps)
+    _positive_int("steps", steps)
+    _positive_float("stepsize", stepsize)
+    _positive_float("confidence", confidence, allow_zero=True)
+    _positive_float("initial_const", initial_const)
     x, labels = _check_batch(net, images, labels)
     attack = fb.attacks.L2CarliniWagnerAttack(
         binary_search_steps=binary_search_steps,

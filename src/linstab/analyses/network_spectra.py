@@ -241,6 +241,13 @@ class PanelPlan:
             raise ValueError(f"stage_method must be 'auto', 'exact' or 'topk', got {self.stage_method!r}")
         if self.dtype not in (torch.float32, torch.float64):
             raise TypeError(f"dtype must be torch.float32 or torch.float64, got {self.dtype}")
+        for name in ("stage_k", "max_dense", "unit_k"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        u = self.unit_max
+        if u is not None and (isinstance(u, bool) or not isinstance(u, int) or u < 1):
+            raise ValueError(f"unit_max must be a positive int or None, got {u!r}")
 
     def parts(self) -> dict:
         """The plan as JSON-able cache-key parts."""
@@ -333,7 +340,7 @@ def scree_data(
 
     Args:
         net: a :class:`~linstab.network.Network`.
-        images: ``(N, 3, H, W)`` in [0, 1].
+        images: ``(N, C, H, W)`` in [0, 1].
         unit_index: the unit of each stage for the first row (paper: 5); clipped to the stage.
         stages: include the stage spectra (the expensive part).
         dtype: dtype of the dense eigenproblems (see :class:`PanelPlan`).
@@ -352,7 +359,9 @@ def scree_data(
         image], "errors": [largest value error bound per image], "exact_ones": [...], "alpha"}``.
     """
     plan = plan or PanelPlan(dtype=dtype, stage_method=stage_method, stage_k=stage_k, max_dense=max_dense)
-    images = images if images.ndim == 4 else images.unsqueeze(0)
+    if isinstance(unit_index, bool) or not isinstance(unit_index, int) or unit_index < 1:
+        raise ValueError(f"unit_index must be a positive int (1-based), got {unit_index!r}")
+    images = net.check_input(images)
     ids = image_ids or [str(i) for i in range(images.shape[0])]
     panels = figure1_panels(net, unit_index, stages)
     rows, recs = panel_records(panels)

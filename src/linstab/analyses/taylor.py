@@ -88,6 +88,15 @@ class TaylorResult:
         return "\n".join(rows)
 
 
+def _check_smooth(kind: str, beta: float) -> None:
+    if kind not in SMOOTH:
+        raise ValueError(f"smooth activation must be one of {SMOOTH}, got {kind!r}")
+    if kind == "softplus" and not (
+        isinstance(beta, (int, float)) and not isinstance(beta, bool) and math.isfinite(beta) and beta > 0
+    ):
+        raise ValueError(f"beta: expected a finite softplus sharpness > 0, got {beta!r}")
+
+
 def smooth_copy(unit: nn.Module, kind: str = "softplus", beta: float = 20.0) -> nn.Module:
     """A copy of a linstab ``ResidualUnit`` with every ReLU replaced by a smooth activation.
 
@@ -96,8 +105,7 @@ def smooth_copy(unit: nn.Module, kind: str = "softplus", beta: float = 20.0) -> 
         kind: ``"softplus"`` (``Softplus(beta)``) or ``"gelu"``.
         beta: softplus sharpness.
     """
-    if kind not in SMOOTH:
-        raise ValueError(f"smooth activation must be one of {SMOOTH}, got {kind!r}")
+    _check_smooth(kind, beta)
     new = copy.deepcopy(unit)
 
     def make() -> nn.Module:
@@ -143,6 +151,8 @@ def jacobian_test(
         raise ValueError(f"steps must be >= 2, got {steps}")
     if not eps0 > 0:
         raise ValueError(f"eps0 must be positive, got {eps0}")
+    if smooth is not None:
+        _check_smooth(smooth, beta)
     lin = net.linearize(image, dtype=dtype, method="autodiff")
     info = net.unit(stage, index)
     i = net.units.index(info)

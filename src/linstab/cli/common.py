@@ -98,6 +98,17 @@ def parse_dtype(name: str) -> torch.dtype:
     return table[name]
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    try:
+        v = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from exc
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return v
+
+
 def parse_k(text: str) -> int | None:
     """``--k``: a positive integer, or ``all`` (``None``: every singular vector)."""
     if str(text).strip().lower() == "all":

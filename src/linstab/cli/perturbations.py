@@ -30,8 +30,12 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         default=None,
         help="fixed L-inf radius for PGD (default: minimal flipping radius, searched)",
     )
-    p.add_argument("--cw-steps", type=int, default=200, help="CW Adam steps per constant (default 200)")
-    p.add_argument("--cw-search-steps", type=int, default=5, help="CW binary-search steps (default 5)")
+    p.add_argument(
+        "--cw-steps", type=common.positive_int, default=200, help="CW Adam steps per constant (default 200)"
+    )
+    p.add_argument(
+        "--cw-search-steps", type=common.positive_int, default=5, help="CW binary-search steps (default 5)"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -128,7 +132,15 @@ def _cmd_figure_propagation(args) -> int:
         if not keep:
             raise ValueError(f"--images {args.images!r} selects none of the CSV's images {sorted(present)}")
         rows = [r for r in rows if int(r["image_pos"]) in keep]
-        title = Path(args.from_csv).stem
+        held = sorted({str(r["perturbation"]) for r in rows})
+        missing = [n for n in wanted if n not in held]
+        if missing:
+            raise ValueError(
+                f"--attack asks for {', '.join(missing)}, which {args.from_csv} does not hold "
+                f"(it holds {', '.join(held)})"
+            )
+        models = sorted({str(r["model"]) for r in rows if r.get("model")})
+        title = ", ".join(models) if models else Path(args.from_csv).stem
     else:
         net = common.network_from_args(args)
         x, y, ids = common.images_from_args(args, net)

@@ -68,6 +68,7 @@ class Linearization:
                         f"(max abs error {err:.3g}); use method='autodiff'"
                     )
             else:
+                self.net.check_eval()  # autodiff runs the user's module: it must still be in eval mode
                 op = AutodiffJacobian(info.module, self.inputs[i], self.dtype, label=info.address)
             self._cache[key] = op
         return self._cache[key]

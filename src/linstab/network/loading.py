@@ -36,7 +36,7 @@ def load_model(
 
 def _load_model(name: str, weights, input_size: int | None) -> Network:
     if isinstance(name, str) and name.lower().startswith("torchvision:"):
-        return imagenet_network(name, weights=weights, input_size=input_size or 224)
+        return imagenet_network(name, weights=weights, input_size=224 if input_size is None else input_size)
     if input_size is not None:
         raise ValueError(f"input_size applies to ImageNet networks (torchvision:...), not to {name!r}")
     if is_model_file(name):  # a model trained by `linstab train`: its sidecar says what it is

@@ -187,7 +187,18 @@ class Network:
         self.sha256 = sha256
         self.spec: _models.CheckpointSpec | None = None
         self._state_hash: tuple | None = None
-        self.units = self._discover(tuple(unit_types))
+        if isinstance(unit_types, type):
+            unit_types = (unit_types,)
+        try:
+            unit_types = tuple(unit_types)
+        except TypeError:
+            raise TypeError(
+                f"unit_types must be a tuple of module classes, got {type(unit_types).__name__}"
+            ) from None
+        bad = [t for t in unit_types if not (isinstance(t, type) and issubclass(t, nn.Module))]
+        if bad:
+            raise TypeError(f"unit_types must hold torch.nn.Module subclasses, got {bad!r}")
+        self.units = self._discover(unit_types)
 
     # -- structure ---------------------------------------------------------------------------
     def _discover(self, unit_types: tuple[type, ...]) -> list[UnitInfo]:
@@ -258,6 +269,7 @@ class Network:
         place afterwards (a block doing ``x += out`` on its input, or on the previous block's
         output), the pass is run again recording copies (``copy``).
         """
+        self.check_eval()  # the model may have been put back in training mode since
         if tuple(x.shape[1:]) != self.input_shape:
             raise ValueError(
                 f"{self.name}: expected images of shape {self.input_shape} (the shape its units were "
@@ -320,8 +332,9 @@ class Network:
             ValueError: for an address outside the network, naming the valid ranges.
         """
         for what, v in (("stage", stage), ("index", index)):
-            if isinstance(v, bool) or not isinstance(v, int):
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral):
                 raise TypeError(f"unit {what} must be an int (1-based), got {v!r}; e.g. net.unit(1, 5)")
+        stage, index = int(stage), int(index)
         stages = self.stages
         if not 1 <= stage <= len(stages):
             raise ValueError(f"stage must be in 1..{len(stages)}, got {stage}")
@@ -391,6 +404,15 @@ class Network:
         return self
 
     # -- evaluation --------------------------------------------------------------------------
+    def check_eval(self) -> None:
+        """Refuse a model put back in training mode after the network was built (batch norm
+        would use, and update, batch statistics; linstab never changes the model's mode).
+
+        Raises:
+            ValueError: naming modules in training mode.
+        """
+        _check_eval(self.model)
+
     def check_input(self, images, *, name: str = "images") -> torch.Tensor:
         """Validate images for this network: ``(C, H, W)`` / ``(N, C, H, W)`` float in [0, 1]
         with the network's ``C = input_shape[0]`` channels; returns ``(N, C, H, W)``.
@@ -404,6 +426,7 @@ class Network:
     def predict(self, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
         """Logits for images in [0, 1] (``(C, H, W)`` or ``(N, C, H, W)``), normalization included."""
         x = self.check_input(images)
+        self.check_eval()
         p = next(self.module.parameters())
         out = []
         with torch.no_grad():

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..analyses.attacks import ATTACKS
 from ..io.cache import ResultCache
 from ..io.parallel import usable_cpus
 from ..io.tables import write_csv
@@ -95,6 +96,17 @@ class ReportConfig:
         r = self.shortcut_reference
         if r is not None and not (isinstance(r, str) and r.strip()):
             raise TypeError(f"shortcut_reference must be a model name, 'auto' or None, got {r!r}")
+        n = self.seeds
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+            raise ValueError(f"seeds must be a positive int (repeats of random quantities), got {n!r}")
+        if isinstance(self.attacks, str) or not all(isinstance(a, str) for a in self.attacks):
+            raise TypeError(f"attacks must be a sequence of attack names, got {self.attacks!r}")
+        unknown = [a for a in self.attacks if a not in ATTACKS]
+        if unknown:
+            raise ValueError(f"unknown attacks {unknown}; choose from {', '.join(ATTACKS)}")
+        if len(set(self.attacks)) != len(self.attacks):
+            raise ValueError(f"attacks: each attack once, got {list(self.attacks)}")
+        self.attacks = tuple(self.attacks)
 
     def estimated(self, unit) -> bool:
         """Whether the full report estimates ``unit`` (more than :attr:`exact_max` outputs)."""

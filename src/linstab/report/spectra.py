@@ -472,11 +472,14 @@ def section_spectra(ctx: ReportContext, nets, images, reference=None, reference_
             sec.data.append(ctx.write_csv("model_dependence.csv", rows))
     sec.tables.append((f"Figure 1 panels ({ctx.images_text(n_scree)})", panel_rows))
     sec.data.append(ctx.write_csv("figure1_panels.csv", panel_rows))
-    title = (
-        "Figure 2: median band fraction per unit with 95% CI over images; dashed: one image ("
-        + "; ".join(f"{m}: {n} images" for m, n in _images_per_model(fig2_all).items())
-        + ")"
-    )
+    per_model = _images_per_model(fig2_all)
+    counts = "; ".join(f"{m}: {n} image{'s' if n != 1 else ''}" for m, n in per_model.items())
+    if max(per_model.values(), default=0) >= 2:
+        title = (
+            f"Figure 2: median band fraction per unit with 95% CI over images; dashed: one image ({counts})"
+        )
+    else:
+        title = f"Figure 2: band fraction per unit at one image, no interval ({counts})"
     paths = plot_band_fractions(
         summary_all,
         single_all,
