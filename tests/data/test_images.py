@@ -91,3 +91,16 @@ def test_empty_batches_and_unreadable_files_are_value_errors(tmp_path):
         load_images(bad)
     with pytest.raises(ValueError, match="not a readable image file"):
         load_images(tmp_path)
+
+
+def test_transparent_images_are_refused_and_opaque_rgba_is_read(tmp_path):
+    rgba = np.zeros((8, 8, 4), dtype=np.uint8)
+    rgba[..., 0] = 200
+    rgba[..., 3] = 255
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "opaque.png")
+    x = load_images(tmp_path / "opaque.png")
+    assert x.shape == (1, 3, 8, 8) and float(x[0, 0].min()) == pytest.approx(200 / 255)
+    rgba[0, 0, 3] = 10
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "clear.png")
+    with pytest.raises(ValueError, match="transparent pixels"):
+        load_images(tmp_path / "clear.png")

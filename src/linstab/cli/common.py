@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import torch
 
@@ -96,6 +97,15 @@ def parse_dtype(name: str) -> torch.dtype:
     if name not in table:
         raise ValueError(f"dtype must be float32 or float64, got {name!r}")
     return table[name]
+
+
+def out_file(text: str) -> str:
+    """An argparse type: an output file path (not an existing folder)."""
+    if not str(text).strip():
+        raise argparse.ArgumentTypeError("expected a file name, got an empty string")
+    if Path(text).expanduser().is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder; give the name of a file to write")
+    return text
 
 
 def positive_int(text: str) -> int:

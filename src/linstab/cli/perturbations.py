@@ -116,7 +116,7 @@ def add_parser(sub) -> None:
         help="units with projections/eq. (1): all, none, last (last stage), a stage number, "
         "addresses like 3.7,3.8 (default all)",
     )
-    p.add_argument("--out", required=True, help="CSV file of rows")
+    p.add_argument("--out", type=common.out_file, required=True, help="CSV file of rows")
     p.add_argument("--summary", default=None, help="summary table file (.json or .csv)")
     p.add_argument("--attacks-json", default=None, help="write per-image attack results (JSON)")
     _add_common(p)
@@ -228,7 +228,7 @@ def add_figure_parser(figsub) -> None:
         "positions in that CSV, default 0-9)",
     )
     p.add_argument("--log", action="store_true", help="logarithmic y axis")
-    p.add_argument("--out", required=True, help="output path (PNG and SVG are written)")
+    p.add_argument("--out", type=common.out_file, required=True, help="output path (PNG and SVG are written)")
     _add_common(p)
     p.set_defaults(func=_cmd_figure_propagation)
 
@@ -252,6 +252,6 @@ def add_figure_parser(figsub) -> None:
         default=None,
         help="singular vectors for the bottom row: all (dense SVD, default) or an int",
     )
-    p.add_argument("--out", required=True, help="output path (PNG and SVG are written)")
+    p.add_argument("--out", type=common.out_file, required=True, help="output path (PNG and SVG are written)")
     _add_common(p)
     p.set_defaults(func=_cmd_figure_projections)

@@ -247,6 +247,7 @@ def add_parser(sub) -> None:
     _add_estimate_args(p)
     p.add_argument(
         "--out",
+        type=common.out_file,
         required=True,
         help="output .npz (singular_values, u, v, metadata JSON); estimates: .json or .npz",
     )
@@ -263,7 +264,7 @@ def add_parser(sub) -> None:
         help="estimate the counts matrix-free with confidence intervals (units too large for exact counts)",
     )
     _add_estimate_args(p)
-    p.add_argument("--out", required=True, help="output .csv")
+    p.add_argument("--out", type=common.out_file, required=True, help="output .csv")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_bands)
 
@@ -294,7 +295,7 @@ def add_figure_parser(figsub) -> None:
     p.add_argument("--stage-k", type=int, default=256, help="values per stage with topk (default 256)")
     p.add_argument("--max-dense", type=int, default=8192, help="largest dense stage for auto (default 8192)")
     p.add_argument("--dtype", default="float64", choices=["float32", "float64"])
-    p.add_argument("--out", required=True, help="output path (PNG and SVG are written)")
+    p.add_argument("--out", type=common.out_file, required=True, help="output path (PNG and SVG are written)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_figure_scree)
 
@@ -303,6 +304,6 @@ def add_figure_parser(figsub) -> None:
     add_image_args(p)
     _add_band_args(p)
     p.add_argument("--csv", default=None, help="also write the counts as CSV")
-    p.add_argument("--out", required=True, help="output path (PNG and SVG are written)")
+    p.add_argument("--out", type=common.out_file, required=True, help="output path (PNG and SVG are written)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_figure_bands)

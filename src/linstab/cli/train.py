@@ -11,6 +11,7 @@ import torch
 from ..training.loop import export_checkpoint, train
 from ..training.optim import DEFAULT_BATCH_SIZE, DEFAULT_LR, DEFAULT_WARMUP, DEFAULT_WEIGHT_DECAY
 from ..training.precision import PRECISIONS
+from . import common
 
 
 def _configure(parser: argparse.ArgumentParser) -> None:
@@ -22,7 +23,9 @@ def _configure(parser: argparse.ArgumentParser) -> None:
         help="folder with train.zip/test.zip (default $LINSTAB_CIFAR10_JPEG)",
     )
     parser.add_argument("--epochs", type=int, required=True, help="training epochs")
-    parser.add_argument("--out", required=True, help="output .safetensors file (+ .json)")
+    parser.add_argument(
+        "--out", type=common.out_file, required=True, help="output .safetensors file (+ .json)"
+    )
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     parser.add_argument("--lr", type=float, default=DEFAULT_LR, help="peak one-cycle LR")
     parser.add_argument("--weight-decay", type=float, default=DEFAULT_WEIGHT_DECAY)
@@ -130,7 +133,9 @@ def add_snapshot_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
         "(marked unfinished), usable as --model FILE by every command. The checkpoint is only read.",
     )
     parser.add_argument("checkpoint", help="the training checkpoint (*.ckpt.pt)")
-    parser.add_argument("--out", required=True, help="output .safetensors file (+ .json)")
+    parser.add_argument(
+        "--out", type=common.out_file, required=True, help="output .safetensors file (+ .json)"
+    )
     parser.add_argument("--name", default=None, help="model name in the sidecar (default: out's stem)")
     parser.set_defaults(func=run_snapshot)
     return parser

@@ -118,6 +118,13 @@ def _read_image_file(path: Path) -> torch.Tensor:
         with Image.open(path) as im:
             if im.mode not in ("RGB", "RGBA", "P"):
                 raise ValueError(f"{path}: expected an RGB image, got mode {im.mode!r}")
+            if im.mode == "RGBA" or (im.mode == "P" and "transparency" in im.info):
+                alpha = np.asarray(im.convert("RGBA"))[..., 3]
+                if int(alpha.min()) < 255:
+                    raise ValueError(
+                        f"{path}: has transparent pixels (alpha down to {int(alpha.min())}); linstab "
+                        "does not guess a background: save the image without transparency"
+                    )
             arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
     except OSError as exc:  # PIL.UnidentifiedImageError, truncated or unreadable files
         raise ValueError(f"{path}: not a readable image file ({exc})") from None
