@@ -72,7 +72,11 @@ def spectrum(
         max_iter: restarts of the block Krylov method (default 60 for topk, 300 for bottomk)
             or SciPy's ``maxiter``.
         block_size: block size of the Krylov method (default 2: small blocks reach a higher
-            Krylov degree per product; docs/spectra.md compares block sizes).
+            Krylov degree per product; docs/spectra.md compares block sizes). A Krylov method
+            finds at most ``block_size`` copies of one exactly repeated value: copies the
+            structure predicts (the plateau at ``|alpha|``, structural zeros) are checked and
+            warned about; other exact repeats (rare in trained networks, seen in tiny symmetric
+            ones) may be missed silently: use ``"exact"`` or a larger ``block_size`` there.
         ncv: largest basis before a restart (default ``max(3 k, k + 3 block_size, 16)``).
         seed: seed of the random start.
         products: iterative methods: ``"auto"`` (``"topk"``: the operator's own products,
