@@ -124,12 +124,9 @@ def parse_k(text: str) -> int | None:
     if str(text).strip().lower() == "all":
         return None
     try:
-        k = int(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"--k expects a positive int or 'all', got {text!r}") from exc
-    if k < 1:
-        raise argparse.ArgumentTypeError(f"--k expects a positive int or 'all', got {text!r}")
-    return k
+        return positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"--k expects a positive int or 'all', got {text!r}") from None
 
 
 def networks_from_args(args: argparse.Namespace) -> list[Network]:
