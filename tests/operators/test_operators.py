@@ -14,6 +14,7 @@ from linstab.operators import (
     IdentityOperator,
     LinearOperator,
     RowSubset,
+    output_mask,
 )
 
 RTOL = 1e-10  # closed form vs autodiff vs torch.func dense, float64
@@ -194,6 +195,22 @@ def test_row_subset_matches_its_dense_twin(kind):
         RowSubset(J, rows[:-1])
     with pytest.raises(TypeError, match="boolean"):
         RowSubset(J, rows.double())
+
+
+@pytest.mark.parametrize("kind", ["option-A", "option-B", "tv-bottleneck"])
+def test_output_mask_marks_every_zero_row(kind):
+    """``output_mask``: a unit's and a composition's inactive rows are zero rows of their float64
+    dense twins; an operator without a known mask gives ``None``."""
+    net = make_net(kind, seed=4)
+    lin = net.linearize(tiny_image(1), dtype=torch.float64)
+    for op, what in ((lin.unit(1, 2), "unit"), (lin.stage(2), "last unit"), (lin.network(), "last unit")):
+        mask, source = output_mask(op)
+        assert mask.dtype == torch.bool and mask.shape == (op.shape[0],) and what in source
+        M = op.materialize()
+        assert 0 < int(mask.sum()) < mask.numel()
+        assert not M[~mask].any()
+    mask, source = output_mask(DenseOperator(torch.ones(3, 4, dtype=torch.float64)))
+    assert mask is None and "no known" in source
 
 
 def test_float32_operators_close_to_float64():

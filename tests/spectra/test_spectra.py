@@ -248,6 +248,10 @@ def test_stage_and_network_exact(nets):
         res = S.spectrum(op, "exact")
         assert res.route.startswith("dense")
         assert (res.values - sd).abs().max() < 1e-8
+        # only the rows the last unit's ReLU leaves active are materialized
+        m = int((op.ops[0].out_deriv != 0).sum())
+        assert res.info["rows"] == m < op.shape[0]
+        assert res.n_zero_structural == max(0, min(op.shape) - m)
         bc = S.bands(op)
         assert (bc.above, bc.plateau, bc.below, bc.zero) == dense_counts(sd, min(op.shape))
 

@@ -632,7 +632,6 @@ def pgd(
     """
     import foolbox as fb
 
-    _check_net(net)
     x, labels = _check_batch(net, images, labels)
     grid = check_eps_grid(eps_grid)
     if eps is not None and not (isinstance(eps, (int, float)) and 0 < eps <= 1):
@@ -752,7 +751,6 @@ def deepfool(
     """
     import foolbox as fb
 
-    _check_net(net)
     x, labels = _check_batch(net, images, labels)
     if loss not in ("logits", "crossentropy"):
         raise ValueError(f"loss: expected 'logits' or 'crossentropy', got {loss!r}")
@@ -929,7 +927,6 @@ def bim(
     if not (isinstance(steps, int) and steps >= 1):
         raise ValueError(f"steps: expected an integer >= 1, got {steps!r}")
     x, labels = _check_batch(net, images, labels)
-    _check_net(net)
     clean_pred = _predict(net, x)
     idx = [i for i in range(x.shape[0]) if int(clean_pred[i]) == int(labels[i])]
     adv: dict[int, torch.Tensor] = {}

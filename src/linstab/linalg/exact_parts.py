@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..operators import ComposedOperator, LinearOperator, UnitJacobian
+from ..operators import LinearOperator, UnitJacobian, is_mask, output_mask
 
 __all__ = ["ExactParts", "exact_parts"]
 
@@ -67,26 +67,12 @@ class ExactParts:
         }
 
 
-def _is_mask(d: torch.Tensor | None) -> bool:
-    return d is not None and bool(((d == 0) | (d == 1)).all())
-
-
-def _output_mask(op: LinearOperator) -> tuple[torch.Tensor | None, str]:
-    if isinstance(op, UnitJacobian) and _is_mask(op.out_deriv):
-        return op.out_deriv.reshape(-1) != 0, "ReLU output mask of the unit"
-    if isinstance(op, ComposedOperator):
-        first = op.ops[0]  # applied last: its zero rows are zero rows of the product
-        if isinstance(first, UnitJacobian) and _is_mask(first.out_deriv):
-            return first.out_deriv.reshape(-1) != 0, "ReLU output mask of the last unit"
-    return None, "no known zero rows"
-
-
 def _plateau(op: LinearOperator, m: int) -> tuple[float | None, int]:
     if not isinstance(op, UnitJacobian) or op.shortcut_kind != "identity" or op.in_shape != op.out_shape:
         return None, 0
-    if op.out_deriv is not None and not _is_mask(op.out_deriv):
+    if op.out_deriv is not None and not is_mask(op.out_deriv):
         return None, 0
-    rs = [int(blk.deriv.sum()) for blk in op.blocks if _is_mask(blk.deriv)]
+    rs = [int(blk.deriv.sum()) for blk in op.blocks if is_mask(blk.deriv)]
     if not rs:
         return None, 0
     return abs(float(op.alpha)), max(0, m - 2 * min(rs))
@@ -134,7 +120,7 @@ def exact_parts(
             raise ValueError(f"active_rows must have shape ({n_out},), got {tuple(active_rows.shape)}")
         mask, source = active_rows.to(op.device), "given active rows"
     elif detect:
-        mask, source = _output_mask(op)
+        mask, source = output_mask(op)
     m = n_out if mask is None else int(mask.sum())
     if mask is not None and m <= n_in:
         side, support, p = "left", mask, m

@@ -41,7 +41,7 @@ from .factors import (
     unit_factors,
     unit_products,
 )
-from .rows import RowSubset
+from .rows import RowSubset, output_mask
 
 __all__ = [
     "AdjointOperator",
@@ -61,6 +61,7 @@ __all__ = [
     "factor_operator",
     "factor_plan",
     "is_mask",
+    "output_mask",
     "structured_plan",
     "unit_factors",
     "unit_products",

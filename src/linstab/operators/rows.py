@@ -10,7 +10,29 @@ from __future__ import annotations
 
 import torch
 
-from .base import LinearOperator
+from .base import ComposedOperator, LinearOperator
+from .closed_form import UnitJacobian
+from .factors import is_mask
+
+
+def output_mask(op: LinearOperator) -> tuple[torch.Tensor | None, str]:
+    """The rows of ``op`` that may be nonzero, as far as its structure tells, and why.
+
+    A unit Jacobian with a 0/1 (ReLU) output mask has exact zero rows where the mask is 0; a
+    composition (a stage, the network) inherits the zero rows of the unit applied last.
+
+    Args:
+        op: any operator.
+
+    Returns:
+        ``(mask, source)``: a boolean ``(n_out,)`` mask on the operator's device (``None`` when
+        no zero rows are known) and a short description of where it comes from.
+    """
+    last = op.ops[0] if isinstance(op, ComposedOperator) else op  # ops[0] is applied last
+    if isinstance(last, UnitJacobian) and is_mask(last.out_deriv):
+        what = "ReLU output mask of the last unit" if last is not op else "ReLU output mask of the unit"
+        return last.out_deriv.reshape(-1) != 0, what
+    return None, "no known zero rows"
 
 
 class RowSubset(LinearOperator):

@@ -15,7 +15,8 @@ from ..linalg.gram import gram
 from ..linalg.results import SpectrumResult
 from ..operators.base import LinearOperator
 from ..operators.closed_form import UnitJacobian
-from ..operators.factors import UnitFactors, is_mask, unit_factors, unit_products
+from ..operators.factors import UnitFactors, unit_factors, unit_products
+from ..operators.rows import output_mask
 from .reduction import banded_core, core_matrices, factors_js, reduce_unit
 
 EXACT_REVISION = 2
@@ -201,10 +202,12 @@ def gram_spectrum(op: UnitJacobian, dtype: torch.dtype, f: UnitFactors | None = 
 
 
 def active_rows(op: LinearOperator) -> np.ndarray | None:
-    """Indices of the outputs a 0/1 output mask leaves active (``None``: no mask known)."""
-    if isinstance(op, UnitJacobian) and is_mask(op.out_deriv):
-        return torch.nonzero(op.out_deriv.reshape(-1)).flatten().cpu().numpy()
-    return None
+    """Indices of the rows that may be nonzero (a unit's ReLU output mask, or that of a
+    composition's last unit; see :func:`~linstab.operators.output_mask`); ``None``: no zero
+    rows known.
+    """
+    mask, _ = output_mask(op)
+    return None if mask is None else torch.nonzero(mask).flatten().cpu().numpy()
 
 
 def dense_rows(op: LinearOperator, rows: np.ndarray | None, dtype: torch.dtype, progress: bool = False):
