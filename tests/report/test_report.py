@@ -465,25 +465,12 @@ def test_report_cache_tells_same_named_networks_apart(tmp_path):
     assert all(not np.array_equal(spectra[0][k], spectra[1][k]) for k in spectra[0])
 
 
-def test_attacks_beside_the_spectra_give_the_same_report(tmp_path):
-    """With workers, Figures 3-4's attacks run in a background process beside the spectra: the
-    same propagation data and the same cache counts as one process doing everything in order."""
-    small = tmp_path / "images.npy"
-    np.save(small, torch.stack([tiny_image(s, hw=32) for s in range(3)]).numpy())
-    out = {}
-    for workers in (1, 2):
-        cfg = ReportConfig(models=[], images=str(small), attacks=("fgsm",), out=tmp_path / f"o{workers}",
-                           cache_dir=tmp_path / f"c{workers}", progress=False, seeds=2, quick=True,
-                           workers=workers)  # fmt: skip
-        index = build_report(cfg, ("spectra", "propagation"), nets=[make_net("option-A", seed=2, hw=32)])
-        env = json.loads((index.parent / "environment.json").read_text())
-        with open(index.parent / "data" / "propagation.csv", newline="") as f:
-            out[workers] = (env["cache"], list(csv.reader(f)))
-    assert out[1][0] == out[2][0] and out[2][0]["hits"] == 0 and out[2][0]["misses"] > 0
-    rows1, rows2 = out[1][1], out[2][1]
+def _same_csv(rows1: list[list[str]], rows2: list[list[str]], skip: tuple[str, ...] = ()) -> None:
+    """Two CSV tables are equal up to rounding (thread counts differ), columns ``skip`` aside."""
     assert rows1[0] == rows2[0] and len(rows1) == len(rows2) > 1
-    for a, b in zip(rows1[1:], rows2[1:], strict=True):  # equal up to rounding (thread counts differ)
-        for x, y in zip(a, b, strict=True):
+    keep = [j for j, name in enumerate(rows1[0]) if name not in skip]
+    for a, b in zip(rows1[1:], rows2[1:], strict=True):
+        for x, y in ((a[j], b[j]) for j in keep):
             try:
                 fx, fy = float(x), float(y)
             except ValueError:
@@ -491,6 +478,32 @@ def test_attacks_beside_the_spectra_give_the_same_report(tmp_path):
                 continue
             same = math.isclose(fx, fy, rel_tol=1e-6, abs_tol=1e-12)
             assert same or (math.isnan(fx) and math.isnan(fy)), (x, y)
+
+
+def test_work_beside_the_spectra_gives_the_same_report(tmp_path):
+    """With workers, Figures 3-4's attacks and the dynamics section's eigenvalues and Lyapunov
+    spectrum run in background processes beside the spectra: the same data and the same cache
+    counts as one process doing everything in order."""
+    small = tmp_path / "images.npy"
+    np.save(small, torch.stack([tiny_image(s, hw=32) for s in range(3)]).numpy())
+    out = {}
+    names = ("propagation.csv", "eigenvalues.csv", "lyapunov_stages.csv")
+    for workers in (1, 2):
+        cfg = ReportConfig(models=[], images=str(small), attacks=("fgsm",), out=tmp_path / f"o{workers}",
+                           cache_dir=tmp_path / f"c{workers}", progress=False, seeds=2, quick=True,
+                           workers=workers)  # fmt: skip
+        index = build_report(
+            cfg, ("spectra", "propagation", "dynamics"), nets=[make_net("option-A", seed=2, hw=32)]
+        )
+        env = json.loads((index.parent / "environment.json").read_text())
+        tables = []
+        for name in names:
+            with open(index.parent / "data" / name, newline="") as f:
+                tables.append(list(csv.reader(f)))
+        out[workers] = (env["cache"], tables)
+    assert out[1][0] == out[2][0] and out[2][0]["hits"] == 0 and out[2][0]["misses"] > 0
+    for name, t1, t2 in zip(names, out[1][1], out[2][1], strict=True):
+        _same_csv(t1, t2, skip=("seconds",) if name == "eigenvalues.csv" else ())
 
 
 def test_model_key_is_each_networks_fingerprint_once_per_report(tmp_path, monkeypatch):

@@ -17,7 +17,7 @@ from ..models.weights import find_local_weights
 from ..network.loading import load_model
 from .ablations import section_ablations
 from .context import FINDING_FIELDS, SECTIONS, ReportConfig, ReportContext, Section
-from .dynamics import section_dynamics
+from .dynamics import dynamics_items, section_dynamics
 from .html import environment, write_html
 from .jacobian import section_jacobian_tests
 from .perturbations import propagation_item, section_propagation
@@ -120,18 +120,26 @@ def shortcut_reference(cfg: ReportConfig, nets, device=None, reference=None) -> 
 
 
 def _start_prefetch(ctx: ReportContext, nets, sections, images, labels) -> None:
-    """Start the attacks of Figures 3-4 (every model, one background process with one thread)
-    beside the spectra section's workers when both sections run: the attacks run in one
-    process while the per-image spectra keep the other cores busy, instead of after them.
+    """Start the work of later sections beside the spectra section's workers (each in one
+    background process with one thread) when the spectra section runs: the attacks of Figures
+    3-4 (every model), and the dynamics section's eigenvalues and Lyapunov spectra (which would
+    otherwise run alone at the end of the report, on one core). The sections then wait for
+    their process and read the cache.
     """
-    if not ("propagation" in sections and "spectra" in sections and ctx.cfg.n_workers >= 2):
+    if "spectra" not in sections or ctx.cfg.n_workers < 2:
         return
-    items = []
-    for net in nets:
-        kind, parts, compute = propagation_item(ctx, net, images, labels, progress=False)
-        labels_ = {"section": "propagation", **({"model": net.name} if len(nets) > 1 else {})}
-        items.append((kind, parts, functools.partial(_in_scope, compute, labels_)))
-    ctx.prefetch["propagation"] = ctx.cache.prefetch(items)
+    makers = {
+        "propagation": lambda net: [propagation_item(ctx, net, images, labels, progress=False)],
+        "dynamics": lambda net: dynamics_items(ctx, net, images),
+    }
+    for name, make in makers.items():
+        if name not in sections:
+            continue
+        items = []
+        for net in nets:
+            labels_ = {"section": name, **({"model": net.name} if len(nets) > 1 else {})}
+            items.extend((k, parts, functools.partial(_in_scope, fn, labels_)) for k, parts, fn in make(net))
+        ctx.prefetch[name] = ctx.cache.prefetch(items)
 
 
 def _in_scope(compute, labels: dict):

@@ -2,22 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 
 from ..analyses.dynamics import EigenResult, LyapunovResult, lyapunov_spectrum, unit_eigenvalues
-from ..analyses.network_spectra import QUICK_EXACT_MAX
+from ..analyses.network_spectra import QUICK_EXACT_MAX, linearizer
 from ..io.cache import tensor_hash
 from ..plots.ablations import plot_eigenvalues, plot_lyapunov
 from ..spectra.spectrum import spectrum
 from .context import ReportContext, Section, fmt
 
 
-def section_dynamics(ctx: ReportContext, net, images) -> Section:
-    """Eigenvalues of the fifth unit of each stage and the Lyapunov spectrum, with findings."""
-    sec = Section("Dynamics: eigenvalues and local Lyapunov spectrum (beyond the paper)")
-    x = images[0]
-    lin = net.linearize(x, dtype=torch.float64)
+def _picks(ctx: ReportContext, net) -> tuple[list, str]:
+    """The units whose eigenvalues the section shows (the fifth unit of each stage, same
+    shape in and out, within the size limit) and the text naming the skipped ones (or "").
+    """
     picks = [st[min(4, len(st) - 1)] for st in net.stages]
     picks = [u for u in picks if u.in_shape == u.out_shape]
     # eigenvalues need the whole unit: quick mode and --exact-max bound its size
@@ -32,15 +33,28 @@ def section_dynamics(ctx: ReportContext, net, images) -> Section:
             f"Eigenvalues of units with at most {ctx.cfg.exact_max:,} values only (--exact-max; ",
         )
     skipped = [u.address for u in picks if u.n_out > limit]
-    if skipped:
-        picks = [u for u in picks if u.n_out <= limit]
-        sec.text.append(f"{what}skipped: {', '.join(skipped)}).")
-    eig, smax, rows = {}, {}, []
-    for u in ctx.progress(picks, "eigenvalues"):
-        J = lin.unit(u.stage, u.index)
-        parts = {"model": ctx.model_key(net), "image": tensor_hash(x), "unit": u.address, "what": "eig"}
+    text = f"{what}skipped: {', '.join(skipped)})." if skipped else ""
+    return [u for u in picks if u.n_out <= limit], text
 
-        def compute(J=J):
+
+def _lyapunov_k(ctx: ReportContext) -> int:
+    return 8 if ctx.cfg.quick else 16
+
+
+def dynamics_items(ctx: ReportContext, net, images) -> list[tuple[str, dict, Callable]]:
+    """The ``(kind, parts, compute)`` cache items of a model's dynamics section (eigenvalues of
+    the picked units, the Lyapunov spectrum), all at the report's first image; the
+    linearization is made by the first item computed. The report may compute them in a
+    background process beside the spectra (:func:`~linstab.report.build.build_report`).
+    """
+    x = images[0]
+    lin = linearizer(net, x)
+    model, image = ctx.model_key(net), tensor_hash(x)
+    items = []
+    for u in _picks(ctx, net)[0]:
+
+        def compute(u=u):
+            J = lin(torch.float64).unit(u.stage, u.index)
             r = unit_eigenvalues(J)
             s = spectrum(J, method="topk", k=1)
             return {"values": r.values}, {
@@ -51,7 +65,41 @@ def section_dynamics(ctx: ReportContext, net, images) -> Section:
                 "n_alpha": r.n_alpha_structural,
             }
 
-        arrays, meta = ctx.cache.get_or_compute("eigenvalues", parts, compute)
+        parts = {"model": model, "image": image, "unit": u.address, "what": "eig"}
+        items.append(("eigenvalues", parts, compute))
+    k = _lyapunov_k(ctx)
+
+    def compute_ly():
+        r = lyapunov_spectrum(lin(torch.float64), k=k, seed=ctx.cfg.seed)
+        tops = [
+            float(spectrum(lin(torch.float64).stage(s), method="topk", k=1).values[0])
+            for s in range(1, len(net.stages) + 1)
+        ]
+        arrays = {"log_growth": r.log_growth, "cumulative": r.cumulative}
+        meta = {
+            "units": r.units,
+            "stage_top": {str(s): v for s, v in r.stage_log_growth_top.items()},
+            "tops": tops,
+        }
+        return arrays, meta
+
+    parts = {"model": model, "image": image, "what": "lyapunov", "k": k, "seed": ctx.cfg.seed}
+    items.append(("lyapunov", parts, compute_ly))
+    return items
+
+
+def section_dynamics(ctx: ReportContext, net, images) -> Section:
+    """Eigenvalues of the fifth unit of each stage and the Lyapunov spectrum, with findings."""
+    sec = Section("Dynamics: eigenvalues and local Lyapunov spectrum (beyond the paper)")
+    picks, skipped = _picks(ctx, net)
+    if skipped:
+        sec.text.append(skipped)
+    if ctx.prefetch.get("dynamics") is not None:
+        ctx.prefetch.pop("dynamics").wait()  # computed beside the spectra
+    items = dynamics_items(ctx, net, images)
+    eig, smax, rows = {}, {}, []
+    for u, item in zip(ctx.progress(picks, "eigenvalues"), items, strict=False):
+        arrays, meta = ctx.cache.get_or_compute(*item)
 
         vals = arrays["values"]
         eig[u.address] = EigenResult(
@@ -98,29 +146,8 @@ def section_dynamics(ctx: ReportContext, net, images) -> Section:
             )
             + "."
         )
-    k = 8 if ctx.cfg.quick else 16
-    parts = {
-        "model": ctx.model_key(net),
-        "image": tensor_hash(x),
-        "what": "lyapunov",
-        "k": k,
-        "seed": ctx.cfg.seed,
-    }
-
-    def compute_ly():
-        r = lyapunov_spectrum(lin, k=k, seed=ctx.cfg.seed)
-        tops = [
-            float(spectrum(lin.stage(s), method="topk", k=1).values[0]) for s in range(1, len(net.stages) + 1)
-        ]
-        arrays = {"log_growth": r.log_growth, "cumulative": r.cumulative}
-        meta = {
-            "units": r.units,
-            "stage_top": {str(s): v for s, v in r.stage_log_growth_top.items()},
-            "tops": tops,
-        }
-        return arrays, meta
-
-    arrays, meta = ctx.cache.get_or_compute("lyapunov", parts, compute_ly)
+    k = _lyapunov_k(ctx)
+    arrays, meta = ctx.cache.get_or_compute(*items[-1])
     ly = LyapunovResult(
         units=list(meta["units"]),
         log_growth=arrays["log_growth"],
