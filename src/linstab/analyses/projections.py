@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..linalg.dense_svd import svd
 from ..spectra.spectrum import spectrum
 
 
@@ -128,7 +129,7 @@ def _fallback_right(op, k: int | None, *, seed: int = 0) -> tuple[torch.Tensor, 
     """
     n_out, n_in = op.shape
     if k is None or min(n_out, n_in) <= DENSE_FALLBACK_MAX:
-        _, S, Vh = torch.linalg.svd(op.materialize(torch.float64), full_matrices=False)
+        _, S, Vh = svd(op.materialize(torch.float64))
         m = S.numel() if k is None else k
         return S[:m], Vh[:m].T.contiguous()
     with warnings.catch_warnings():

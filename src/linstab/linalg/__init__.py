@@ -1,5 +1,6 @@
 """Linear algebra below the spectra: result objects, thread control, LAPACK eigensolvers called
-in place, inertia counting by block LDL^T, the block Krylov solver and SciPy's ``svds``.
+in place, dense SVDs in LAPACK's fast orientation, inertia counting by block LDL^T, the block
+Krylov solver and SciPy's ``svds``.
 
 Matrix-free estimators (operators too large to form):
 
@@ -21,6 +22,7 @@ Exact (dense or structured) counterparts live in :mod:`linstab.spectra` (``spect
 """
 
 from .band_estimates import BandEstimate, BandInterval, band_estimate, estimate_bands, steps_rule
+from .dense_svd import svd, svdvals
 from .eigh import eigvalsh, load_2stage, load_mkl_syevd, openblas_threads
 from .exact_parts import ExactParts, exact_parts
 from .inertia import block_inertia, block_is_pd, ldl_inertia, partition
@@ -53,6 +55,8 @@ from .svds import scipy_svds
 from .threads import blas_threads, torch_threads
 
 __all__ = [
+    "svd",
+    "svdvals",
     "lanczos",
     "LanczosResult",
     "gram_operator",

@@ -10,6 +10,7 @@ import time
 import numpy as np
 import torch
 
+from ..linalg.dense_svd import svd, svdvals
 from ..linalg.eigh import eigvalsh
 from ..linalg.gram import gram
 from ..linalg.results import SpectrumResult
@@ -242,7 +243,7 @@ def dense_spectrum(
     if vectors:
         M = op.materialize(dtype=dtype, progress=progress).cpu()
         t1 = time.perf_counter()
-        U, s, Vh = torch.linalg.svd(M, full_matrices=False)
+        U, s, Vh = svd(M)
         t2 = time.perf_counter()
         return SpectrumResult(
             values=s,
@@ -262,7 +263,7 @@ def dense_spectrum(
     if solver == "auto":
         solver = "svd" if min(M.shape) <= 2048 else "gram"
     if solver == "svd":
-        s = torch.linalg.svdvals(M)
+        s = svdvals(M)
         vals = s[:n_vals]
         if s.numel() < n_vals:
             vals = torch.cat([s, torch.zeros(n_vals - s.numel(), dtype=dtype)])
