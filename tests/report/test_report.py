@@ -481,19 +481,21 @@ def _same_csv(rows1: list[list[str]], rows2: list[list[str]], skip: tuple[str, .
 
 
 def test_work_beside_the_spectra_gives_the_same_report(tmp_path):
-    """With workers, Figures 3-4's attacks and the dynamics section's eigenvalues and Lyapunov
-    spectrum run in background processes beside the spectra: the same data and the same cache
-    counts as one process doing everything in order."""
+    """With workers, the Taylor tests run in worker processes, and Figures 3-4's attacks and the
+    dynamics section's eigenvalues and Lyapunov spectrum in background processes beside the
+    spectra: the same data and the same cache counts as one process doing everything in order."""
     small = tmp_path / "images.npy"
     np.save(small, torch.stack([tiny_image(s, hw=32) for s in range(3)]).numpy())
     out = {}
-    names = ("propagation.csv", "eigenvalues.csv", "lyapunov_stages.csv")
+    names = ("jacobian_tests.csv", "propagation.csv", "eigenvalues.csv", "lyapunov_stages.csv")
     for workers in (1, 2):
         cfg = ReportConfig(models=[], images=str(small), attacks=("fgsm",), out=tmp_path / f"o{workers}",
                            cache_dir=tmp_path / f"c{workers}", progress=False, seeds=2, quick=True,
                            workers=workers)  # fmt: skip
         index = build_report(
-            cfg, ("spectra", "propagation", "dynamics"), nets=[make_net("option-A", seed=2, hw=32)]
+            cfg,
+            ("jacobian", "spectra", "propagation", "dynamics"),
+            nets=[make_net("option-A", seed=2, hw=32)],
         )
         env = json.loads((index.parent / "environment.json").read_text())
         tables = []

@@ -10,6 +10,7 @@ import torch
 from ..analyses.dynamics import EigenResult, LyapunovResult, lyapunov_spectrum, unit_eigenvalues
 from ..analyses.network_spectra import QUICK_EXACT_MAX, linearizer
 from ..io.cache import tensor_hash
+from ..io.profile import timed
 from ..plots.ablations import plot_eigenvalues, plot_lyapunov
 from ..spectra.spectrum import spectrum
 from .context import ReportContext, Section, fmt
@@ -54,9 +55,10 @@ def dynamics_items(ctx: ReportContext, net, images) -> list[tuple[str, dict, Cal
     for u in _picks(ctx, net)[0]:
 
         def compute(u=u):
-            J = lin(torch.float64).unit(u.stage, u.index)
-            r = unit_eigenvalues(J)
-            s = spectrum(J, method="topk", k=1)
+            with timed("eigenvalues", unit=u.address, image=ctx.image_ids[0]):
+                J = lin(torch.float64).unit(u.stage, u.index)
+                r = unit_eigenvalues(J)
+                s = spectrum(J, method="topk", k=1)
             return {"values": r.values}, {
                 "method": r.method,
                 "seconds": r.seconds,
@@ -70,11 +72,12 @@ def dynamics_items(ctx: ReportContext, net, images) -> list[tuple[str, dict, Cal
     k = _lyapunov_k(ctx)
 
     def compute_ly():
-        r = lyapunov_spectrum(lin(torch.float64), k=k, seed=ctx.cfg.seed)
-        tops = [
-            float(spectrum(lin(torch.float64).stage(s), method="topk", k=1).values[0])
-            for s in range(1, len(net.stages) + 1)
-        ]
+        with timed("lyapunov", image=ctx.image_ids[0]):
+            r = lyapunov_spectrum(lin(torch.float64), k=k, seed=ctx.cfg.seed)
+            tops = [
+                float(spectrum(lin(torch.float64).stage(s), method="topk", k=1).values[0])
+                for s in range(1, len(net.stages) + 1)
+            ]
         arrays = {"log_growth": r.log_growth, "cumulative": r.cumulative}
         meta = {
             "units": r.units,

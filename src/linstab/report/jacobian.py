@@ -7,10 +7,13 @@ expected) and with ReLU (exact to round-off below some eps when no activation cr
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from ..analyses.taylor import jacobian_test
 from ..io.cache import tensor_hash
+from ..io.profile import timed
 from . import rules as R
 from .context import ReportContext, Section, fmt
 from .findings import estimate, make_finding
@@ -22,7 +25,6 @@ N_JACOBIAN = (None, 2)
 def section_jacobian_tests(ctx: ReportContext, net, images) -> Section:
     """The Taylor test of unit Jacobians (smooth and ReLU) at several images, with its finding."""
     sec = Section("Jacobian (Taylor) tests")
-    rows = []
     picks = [net.stages[s][min(4, len(net.stages[s]) - 1)] for s in range(len(net.stages))]
     picks += [st[0] for st in net.stages[1:]]
     k = (
@@ -32,27 +34,33 @@ def section_jacobian_tests(ctx: ReportContext, net, images) -> Section:
     )
     ids = ctx.image_ids[:k]
     todo = [(i, u, smooth) for i in range(k) for u in picks for smooth in ("softplus", None)]
-    for i, u, smooth in ctx.progress(todo, "jacobian tests"):
-        x = images[i]
-        parts = {
-            "model": ctx.model_key(net),
-            "image": tensor_hash(x),
-            "unit": u.address,
-            "smooth": smooth,
-            "what": "taylor",
+
+    def compute(i, u, smooth):
+        with timed("taylor", unit=u.address, image=ids[i], activation=smooth or "relu"):
+            r = jacobian_test(net, images[i], u.stage, u.index, smooth=smooth)
+        return {"eps": np.array(r.eps), "err0": np.array(r.err0), "err1": np.array(r.err1)}, {
+            "order": r.order,
+            "order0": r.order0,
+            "passed": r.passed,
+            "exact_below_eps": r.exact_below_eps,
+            "activation": r.activation,
         }
 
-        def compute(u=u, smooth=smooth, x=x):
-            r = jacobian_test(net, x, u.stage, u.index, smooth=smooth)
-            return {"eps": np.array(r.eps), "err0": np.array(r.err0), "err1": np.array(r.err1)}, {
-                "order": r.order,
-                "order0": r.order0,
-                "passed": r.passed,
-                "exact_below_eps": r.exact_below_eps,
-                "activation": r.activation,
-            }
-
-        arrays, meta = ctx.cache.get_or_compute("taylor", parts, compute)
+    model = ctx.model_key(net)
+    hashes = [tensor_hash(images[i]) for i in range(k)]
+    items = [
+        (
+            "taylor",
+            {"model": model, "image": hashes[i], "unit": u.address, "smooth": smooth, "what": "taylor"},
+            functools.partial(compute, i, u, smooth),
+        )
+        for i, u, smooth in todo
+    ]
+    bar = ctx.bar(len(items), "jacobian tests")
+    got = ctx.cache.get_or_compute_many(items, ctx.cfg.n_workers, on_done=bar.update)
+    bar.close()
+    rows = []
+    for (i, u, _), (_, meta) in zip(todo, got, strict=True):
         rows.append(
             {
                 "image": ids[i],
