@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -29,10 +30,15 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _env import environment  # noqa: E402
 
 
-def _run(cmd: list[str], env: dict) -> tuple[float, int]:
+def _run(cmd: list[str], env: dict) -> tuple[float, int, float]:
+    """Wall seconds, exit code and CPU seconds (user + system) of ``cmd`` and every process it
+    waited for (its workers and background processes)."""
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     rc = subprocess.call(cmd, env=env)
-    return time.perf_counter() - t0, rc
+    wall = time.perf_counter() - t0
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, rc, (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
 
 
 def compare_figure1(ref_path: Path, new_path: Path) -> dict:
@@ -117,15 +123,23 @@ def main(argv: list[str] | None = None) -> int:
         prof = work / f"profile-{run}.json"
         cmd = [*exe, "report", *extra, "--out", str(work / "report"), "--profile", str(prof), "--no-progress"]
         print(f"[{time.strftime('%H:%M:%S')}] {run}: {' '.join(cmd)}", flush=True)
-        wall, rc = _run(cmd, env)
+        wall, rc, cpu = _run(cmd, env)
         if rc != 0:
             raise SystemExit(f"linstab report failed ({run}, exit {rc})")
         p = json.loads(prof.read_text())
         p.pop("records", None)
         envj = json.loads((work / "report" / "environment.json").read_text())
-        result[run] = {"wall_s": round(wall, 2), "cache": envj.get("cache"), "timings": envj.get("timings")}
+        result[run] = {
+            "wall_s": round(wall, 2),
+            # CPU seconds of the report and its processes; busy = cpu / (wall x usable CPUs): what
+            # is left is idle time (waits, a lone process at the end of a section)
+            "cpu_s": round(cpu, 1),
+            "cpu_busy": round(cpu / (wall * len(os.sched_getaffinity(0))), 3),
+            "cache": envj.get("cache"),
+            "timings": envj.get("timings"),
+        }
         result[run].update(p)
-        print(f"[{time.strftime('%H:%M:%S')}] {run}: {wall:.1f} s", flush=True)
+        print(f"[{time.strftime('%H:%M:%S')}] {run}: {wall:.1f} s, CPU {cpu:.0f} s", flush=True)
     result["loadavg_after"] = os.getloadavg()
     if args.reference_figure1:
         new = sorted((work / "report" / "data").rglob("figure1_spectra.npz"))
