@@ -41,6 +41,26 @@ def _run(cmd: list[str], env: dict) -> tuple[float, int, float]:
     return wall, rc, (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
 
 
+def portable(value, work: Path):
+    """``value`` (JSON-able) without this machine's absolute paths: the work folder becomes
+    ``WORKDIR``, paths under the current folder become relative, other absolute paths keep their
+    file name only (``<dir>/name``)."""
+    if isinstance(value, dict):
+        return {k: portable(v, work) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [portable(v, work) for v in value]
+    if not isinstance(value, str):
+        return value
+    s = value.replace(str(work.resolve()), "WORKDIR").replace(str(work), "WORKDIR")
+    if s.startswith("/"):
+        p = Path(s)
+        try:
+            return str(p.relative_to(Path.cwd()))
+        except ValueError:
+            return f"<dir>/{p.name}"
+    return s
+
+
 def compare_figure1(ref_path: Path, new_path: Path) -> dict:
     """Per panel: the largest |new - reference| value difference, the largest stated error bound
     of the new values, and how many values lie outside their bound."""
@@ -145,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         new = sorted((work / "report" / "data").rglob("figure1_spectra.npz"))
         result["figure1_vs_reference"] = compare_figure1(Path(args.reference_figure1), new[0])
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1, default=str))
+    Path(args.out).write_text(json.dumps(portable(result, work), indent=1, default=str))
     print(f"wrote {args.out}")
     return 0
 
