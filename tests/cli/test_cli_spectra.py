@@ -77,6 +77,27 @@ def test_cli_commands(nets, tmp_path, monkeypatch):
     assert cli.main(["spectrum", "--unit", "1.2", "--method", "topk", "--k", "0", "--out", str(out)]) == 2
 
 
+def test_cli_spectrum_out_suffix_is_checked_before_any_work(tiny_cli, tmp_path, capsys, monkeypatch):
+    """Values and vectors go to .npz (appended to a bare name); a .json or .csv name for them is
+    refused before the network is even built; the estimates also write .json."""
+    import linstab.cli as cli
+    import linstab.cli.common as common
+
+    assert cli.main(["spectrum", "--unit", "1.2", "--out", str(tmp_path / "bare")]) == 0
+    assert (tmp_path / "bare.npz").is_file() and "bare.npz" in capsys.readouterr().out
+    est = ["spectrum", "--unit", "1.2", "--method", "bands-estimate", "--probes", "4", "--out"]
+    assert cli.main([*est, str(tmp_path / "e")]) == 0
+    assert (tmp_path / "e.npz").is_file() and "e.npz" in capsys.readouterr().out
+
+    def no_network(args):
+        raise AssertionError("built the network before checking --out")
+
+    monkeypatch.setattr(common, "network_from_args", no_network)
+    for method, name in (("exact", "v.json"), ("topk", "v.csv"), ("density", "d.csv")):
+        assert cli.main(["spectrum", "--unit", "1.2", "--method", method, "--out", str(tmp_path / name)]) == 2
+        assert "--out" in capsys.readouterr().err and not (tmp_path / name).exists()
+
+
 @pytest.fixture
 def tiny_cli(nets, monkeypatch):
     """The CLI's network and images replaced by a tiny option-B network and one image."""

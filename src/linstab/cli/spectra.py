@@ -25,6 +25,15 @@ ESTIMATES = ("density", "bands-estimate")
 def _cmd_spectrum(args: argparse.Namespace) -> int:
     if args.k is not None and args.k < 1:
         raise ValueError(f"--k must be a positive integer, got {args.k}")
+    suffix = Path(args.out).suffix.lower()
+    if args.method in ESTIMATES:
+        if suffix not in ("", ".json", ".npz"):
+            raise ValueError(f"--out: --method {args.method} writes .json or .npz, got {args.out!r}")
+    elif suffix not in ("", ".npz"):
+        raise ValueError(
+            f"--out: --method {args.method} writes .npz (values, vectors, metadata), got {args.out!r}; "
+            "the matrix-free estimates (--method density/bands-estimate) also write .json"
+        )
     net = common.network_from_args(args)
     x, _, ids = common.images_from_args(args, net)
     dtype = parse_dtype(args.dtype)
@@ -120,6 +129,7 @@ def _estimate(args: argparse.Namespace, net, image_id: str, what: str, op) -> in
     if path.suffix.lower() == ".json":
         path.write_text(json.dumps(to_jsonable(data), indent=1))
     else:
+        path = path if path.suffix.lower() == ".npz" else path.with_name(path.name + ".npz")
         arrays = {k: np.asarray(v) for k, v in data.items() if isinstance(v, list) and k != "thresholds"}
         np.savez(path, metadata=np.array(json.dumps(to_jsonable(data))), **arrays)
     print(f"{net.name} {image_id} {what} (n = {min(op.shape)}, estimated, not exact): {line}")
@@ -249,7 +259,8 @@ def add_parser(sub) -> None:
         "--out",
         type=common.out_file,
         required=True,
-        help="output .npz (singular_values, u, v, metadata JSON); estimates: .json or .npz",
+        help="output .npz (singular_values, u, v, metadata JSON; appended when the name has no "
+        "suffix); estimates: .json or .npz",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_spectrum)
