@@ -16,3 +16,29 @@ def test_module_entry_points_run_the_command(module):
     assert done.returncode == 0 and done.stdout.strip() == f"linstab {__version__}"
     done = subprocess.run([sys.executable, "-m", module, "spectrum"], capture_output=True, text=True)
     assert done.returncode == 2 and "required" in done.stderr
+
+
+def test_output_paths_and_exclusive_options_are_refused_before_any_work(tmp_path, capsys):
+    """Output files that are folders or lie under a file, output folders that are files, and
+    contradictory options stop the command at parsing (exit 2), before a model is loaded."""
+    import linstab.cli as cli
+
+    afile = tmp_path / "afile.txt"
+    afile.write_text("x")
+    ckpt = ["train", "--depth", "8", "--epochs", "1", "--data", str(tmp_path)]
+    cases = [
+        (["spectrum", "--unit", "1.1", "--out", str(afile / "a.npz")], "is a file, not a folder"),
+        (["spectrum", "--unit", "1.1", "--out", str(tmp_path)], "is a folder"),
+        (["report", "--quick", "--out", str(afile)], "is a file, not a folder"),
+        (["report", "--quick", "--out", str(afile / "sub")], "is a file, not a folder"),
+        (["report", "--quick", "--profile", str(tmp_path)], "is a folder"),
+        ([*ckpt, "--out", str(tmp_path / "m.safetensors"), "--checkpoint", str(tmp_path)], "is a folder"),
+        ([*ckpt, "--out", str(afile / "m.safetensors")], "is a file, not a folder"),
+        (["sweep", "--out", str(afile)], "is a file, not a folder"),
+        (["report", "--shortcut-reference", "resnet56-akamaster", "--no-shortcut-reference"], "not allowed"),
+    ]
+    for argv, why in cases:
+        with pytest.raises(SystemExit) as exc:
+            cli.main(argv)
+        assert exc.value.code == 2, argv
+        assert why in capsys.readouterr().err, argv

@@ -83,3 +83,21 @@ def test_cli_errors(tiny_cli, tmp_path, capsys):
         with pytest.raises(SystemExit):
             linstab.cli.main(["propagate", "--attack", "cw", flag, "0", "--out", str(tmp_path / "x.csv")])
         assert "expected an integer >= 1" in capsys.readouterr().err
+    # a stage number is checked, also 0 (it is not "the default stage")
+    rc = linstab.cli.main(["figure", "projections", "--stage", "0", "--out", str(tmp_path / "p.png")])
+    assert rc == 2 and "--stage must be in 1..3, got 0" in capsys.readouterr().err
+    rc = linstab.cli.main(["figure", "projections", "--units", "a,b", "--out", str(tmp_path / "p.png")])
+    assert rc == 2 and "--units: expected unit numbers" in capsys.readouterr().err
+    # output files under a file, or that are folders, are refused before any work
+    afile = tmp_path / "afile.txt"
+    afile.write_text("x")
+    cases = (
+        ("--summary", afile / "s.json", "is a file, not a folder"),
+        ("--attacks-json", tmp_path, "is a folder"),
+        ("--out", afile / "r.csv", "is a file, not a folder"),
+    )
+    for flag, path, why in cases:
+        args = ["propagate", "--attack", "fgsm", "--out", str(tmp_path / "x.csv"), flag, str(path)]
+        with pytest.raises(SystemExit):
+            linstab.cli.main(args)
+        assert why in capsys.readouterr().err

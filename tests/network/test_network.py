@@ -80,6 +80,20 @@ def test_no_units_and_bad_inputs():
         net.linearize(tiny_image(), dtype=torch.float16)
     with pytest.raises(ValueError, match="unit of stage 1"):
         net.unit(1, 99)
+    # predict and activations take the size the units were discovered at, like linearize
+    for bad in (torch.rand(3, 1, 1), torch.rand(2, 3, 16, 16), torch.rand(3, 8, 6)):
+        with pytest.raises(ValueError, match=r"expected images of shape \(3, 8, 8\)"):
+            net.predict(bad)
+        with pytest.raises(ValueError, match=r"expected images of shape \(3, 8, 8\)"):
+            net.activations(bad)
+    for bs in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="batch_size"):
+            net.predict(tiny_image(), batch_size=bs)
+    assert net.predict(torch.stack([tiny_image(0), tiny_image(1)]), batch_size=1).shape[0] == 2
+    lin = net.linearize(tiny_image())
+    for bad in (1.0, "1", None):
+        with pytest.raises(TypeError, match="stage"):
+            lin.stage(bad)
 
 
 def test_parse_unit():

@@ -9,6 +9,7 @@ import torch
 from factories import NET_KINDS, dense_jacobian, make_net, tiny_image
 
 from linstab.operators import (
+    AutodiffJacobian,
     ComposedOperator,
     DenseOperator,
     IdentityOperator,
@@ -211,6 +212,48 @@ def test_output_mask_marks_every_zero_row(kind):
         assert not M[~mask].any()
     mask, source = output_mask(DenseOperator(torch.ones(3, 4, dtype=torch.float64)))
     assert mask is None and "no known" in source
+    with pytest.raises(TypeError, match="LinearOperator"):
+        output_mask(3)
+
+
+@pytest.mark.parametrize("method", ["closed", "autodiff"])
+def test_empty_batches_complex_input_and_bad_block_sizes(method):
+    """An empty batch gives an empty result in every accepted layout (no crash: autodiff
+    products cannot take one); complex NumPy input and bad ``batch_size`` are refused."""
+    net = make_net("option-B", seed=1)
+    lin = net.linearize(tiny_image(1), dtype=torch.float64)
+    J = lin.unit(1, 1, method=method)
+    n_out, n_in = J.shape
+    f64 = torch.float64
+    assert J.matmat(torch.zeros(0, *J.in_shape, dtype=f64)).shape == (0, *J.out_shape)
+    assert J.rmatmat(torch.zeros(0, *J.out_shape, dtype=f64)).shape == (0, *J.in_shape)
+    assert (J.T @ torch.zeros(0, *J.out_shape, dtype=f64)).shape == (0, *J.in_shape)
+    assert J.matmat(torch.zeros(n_in, 0, dtype=f64)).shape == (n_out, 0)
+    assert J.rmatmat(np.zeros((n_out, 0))).shape == (n_in, 0)
+    with pytest.raises(TypeError, match="real numpy array"):
+        J @ (np.ones(n_in) * 1j)
+    with pytest.raises(TypeError, match="real numpy array"):
+        J.matmat(np.array([object()] * n_in))
+    for bs in (0, -1, 1.5):
+        with pytest.raises(ValueError, match="batch_size"):
+            J.materialize(batch_size=bs)
+    assert torch.equal(J.materialize(batch_size=7), J.materialize())
+
+
+def test_autodiff_jacobian_keeps_a_single_channel():
+    """A one-channel point ``(1, H, W)`` is the point itself, not a batch of one; ``in_shape``
+    settles any other ambiguity and is checked."""
+    conv = torch.nn.Conv2d(1, 2, 3, padding=1).double().eval()
+    x = torch.rand(1, 5, 5, dtype=torch.float64)
+    dense = dense_jacobian(conv, x)
+    for point, kw in ((x, {}), (x[None], {}), (x, {"in_shape": (1, 5, 5)})):
+        J = AutodiffJacobian(conv, point, torch.float64, **kw)
+        assert J.in_shape == (1, 5, 5) and J.out_shape == (2, 5, 5)
+        assert torch.allclose(J.materialize(), dense, atol=1e-12)
+    lin = torch.nn.Linear(4, 3).double().eval()
+    assert AutodiffJacobian(lin, torch.rand(1, 4, dtype=torch.float64), torch.float64).in_shape == (4,)
+    with pytest.raises(ValueError, match="expected shape"):
+        AutodiffJacobian(conv, x, torch.float64, in_shape=(1, 4, 4))
 
 
 def test_float32_operators_close_to_float64():

@@ -508,3 +508,15 @@ def test_bands_without_exact_ones_counts_the_same(kind):
             fast.zero,
         )
         assert fast.n_exact_ones in (None, full.n_exact_ones)
+
+
+def test_krylov_sizes_are_checked_and_save_keeps_an_upper_case_suffix(nets, tmp_path):
+    """``block_size``/``ncv`` must be positive ints (not silently replaced); ``save`` keeps a
+    ``.NPZ`` name as it is."""
+    op = nets["option-B"].linearize(tiny_image(2), dtype=F64).unit(1, 2)
+    for name, v in (("block_size", 0), ("block_size", -1), ("ncv", 0), ("block_size", 2.0)):
+        with pytest.raises(ValueError, match=name):
+            S.spectrum(op, "topk", k=3, **{name: v})
+    res = S.spectrum(op, "topk", k=3, block_size=3)
+    path = res.save(tmp_path / "r.NPZ")
+    assert path.name == "r.NPZ" and torch.equal(S.SpectrumResult.load(path).values, res.values)

@@ -103,8 +103,27 @@ def out_file(text: str) -> str:
     """An argparse type: an output file path (not an existing folder)."""
     if not str(text).strip():
         raise argparse.ArgumentTypeError("expected a file name, got an empty string")
-    if Path(text).expanduser().is_dir():
+    p = Path(text).expanduser()
+    if p.is_dir():
         raise argparse.ArgumentTypeError(f"{text} is a folder; give the name of a file to write")
+    for parent in p.absolute().parents:  # the nearest existing folder above it must be a folder
+        if parent.exists():
+            if not parent.is_dir():
+                raise argparse.ArgumentTypeError(f"{text}: {parent} is a file, not a folder")
+            break
+    return text
+
+
+def out_dir(text: str) -> str:
+    """An argparse type: an output folder path (not an existing file, nor under one)."""
+    if not str(text).strip():
+        raise argparse.ArgumentTypeError("expected a folder name, got an empty string")
+    p = Path(text).expanduser()
+    for q in (p, *p.absolute().parents):
+        if q.exists():
+            if not q.is_dir():
+                raise argparse.ArgumentTypeError(f"{text}: {q} is a file, not a folder")
+            break
     return text
 
 

@@ -42,12 +42,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError) as exc:
-        print(f"linstab {args.command}: error: {exc}", file=sys.stderr)
-        return 2
     except BrokenPipeError:  # `linstab ... | head`: the reader left; no traceback
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except (ValueError, TypeError, OSError) as exc:  # OSError: a file that cannot be read or written
+        print(f"linstab {args.command}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # python -m linstab.cli.main

@@ -117,8 +117,10 @@ def add_parser(sub) -> None:
         "addresses like 3.7,3.8 (default all)",
     )
     p.add_argument("--out", type=common.out_file, required=True, help="CSV file of rows")
-    p.add_argument("--summary", default=None, help="summary table file (.json or .csv)")
-    p.add_argument("--attacks-json", default=None, help="write per-image attack results (JSON)")
+    p.add_argument("--summary", type=common.out_file, default=None, help="summary table file (.json or .csv)")
+    p.add_argument(
+        "--attacks-json", type=common.out_file, default=None, help="write per-image attack results (JSON)"
+    )
     _add_common(p)
     p.set_defaults(func=_cmd_propagate)
 
@@ -174,11 +176,14 @@ def _cmd_figure_propagation(args) -> int:
 def _cmd_figure_projections(args) -> int:
     net = common.network_from_args(args)
     x, y, ids = common.images_from_args(args, net)
-    stage = args.stage or len(net.stages)
+    stage = args.stage if args.stage is not None else len(net.stages)
     if not 1 <= stage <= len(net.stages):
         raise ValueError(f"--stage must be in 1..{len(net.stages)}, got {stage}")
     if args.units:
-        idx = [int(t) for t in args.units.split(",") if t.strip()]
+        try:
+            idx = [int(t) for t in args.units.split(",") if t.strip()]
+        except ValueError:
+            raise ValueError(f"--units: expected unit numbers like 1,5,9, got {args.units!r}") from None
     else:
         idx = default_projection_units(net, stage)
         print(f"units of stage {stage} (default for {len(net.stages[stage - 1])} units per stage): {idx}")

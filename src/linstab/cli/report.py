@@ -9,6 +9,7 @@ from ..io.profile import profile_summary, profiling
 from ..models.registry import SHORTCUT_REFERENCE, default_report_models
 from ..report.build import build_report
 from ..report.context import EXACT_REPORT_MAX, SECTIONS, ReportConfig
+from . import common
 
 
 def _cmd_report(args) -> int:
@@ -102,7 +103,8 @@ def add_parser(sub) -> None:
         help=f"units with more output values get estimates (top-k values, band counts with 95%% intervals) "
         f"instead of exact spectra (default {EXACT_REPORT_MAX}; ImageNet networks at 224 exceed it)",
     )
-    p.add_argument(
+    ref = p.add_mutually_exclusive_group()
+    ref.add_argument(
         "--shortcut-reference",
         default="auto",
         metavar="M",
@@ -110,12 +112,14 @@ def add_parser(sub) -> None:
         f"the down-sampling finding (default auto: {SHORTCUT_REFERENCE}, option A, for option-B models "
         "when its weights are on this machine)",
     )
-    p.add_argument(
+    ref.add_argument(
         "--no-shortcut-reference",
         action="store_true",
         help="no shortcut reference (see --shortcut-reference)",
     )
-    p.add_argument("--out", default="linstab-report", help="output folder (default: linstab-report)")
+    p.add_argument(
+        "--out", type=common.out_dir, default="linstab-report", help="output folder (default: linstab-report)"
+    )
     p.add_argument(
         "--quick",
         action="store_true",
@@ -129,6 +133,7 @@ def add_parser(sub) -> None:
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the result cache")
     p.add_argument(
         "--profile",
+        type=common.out_file,
         default=None,
         metavar="FILE",
         help="write a JSON profile: seconds per section, figure, panel, route and attack",

@@ -131,7 +131,8 @@ def _estimate(args: argparse.Namespace, net, image_id: str, what: str, op) -> in
     else:
         path = path if path.suffix.lower() == ".npz" else path.with_name(path.name + ".npz")
         arrays = {k: np.asarray(v) for k, v in data.items() if isinstance(v, list) and k != "thresholds"}
-        np.savez(path, metadata=np.array(json.dumps(to_jsonable(data))), **arrays)
+        with open(path, "wb") as f:  # a file object: NumPy would append ".npz" to "x.NPZ"
+            np.savez(f, metadata=np.array(json.dumps(to_jsonable(data))), **arrays)
     print(f"{net.name} {image_id} {what} (n = {min(op.shape)}, estimated, not exact): {line}")
     print(f"wrote {path}")
     return 0
@@ -314,7 +315,7 @@ def add_figure_parser(figsub) -> None:
     models(p)
     add_image_args(p)
     _add_band_args(p)
-    p.add_argument("--csv", default=None, help="also write the counts as CSV")
+    p.add_argument("--csv", type=common.out_file, default=None, help="also write the counts as CSV")
     p.add_argument("--out", type=common.out_file, required=True, help="output path (PNG and SVG are written)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_figure_bands)

@@ -13,6 +13,7 @@ import sys
 
 from ..sweep.engine import Recipe, plan_sweep, run_sweep
 from ..sweep.summary import summarize_sweep
+from . import common
 
 __all__ = ["add_parser"]
 
@@ -149,7 +150,9 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--dtype", default="float64", choices=["float32", "float64"])
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None, help="sweep directory (created; reused to resume)")
+    p.add_argument(
+        "--out", type=common.out_dir, default=None, help="sweep directory (created; reused to resume)"
+    )
     p.add_argument(
         "--workers",
         type=int,
@@ -180,7 +183,9 @@ def add_parser(sub) -> None:
         "distributions, correlation with the margin) as PNG + SVG under --out.",
     )
     s.add_argument("dir", help="the sweep directory")
-    s.add_argument("--out", default=None, help="folder for the figures (default: no figures)")
+    s.add_argument(
+        "--out", type=common.out_dir, default=None, help="folder for the figures (default: no figures)"
+    )
     s.add_argument("--json", default=None, help="also write the statistics as JSON to this file")
     s.add_argument("--resamples", type=int, default=9999, help="bootstrap resamples (default 9999)")
     s.add_argument("--confidence", type=float, default=0.95)

@@ -36,7 +36,10 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint")
     parser.add_argument("--init", default=None, help="warm start from this .safetensors model (new schedule)")
     parser.add_argument(
-        "--checkpoint", default=None, help="resumable checkpoint (default <out stem>.ckpt.pt)"
+        "--checkpoint",
+        type=common.out_file,
+        default=None,
+        help="resumable checkpoint (default <out stem>.ckpt.pt)",
     )
     parser.add_argument("--name", default=None, help="registry name (default: out's stem)")
     parser.add_argument("--stop-after", type=int, default=None, help="stop after N epochs in this run")

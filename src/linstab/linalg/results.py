@@ -110,7 +110,7 @@ class SpectrumResult:
             the written path (``.npz`` appended when missing).
         """
         path = Path(path)
-        if path.suffix != ".npz":
+        if path.suffix.lower() != ".npz":
             path = path.with_name(path.name + ".npz")
         path.parent.mkdir(parents=True, exist_ok=True)
         meta = self.metadata()
@@ -124,7 +124,8 @@ class SpectrumResult:
         if self.residuals is not None:
             arrays["residuals"] = self.residuals.detach().cpu().numpy()
         arrays["metadata"] = np.array(json.dumps(meta))
-        np.savez(path, **arrays)
+        with open(path, "wb") as f:  # a file object: NumPy would append ".npz" to "x.NPZ"
+            np.savez(f, **arrays)
         return path
 
     @classmethod

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from ..data.imagenet import IMAGENET_MEAN, IMAGENET_STD
+from ..data.images import check_images
 from ..models.imagenet import MIN_INPUT_SIZE, ModelRecord, build_imagenet_resnet
 from .view import Network
 
@@ -111,7 +112,7 @@ class ImageNetNetwork(Network):
         resize = round(max(h, w) * 256 / 224)
         hint = _HINT.format(size=h if h == w else (h, w), resize=resize)
         try:
-            x = super().check_input(images, name=name)
+            x = check_images(images, name=name, channels=3)
         except (TypeError, ValueError) as exc:
             raise type(exc)(f"{exc}. {hint}") from None
         ih, iw = x.shape[-2:]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from ..operators.autodiff import AutodiffJacobian
@@ -75,6 +76,9 @@ class Linearization:
 
     def units_of_stage(self, stage: int, method: str | None = None) -> list[LinearOperator]:
         """The unit operators of a stage, in forward order."""
+        if isinstance(stage, bool) or not isinstance(stage, int | np.integer):
+            raise TypeError(f"stage: expected an integer in 1..{len(self.net.stages)}, got {stage!r}")
+        stage = int(stage)
         n = len(self.net.stages[stage - 1]) if 1 <= stage <= len(self.net.stages) else 0
         if n == 0:
             raise ValueError(f"stage must be in 1..{len(self.net.stages)}, got {stage}")

@@ -415,16 +415,25 @@ class Network:
 
     def check_input(self, images, *, name: str = "images") -> torch.Tensor:
         """Validate images for this network: ``(C, H, W)`` / ``(N, C, H, W)`` float in [0, 1]
-        with the network's ``C = input_shape[0]`` channels; returns ``(N, C, H, W)``.
+        of the network's ``input_shape``; returns ``(N, C, H, W)``.
 
         Raises:
-            ValueError: wrong shape or channel count, NaN/inf, values outside [0, 1].
+            ValueError: wrong shape, channel count or size, NaN/inf, values outside [0, 1].
             TypeError: a non-float input.
         """
-        return check_images(images, name=name, channels=self.input_shape[0])
+        x = check_images(images, name=name, channels=self.input_shape[0])
+        if tuple(x.shape[1:]) != self.input_shape:
+            raise ValueError(
+                f"{name}: expected images of shape {self.input_shape} (the shape {self.name}'s units were "
+                f"discovered at), got {tuple(x.shape[1:])}; for another size build the network with "
+                "Network(..., input_shape=(C, H, W))"
+            )
+        return x
 
     def predict(self, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
         """Logits for images in [0, 1] (``(C, H, W)`` or ``(N, C, H, W)``), normalization included."""
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size: expected an integer >= 1, got {batch_size!r}")
         x = self.check_input(images)
         self.check_eval()
         p = next(self.module.parameters())

@@ -23,17 +23,34 @@ class AutodiffJacobian(LinearOperator):
 
     Args:
         module: the map (a residual unit, a stage, ...), taking ``(1, *in_shape)``.
-        x: the point, ``in_shape`` or ``(1, *in_shape)``.
+        x: the point, ``in_shape`` or ``(1, *in_shape)``. Without ``in_shape``, a 4-D
+            ``(1, C, H, W)`` or 2-D ``(1, n)`` tensor is read as a batch of one; any other
+            tensor is the point itself (so a one-channel map ``(1, H, W)`` keeps its channel).
         dtype: computation dtype.
         label: what the operator is (the unit address), kept as :attr:`label`.
+        in_shape: the shape of one input, when ``x``'s shape alone leaves it ambiguous.
+
+    Raises:
+        ValueError: ``x`` is neither ``in_shape`` nor ``(1, *in_shape)``.
     """
 
     def __init__(
-        self, module: torch.nn.Module, x: torch.Tensor, dtype: torch.dtype, label: str | None = None
+        self,
+        module: torch.nn.Module,
+        x: torch.Tensor,
+        dtype: torch.dtype,
+        label: str | None = None,
+        in_shape: tuple[int, ...] | None = None,
     ) -> None:
         x = x.detach().to(dtype)
-        if x.ndim >= 1 and x.shape[0] == 1:
-            x = x[0]
+        if in_shape is not None:
+            in_shape = tuple(int(d) for d in in_shape)
+            if tuple(x.shape) == (1, *in_shape):
+                x = x[0]
+            elif tuple(x.shape) != in_shape:
+                raise ValueError(f"x: expected shape {in_shape} or {(1, *in_shape)}, got {tuple(x.shape)}")
+        elif x.ndim in (2, 4) and x.shape[0] == 1:
+            x = x[0]  # a batch of one image (1, C, H, W) or vector (1, n)
         state = cast_state(module, dtype)
 
         def f(z: torch.Tensor) -> torch.Tensor:

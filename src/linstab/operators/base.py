@@ -70,6 +70,8 @@ class LinearOperator:
     ) -> torch.Tensor | np.ndarray:
         as_numpy = isinstance(x, np.ndarray)
         if as_numpy:
+            if x.dtype.kind not in "biuf":
+                raise TypeError(f"{what}: expected a real numpy array, got dtype {x.dtype}")
             x = torch.from_numpy(np.ascontiguousarray(x)).to(self.dtype)
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"{what}: expected a torch.Tensor or numpy array, got {type(x)}")
@@ -81,6 +83,17 @@ class LinearOperator:
         n = _prod(shape_in)
         shp = tuple(x.shape)
         x = x.to(self.device)
+        # an empty batch gives an empty result (autograd-based products cannot take it)
+        n_out = _prod(shape_out)
+        if len(shape_in) > 1 and x.ndim == len(shape_in) + 1 and shp[1:] == shape_in and shp[0] == 0:
+            out = x.new_zeros((0, *shape_out))
+            return out.cpu().numpy() if as_numpy else out
+        if x.ndim == 2 and shp[0] == n and shp[1] == 0:
+            out = x.new_zeros((n_out, 0))
+            return out.cpu().numpy() if as_numpy else out
+        if len(shape_in) == 1 and x.ndim == 2 and shp[1] == n and shp[0] == 0:
+            out = x.new_zeros((0, n_out))
+            return out.cpu().numpy() if as_numpy else out
         if len(shape_in) > 1 and shp == shape_in:
             out = fn(x.unsqueeze(0))[0]
         elif len(shape_in) > 1 and shp[1:] == shape_in:
@@ -174,6 +187,8 @@ class LinearOperator:
             batch_size: identity columns per block.
             progress: show a progress bar.
         """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size: expected an integer >= 1, got {batch_size!r}")
         n_out, n_in = self.shape
         by_rows = n_out < n_in
         n = n_out if by_rows else n_in

@@ -27,7 +27,12 @@ def output_mask(op: LinearOperator) -> tuple[torch.Tensor | None, str]:
     Returns:
         ``(mask, source)``: a boolean ``(n_out,)`` mask on the operator's device (``None`` when
         no zero rows are known) and a short description of where it comes from.
+
+    Raises:
+        TypeError: ``op`` is not a :class:`LinearOperator`.
     """
+    if not isinstance(op, LinearOperator):
+        raise TypeError(f"expected a linstab LinearOperator (e.g. lin.unit(1, 5)), got {type(op).__name__}")
     last = op.ops[0] if isinstance(op, ComposedOperator) else op  # ops[0] is applied last
     if isinstance(last, UnitJacobian) and is_mask(last.out_deriv):
         what = "ReLU output mask of the last unit" if last is not op else "ReLU output mask of the unit"

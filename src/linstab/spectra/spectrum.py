@@ -198,6 +198,9 @@ def _spectrum(
         work = fop or op
     t_f = time.perf_counter() - t_f
     ex = exact_parts(op)  # the structure's exact facts: active rows, and the result's check below
+    for name, v in (("block_size", block_size), ("ncv", ncv)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise ValueError(f"{name} must be a positive int or None, got {v!r}")
     if solver in ("auto", "block-krylov"):
         max_iter = max_iter if max_iter is not None else (60 if largest else 300)
         if max_iter < 1:
