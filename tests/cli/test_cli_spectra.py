@@ -152,3 +152,45 @@ def test_cli_estimates_cover_the_exact_counts(tiny_cli, tmp_path, capsys):
     ]
     assert any(r["n_exact_ones"] in (None, "") for r in rows)
     assert cli.main(["bands", "--estimate", "--probes", "0", "--out", str(csv_path)]) == 2
+
+
+def test_cli_options_that_would_be_ignored_are_refused(tiny_cli, tmp_path, capsys, monkeypatch):
+    """An option that does not apply to the chosen method is an error, not silently ignored;
+    bands write CSV only; predict checks label ranges; --beta needs softplus."""
+    import linstab.cli as cli
+    import linstab.cli.common as common
+
+    out = str(tmp_path / "o.npz")
+    cases = [
+        (["spectrum", "--unit", "1.2", "--method", "exact", "--solver", "arpack"], "--solver"),
+        (["spectrum", "--unit", "1.2", "--method", "exact", "--max-iter", "5"], "--max-iter"),
+        (["spectrum", "--unit", "1.2", "--method", "density", "--k", "3"], "--k"),
+        (["spectrum", "--unit", "1.2", "--method", "density", "--vectors"], "--vectors"),
+        (["spectrum", "--unit", "1.2", "--method", "density", "--thresholds", "0.5", "2"], "--thresholds"),
+        (["spectrum", "--unit", "1.2", "--method", "topk", "--probes", "5"], "--probes"),
+        (["spectrum", "--unit", "1.2", "--method", "topk", "--zero-tol", "0.1"], "--zero-tol"),
+        (["spectrum", "--unit", "1.2", "--method", "bands-estimate", "--solver", "arpack"], "--solver"),
+        (["jacobian-test", "--unit", "1.2", "--beta", "5"], "--beta"),
+        (["jacobian-test", "--unit", "1.2", "--smooth", "gelu", "--beta", "5"], "--beta"),
+    ]
+    for argv, flag in cases:
+        if argv[0] == "spectrum":
+            argv = [*argv, "--out", out]
+        assert cli.main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert flag in err and "would be ignored" in err, (argv, err)
+    for argv, flag in (
+        (["bands", "--probes", "30", "--out", str(tmp_path / "b.csv")], "--probes"),
+        (["bands", "--seed", "3", "--out", str(tmp_path / "b.csv")], "--seed"),
+    ):
+        assert cli.main(argv) == 2 and flag in capsys.readouterr().err
+    assert cli.main(["bands", "--out", str(tmp_path / "b.json")]) == 2
+    assert "writes CSV" in capsys.readouterr().err and not (tmp_path / "b.json").exists()
+    assert cli.main(["bands", "--out", str(tmp_path / "bare")]) == 0
+    assert (tmp_path / "bare.csv").read_text().startswith("model,")
+    net, img = tiny_cli
+    for bad in ([-1], [net.predict(img).shape[1]]):
+        labels = torch.tensor(bad)
+        monkeypatch.setattr(common, "images_from_args", lambda args, net=None, y=labels: (img, y, ["t"]))
+        assert cli.main(["predict"]) == 2
+        assert "expected class indices" in capsys.readouterr().err

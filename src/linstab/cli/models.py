@@ -42,6 +42,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     x, y, ids = common.images_from_args(args, net)
     logits = net.predict(x)
     pred = logits.argmax(1)
+    if y is not None and y.numel() and (int(y.min()) < 0 or int(y.max()) >= logits.shape[1]):
+        raise ValueError(
+            f"labels: expected class indices in 0..{logits.shape[1] - 1} (the model's {logits.shape[1]} "
+            f"outputs), got values in {int(y.min())}..{int(y.max())}"
+        )
     rows = []
     for i, name in enumerate(ids):
         p = int(pred[i])
@@ -62,6 +67,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_jacobian_test(args: argparse.Namespace) -> int:
+    if args.beta != 20.0 and args.smooth != "softplus":
+        raise ValueError("--beta is the softplus sharpness: it needs --smooth softplus (it would be ignored)")
     net = common.network_from_args(args)
     x, _, ids = common.images_from_args(args, net)
     s, k = parse_unit(args.unit)

@@ -22,9 +22,34 @@ from .common import add_image_args, add_model_args, parse_dtype
 ESTIMATES = ("density", "bands-estimate")
 
 
+_ESTIMATE_FLAGS = (("--probes", "probes", None), ("--steps", "steps", None), ("--accuracy", "accuracy", None),
+                   ("--seed", "seed", 0))  # fmt: skip
+_BAND_FLAGS = (("--thresholds", "thresholds", [0.99, 1.01]), ("--zero-tol", "zero_tol", 1e-6))
+_VALUE_FLAGS = (("--k", "k", None), ("--vectors", "vectors", False))
+_SOLVER_FLAGS = (("--solver", "solver", "auto"), ("--max-iter", "max_iter", None))
+
+
+def _refuse_unused(args: argparse.Namespace, flags, what: str) -> None:
+    """A ValueError for the first of ``flags`` (``(flag, attribute, default)``) given a value
+    although it does not apply to ``what`` (it would be ignored).
+    """
+    for flag, attr, default in flags:
+        if getattr(args, attr, default) != default:
+            raise ValueError(f"{flag} does not apply to {what} (it would be ignored)")
+
+
 def _cmd_spectrum(args: argparse.Namespace) -> int:
     if args.k is not None and args.k < 1:
         raise ValueError(f"--k must be a positive integer, got {args.k}")
+    what = f"--method {args.method}"
+    if args.method not in ESTIMATES:
+        _refuse_unused(args, _ESTIMATE_FLAGS + _BAND_FLAGS, what)
+    else:
+        _refuse_unused(args, _VALUE_FLAGS + _SOLVER_FLAGS, what)
+        if args.method == "density":
+            _refuse_unused(args, _BAND_FLAGS, what)
+    if args.method == "exact":
+        _refuse_unused(args, _SOLVER_FLAGS, what)
     suffix = Path(args.out).suffix.lower()
     if args.method in ESTIMATES:
         if suffix not in ("", ".json", ".npz"):
@@ -157,10 +182,14 @@ def _band_rows(
 
 
 def _cmd_bands(args: argparse.Namespace) -> int:
+    if not args.estimate:
+        _refuse_unused(args, _ESTIMATE_FLAGS, "exact counts (without --estimate)")
+    if Path(args.out).suffix.lower() not in ("", ".csv"):
+        raise ValueError(f"--out: linstab bands writes CSV (.csv), got {args.out!r}")
     net = common.network_from_args(args)
     x, _, ids = common.images_from_args(args, net)
     rows = _band_rows(args, net, x[0], ids[0], _estimate_options(args) if args.estimate else None)
-    path = write_bands_csv(rows, args.out)
+    path = write_bands_csv(rows, args.out if Path(args.out).suffix else args.out + ".csv")
     total = sum(r["seconds"] for r in rows)
     kind = "estimated (matrix-free, with confidence intervals)" if args.estimate else "exact"
     print(f"{net.name} {ids[0]}: {kind} counts of {len(rows)} units in {total:.1f} s; wrote {path}")
@@ -276,7 +305,7 @@ def add_parser(sub) -> None:
         help="estimate the counts matrix-free with confidence intervals (units too large for exact counts)",
     )
     _add_estimate_args(p)
-    p.add_argument("--out", type=common.out_file, required=True, help="output .csv")
+    p.add_argument("--out", type=common.out_file, required=True, help="output .csv (appended to a bare name)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_bands)
 
