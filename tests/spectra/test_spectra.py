@@ -517,6 +517,11 @@ def test_krylov_sizes_are_checked_and_save_keeps_an_upper_case_suffix(nets, tmp_
     for name, v in (("block_size", 0), ("block_size", -1), ("ncv", 0), ("block_size", 2.0)):
         with pytest.raises(ValueError, match=name):
             S.spectrum(op, "topk", k=3, **{name: v})
+    with pytest.raises(TypeError, match="seed"):
+        S.spectrum(op, "topk", k=3, seed="a")
+    for mb in (0, -3, 1.5):
+        with pytest.raises(ValueError, match="min_block"):
+            S.bands(op, min_block=mb)
     res = S.spectrum(op, "topk", k=3, block_size=3)
     path = res.save(tmp_path / "r.NPZ")
     assert path.name == "r.NPZ" and torch.equal(S.SpectrumResult.load(path).values, res.values)

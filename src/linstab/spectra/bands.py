@@ -103,6 +103,8 @@ def bands(
         raise ValueError(f"route must be 'auto', 'structured', 'gram' or 'spectrum', got {route!r}")
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise ValueError(f"threads must be a positive int or None, got {threads!r}")
+    if isinstance(min_block, bool) or not isinstance(min_block, int) or min_block < 1:
+        raise ValueError(f"min_block must be a positive int, got {min_block!r}")
     with torch_threads(threads), timed("bands", n=int(min(op.shape))) as info:
         res = _bands(op, lo, hi, zt, route, min_block, bool(exact_ones))
         info["route"] = res.route

@@ -6,6 +6,7 @@ import math
 import time
 import warnings
 
+import numpy as np
 import torch
 
 from ..io.profile import timed
@@ -198,6 +199,8 @@ def _spectrum(
         work = fop or op
     t_f = time.perf_counter() - t_f
     ex = exact_parts(op)  # the structure's exact facts: active rows, and the result's check below
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+        raise TypeError(f"seed must be an int, got {seed!r}")
     for name, v in (("block_size", block_size), ("ncv", ncv)):
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
             raise ValueError(f"{name} must be a positive int or None, got {v!r}")
