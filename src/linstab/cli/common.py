@@ -99,18 +99,23 @@ def parse_dtype(name: str) -> torch.dtype:
     return table[name]
 
 
+def _check_folders_above(text: str, paths) -> None:
+    """The first of ``paths`` that exists must be a folder (an output cannot go under a file)."""
+    for q in paths:
+        if q.exists():
+            if not q.is_dir():
+                raise argparse.ArgumentTypeError(f"{text}: {q} is a file, not a folder")
+            return
+
+
 def out_file(text: str) -> str:
-    """An argparse type: an output file path (not an existing folder)."""
+    """An argparse type: an output file path (not an existing folder, nor under a file)."""
     if not str(text).strip():
         raise argparse.ArgumentTypeError("expected a file name, got an empty string")
     p = Path(text).expanduser()
     if p.is_dir():
         raise argparse.ArgumentTypeError(f"{text} is a folder; give the name of a file to write")
-    for parent in p.absolute().parents:  # the nearest existing folder above it must be a folder
-        if parent.exists():
-            if not parent.is_dir():
-                raise argparse.ArgumentTypeError(f"{text}: {parent} is a file, not a folder")
-            break
+    _check_folders_above(text, p.absolute().parents)
     return text
 
 
@@ -119,11 +124,7 @@ def out_dir(text: str) -> str:
     if not str(text).strip():
         raise argparse.ArgumentTypeError("expected a folder name, got an empty string")
     p = Path(text).expanduser()
-    for q in (p, *p.absolute().parents):
-        if q.exists():
-            if not q.is_dir():
-                raise argparse.ArgumentTypeError(f"{text}: {q} is a file, not a folder")
-            break
+    _check_folders_above(text, (p, *p.absolute().parents))
     return text
 
 
