@@ -270,12 +270,7 @@ class Network:
         output), the pass is run again recording copies (``copy``).
         """
         self.check_eval()  # the model may have been put back in training mode since
-        if tuple(x.shape[1:]) != self.input_shape:
-            raise ValueError(
-                f"{self.name}: expected images of shape {self.input_shape} (the shape its units were "
-                f"discovered at), got {tuple(x.shape[1:])}; for another size build the network with "
-                "Network(..., input_shape=(C, H, W))"
-            )
+        self._check_size(x, self.name)
         ins: dict[int, tuple[torch.Tensor, int]] = {}
         outs: dict[int, tuple[torch.Tensor, int]] = {}
         handles = []
@@ -422,13 +417,17 @@ class Network:
             TypeError: a non-float input.
         """
         x = check_images(images, name=name, channels=self.input_shape[0])
+        self._check_size(x, name)
+        return x
+
+    def _check_size(self, x: torch.Tensor, name: str) -> None:
+        """A batch ``(N, *input_shape)``: the size the units were discovered at."""
         if tuple(x.shape[1:]) != self.input_shape:
             raise ValueError(
                 f"{name}: expected images of shape {self.input_shape} (the shape {self.name}'s units were "
                 f"discovered at), got {tuple(x.shape[1:])}; for another size build the network with "
                 "Network(..., input_shape=(C, H, W))"
             )
-        return x
 
     def predict(self, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
         """Logits for images in [0, 1] (``(C, H, W)`` or ``(N, C, H, W)``), normalization included."""
