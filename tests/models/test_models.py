@@ -138,8 +138,8 @@ def test_weights_dir_is_searched_recursively(shared_weights, tmp_path, monkeypat
 
 
 def test_default_models_prefer_embedded_linstab_and_pair_the_paper_networks(monkeypatch):
-    """The default model is the best embedded linstab model; the report's default is the paper's
-    ResNet-56 and ResNet-110 side by side once both are embedded."""
+    """The default model is the paper's ResNet-56 when embedded, else the best embedded linstab model;
+    the report's default is the paper's ResNet-56 and ResNet-110 side by side once both are embedded."""
     from dataclasses import replace
 
     from linstab.models.registry import PAPER_PAIR, default_model_name, default_report_models
@@ -152,6 +152,10 @@ def test_default_models_prefer_embedded_linstab_and_pair_the_paper_networks(monk
     assert default_report_models() == ["resnet56-linstab"]
     fake["resnet110-linstab"] = replace(base, name="resnet110-linstab", depth=110, published_error=7.5)
     assert default_report_models() == list(PAPER_PAIR)
+    assert default_model_name() == "resnet56-linstab"  # the paper's ResNet-56, though ResNet-110 is better
+    del fake["resnet56-linstab"]
+    assert default_model_name() == "resnet110-linstab" and default_report_models() == ["resnet110-linstab"]
+    fake["resnet56-linstab"] = replace(base, name="resnet56-linstab", depth=56, published_error=8.0)
     del fake["resnet56-linstab"], fake["resnet110-linstab"]
     for name in list(fake):
         if fake[name].source == "linstab":

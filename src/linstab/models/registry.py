@@ -194,17 +194,22 @@ def list_models() -> list[str]:
     return sorted(_models.REGISTRY) + known_models()
 
 
+PAPER_PAIR = ("resnet56-linstab", "resnet110-linstab")
+"""The paper's two networks as linstab trains them (option B, issue 11)."""
+
+
 def default_model_name() -> str:
-    """The default model: the best embedded linstab model, else ``resnet56-akamaster``."""
+    """The default model of every command: the paper's ResNet-56 (``resnet56-linstab``) when it is
+    embedded, else the best embedded linstab model, else ``resnet56-akamaster``.
+    """
     own = [s for s in REGISTRY.values() if s.source == "linstab" and s.package_data]
+    if any(s.name == PAPER_PAIR[0] for s in own):
+        return PAPER_PAIR[0]
     if own:
         own.sort(key=lambda s: (s.published_error if s.published_error is not None else 1e9, -s.depth))
         return own[0].name
     return "resnet56-akamaster"
 
-
-PAPER_PAIR = ("resnet56-linstab", "resnet110-linstab")
-"""The paper's two networks as linstab trains them (option B, issue 11)."""
 
 SHORTCUT_REFERENCE = "resnet56-akamaster"
 """The option-A network the report shows beside option-B networks where the shortcut type
