@@ -186,6 +186,16 @@ def test_cli_parser_registers_train():
     assert (args.depth, args.shortcut, args.epochs, args.batch_size) == (20, "A", 3, 64)
     assert (args.lr, args.seed, args.limit, args.resume, args.device) == (0.3, 5, 100, True, "cpu")
     assert cli_main(["train", "--depth", "21", "--epochs", "1", "--out", "x.safetensors", "--data", "/"]) == 2
+    assert args.schedule == "one-cycle" and args.warmup is None
+
+
+def test_cli_swa_refuses_warmup_and_a_missing_init(tmp_path, capsys):
+    argv = ["train", "--epochs", "1", "--out", str(tmp_path / "x.safetensors"), "--data", str(tmp_path)]
+    assert cli_main([*argv, "--schedule", "swa"]) == 2
+    assert "--init" in capsys.readouterr().err
+    assert cli_main([*argv, "--schedule", "swa", "--init", "m.safetensors", "--warmup", "0.1"]) == 2
+    assert "--warmup belongs to the one-cycle schedule" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
 
 
 # --------------------------------------------------------------------------------------------
@@ -322,6 +332,54 @@ def test_warm_start_from_saved_model(short_run, tmp_path):
         training.train(20, "B", DATA, 1, tmp_path / "bad.safetensors", init=base, **common)
     with pytest.raises(ValueError, match="existing .safetensors"):
         training.train(8, "B", DATA, 1, tmp_path / "bad.safetensors", init=tmp_path / "nope.pt", **common)
+
+
+@needs_data
+def test_swa_run_writes_the_average_of_its_epochs_and_resumes(short_run, tmp_path):
+    """``schedule="swa"``: constant lr, the written weights are the mean of the end-of-epoch
+    iterates (checkpoints after epochs 1 and 2) with recomputed BN statistics; a run resumed
+    after epoch 1 writes the same model as an uninterrupted one."""
+    base, _ = short_run
+    common = {"batch_size": 32, "seed": 2, "limit": 96, "progress": False, "lr": 0.01, "init": base}
+    with pytest.raises(ValueError, match="give that model as init"):
+        training.train(8, "B", DATA, 2, tmp_path / "x.safetensors", **{**common, "init": None},
+                       schedule="swa")  # fmt: skip
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        training.train(8, "B", DATA, 2, tmp_path / "x.safetensors", **common, schedule="cosine")
+    full = training.train(8, "B", DATA, 2, tmp_path / "full.safetensors", **common, schedule="swa")
+    part_out = tmp_path / "part.safetensors"
+    part = training.train(8, "B", DATA, 2, part_out, stop_after=1, **common, schedule="swa")
+    assert part["epoch"] == 1
+    ckpt1 = torch.load(tmp_path / "part.ckpt.pt", map_location="cpu", weights_only=True)
+    assert ckpt1["average"]["count"] == 1
+    snap = training.export_checkpoint(tmp_path / "part.ckpt.pt", tmp_path / "snap.safetensors")
+    assert "SGD iterate" in snap["note"]
+    resumed = training.train(8, "B", DATA, 2, part_out, resume=True, **common, schedule="swa")
+    ckpt2 = torch.load(tmp_path / "part.ckpt.pt", map_location="cpu", weights_only=True)
+    assert [h["lr"] for h in resumed["history"]] == [0.01, 0.01]
+    assert [h["averaged"] for h in resumed["history"]] == [1, 2]
+    a = models.load_state_dict_file(tmp_path / "full.safetensors", "safetensors")
+    b = models.load_state_dict_file(part_out, "safetensors")
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    net = models.CifarResNet(8, "B")
+    for k, _ in net.named_parameters():
+        expected = (ckpt1["model"][k].double() + ckpt2["model"][k].double()) / 2
+        torch.testing.assert_close(a[k].double(), expected, rtol=0, atol=1e-6)
+    # the BN statistics are those of the averaged weights over the (unaugmented) training images
+    net.load_state_dict(a)
+    x, _ = training.load_split("train", DATA, limit=96)
+    stats = {k: v.clone() for k, v in net.named_buffers() if "running" in k}
+    training.recompute_bn_statistics(net, x, models.CIFAR10_MEAN_PYTORCHCV, models.CIFAR10_STD_PYTORCHCV, 32)
+    for k, v in net.named_buffers():
+        if "running" in k:
+            torch.testing.assert_close(v, stats[k], rtol=1e-4, atol=1e-5)
+            assert not torch.equal(v, ckpt2["model"][k]), k
+    side = json.loads((tmp_path / "full.json").read_text())
+    assert side["swa"]["epochs_averaged"] == 2
+    assert side["swa"]["last_iterate_test_accuracy_jpeg"] == full["history"][-1]["test_acc"]
+    assert side["recipe"]["schedule"].startswith("constant lr") and side["recipe"]["lr"] == 0.01
+    assert "max_lr" not in side["recipe"] and side["total_epochs"] == 3
 
 
 # --------------------------------------------------------------------------------------------

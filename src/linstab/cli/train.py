@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from ..training.loop import export_checkpoint, train
-from ..training.optim import DEFAULT_BATCH_SIZE, DEFAULT_LR, DEFAULT_WARMUP, DEFAULT_WEIGHT_DECAY
+from ..training.optim import DEFAULT_BATCH_SIZE, DEFAULT_LR, DEFAULT_WARMUP, DEFAULT_WEIGHT_DECAY, SCHEDULES
 from ..training.precision import PRECISIONS
 from . import common
 
@@ -27,9 +27,20 @@ def _configure(parser: argparse.ArgumentParser) -> None:
         "--out", type=common.out_file, required=True, help="output .safetensors file (+ .json)"
     )
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
-    parser.add_argument("--lr", type=float, default=DEFAULT_LR, help="peak one-cycle LR")
+    parser.add_argument(
+        "--lr", type=float, default=DEFAULT_LR, help="peak one-cycle LR; the constant LR of --schedule swa"
+    )
     parser.add_argument("--weight-decay", type=float, default=DEFAULT_WEIGHT_DECAY)
-    parser.add_argument("--warmup", type=float, default=DEFAULT_WARMUP, help="warm-up fraction")
+    parser.add_argument(
+        "--warmup", type=float, default=None, help=f"warm-up fraction of one-cycle (default {DEFAULT_WARMUP})"
+    )
+    parser.add_argument(
+        "--schedule",
+        choices=SCHEDULES,
+        default="one-cycle",
+        help="one-cycle (default), or swa: stochastic weight averaging at the constant --lr around "
+        "the trained --init model (the end-of-epoch weights averaged, batch-norm statistics recomputed)",
+    )
     parser.add_argument("--label-smoothing", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, default=None, help="use only N training images")
@@ -66,6 +77,10 @@ def run_cli(args: argparse.Namespace) -> int:
         )
     if not Path(args.data).expanduser().is_dir():
         raise ValueError(f"--data {args.data}: no such directory")
+    if args.schedule == "swa" and args.warmup is not None:
+        raise ValueError("--warmup belongs to the one-cycle schedule; --schedule swa keeps --lr constant")
+    if args.schedule == "swa" and args.init is None:
+        raise ValueError("--schedule swa averages the weights around a trained model: give it as --init FILE")
     if args.threads is not None:
         if args.threads < 1:
             raise ValueError(f"--threads must be >= 1; got {args.threads}")
@@ -85,7 +100,8 @@ def run_cli(args: argparse.Namespace) -> int:
         device=args.device,
         progress=not args.no_progress,
         weight_decay=args.weight_decay,
-        warmup=args.warmup,
+        warmup=DEFAULT_WARMUP if args.warmup is None else args.warmup,
+        schedule=args.schedule,
         label_smoothing=args.label_smoothing,
         checkpoint=args.checkpoint,
         name=args.name,

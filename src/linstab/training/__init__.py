@@ -25,6 +25,7 @@ block read by :func:`linstab.models.registry`.
 Command line: ``linstab train --depth 56 --epochs 90 --out FILE.safetensors`` (see docs/training.md).
 """
 
+from .averaging import WeightAverage, recompute_bn_statistics
 from .dataset import (
     DATASET_DESCRIPTION,
     DEFAULT_PAD,
@@ -49,6 +50,8 @@ from .optim import (
     DEFAULT_MOMENTUM,
     DEFAULT_WARMUP,
     DEFAULT_WEIGHT_DECAY,
+    SCHEDULES,
+    make_constant_scheduler,
     make_scheduler,
     param_groups,
 )
@@ -64,6 +67,8 @@ __all__ = [
     "DEFAULT_WARMUP",
     "DEFAULT_WEIGHT_DECAY",
     "PRECISIONS",
+    "SCHEDULES",
+    "WeightAverage",
     "atomic_write_text",
     "augment",
     "autocast",
@@ -75,9 +80,11 @@ __all__ = [
     "export_checkpoint",
     "is_channels_last",
     "load_split",
+    "make_constant_scheduler",
     "make_scheduler",
     "normalize",
     "param_groups",
+    "recompute_bn_statistics",
     "resolve_precision",
     "tmp_path",
     "train",

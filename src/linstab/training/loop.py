@@ -22,6 +22,7 @@ from ..data.images import default_images
 from ..models.blocks import CIFAR10_MEAN_PYTORCHCV, CIFAR10_STD_PYTORCHCV, CifarResNet
 from ..models.device import resolve_device
 from ..models.weights import load_state_dict_file, sha256_file
+from .averaging import WeightAverage, recompute_bn_statistics
 from .dataset import DATASET_DESCRIPTION, DEFAULT_PAD, augment, load_split, normalize, tmp_path
 from .optim import (
     DEFAULT_BATCH_SIZE,
@@ -29,6 +30,8 @@ from .optim import (
     DEFAULT_MOMENTUM,
     DEFAULT_WARMUP,
     DEFAULT_WEIGHT_DECAY,
+    SCHEDULES,
+    make_constant_scheduler,
     make_scheduler,
     param_groups,
 )
@@ -280,6 +283,7 @@ def train(
     log: Callable[[str], None] | None = None,
     precision: str = "auto",
     compile: bool = False,
+    schedule: str = "one-cycle",
 ) -> dict[str, Any]:
     """Train a CIFAR ResNet on the JPEG CIFAR-10 set and save it as ``.safetensors`` + JSON.
 
@@ -287,11 +291,12 @@ def train(
         depth: network depth ``6n + 2`` (20, 32, 56, ...).
         shortcut: ``"A"`` or ``"B"`` down-sampling shortcuts.
         data_dir: folder with ``train.zip``/``test.zip`` (``None``: ``$LINSTAB_CIFAR10_JPEG``).
-        epochs: number of training epochs (the one-cycle schedule spans all of them).
+        epochs: number of training epochs (the schedule spans all of them).
         out: the ``.safetensors`` file written at the end; the JSON sidecar is
             ``out.with_suffix(".json")``.
         batch_size: training batch size.
-        lr: peak learning rate of the one-cycle schedule.
+        lr: peak learning rate of the one-cycle schedule; the constant learning rate of
+            ``schedule="swa"``.
         seed: seed of the initialization, the shuffling and the augmentation.
         limit: train on this many training images and evaluate on ``min(limit, 10000)`` test
             images (quick runs); ``None`` for the full set.
@@ -300,7 +305,7 @@ def train(
         device: ``"cpu"``, ``"cuda"``, ... (default: CUDA when available).
         progress: show a tqdm bar per epoch and print one summary line per epoch.
         weight_decay: L2 weight decay of conv/linear weights (BN and biases get none).
-        warmup: fraction of the steps spent warming up.
+        warmup: fraction of the steps spent warming up (one-cycle only).
         label_smoothing: cross-entropy label smoothing (0: none).
         checkpoint: the resumable checkpoint (default ``<out stem>.ckpt.pt`` next to ``out``).
         name: registry name in the sidecar (default: the stem of ``out``).
@@ -317,6 +322,13 @@ def train(
             evaluation stay float32; only the forward/backward of a training step runs in bf16.
         compile: run the training forward through ``torch.compile`` (same weights and
             checkpoints; the first steps compile).
+        schedule: ``"one-cycle"``, or ``"swa"``: stochastic weight averaging (Izmailov et al.,
+            2018) from the trained model given as ``init``: SGD at the constant learning rate
+            ``lr``, the weights averaged with equal weights at the end of every epoch; at the
+            end the average gets batch-norm statistics recomputed over the training images (not
+            augmented) and is the model written, evaluated and recorded (the per-epoch history
+            evaluates the SGD iterate). The average is part of the checkpoint, so a resumed run
+            continues it.
 
     Returns:
         A summary dict: ``completed``, ``epoch`` (epochs done), ``history`` (one dict per
@@ -329,6 +341,13 @@ def train(
     _check_args(depth, shortcut, epochs, batch_size, lr, weight_decay, warmup, label_smoothing, limit, out)
     if stop_after is not None and stop_after < 1:
         raise ValueError(f"stop_after must be >= 1; got {stop_after!r}")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}; got {schedule!r}")
+    if schedule == "swa" and init is None:
+        raise ValueError(
+            "schedule='swa' averages the weights around a trained model: give that model as init "
+            "(--init FILE.safetensors)"
+        )
     dev = resolve_device(device, auto=True)
     prec = resolve_precision(precision, dev)
     out = Path(out)
@@ -381,6 +400,15 @@ def train(
         "precision": "bf16 autocast" if prec == "bf16" else "float32",
         "channels_last": bool(channels_last),
     }
+    if schedule == "swa":
+        for key in ("max_lr", "initial_lr", "final_lr", "warmup_fraction"):
+            del recipe[key]
+        recipe["schedule"] = "constant lr, stochastic weight averaging (SWA)"
+        recipe["lr"] = float(lr)
+        recipe["averaging"] = (
+            "equal-weight mean of the weights at the end of every epoch; batch-norm statistics "
+            "recomputed for the mean over the training images (not augmented)"
+        )
     if compile:
         recipe["compile"] = True
     if init_record is not None:
@@ -409,7 +437,12 @@ def train(
     optimizer = torch.optim.SGD(
         param_groups(model, weight_decay), lr=lr, momentum=DEFAULT_MOMENTUM, nesterov=True
     )
-    scheduler = make_scheduler(optimizer, lr, epochs * steps_per_epoch, warmup)
+    if schedule == "swa":
+        scheduler = make_constant_scheduler(optimizer)
+        average: WeightAverage | None = WeightAverage(model)
+    else:
+        scheduler = make_scheduler(optimizer, lr, epochs * steps_per_epoch, warmup)
+        average = None
     step_model = torch.compile(model) if compile else model
     gen = torch.Generator().manual_seed(seed)
     criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
@@ -428,6 +461,8 @@ def train(
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        if average is not None:
+            average.load_state_dict(state["average"])
         gen.set_state(state["rng"]["generator"])
         torch.set_rng_state(state["rng"]["torch"])
         if dev.type == "cuda" and state["rng"].get("cuda"):
@@ -513,6 +548,9 @@ def train(
         if dev.type == "cpu":
             record["loss_first_quarter"] = float(np.mean(batch_losses[:q]))
             record["loss_last_quarter"] = float(np.mean(batch_losses[-q:]))
+        if average is not None:
+            average.update(model)
+            record["averaged"] = average.count
         history.append(record)
         emit(
             f"epoch {epoch + 1:3d}/{epochs}  train loss {train_loss:.4f}  "
@@ -522,20 +560,20 @@ def train(
         rng = {"generator": gen.get_state(), "torch": torch.get_rng_state()}
         if dev.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state_all()
-        _atomic_torch_save(
-            {
-                "version": CHECKPOINT_VERSION,
-                "recipe": recipe,
-                "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "epoch": epoch + 1,
-                "rng": rng,
-                "history": history,
-                "train_seconds": train_seconds,
-            },
-            ckpt_path,
-        )
+        ckpt_state = {
+            "version": CHECKPOINT_VERSION,
+            "recipe": recipe,
+            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "epoch": epoch + 1,
+            "rng": rng,
+            "history": history,
+            "train_seconds": train_seconds,
+        }
+        if average is not None:
+            ckpt_state["average"] = average.state_dict()
+        _atomic_torch_save(ckpt_state, ckpt_path)
         epochs_run += 1
 
     done = len(history)
@@ -550,6 +588,21 @@ def train(
         emit(f"stopped after epoch {done}/{epochs}; continue with resume (checkpoint {ckpt_path})")
         return summary
 
+    swa_record = None
+    if average is not None:
+        t_bn = time.perf_counter()
+        average.copy_to(model)
+        n_bn = recompute_bn_statistics(model, x_train, mean, std, batch_size)
+        swa_record = {
+            "epochs_averaged": average.count,
+            "batch_norm_layers_recomputed": n_bn,
+            "batch_norm_seconds": round(time.perf_counter() - t_bn, 1),
+            "last_iterate_test_accuracy_jpeg": history[-1]["test_acc"],
+        }
+        emit(
+            f"weight average of {average.count} epochs, batch-norm statistics recomputed over "
+            f"{n_train} training images ({swa_record['batch_norm_seconds']} s)"
+        )
     model.eval()
     test_acc = evaluate(model, x_test, y_test, mean, std)
     imgs, labels = default_images()
@@ -586,6 +639,8 @@ def train(
         "history": history,
         "registry": registry,
     }
+    if swa_record is not None:
+        sidecar["swa"] = swa_record
     atomic_write_text(json_path, json.dumps(sidecar, indent=2) + "\n")
     emit(
         f"done: JPEG test accuracy {100 * test_acc:.2f}% on {x_test.shape[0]} images, "
@@ -651,7 +706,13 @@ def export_checkpoint(
         "completed": False,
         "epoch": epoch,
         "epochs": epochs,
-        "note": f"snapshot of an unfinished training run after epoch {epoch}/{epochs}, not evaluated",
+        "note": f"snapshot of an unfinished training run after epoch {epoch}/{epochs}, not evaluated"
+        + (
+            " (the SGD iterate; the weight average is written, with recomputed batch-norm "
+            "statistics, when the run completes)"
+            if "average" in state
+            else ""
+        ),
         "checkpoint": str(ckpt),
         "recipe": recipe,
         "history": state.get("history", []),

@@ -1,4 +1,6 @@
-"""The optimizer's parameter groups and the one-cycle learning-rate schedule."""
+"""The optimizer's parameter groups and the learning-rate schedules (one-cycle; constant for
+stochastic weight averaging).
+"""
 
 from __future__ import annotations
 
@@ -20,6 +22,11 @@ DEFAULT_MOMENTUM = 0.9
 
 
 DEFAULT_WARMUP = 0.25
+
+
+SCHEDULES = ("one-cycle", "swa")
+"""``linstab train --schedule``: a one-cycle run, or stochastic weight averaging at a constant
+learning rate from a trained model (``--init``)."""
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -55,3 +62,14 @@ def make_scheduler(
         div_factor=10.0,
         final_div_factor=1e3,
     )
+
+
+def make_constant_scheduler(optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LambdaLR:
+    """A constant learning rate (the optimizer's own), stepped per batch like the one-cycle one
+    so that both kinds resume from a checkpoint the same way.
+    """
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, _constant)
+
+
+def _constant(_step: int) -> float:
+    return 1.0
