@@ -12,6 +12,7 @@ from factories import make_net, tiny_image
 from linstab.analyses import perturbations as P
 from linstab.analyses import projections as proj
 from linstab.analyses import propagation as pg
+from linstab.analyses.attacks import AttackResult
 
 FAST_ATTACKS = {
     "pgd": {"steps": 10, "rtol": 0.05},
@@ -223,6 +224,15 @@ def test_analysis_rows_and_summary(analysis, net, tmp_path):
         assert s["align10_uniform"] == pytest.approx(10 / 64)
     table = P.summary_table(summ)
     assert table.count("\n") == 4 and "last3_vs_stage" in table
+    # a perturbation without rows (every image failed or was skipped) keeps its line
+    failed = {"cw": [AttackResult.unattacked("cw", 0, torch.zeros(3, 8, 8), 1, 1, "failed", {})]}
+    failed["cw"][0].skipped = False
+    extra = P.summarize(rows, {**analysis.attacks, **failed})
+    assert [e["perturbation"] for e in extra] == ["fgsm", "pgd", "random", "cw"]
+    assert extra[-1] == {"perturbation": "cw", "images": 0, "attempted": 1, "success_rate": 0.0}
+    P.write_summary(P.summarize([], failed), tmp_path / "empty.csv")
+    header = (tmp_path / "empty.csv").read_text().splitlines()[0]
+    assert header == "perturbation,images,attempted,success_rate"
     # CSV round trip gives the same summary
     path = analysis.write_csv(tmp_path / "rows.csv")
     back = P.read_rows(path)

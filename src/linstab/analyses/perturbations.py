@@ -402,7 +402,8 @@ def _median(vals: list[float]) -> float:
 def summarize(rows: list[dict], attacks: dict[str, list[AttackResult]] | None = None) -> list[dict]:
     """Per-perturbation summary: the numbers that say whether the final-stage jump is attack-specific.
 
-    Per perturbation (means over its images):
+    Per perturbation (means over its images; a perturbation of ``attacks`` without rows, i.e.
+    with no successful image, has only ``images`` = 0, ``attempted`` and ``success_rate``):
 
     * ``images``: images analysed; ``attempted``/``success_rate`` (with ``attacks``);
     * ``l2``, ``linf``: mean input perturbation norms;
@@ -428,9 +429,17 @@ def summarize(rows: list[dict], attacks: dict[str, list[AttackResult]] | None = 
     for r in rows:
         if r["perturbation"] not in names:
             names.append(r["perturbation"])
+    # perturbations that produced no rows (no image succeeded) still get a line: images 0 and
+    # their attempts, so a summary file is never silently empty
+    names += [name for name in (attacks or {}) if name not in names]
     out = []
     for name in names:
         rr = [r for r in rows if r["perturbation"] == name]
+        if not rr:
+            att = [a for a in attacks[name] if not a.skipped]
+            success = sum(a.success for a in att) / len(att) if att else math.nan
+            out.append({"perturbation": name, "images": 0, "attempted": len(att), "success_rate": success})
+            continue
         units = [r for r in rr if r["address"] != "stem"]
         stages = sorted({int(_f(r["stage"])) for r in units})
         last = stages[-1] if stages else 0
