@@ -61,7 +61,7 @@ def test_an_error_surfaces(workers):
 def test_bad_workers():
     with pytest.raises(ValueError, match="workers"):
         fork_map([], -1)
-    with pytest.raises(ValueError, match="workers"):
+    with pytest.raises(TypeError, match="workers must be an int >= 0; got float 1.5"):
         fork_map([], 1.5)
 
 

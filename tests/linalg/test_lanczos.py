@@ -213,7 +213,7 @@ def test_input_errors():
     Z = rademacher_probes(40, 2, dtype=F64)
     with pytest.raises(TypeError, match="LinearOperator"):
         lanczos(torch.eye(3), Z, 3)
-    with pytest.raises(ValueError, match="steps must be >= 1"):
+    with pytest.raises(ValueError, match="steps must be an int >= 1; got 0"):
         lanczos(op, Z, 0)
     with pytest.raises(TypeError, match="steps must be an int"):
         lanczos(op, Z, 2.5)

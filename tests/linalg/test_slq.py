@@ -188,11 +188,11 @@ def test_input_errors():
     op, mask, _ = twin(7)
     with pytest.raises(TypeError, match="LinearOperator"):
         slq(op.matrix, n_probes=2, steps=2)
-    with pytest.raises(ValueError, match="n_probes must be >= 1"):
+    with pytest.raises(ValueError, match="n_probes must be an int >= 1; got 0"):
         slq(op, n_probes=0, steps=2)
     with pytest.raises(TypeError, match="n_probes must be an int"):
         slq(op, n_probes=2.0, steps=2)
-    with pytest.raises(ValueError, match="steps must be >= 1"):
+    with pytest.raises(ValueError, match="steps must be an int >= 1; got 0"):
         slq(op, n_probes=2, steps=0)
     with pytest.raises(ValueError, match="reorth"):
         slq(op, n_probes=2, steps=2, reorth="partial")

@@ -86,8 +86,8 @@ def test_no_units_and_bad_inputs():
             net.predict(bad)
         with pytest.raises(ValueError, match=r"expected images of shape \(3, 8, 8\)"):
             net.activations(bad)
-    for bs in (0, -1, 2.5, True):
-        with pytest.raises(ValueError, match="batch_size"):
+    for bs, err in ((0, ValueError), (-1, ValueError), (2.5, TypeError), (True, TypeError)):
+        with pytest.raises(err, match="batch_size must be an int >= 1"):
             net.predict(tiny_image(), batch_size=bs)
     assert net.predict(torch.stack([tiny_image(0), tiny_image(1)]), batch_size=1).shape[0] == 2
     lin = net.linearize(tiny_image())

@@ -234,8 +234,8 @@ def test_empty_batches_complex_input_and_bad_block_sizes(method):
         J @ (np.ones(n_in) * 1j)
     with pytest.raises(TypeError, match="real numpy array"):
         J.matmat(np.array([object()] * n_in))
-    for bs in (0, -1, 1.5):
-        with pytest.raises(ValueError, match="batch_size"):
+    for bs, err in ((0, ValueError), (-1, ValueError), (1.5, TypeError)):
+        with pytest.raises(err, match="batch_size must be an int >= 1"):
             J.materialize(batch_size=bs)
     assert torch.equal(J.materialize(batch_size=7), J.materialize())
 

@@ -330,7 +330,7 @@ def test_a_corrupt_or_nan_image_is_an_error_row_and_the_others_run(tiny_spec, tm
         (["--analyses", "bands,eigs"], "unknown analysis 'eigs'"),
         (["--analyses", "propagation", "--attack", "fgsm,nope"], "unknown perturbation 'nope'"),
         (["--units", "4.1"], "stage must be in 1..3"),
-        (["--k", "0"], "k must be a positive int"),
+        (["--k", "0"], "k must be an int >= 1; got 0"),
         (["--attack-params", "{pgd"], "not valid JSON"),
         (["EMPTY"], "empty selection: folder"),
     ],

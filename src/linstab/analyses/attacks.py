@@ -48,6 +48,7 @@ import torch.nn.functional as F
 
 from ..io.jsonable import is_plain_json
 from ..io.profile import timed
+from ..io.validate import check_int
 from ..network.view import Network
 
 ATTACKS: tuple[str, ...] = ("fgsm", "pgd", "deepfool", "cw")
@@ -153,13 +154,6 @@ def _check_net(net) -> torch.nn.Module:
         raise TypeError(f"net must be a linstab.Network, got {type(net).__name__}")
     net.check_eval()  # attacks need batch norm with running statistics
     return net.module
-
-
-def _positive_int(name: str, v, allow_none: bool = False) -> None:
-    if v is None and allow_none:
-        return
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-        raise ValueError(f"{name}: expected an integer >= 1, got {v!r}")
 
 
 def _positive_float(name: str, v, allow_zero: bool = False) -> None:
@@ -640,8 +634,8 @@ def pgd(
         raise ValueError(f"rtol: expected a float in (0, 1), got {rtol!r}")
     if grid_search not in ("bisect", "scan"):
         raise ValueError(f"grid_search: expected 'bisect' or 'scan', got {grid_search!r}")
-    _positive_int("steps", steps)
-    _positive_int("max_bisect", max_bisect)
+    check_int("steps", steps)
+    check_int("max_bisect", max_bisect)
     _positive_float("rel_stepsize", rel_stepsize)
     fmodel = _fmodel(net)
     import eagerpy as ep
@@ -754,8 +748,8 @@ def deepfool(
     x, labels = _check_batch(net, images, labels)
     if loss not in ("logits", "crossentropy"):
         raise ValueError(f"loss: expected 'logits' or 'crossentropy', got {loss!r}")
-    _positive_int("steps", steps)
-    _positive_int("candidates", candidates, allow_none=True)
+    check_int("steps", steps)
+    check_int("candidates", candidates, optional=True)
     if candidates is not None and candidates < 2:
         raise ValueError(f"candidates: expected at least 2 classes (or None: all), got {candidates!r}")
     _positive_float("overshoot", overshoot, allow_zero=True)
@@ -799,8 +793,8 @@ def carlini_wagner(
     import foolbox as fb
 
     _check_net(net)
-    _positive_int("binary_search_steps", binary_search_steps)
-    _positive_int("steps", steps)
+    check_int("binary_search_steps", binary_search_steps)
+    check_int("steps", steps)
     _positive_float("stepsize", stepsize)
     _positive_float("confidence", confidence, allow_zero=True)
     _positive_float("initial_const", initial_const)

@@ -14,6 +14,7 @@ import torch
 
 from ..io.profile import scope
 from ..io.tables import write_csv
+from ..io.validate import check_int
 from ..linalg.band_estimates import estimate_bands
 from ..linalg.results import BANDS, SpectrumResult
 from ..spectra.accuracy import squared_error, value_error
@@ -243,11 +244,8 @@ class PanelPlan:
             raise TypeError(f"dtype must be torch.float32 or torch.float64, got {self.dtype}")
         for name in ("stage_k", "max_dense", "unit_k"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
-        u = self.unit_max
-        if u is not None and (isinstance(u, bool) or not isinstance(u, int) or u < 1):
-            raise ValueError(f"unit_max must be a positive int or None, got {u!r}")
+            check_int(name, v)
+        check_int("unit_max", self.unit_max, optional=True)
 
     def parts(self) -> dict:
         """The plan as JSON-able cache-key parts."""
@@ -359,8 +357,7 @@ def scree_data(
         image], "errors": [largest value error bound per image], "exact_ones": [...], "alpha"}``.
     """
     plan = plan or PanelPlan(dtype=dtype, stage_method=stage_method, stage_k=stage_k, max_dense=max_dense)
-    if isinstance(unit_index, bool) or not isinstance(unit_index, int) or unit_index < 1:
-        raise ValueError(f"unit_index must be a positive int (1-based), got {unit_index!r}")
+    check_int("unit_index", unit_index)
     images = net.check_input(images)
     ids = image_ids or [str(i) for i in range(images.shape[0])]
     panels = figure1_panels(net, unit_index, stages)

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..io.validate import check_int
+
 CONFIDENCE = 0.95
 """Confidence level of every interval in the report."""
 
@@ -299,8 +301,7 @@ def bootstrap_means(
         raise ValueError(f"values must be (n,) or (n, S), got shape {x.shape}")
     if not (0 < confidence < 1):
         raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
-    if isinstance(n_resamples, bool) or not isinstance(n_resamples, int) or n_resamples < 1:
-        raise ValueError(f"n_resamples must be a positive int, got {n_resamples!r}")
+    check_int("n_resamples", n_resamples)
     n, s = x.shape
     mask = np.isfinite(x)
     x0 = np.where(mask, x, 0.0)

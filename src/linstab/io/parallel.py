@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from .profile import active, profiling, record
+from .validate import check_int
 
 _ITEMS: Sequence[Callable] = ()  # the current fork_map's items, inherited by its forked workers
 _PROFILING = False  # whether the caller of the current fork_map is profiling
@@ -80,8 +81,7 @@ def fork_map(items: Sequence[Callable], workers: int, on_done: Callable[[int], N
         Exception: the first exception an item raised (the other workers are stopped).
     """
     global _ITEMS, _PROFILING
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
-        raise ValueError(f"workers must be a non-negative int, got {workers!r}")
+    check_int("workers", workers, 0)
     items = list(items)
     out: list = [None] * len(items)
     if workers <= 1 or len(items) <= 1 or not can_fork():

@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..io.validate import check_int
 from ..operators import LinearOperator
 from .lanczos import _check_op
 from .quadrature import largest_ritz, radau_bounds
@@ -401,8 +402,7 @@ def band_estimate(
     N = res.n_probes
     if N < 2:
         raise ValueError(f"a confidence interval needs at least 2 probes, got n_probes={N}")
-    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 10:
-        raise ValueError(f"n_boot must be an int >= 10, got {n_boot!r}")
+    check_int("n_boot", n_boot, 10)
     ex = res.exact
     p = ex.n_probe_space
     if rounding_margin is not None and not rounding_margin >= 0:

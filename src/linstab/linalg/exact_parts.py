@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..io.validate import check_int
 from ..operators import LinearOperator, UnitJacobian, is_mask, output_mask
 
 __all__ = ["ExactParts", "exact_parts"]
@@ -133,8 +134,7 @@ def exact_parts(
         value = abs(float(plateau_value))
         count = 0 if n_exact_plateau is None else count
     if n_exact_plateau is not None:
-        if isinstance(n_exact_plateau, bool) or not isinstance(n_exact_plateau, int) or n_exact_plateau < 0:
-            raise ValueError(f"n_exact_plateau must be an int >= 0, got {n_exact_plateau!r}")
+        check_int("n_exact_plateau", n_exact_plateau, 0)
         if value is None:
             raise ValueError("n_exact_plateau needs plateau_value (the value that occurs exactly)")
         count = n_exact_plateau

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..io.validate import check_int
 from ..operators import LinearOperator
 
 __all__ = ["LanczosResult", "lanczos", "gram_operator", "REORTH", "SIDES"]
@@ -85,14 +86,6 @@ def _check_op(op) -> None:
         raise TypeError(f"expected a linstab LinearOperator (e.g. lin.unit(1, 5)), got {type(op).__name__}")
     if op.dtype not in (torch.float32, torch.float64):
         raise TypeError(f"the operator must compute in float32 or float64, got {op.dtype}")
-
-
-def _check_int(name: str, v, lo: int = 1) -> int:
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise TypeError(f"{name} must be an int >= {lo}, got {type(v).__name__} {v!r}")
-    if v < lo:
-        raise ValueError(f"{name} must be >= {lo}, got {v}")
-    return int(v)
 
 
 def gram_operator(op: LinearOperator, side: str = "right", support: torch.Tensor | None = None):
@@ -199,7 +192,7 @@ def lanczos(
     """
     t0 = time.perf_counter()
     _check_op(op)
-    steps = _check_int("steps", steps)
+    steps = check_int("steps", steps)
     if reorth not in REORTH:
         raise ValueError(f"reorth must be one of {REORTH}, got {reorth!r}")
     gram, dim = gram_operator(op, side, support)

@@ -22,9 +22,10 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..io.validate import check_int
 from ..operators import LinearOperator
 from .exact_parts import ExactParts, exact_parts
-from .lanczos import REORTH, LanczosResult, _check_int, _check_op, lanczos
+from .lanczos import REORTH, LanczosResult, _check_op, lanczos
 from .quadrature import gauss_quadrature, largest_ritz
 from .results import ConvergenceWarning, SpectrumResult
 
@@ -69,7 +70,7 @@ def rademacher_probes(
     Returns:
         ``(dim, N)`` tensor on ``device``; every column has squared norm ``#support``.
     """
-    n_probes = _check_int("n_probes", n_probes)
+    n_probes = check_int("n_probes", n_probes)
     device = torch.device(device)
     try:
         g = torch.Generator(device=device)
@@ -125,7 +126,7 @@ def spectral_bound(
         the estimate (float).
     """
     _check_op(op)
-    steps = _check_int("steps", steps)
+    steps = check_int("steps", steps)
     if not safety >= 1:
         raise ValueError(f"safety must be >= 1, got {safety!r}")
     ex = _resolve_exact(op, exact)
@@ -191,9 +192,9 @@ def choose_parameters(
     Returns:
         ``(n_probes, steps)``.
     """
-    p = _check_int("n_probe_space", n_probe_space)
-    n = p if n is None else _check_int("n", n)
-    min_probes = _check_int("min_probes", min_probes, 2)
+    p = check_int("n_probe_space", n_probe_space)
+    n = p if n is None else check_int("n", n)
+    min_probes = check_int("min_probes", min_probes, 2)
     if not 0 < accuracy < 1:
         raise ValueError(f"accuracy must be in (0, 1), got {accuracy!r}")
     if not 0 < confidence < 1:
@@ -485,9 +486,9 @@ def slq(
     p = ex.n_probe_space
     timings: dict[str, float] = {}
     if n_probes is not None:
-        n_probes = _check_int("n_probes", n_probes)
+        n_probes = check_int("n_probes", n_probes)
     if steps is not None:
-        steps = _check_int("steps", steps)
+        steps = check_int("steps", steps)
     if sigma is not None and not sigma > 0:
         raise ValueError(f"sigma must be > 0, got {sigma!r}")
     if resolution is not None and not resolution > 0:

@@ -11,6 +11,7 @@ from torch import nn
 
 from .. import models as _models
 from ..data.images import check_images
+from ..io.validate import check_int
 from ..models.adapters import is_residual_unit, to_residual_unit
 from ..models.device import resolve_device
 from ..models.state import cast_state
@@ -431,8 +432,7 @@ class Network:
 
     def predict(self, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
         """Logits for images in [0, 1] (``(C, H, W)`` or ``(N, C, H, W)``), normalization included."""
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size: expected an integer >= 1, got {batch_size!r}")
+        check_int("batch_size", batch_size)
         x = self.check_input(images)
         self.check_eval()
         p = next(self.module.parameters())

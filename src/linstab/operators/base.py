@@ -10,6 +10,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
+from ..io.validate import check_int
+
 
 def _prod(shape: Sequence[int]) -> int:
     return int(math.prod(shape))
@@ -187,8 +189,7 @@ class LinearOperator:
             batch_size: identity columns per block.
             progress: show a progress bar.
         """
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size: expected an integer >= 1, got {batch_size!r}")
+        check_int("batch_size", batch_size)
         n_out, n_in = self.shape
         by_rows = n_out < n_in
         n = n_out if by_rows else n_in

@@ -11,6 +11,7 @@ from ..analyses.attacks import ATTACKS
 from ..io.cache import ResultCache
 from ..io.parallel import usable_cpus
 from ..io.tables import write_csv
+from ..io.validate import check_int
 
 EXACT_REPORT_MAX = 16384
 """Largest unit (output values) whose Figures 1-2 are exact in the full report: the largest
@@ -87,18 +88,12 @@ class ReportConfig:
     shortcut_reference: str | None = "auto"
 
     def __post_init__(self) -> None:
-        w = self.workers
-        if w is not None and (isinstance(w, bool) or not isinstance(w, int) or w < 1):
-            raise ValueError(f"workers must be a positive int or None, got {w!r}")
-        e = self.exact_max
-        if isinstance(e, bool) or not isinstance(e, int) or e < 1:
-            raise ValueError(f"exact_max must be a positive int, got {e!r}")
+        check_int("workers", self.workers, optional=True)
+        check_int("exact_max", self.exact_max)
         r = self.shortcut_reference
         if r is not None and not (isinstance(r, str) and r.strip()):
             raise TypeError(f"shortcut_reference must be a model name, 'auto' or None, got {r!r}")
-        n = self.seeds
-        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-            raise ValueError(f"seeds must be a positive int (repeats of random quantities), got {n!r}")
+        check_int("seeds", self.seeds, optional=True)
         if isinstance(self.attacks, str) or not all(isinstance(a, str) for a in self.attacks):
             raise TypeError(f"attacks must be a sequence of attack names, got {self.attacks!r}")
         unknown = [a for a in self.attacks if a not in ATTACKS]

@@ -11,6 +11,7 @@ import scipy.sparse as sp
 import torch
 
 from ..io.profile import timed
+from ..io.validate import check_int
 from ..linalg.inertia import block_inertia, block_is_pd, partition
 from ..linalg.results import BandCounts, check_op
 from ..linalg.threads import torch_threads
@@ -101,10 +102,8 @@ def bands(
     lo, hi, zt = _check_bands_args(thresholds, zero_tol)
     if route not in ("auto", "structured", "gram", "spectrum"):
         raise ValueError(f"route must be 'auto', 'structured', 'gram' or 'spectrum', got {route!r}")
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise ValueError(f"threads must be a positive int or None, got {threads!r}")
-    if isinstance(min_block, bool) or not isinstance(min_block, int) or min_block < 1:
-        raise ValueError(f"min_block must be a positive int, got {min_block!r}")
+    check_int("threads", threads, optional=True)
+    check_int("min_block", min_block)
     with torch_threads(threads), timed("bands", n=int(min(op.shape))) as info:
         res = _bands(op, lo, hi, zt, route, min_block, bool(exact_ones))
         info["route"] = res.route

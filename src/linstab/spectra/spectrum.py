@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from ..io.profile import timed
+from ..io.validate import check_int
 from ..linalg.exact_parts import exact_parts
 from ..linalg.krylov import block_krylov
 from ..linalg.results import (
@@ -202,8 +203,7 @@ def _spectrum(
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
         raise TypeError(f"seed must be an int, got {seed!r}")
     for name, v in (("block_size", block_size), ("ncv", ncv)):
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-            raise ValueError(f"{name} must be a positive int or None, got {v!r}")
+        check_int(name, v, optional=True)
     if solver in ("auto", "block-krylov"):
         max_iter = max_iter if max_iter is not None else (60 if largest else 300)
         if max_iter < 1:

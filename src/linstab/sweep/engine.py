@@ -17,6 +17,7 @@ from pathlib import Path
 from .._version import __version__
 from ..analyses.attacks import ATTACK_REVISION
 from ..analyses.propagation import resolve_units
+from ..io.validate import check_int
 from ..models.blocks import CifarResNet
 from ..models.registry import REGISTRY, is_model_file, trained_model_spec
 from ..network.view import Network
@@ -297,10 +298,8 @@ def run_sweep(
         RecipeMismatch: ``out`` holds another recipe.
         ValueError: a worker cannot load a model (with ``scheduler``), bad ``workers``/``threads``.
     """
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
-        raise ValueError(f"workers must be an int >= 0 or None, got {workers!r}")
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ValueError(f"threads must be a positive int, got {threads!r}")
+    check_int("workers", workers, 0, optional=True)
+    check_int("threads", threads)
     if sum(x is not None for x in (scheduler, client)) > 1 or (workers is not None and (scheduler or client)):
         raise ValueError("give at most one of workers, scheduler and client")
     kw = dict(threads=threads, progress=progress, retry_errors=retry_errors, argv=argv, callback=callback)

@@ -32,6 +32,7 @@ from ..data.refs import ImageRef, ImageSource, load_image
 from ..data.refs import ImageRefs as SweepImages
 from ..data.refs import image_refs as parse_images
 from ..io.hashing import sha256_file
+from ..io.validate import check_int
 from ..linalg.results import ConvergenceWarning
 from ..models.registry import REGISTRY, is_model_file, trained_model_spec
 from ..models.weights import resolve_weights
@@ -320,8 +321,7 @@ class Recipe:
         object.__setattr__(self, "analyses", tuple(dict.fromkeys(analyses)))
         attacks = tuple(parse_perturbations(self.attacks)) if "propagation" in analyses else ()
         object.__setattr__(self, "attacks", attacks)
-        if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
-            raise ValueError(f"k must be a positive int, got {self.k!r}")
+        check_int("k", self.k)
         lo, hi, zt = _check_bands_args(self.thresholds, self.zero_tol)
         object.__setattr__(self, "thresholds", (lo, hi))
         object.__setattr__(self, "zero_tol", zt)

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ..io.validate import check_int
 from .dataset import normalize
 from .precision import is_channels_last
 
@@ -89,8 +90,7 @@ def recompute_bn_statistics(
     """
     if images.ndim != 4 or images.shape[0] == 0:
         raise ValueError(f"expected a non-empty batch of images (N, 3, H, W); got {tuple(images.shape)}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1; got {batch_size!r}")
+    check_int("batch_size", batch_size)
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not bns:
         return 0

@@ -19,6 +19,7 @@ from torch import nn
 
 from ..data.cifar10_jpeg import cifar10_jpeg_dir
 from ..data.images import default_images
+from ..io.validate import check_int
 from ..models.blocks import CIFAR10_MEAN_PYTORCHCV, CIFAR10_STD_PYTORCHCV, CifarResNet
 from ..models.device import resolve_device
 from ..models.weights import load_state_dict_file, sha256_file
@@ -211,10 +212,8 @@ def _check_args(
         raise ValueError(f"depth must be 6n+2 with n >= 1 (8, 14, 20, 32, 56, ...); got {depth!r}")
     if shortcut not in ("A", "B"):
         raise ValueError(f"shortcut must be 'A' or 'B'; got {shortcut!r}")
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs must be an integer >= 1; got {epochs!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1; got {batch_size!r}")
+    check_int("epochs", epochs)
+    check_int("batch_size", batch_size)
     if not (isinstance(lr, int | float) and math.isfinite(lr) and lr > 0):
         raise ValueError(f"lr must be a positive finite number; got {lr!r}")
     if not (math.isfinite(weight_decay) and weight_decay >= 0):
