@@ -348,8 +348,11 @@ def test_swa_run_writes_the_average_of_its_epochs_and_resumes(short_run, tmp_pat
         training.train(8, "B", DATA, 2, tmp_path / "x.safetensors", **common, schedule="cosine")
     full = training.train(8, "B", DATA, 2, tmp_path / "full.safetensors", **common, schedule="swa")
     part_out = tmp_path / "part.safetensors"
-    part = training.train(8, "B", DATA, 2, part_out, stop_after=1, **common, schedule="swa")
+    msgs: list[str] = []
+    part = training.train(8, "B", DATA, 2, part_out, stop_after=1, resume=True, log=msgs.append, **common,
+                          schedule="swa")  # fmt: skip
     assert part["epoch"] == 1
+    assert f"starting from the init weights {base.name}" in msgs[1]
     ckpt1 = torch.load(tmp_path / "part.ckpt.pt", map_location="cpu", weights_only=True)
     assert ckpt1["average"]["count"] == 1
     snap = training.export_checkpoint(tmp_path / "part.ckpt.pt", tmp_path / "snap.safetensors")

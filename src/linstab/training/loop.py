@@ -471,7 +471,8 @@ def train(
         train_seconds = float(state.get("train_seconds", 0.0))
         emit(f"resumed from {ckpt_path} after epoch {start_epoch}/{epochs}")
     elif resume:
-        emit(f"no checkpoint at {ckpt_path}; starting from scratch")
+        start = f"from the init weights {Path(init).name}" if init is not None else "from scratch"
+        emit(f"no checkpoint at {ckpt_path}; starting {start}")
 
     bar_cls = None
     if progress:
