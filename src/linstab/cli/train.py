@@ -79,8 +79,6 @@ def run_cli(args: argparse.Namespace) -> int:
         raise ValueError(f"--data {args.data}: no such directory")
     if args.schedule == "swa" and args.warmup is not None:
         raise ValueError("--warmup belongs to the one-cycle schedule; --schedule swa keeps --lr constant")
-    if args.schedule == "swa" and args.init is None:
-        raise ValueError("--schedule swa averages the weights around a trained model: give it as --init FILE")
     if args.threads is not None:
         if args.threads < 1:
             raise ValueError(f"--threads must be >= 1; got {args.threads}")

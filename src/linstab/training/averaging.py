@@ -30,11 +30,15 @@ class WeightAverage:
         self.count = 0
         self.mean = {k: torch.zeros_like(p, dtype=torch.float64) for k, p in model.named_parameters()}
 
-    def update(self, model: nn.Module) -> None:
-        """Add the model's current parameters to the mean (float64 accumulation)."""
+    def _params(self, model: nn.Module) -> dict[str, nn.Parameter]:
         params = dict(model.named_parameters())
         if params.keys() != self.mean.keys():
             raise ValueError("the model's parameters differ from those this average was made for")
+        return params
+
+    def update(self, model: nn.Module) -> None:
+        """Add the model's current parameters to the mean (float64 accumulation)."""
+        params = self._params(model)
         self.count += 1
         with torch.no_grad():
             for k, avg in self.mean.items():
@@ -44,9 +48,7 @@ class WeightAverage:
         """Write the mean into ``model``'s parameters (in their dtype and device)."""
         if self.count == 0:
             raise ValueError("no weights averaged yet: call update() first")
-        params = dict(model.named_parameters())
-        if params.keys() != self.mean.keys():
-            raise ValueError("the model's parameters differ from those this average was made for")
+        params = self._params(model)
         with torch.no_grad():
             for k, avg in self.mean.items():
                 params[k].copy_(avg.to(params[k].dtype))
@@ -96,6 +98,7 @@ def recompute_bn_statistics(
         return 0
     param = next(model.parameters())
     momenta = [m.momentum for m in bns]
+    channels_last = is_channels_last(model)
     was_training = model.training
     try:
         for m in bns:
@@ -104,7 +107,7 @@ def recompute_bn_statistics(
         model.train()
         for i in range(0, images.shape[0], batch_size):
             x = normalize(images[i : i + batch_size].to(param.device), mean, std)
-            if is_channels_last(model):
+            if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             model(x)
     finally:
