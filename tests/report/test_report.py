@@ -125,6 +125,19 @@ def test_report_two_models_side_by_side(tmp_path):
     assert "(option-A)" in sections and "(option-B)" in sections
 
 
+def test_report_refuses_two_models_of_one_name_before_any_work(tmp_path):
+    """Two networks named alike would share their figures, data and findings: refused up front."""
+    a, b = make_net("option-B", seed=2, hw=32), make_net("option-B", seed=3, hw=32)
+    assert a.name == b.name
+    cfg = ReportConfig(models=[], images=[0], quick=True, out=tmp_path / "out", progress=False)
+    with pytest.raises(ValueError, match="distinct names.*'option-B' comes more than once"):
+        build_report(cfg, ("jacobian",), nets=[a, b])
+    assert not (tmp_path / "out").exists()
+    b.name = "option-B-seed3"
+    index = build_report(cfg, ("jacobian",), nets=[a, b])
+    assert (index.parent / "data" / "option-B-seed3").is_dir()
+
+
 @pytest.mark.slow  # 20 s (quick) and 50 s (full) on one thread
 @pytest.mark.parametrize("quick", [True, False], ids=["quick", "full"])
 def test_stage_plateau_finding_needs_whole_stage_spectra(tmp_path, quick):

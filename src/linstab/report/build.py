@@ -59,8 +59,18 @@ def report_images(images: list[int] | str, size=None) -> ImageSelection:
     return select_images(",".join(str(i) for i in idx), size=size)
 
 
-def check_report_size(nets) -> None:
-    """Refuse, before any work, two networks that take images of different sizes."""
+def check_report_models(nets) -> None:
+    """Refuse, before any work, networks the report cannot put side by side: two with the same
+    name (their figures, data and findings are filed under it) or taking images of different sizes.
+    """
+    names = [n.name for n in nets]
+    twice = sorted({x for x in names if names.count(x) > 1})
+    if twice:
+        raise ValueError(
+            f"the report's models need distinct names; {', '.join(map(repr, twice))} comes more than once "
+            f"(models: {names}): report a model once, or name a network yourself "
+            "(linstab.Network(model, mean, std, name=...))"
+        )
     sizes = {getattr(n, "input_size", None) for n in nets}
     if len(sizes) > 1:
         raise ValueError(
@@ -105,7 +115,7 @@ def shortcut_reference(cfg: ReportConfig, nets, device=None, reference=None) -> 
     if any(reference is n for n in nets) or name in names:
         raise ValueError(f"shortcut reference {name!r} is one of the report's models; choose another or None")
     try:
-        check_report_size([*nets, reference])
+        check_report_models([*nets, reference])
     except ValueError as exc:
         raise ValueError(f"shortcut reference {name!r}: {exc}") from None
     hw = {tuple(n.units[0].in_shape[1:]) for n in (*nets, reference)}
@@ -199,7 +209,7 @@ def build_report(
             load_model(m, weights=w, input_size=cfg.input_size).to(dev or "cpu")
             for m, w in zip(cfg.models, weights, strict=True)
         ]
-    check_report_size(nets)
+    check_report_models(nets)
     reference, reference_note = (
         shortcut_reference(cfg, nets, dev, reference) if "spectra" in sections else (None, "")
     )
