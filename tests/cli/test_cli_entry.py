@@ -42,3 +42,24 @@ def test_output_paths_and_exclusive_options_are_refused_before_any_work(tmp_path
             cli.main(argv)
         assert exc.value.code == 2, argv
         assert why in capsys.readouterr().err, argv
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["propagate", "--attacks", "fgsm", "--out", "x"],  # a prefix of --attacks-json
+        ["report", "--quic"],
+        ["figure", "scree", "--unit", "1", "--out", "x"],  # a prefix of --unit-index
+        ["sweep", "summary", "--ou", "x"],
+    ],
+    ids=["propagate", "report", "figure", "sweep-summary"],
+)
+def test_abbreviated_options_are_refused(argv, capsys):
+    """Options count only as spelled in full, in every subcommand: an abbreviation could name
+    another option than the one meant (``--attacks`` for ``--attacks-json``)."""
+    import linstab.cli as cli
+
+    with pytest.raises(SystemExit) as exc:
+        cli.main(argv)
+    assert exc.value.code == 2
+    assert "unrecognized arguments" in capsys.readouterr().err

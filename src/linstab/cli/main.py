@@ -14,9 +14,19 @@ from . import models, perturbations, report, spectra, sweep, train
 COMMAND_MODULES = (models, train, perturbations, spectra, report, sweep)
 
 
+class _ExactParser(argparse.ArgumentParser):
+    """An argument parser that takes options only as spelled in full (no abbreviations), as do
+    the subcommand parsers made from it: ``--attacks`` must not silently mean ``--attacks-json``.
+    """
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``linstab`` parser with the subcommands of every command module."""
-    parser = argparse.ArgumentParser(
+    parser = _ExactParser(
         prog="linstab",
         description="Stability analysis of pre-trained residual networks by linearization.",
     )
