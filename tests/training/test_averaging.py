@@ -63,6 +63,13 @@ def test_recomputed_bn_statistics_are_the_batch_average(channels_last):
         conv = net.features.init_block.conv(training.normalize(images, MEAN, STD))
     torch.testing.assert_close(bn.running_mean, conv.mean(dim=(0, 2, 3)), rtol=1e-4, atol=1e-5)
     assert bn.momentum == 0.1 and not net.training
+    flipped = [1, 3]  # the transform's images replace the given ones
+    recompute_bn_statistics(net, images, MEAN, STD, batch_size=16, transform=lambda b: b.flip(*flipped))
+    with torch.no_grad():
+        conv = net.features.init_block.conv(training.normalize(images.flip(*flipped), MEAN, STD))
+    torch.testing.assert_close(bn.running_mean, conv.mean(dim=(0, 2, 3)), rtol=1e-4, atol=1e-5)
+    with pytest.raises(TypeError, match="transform must be callable"):
+        recompute_bn_statistics(net, images, MEAN, STD, transform="augment")
     with pytest.raises(ValueError, match="non-empty"):
         recompute_bn_statistics(net, images[:0], MEAN, STD)
     with pytest.raises(ValueError, match="batch_size"):

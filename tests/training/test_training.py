@@ -369,17 +369,24 @@ def test_swa_run_writes_the_average_of_its_epochs_and_resumes(short_run, tmp_pat
     for k, _ in net.named_parameters():
         expected = (ckpt1["model"][k].double() + ckpt2["model"][k].double()) / 2
         torch.testing.assert_close(a[k].double(), expected, rtol=0, atol=1e-6)
-    # the BN statistics are those of the averaged weights over the (unaugmented) training images
+    # the BN statistics are those of the averaged weights over the training images augmented as
+    # in training (the seed's own generator), not over the plain images
     net.load_state_dict(a)
     x, _ = training.load_split("train", DATA, limit=96)
     stats = {k: v.clone() for k, v in net.named_buffers() if "running" in k}
-    training.recompute_bn_statistics(net, x, models.CIFAR10_MEAN_PYTORCHCV, models.CIFAR10_STD_PYTORCHCV, 32)
+    mean, std = models.CIFAR10_MEAN_PYTORCHCV, models.CIFAR10_STD_PYTORCHCV
+    gen = torch.Generator().manual_seed(common["seed"])
+    training.recompute_bn_statistics(net, x, mean, std, 32, transform=lambda b: training.augment(b, gen))
     for k, v in net.named_buffers():
         if "running" in k:
             torch.testing.assert_close(v, stats[k], rtol=1e-4, atol=1e-5)
             assert not torch.equal(v, ckpt2["model"][k]), k
+    training.recompute_bn_statistics(net, x, mean, std, 32)
+    first = "features.init_block.bn.running_mean"
+    assert not torch.allclose(dict(net.named_buffers())[first], stats[first], rtol=1e-3, atol=1e-4)
     side = json.loads((tmp_path / "full.json").read_text())
     assert side["swa"]["epochs_averaged"] == 2
+    assert "augmented as in training" in side["swa"]["batch_norm_inputs"]
     assert side["swa"]["last_iterate_test_accuracy_jpeg"] == full["history"][-1]["test_acc"]
     assert side["recipe"]["schedule"].startswith("constant lr") and side["recipe"]["lr"] == 0.01
     assert "max_lr" not in side["recipe"] and side["total_epochs"] == 3

@@ -592,16 +592,23 @@ def train(
     if average is not None:
         t_bn = time.perf_counter()
         average.copy_to(model)
-        n_bn = recompute_bn_statistics(model, x_train, mean, std, batch_size)
+        bn_gen = torch.Generator().manual_seed(seed)  # the training augmentation, its own stream
+        n_bn = recompute_bn_statistics(
+            model, x_train, mean, std, batch_size, transform=lambda b: augment(b, bn_gen)
+        )
         swa_record = {
             "epochs_averaged": average.count,
             "batch_norm_layers_recomputed": n_bn,
+            "batch_norm_inputs": (
+                f"the {n_train} training images once, augmented as in training "
+                f"(random crop with {DEFAULT_PAD}-pixel zero padding and flip, generator seed {seed})"
+            ),
             "batch_norm_seconds": round(time.perf_counter() - t_bn, 1),
             "last_iterate_test_accuracy_jpeg": history[-1]["test_acc"],
         }
         emit(
             f"weight average of {average.count} epochs, batch-norm statistics recomputed over "
-            f"{n_train} training images ({swa_record['batch_norm_seconds']} s)"
+            f"{n_train} augmented training images ({swa_record['batch_norm_seconds']} s)"
         )
     model.eval()
     test_acc = evaluate(model, x_test, y_test, mean, std)
