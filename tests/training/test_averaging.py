@@ -74,3 +74,31 @@ def test_recomputed_bn_statistics_are_the_batch_average(channels_last):
         recompute_bn_statistics(net, images[:0], MEAN, STD)
     with pytest.raises(ValueError, match="batch_size"):
         recompute_bn_statistics(net, images, MEAN, STD, batch_size=0)
+
+
+def test_recomputed_bn_statistics_do_not_depend_on_a_class_sorted_order():
+    """Images stored class by class (as CIFAR-10's training set is) are visited in a random
+    order: the variances are those of mixed batches, the same as for the shuffled images, not
+    the smaller within-class ones of single-class batches."""
+    net = _net(0).eval()
+    gen = torch.Generator().manual_seed(3)
+    dark = torch.randint(0, 60, (48, 3, 32, 32), dtype=torch.uint8, generator=gen)
+    bright = torch.randint(190, 256, (48, 3, 32, 32), dtype=torch.uint8, generator=gen)
+    sorted_images = torch.cat([dark, bright])  # two "classes", one after the other
+    shuffled = sorted_images[torch.randperm(96, generator=gen)]
+    var = net.features.init_block.bn.running_var
+
+    def seed1():
+        return torch.Generator().manual_seed(1)
+
+    recompute_bn_statistics(net, sorted_images, MEAN, STD, batch_size=16, generator=seed1())
+    a = var.clone()
+    recompute_bn_statistics(net, shuffled, MEAN, STD, batch_size=16, generator=seed1())
+    torch.testing.assert_close(a, var, rtol=0.15, atol=0)
+    with torch.no_grad():
+        conv = net.features.init_block.conv(training.normalize(sorted_images, MEAN, STD))
+    within = torch.stack([conv[:48].var(dim=(0, 2, 3)), conv[48:].var(dim=(0, 2, 3))]).mean(0)
+    torch.testing.assert_close(a, conv.var(dim=(0, 2, 3)), rtol=0.15, atol=0)  # mixed batches
+    assert float(a.sum()) > 3 * float(within.sum())  # single-class batches would give `within`
+    recompute_bn_statistics(net, sorted_images, MEAN, STD, batch_size=16, generator=seed1())
+    assert torch.equal(var, a)  # the generator makes it reproducible

@@ -40,6 +40,11 @@ from .precision import autocast, cpu_has_native_bf16, is_channels_last, resolve_
 
 CHECKPOINT_VERSION = 1
 
+RESUME_END_STEP_KEYS = frozenset({"averaging"})
+"""Recipe entries that describe only what happens after the last epoch (the batch-norm pass of
+the weight average): a resumed run does that step with the current code, so a checkpoint whose
+entry reads otherwise still resumes (its epochs are unaffected)."""
+
 
 @torch.no_grad()
 def _eval_pass(
@@ -70,8 +75,7 @@ def _eval_pass(
             y = labels[i : i + batch_size].to(device)
             if is_channels_last(model):
                 x = x.contiguous(memory_format=torch.channels_last)
-            with autocast(device, "bf16" if device.type == "cuda" else "float32"):
-                logits = model(x)
+            logits = model(x)  # float32 on every device, whatever precision trained it
             logits = logits.float()
             loss_sum += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
             correct += int((logits.argmax(1) == y).sum())
@@ -324,8 +328,9 @@ def train(
         schedule: ``"one-cycle"``, or ``"swa"``: stochastic weight averaging (Izmailov et al.,
             2018) from the trained model given as ``init``: SGD at the constant learning rate
             ``lr``, the weights averaged with equal weights at the end of every epoch; at the
-            end the average gets batch-norm statistics recomputed over the training images (not
-            augmented) and is the model written, evaluated and recorded (the per-epoch history
+            end the average gets batch-norm statistics recomputed over the training images
+            (shuffled and augmented as in training batches) and is the model written, evaluated
+            and recorded (the per-epoch history
             evaluates the SGD iterate). The average is part of the checkpoint, so a resumed run
             continues it.
 
@@ -406,7 +411,7 @@ def train(
         recipe["lr"] = float(lr)
         recipe["averaging"] = (
             "equal-weight mean of the weights at the end of every epoch; batch-norm statistics "
-            "recomputed for the mean over the training images (not augmented)"
+            "recomputed for the mean over the training images, shuffled and augmented as in training"
         )
     if compile:
         recipe["compile"] = True
@@ -452,7 +457,9 @@ def train(
         if state.get("version") != CHECKPOINT_VERSION:
             raise ValueError(f"{ckpt_path}: unsupported checkpoint version {state.get('version')}")
         old = state["recipe"]
-        diff = {k: (old.get(k), v) for k, v in recipe.items() if old.get(k) != v}
+        diff = {
+            k: (old.get(k), v) for k, v in recipe.items() if old.get(k) != v and k not in RESUME_END_STEP_KEYS
+        }
         if diff:
             raise ValueError(
                 f"cannot resume from {ckpt_path}: its recipe differs (checkpoint, requested): {diff}"
@@ -592,15 +599,15 @@ def train(
     if average is not None:
         t_bn = time.perf_counter()
         average.copy_to(model)
-        bn_gen = torch.Generator().manual_seed(seed)  # the training augmentation, its own stream
+        bn_gen = torch.Generator().manual_seed(seed)  # shuffled and augmented as in training
         n_bn = recompute_bn_statistics(
-            model, x_train, mean, std, batch_size, transform=lambda b: augment(b, bn_gen)
+            model, x_train, mean, std, batch_size, transform=lambda b: augment(b, bn_gen), generator=bn_gen
         )
         swa_record = {
             "epochs_averaged": average.count,
             "batch_norm_layers_recomputed": n_bn,
             "batch_norm_inputs": (
-                f"the {n_train} training images once, augmented as in training "
+                f"the {n_train} training images once, shuffled and augmented as in training "
                 f"(random crop with {DEFAULT_PAD}-pixel zero padding and flip, generator seed {seed})"
             ),
             "batch_norm_seconds": round(time.perf_counter() - t_bn, 1),
