@@ -330,9 +330,8 @@ def train(
             ``lr``, the weights averaged with equal weights at the end of every epoch; at the
             end the average gets batch-norm statistics recomputed over the training images
             (shuffled and augmented as in training batches) and is the model written, evaluated
-            and recorded (the per-epoch history
-            evaluates the SGD iterate). The average is part of the checkpoint, so a resumed run
-            continues it.
+            and recorded (the per-epoch history evaluates the SGD iterate). The average is part
+            of the checkpoint, so a resumed run continues it.
 
     Returns:
         A summary dict: ``completed``, ``epoch`` (epochs done), ``history`` (one dict per
@@ -615,7 +614,7 @@ def train(
         }
         emit(
             f"weight average of {average.count} epochs, batch-norm statistics recomputed over "
-            f"{n_train} augmented training images ({swa_record['batch_norm_seconds']} s)"
+            f"{n_train} shuffled, augmented training images ({swa_record['batch_norm_seconds']} s)"
         )
     model.eval()
     test_acc = evaluate(model, x_test, y_test, mean, std)
