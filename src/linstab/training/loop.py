@@ -66,6 +66,7 @@ def _eval_pass(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
+    channels_last = is_channels_last(model)
     was_training = model.training
     model.eval()
     correct, loss_sum = 0, 0.0
@@ -73,7 +74,7 @@ def _eval_pass(
         for i in range(0, images.shape[0], batch_size):
             x = normalize(images[i : i + batch_size].to(device), mean, std)
             y = labels[i : i + batch_size].to(device)
-            if is_channels_last(model):
+            if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             logits = model(x)  # float32 on every device, whatever precision trained it
             logits = logits.float()
@@ -607,7 +608,7 @@ def train(
             "batch_norm_layers_recomputed": n_bn,
             "batch_norm_inputs": (
                 f"the {n_train} training images once, shuffled and augmented as in training "
-                f"(random crop with {DEFAULT_PAD}-pixel zero padding and flip, generator seed {seed})"
+                f"({recipe['augmentation']}; generator seed {seed})"
             ),
             "batch_norm_seconds": round(time.perf_counter() - t_bn, 1),
             "last_iterate_test_accuracy_jpeg": history[-1]["test_acc"],
