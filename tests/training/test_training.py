@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import warnings
 from importlib import resources
 from pathlib import Path
 
@@ -462,12 +463,19 @@ def test_shipped_model_loads_into_pytorchcv(spec):
 def test_precision_resolution(monkeypatch):
     cpu = torch.device("cpu")
     assert training.resolve_precision("float32", cpu) == "float32"
-    assert training.resolve_precision("bf16", cpu) == "bf16"
     native = training.cpu_has_native_bf16()
     assert training.resolve_precision("auto", cpu) == ("bf16" if native else "float32")
     assert training.resolve_precision("auto", torch.device("cuda")) == "bf16"
     monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
     assert training.resolve_precision("auto", cpu) == "float32"
+    with pytest.warns(UserWarning, match="emulated"):
+        assert training.resolve_precision("bf16", cpu) == "bf16"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert training.resolve_precision("bf16", torch.device("cuda")) == "bf16"
+        monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+        assert training.resolve_precision("bf16", cpu) == "bf16"
+        assert training.resolve_precision("auto", cpu) == "bf16"
     with pytest.raises(ValueError, match="precision must be one of"):
         training.resolve_precision("fp16", cpu)
     with pytest.raises(ValueError, match="precision must be one of"):

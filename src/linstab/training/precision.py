@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import warnings
 from pathlib import Path
 
 import torch
@@ -11,17 +12,22 @@ from torch import nn
 PRECISIONS = ("auto", "bf16", "float32")
 
 
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes in bf16 natively (x86 ``avx512_bf16`` / ``amx_bf16`` flags).
+#: /proc/cpuinfo flags of native bf16 arithmetic: x86 AVX-512 BF16 and AMX, Arm's BF16 extension.
+_BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
 
-    Elsewhere bf16 autocast would be emulated and slower than float32, so ``precision="auto"``
-    falls back to float32.
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes in bf16 natively (x86 ``avx512_bf16`` / ``amx_bf16``, Arm ``bf16``).
+
+    Elsewhere bf16 autocast is emulated and much slower than float32 (a ResNet-110 training step,
+    2 threads, AVX2-only CPU: 33.2 s in bf16 against 2.35 s in float32), so ``precision="auto"``
+    falls back to float32 and an explicit ``"bf16"`` warns.
     """
     try:
         flags = Path("/proc/cpuinfo").read_text().split()
     except OSError:
         return False
-    if not ("avx512_bf16" in flags or "amx_bf16" in flags):
+    if not any(f in flags for f in _BF16_FLAGS):
         return False
     probe = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
     return bool(probe()) if probe is not None else True
@@ -37,11 +43,22 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
     Raises:
         ValueError: for an unknown name.
+
+    Warns:
+        UserWarning: for ``"bf16"`` on a CPU without native bf16 (emulated, many times slower).
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}; got {precision!r}")
     if precision == "auto":
         return "bf16" if device.type == "cuda" or cpu_has_native_bf16() else "float32"
+    if precision == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
+        warnings.warn(
+            "precision 'bf16' on a CPU without native bf16 (no avx512_bf16/amx_bf16/bf16 flag): "
+            "autocast is emulated and many times slower than float32 (14x for a ResNet-110 step "
+            "on an AVX2 CPU); use precision 'auto' or 'float32' here",
+            UserWarning,
+            stacklevel=2,
+        )
     return precision
 
 
