@@ -304,6 +304,63 @@ def test_resume_matches_uninterrupted_run(tmp_path):
 
 
 @needs_data
+@pytest.mark.parametrize("killed_at", [2, 5])  # the augment call that dies: epoch 1 step 2, epoch 2 step 2
+def test_mid_epoch_checkpoint_resumes_bit_for_bit(tmp_path, monkeypatch, capsys, killed_at):
+    """A run killed within an epoch resumes from its mid-epoch checkpoint (``checkpoint_seconds=0``:
+    after every step) at the saved step, and ends with the weights and history of an
+    uninterrupted run; a snapshot of such a checkpoint says where in the epoch it is."""
+    from linstab.training import loop
+
+    common = {"batch_size": 32, "seed": 3, "limit": 96, "progress": False}  # 3 steps per epoch
+    full = training.train(8, "B", DATA, 2, tmp_path / "full.safetensors", **common)
+    calls = {"n": 0}
+    real_augment = loop.augment
+
+    def dying_augment(x, gen):
+        calls["n"] += 1
+        if calls["n"] == killed_at:
+            raise KeyboardInterrupt("killed")
+        return real_augment(x, gen)
+
+    monkeypatch.setattr(loop, "augment", dying_augment)
+    out = tmp_path / "part.safetensors"
+    with pytest.raises(KeyboardInterrupt):
+        training.train(8, "B", DATA, 2, out, checkpoint_seconds=0, **common)
+    monkeypatch.setattr(loop, "augment", real_augment)
+    ckpt = torch.load(tmp_path / "part.ckpt.pt", map_location="cpu", weights_only=True)
+    done_steps = killed_at - 1
+    assert ckpt["epoch"] == done_steps // 3 and len(ckpt["history"]) == done_steps // 3
+    assert ckpt["in_epoch"]["step"] == done_steps % 3 and ckpt["in_epoch"]["steps"] == 3
+
+    snap = training.export_checkpoint(tmp_path / "part.ckpt.pt", tmp_path / "snap.safetensors")
+    assert snap["step_in_epoch"] == done_steps % 3
+    assert f"step {done_steps % 3}/3 of epoch {done_steps // 3 + 1}" in snap["note"]
+
+    lines = []
+    resumed = training.train(8, "B", DATA, 2, out, resume=True, log=lines.append, **common)
+    assert f"step {done_steps % 3}/3 of epoch {done_steps // 3 + 1}" in lines[1]
+    assert resumed["completed"]
+    a = models.load_state_dict_file(tmp_path / "full.safetensors", "safetensors")
+    b = models.load_state_dict_file(out, "safetensors")
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    for key in ("train_loss", "train_acc", "test_acc", "loss_first_quarter", "loss_last_quarter"):
+        assert [h[key] for h in full["history"]] == [h[key] for h in resumed["history"]], key
+    final = torch.load(tmp_path / "part.ckpt.pt", map_location="cpu", weights_only=True)
+    assert "in_epoch" not in final and final["epoch"] == 2
+
+
+def test_checkpoint_interval_is_checked(tmp_path, capsys):
+    for bad in (-1.0, float("nan"), "10", True):
+        with pytest.raises(ValueError, match="checkpoint_seconds"):
+            training.train(8, "B", tmp_path, 1, tmp_path / "m.safetensors", checkpoint_seconds=bad)
+    argv = ["train", "--epochs", "1", "--out", str(tmp_path / "m.safetensors"), "--data", str(tmp_path)]
+    assert cli_main([*argv, "--checkpoint-minutes", "-1"]) == 2
+    assert "--checkpoint-minutes must be" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
+@needs_data
 def test_warm_start_from_saved_model(short_run, tmp_path):
     """``init=`` starts from the saved weights (first-batch loss equal to that model's loss, far
     below a random start's) and records their SHA-256 and epochs in the recipe and sidecar."""

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from pathlib import Path
 
 import torch
 
-from ..training.loop import export_checkpoint, train
+from ..training.loop import DEFAULT_CHECKPOINT_SECONDS, export_checkpoint, train
 from ..training.optim import DEFAULT_BATCH_SIZE, DEFAULT_LR, DEFAULT_WARMUP, DEFAULT_WEIGHT_DECAY, SCHEDULES
 from ..training.precision import PRECISIONS
 from . import common
@@ -52,6 +53,13 @@ def _configure(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="resumable checkpoint (default <out stem>.ckpt.pt)",
     )
+    parser.add_argument(
+        "--checkpoint-minutes",
+        type=float,
+        default=DEFAULT_CHECKPOINT_SECONDS / 60.0,
+        help=f"also save the checkpoint within an epoch every M minutes (default "
+        f"{DEFAULT_CHECKPOINT_SECONDS / 60.0:g}; 0: at epoch ends only); --resume continues at that step",
+    )
     parser.add_argument("--name", default=None, help="registry name (default: out's stem)")
     parser.add_argument("--stop-after", type=int, default=None, help="stop after N epochs in this run")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
@@ -79,6 +87,9 @@ def run_cli(args: argparse.Namespace) -> int:
         raise ValueError(f"--data {args.data}: no such directory")
     if args.schedule == "swa" and args.warmup is not None:
         raise ValueError("--warmup belongs to the one-cycle schedule; --schedule swa keeps --lr constant")
+    minutes = args.checkpoint_minutes
+    if not (math.isfinite(minutes) and minutes >= 0):
+        raise ValueError(f"--checkpoint-minutes must be a finite number >= 0; got {minutes}")
     if args.threads is not None:
         if args.threads < 1:
             raise ValueError(f"--threads must be >= 1; got {args.threads}")
@@ -107,6 +118,7 @@ def run_cli(args: argparse.Namespace) -> int:
         channels_last=not args.no_channels_last,
         precision=args.precision,
         compile=args.compile,
+        checkpoint_seconds=60.0 * minutes if minutes > 0 else None,
         log=lambda msg: print(msg, flush=True),
     )
     return 0 if summary["completed"] or args.stop_after is not None else 1
@@ -135,8 +147,8 @@ def run_snapshot(args: argparse.Namespace) -> int:
     """``linstab snapshot``: a training checkpoint's model as a model file."""
     side = export_checkpoint(args.checkpoint, args.out, name=args.name)
     print(
-        f"wrote {args.out} and its sidecar: {side['model']} after epoch {side['epoch']}/{side['epochs']} "
-        f"(unfinished, not evaluated), SHA-256 {side['registry']['sha256']}"
+        f"wrote {args.out} and its sidecar: {side['model']}, {side['note']}; "
+        f"SHA-256 {side['registry']['sha256']}"
     )
     return 0
 

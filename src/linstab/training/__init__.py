@@ -37,6 +37,7 @@ from .dataset import (
 )
 from .loop import (
     CHECKPOINT_VERSION,
+    DEFAULT_CHECKPOINT_SECONDS,
     atomic_write_text,
     default_checkpoint_path,
     evaluate,
@@ -59,6 +60,7 @@ from .precision import PRECISIONS, autocast, cpu_has_native_bf16, is_channels_la
 
 __all__ = [
     "CHECKPOINT_VERSION",
+    "DEFAULT_CHECKPOINT_SECONDS",
     "DATASET_DESCRIPTION",
     "DEFAULT_BATCH_SIZE",
     "DEFAULT_LR",

@@ -39,6 +39,8 @@ from .optim import (
 from .precision import autocast, cpu_has_native_bf16, is_channels_last, resolve_precision
 
 CHECKPOINT_VERSION = 1
+#: Default of ``train(checkpoint_seconds=)``: a mid-epoch save at most every 10 minutes.
+DEFAULT_CHECKPOINT_SECONDS = 600.0
 
 RESUME_END_STEP_KEYS = frozenset({"averaging"})
 """Recipe entries that describe only what happens after the last epoch (the batch-norm pass of
@@ -288,6 +290,7 @@ def train(
     precision: str = "auto",
     compile: bool = False,
     schedule: str = "one-cycle",
+    checkpoint_seconds: float | None = DEFAULT_CHECKPOINT_SECONDS,
 ) -> dict[str, Any]:
     """Train a CIFAR ResNet on the JPEG CIFAR-10 set and save it as ``.safetensors`` + JSON.
 
@@ -333,6 +336,11 @@ def train(
             (shuffled and augmented as in training batches) and is the model written, evaluated
             and recorded (the per-epoch history evaluates the SGD iterate). The average is part
             of the checkpoint, so a resumed run continues it.
+        checkpoint_seconds: also save the checkpoint within an epoch, after the first training
+            step that ends this many seconds after the last save (``0``: after every step;
+            ``None``: at epoch ends only). A run killed mid-epoch then loses at most this much
+            work: ``resume=True`` continues at the saved step with the epoch's image order,
+            random state and running sums, bit for bit as if it had not stopped.
 
     Returns:
         A summary dict: ``completed``, ``epoch`` (epochs done), ``history`` (one dict per
@@ -345,6 +353,15 @@ def train(
     _check_args(depth, shortcut, epochs, batch_size, lr, weight_decay, warmup, label_smoothing, limit, out)
     if stop_after is not None and stop_after < 1:
         raise ValueError(f"stop_after must be >= 1; got {stop_after!r}")
+    if checkpoint_seconds is not None and not (
+        isinstance(checkpoint_seconds, int | float)
+        and not isinstance(checkpoint_seconds, bool)
+        and math.isfinite(checkpoint_seconds)
+        and checkpoint_seconds >= 0
+    ):
+        raise ValueError(
+            f"checkpoint_seconds must be None or a finite number >= 0; got {checkpoint_seconds!r}"
+        )
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}; got {schedule!r}")
     if schedule == "swa" and init is None:
@@ -452,6 +469,7 @@ def train(
     criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
 
     start_epoch, history, train_seconds = 0, [], 0.0
+    partial: dict[str, Any] | None = None  # a mid-epoch checkpoint's place in its epoch
     if resume and ckpt_path.is_file():
         state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         if state.get("version") != CHECKPOINT_VERSION:
@@ -476,7 +494,16 @@ def train(
         start_epoch = int(state["epoch"])
         history = list(state["history"])
         train_seconds = float(state.get("train_seconds", 0.0))
-        emit(f"resumed from {ckpt_path} after epoch {start_epoch}/{epochs}")
+        partial = state.get("in_epoch")
+        where = f"after epoch {start_epoch}/{epochs}"
+        if partial is not None:
+            if int(partial["steps"]) != steps_per_epoch or partial["perm"].shape[0] != n_train:
+                raise ValueError(
+                    f"cannot resume from {ckpt_path}: its epoch has {partial['steps']} steps over "
+                    f"{partial['perm'].shape[0]} images, this run {steps_per_epoch} over {n_train}"
+                )
+            where += f", step {int(partial['step'])}/{steps_per_epoch} of epoch {start_epoch + 1}"
+        emit(f"resumed from {ckpt_path} {where}")
     elif resume:
         start = f"from the init weights {Path(init).name}" if init is not None else "from scratch"
         emit(f"no checkpoint at {ckpt_path}; starting {start}")
@@ -485,20 +512,52 @@ def train(
     if progress:
         from tqdm.auto import tqdm as bar_cls
 
+    def save(epochs_done: int, in_epoch: dict[str, Any] | None = None) -> None:
+        rng = {"generator": gen.get_state(), "torch": torch.get_rng_state()}
+        if dev.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        ckpt_state = {
+            "version": CHECKPOINT_VERSION,
+            "recipe": recipe,
+            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "epoch": epochs_done,
+            "rng": rng,
+            "history": history,
+            "train_seconds": train_seconds,
+        }
+        if average is not None:
+            ckpt_state["average"] = average.state_dict()
+        if in_epoch is not None:
+            ckpt_state["in_epoch"] = in_epoch
+        _atomic_torch_save(ckpt_state, ckpt_path)
+
     epochs_run = 0
+    last_save = time.perf_counter()
     for epoch in range(start_epoch, epochs):
         if stop_after is not None and epochs_run >= stop_after:
             break
         t0 = time.perf_counter()
         model.train()
-        perm = torch.randperm(n_train, generator=gen).to(dev)
-        loss_sum = torch.zeros((), device=dev)
-        correct = torch.zeros((), device=dev, dtype=torch.long)
-        seen = 0
-        batch_losses: list[float] = []
+        if partial is not None:  # continue the interrupted epoch where its checkpoint left it
+            perm = partial["perm"].to(dev)
+            loss_sum = partial["loss_sum"].to(dev)
+            correct = partial["correct"].to(dev)
+            seen, first_step = int(partial["seen"]), int(partial["step"])
+            batch_losses = list(partial["batch_losses"])
+            secs_before = float(partial["seconds"])
+            partial = None
+        else:
+            perm = torch.randperm(n_train, generator=gen).to(dev)
+            loss_sum = torch.zeros((), device=dev)
+            correct = torch.zeros((), device=dev, dtype=torch.long)
+            seen, first_step, secs_before = 0, 0, 0.0
+            batch_losses: list[float] = []
         bar = (
             bar_cls(
                 total=steps_per_epoch,
+                initial=first_step,
                 desc=f"epoch {epoch + 1}/{epochs}",
                 leave=False,
                 dynamic_ncols=True,
@@ -507,7 +566,7 @@ def train(
             if bar_cls is not None
             else None
         )
-        for step in range(steps_per_epoch):
+        for step in range(first_step, steps_per_epoch):
             idx = perm[step * batch_size : (step + 1) * batch_size]
             xb = augment(x_train[idx], gen)
             yb = y_train[idx]
@@ -535,12 +594,31 @@ def train(
                         acc=f"{100.0 * int(correct) / seen:.1f}%",
                         refresh=False,
                     )
+            if (
+                checkpoint_seconds is not None
+                and step < steps_per_epoch - 1  # the last step's state is saved with the epoch
+                and time.perf_counter() - last_save >= checkpoint_seconds
+            ):
+                save(
+                    epoch,
+                    {
+                        "step": step + 1,
+                        "steps": steps_per_epoch,
+                        "perm": perm.cpu(),
+                        "loss_sum": loss_sum.detach().cpu(),
+                        "correct": correct.cpu(),
+                        "seen": seen,
+                        "batch_losses": batch_losses,
+                        "seconds": secs_before + time.perf_counter() - t0,
+                    },
+                )
+                last_save = time.perf_counter()
         if bar is not None:
             bar.close()
         train_loss = float(loss_sum) / seen
         train_acc = int(correct) / seen
         test_acc, test_loss = _eval_pass(model, x_test, y_test, mean, std, 1000)
-        secs = time.perf_counter() - t0
+        secs = secs_before + time.perf_counter() - t0
         train_seconds += secs
         q = max(1, steps_per_epoch // 4)
         record = {
@@ -564,23 +642,8 @@ def train(
             f"train acc {100 * train_acc:6.2f}%  test acc {100 * test_acc:6.2f}%  "
             f"lr {record['lr']:.5f}  {secs:6.1f} s"
         )
-        rng = {"generator": gen.get_state(), "torch": torch.get_rng_state()}
-        if dev.type == "cuda":
-            rng["cuda"] = torch.cuda.get_rng_state_all()
-        ckpt_state = {
-            "version": CHECKPOINT_VERSION,
-            "recipe": recipe,
-            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "epoch": epoch + 1,
-            "rng": rng,
-            "history": history,
-            "train_seconds": train_seconds,
-        }
-        if average is not None:
-            ckpt_state["average"] = average.state_dict()
-        _atomic_torch_save(ckpt_state, ckpt_path)
+        save(epoch + 1)
+        last_save = time.perf_counter()
         epochs_run += 1
 
     done = len(history)
@@ -715,12 +778,17 @@ def export_checkpoint(
     std = recipe.get("normalization_std", CIFAR10_STD_PYTORCHCV)
     registry = _write_model_file(model, out, name or out.stem, depth, shortcut, None, mean, std)
     epoch, epochs = int(state["epoch"]), int(recipe["epochs"])
+    in_epoch = state.get("in_epoch")
+    where = f"after epoch {epoch}/{epochs}"
+    if in_epoch is not None:
+        where += f" and step {int(in_epoch['step'])}/{int(in_epoch['steps'])} of epoch {epoch + 1}"
     sidecar = {
         "model": recipe["architecture"],
         "completed": False,
         "epoch": epoch,
         "epochs": epochs,
-        "note": f"snapshot of an unfinished training run after epoch {epoch}/{epochs}, not evaluated"
+        "step_in_epoch": None if in_epoch is None else int(in_epoch["step"]),
+        "note": f"snapshot of an unfinished training run {where}, not evaluated"
         + (
             " (the SGD iterate; the weight average is written, with recomputed batch-norm "
             "statistics, when the run completes)"
