@@ -9,6 +9,7 @@ import pytest
 import torch
 from factories import make_net, tiny_image
 
+import linstab
 from linstab.analyses.ablations import (
     Variant,
     interpolate_weights,
@@ -105,6 +106,28 @@ def test_scale_skip_network_copies_model():
     assert torch.allclose(a, b, atol=1e-6)
     with pytest.raises(ValueError, match="unknown unit"):
         scale_skip_network(net, 0.8, ["9.9"])
+
+
+def test_scale_skip_network_keeps_the_units_of_unit_types_at_their_addresses():
+    """The copy was rebuilt without the network's ``unit_types``: units of those types vanished
+    and the addresses after them moved to other units."""
+
+    class Odd(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = torch.nn.Conv2d(4, 4, 3, padding=1)
+
+        def forward(self, x):
+            return torch.tanh(x + self.c(x))
+
+    torch.manual_seed(0)
+    block = make_net("tv-basic").model.layer1[0]
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), block, Odd(), copy.deepcopy(block))
+    net = linstab.Network(model.eval(), input_shape=(3, 8, 8), unit_types=(Odd,))
+    new = scale_skip_network(net, 0.5, ["1.1"])
+    assert [(u.address, u.name) for u in new.units] == [(u.address, u.name) for u in net.units]
+    assert new.unit(1, 1).canonical.alpha == 0.5 and new.unit(1, 3).canonical.alpha == 1.0
+    assert isinstance(new.unit(1, 2).module, Odd) and new.unit(1, 2).module is not net.unit(1, 2).module
 
 
 def test_studies_on_tiny_net():

@@ -60,3 +60,20 @@ def test_scree_data_refuses_bad_sizes_before_any_work():
             network_spectra.scree_data(net, x, progress=False, **kw)
     with pytest.raises(ValueError, match="3 RGB channels"):
         network_spectra.scree_data(net, torch.rand(1, 1, 8, 8), progress=False)
+
+
+def test_unit_bands_refuses_units_the_network_does_not_have(nets, monkeypatch):
+    """Unknown addresses (and a single address given as a string) were matched against nothing
+    and gave an empty list, silently."""
+    net = nets["option-A"]
+    calls = []
+    monkeypatch.setattr(net, "linearize", lambda *a, **k: calls.append(1))
+    for bad in (["9.9"], ["1.1", "1.99"], "4"):
+        with pytest.raises(ValueError, match="must be in 1.."):
+            network_spectra.unit_bands(net, tiny_image(0), units=bad, progress=False)
+    assert not calls  # refused before any work
+    monkeypatch.undo()
+    rows = network_spectra.unit_bands(net, tiny_image(0), units="2.1", progress=False)
+    assert [r["address"] for r in rows] == ["2.1"]
+    rows = network_spectra.unit_bands(net, tiny_image(0), units=["2.1", "1.2", "2.1"], progress=False)
+    assert [r["address"] for r in rows] == ["1.2", "2.1"]

@@ -120,3 +120,26 @@ def test_a_softplus_without_positive_sharpness_is_refused_before_any_work():
         with pytest.raises(ValueError, match="beta"):
             jacobian_test(net, tiny_image(), 1, 1, smooth="softplus", beta=beta)
     assert jacobian_test(net, tiny_image(), 1, 1, smooth="gelu", beta=0.0).unit == "1.1"  # beta unused
+
+
+def test_a_unit_that_changes_its_input_in_place_is_tested_at_the_unchanged_point():
+    """F(x) ran the module on a view of the point: a unit doing ``relu_(x)`` on its input
+    moved the point itself, and a correct Jacobian failed the test (order 1)."""
+
+    class InPlaceInput(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = torch.nn.Conv2d(4, 4, 3, padding=1)
+            self.conv2 = torch.nn.Conv2d(4, 4, 3, padding=1)
+
+        def forward(self, x):
+            x = torch.nn.functional.relu(x, inplace=True)
+            return torch.relu(x + self.conv2(torch.relu(self.conv1(x))))
+
+    torch.manual_seed(0)
+    stem = torch.nn.Conv2d(3, 4, 3, padding=1)  # negative values at unit 1.1's input
+    model = torch.nn.Sequential(stem, InPlaceInput(), InPlaceInput()).eval()
+    net = linstab.Network(model, input_shape=(3, 8, 8), unit_types=(InPlaceInput,))
+    r = jacobian_test(net, tiny_image(), 1, 1)
+    assert r.method == "autodiff"
+    assert r.exact_below_eps is not None and r.passed, r.table()

@@ -325,3 +325,49 @@ def test_unit_types_and_unit_addresses_are_checked_and_numpy_ints_accepted():
     with pytest.raises(TypeError, match="tuple of module classes"):
         linstab.Network(net.model, input_shape=(3, 8, 8), unit_types=3)
     assert net.unit(np.int64(1), np.int32(2)) is net.unit(1, 2)
+
+
+def test_a_data_parallel_wrapper_is_analysed_as_the_model_inside():
+    """nn.DataParallel only replicates its model; torch's functional calls refuse it, so the
+    float64 forward pass of linearize failed on a wrapped model."""
+    model = AkaResNet(2, (4, 8))
+    randomize_bn(model, 0)
+    model.eval()
+    before = copy.deepcopy(model.state_dict())
+    net = linstab.Network(torch.nn.DataParallel(model), input_shape=(3, 8, 8))
+    plain = linstab.Network(model, input_shape=(3, 8, 8))
+    assert net.model is model and net.name == "AkaResNet"
+    assert [u.name for u in net.units] == [u.name for u in plain.units]
+    lin = net.linearize(tiny_image(), dtype=torch.float64)
+    ref = plain.linearize(tiny_image(), dtype=torch.float64)
+    assert torch.equal(lin.logits, ref.logits)
+    assert torch.equal(lin.unit(2, 1).materialize(), ref.unit(2, 1).materialize())
+    assert torch.equal(net.predict(tiny_image()), plain.predict(tiny_image()))
+    for k, v in model.state_dict().items():
+        assert v.dtype == before[k].dtype and torch.equal(v, before[k]), k
+
+
+def test_a_block_with_relu6_is_not_given_a_relu_twin():
+    """A torchvision-style block with ``ReLU6`` passed the twin's output check at the discovery
+    image (no activation reached 6 there) and got a ReLU closed form: at an image whose
+    activations pass 6, ``lin.unit`` raised instead of taking the autodiff Jacobian."""
+    from factories import dense_jacobian
+
+    class Block6(TVBasicBlock):
+        def __init__(self, c):
+            super().__init__(c, c)
+            self.relu = torch.nn.ReLU6(inplace=True)
+
+    torch.manual_seed(0)
+    stem = torch.nn.Conv2d(3, 4, 1)
+    with torch.no_grad():  # about 10 on white pixels, negative on the discovery image's
+        stem.weight.fill_(1e4)
+        stem.bias.fill_(-3e4 + 10)
+    model = randomize_bn(torch.nn.Sequential(stem, torch.nn.Sequential(Block6(4), Block6(4))), 0)
+    net = linstab.Network(model.double().eval(), input_shape=(3, 8, 8))
+    assert [u.canonical for u in net.units] == [None, None]
+    lin = net.linearize(torch.ones(3, 8, 8), dtype=torch.float64)
+    assert float(lin.inputs[0].max()) > 6
+    for i, u in enumerate(net.units):
+        D = dense_jacobian(u.module, lin.inputs[i][0])
+        assert torch.allclose(lin.unit(u.stage, u.index).materialize(), D, atol=1e-12)

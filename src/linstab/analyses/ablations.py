@@ -76,7 +76,14 @@ def scale_skip_network(net: Network, alpha: float, units: list[str] | None = Non
         parent_name, _, child = u.name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         setattr(parent, child, scale_skip(u, alpha))
-    out = Network(model, net.mean, net.std, name=f"{net.name} (alpha={alpha:g})", input_shape=net.input_shape)
+    out = Network(
+        model,
+        net.mean,
+        net.std,
+        name=f"{net.name} (alpha={alpha:g})",
+        input_shape=net.input_shape,
+        unit_types=net.unit_types,  # the same units at the same addresses
+    )
     out.spec = net.spec
     return out
 

@@ -21,6 +21,7 @@ from ..spectra.accuracy import squared_error, value_error
 from ..spectra.bands import _check_bands_args, bands
 from ..spectra.exact import EXACT_REVISION
 from ..spectra.spectrum import spectrum
+from .propagation import resolve_units
 
 
 def progress_bar(iterable=None, **kw):
@@ -50,7 +51,9 @@ def unit_bands(
         thresholds: ``(lo, hi)``.
         zero_tol: values at or below it count as zero.
         dtype: dtype of the linearization (the counts are computed in float64).
-        units: addresses ``"S.K"`` to restrict to (default: all).
+        units: addresses ``"S.K"`` to restrict to, or a spec of
+            :func:`~linstab.analyses.propagation.resolve_units` (``"3.7"``, ``"last"``, a stage,
+            a comma list; default: all).
         progress: show a progress bar.
         estimate: estimate the counts matrix-free instead of counting them exactly (units too
             large for the exact routes): keyword arguments of
@@ -64,10 +67,14 @@ def unit_bands(
         one dict per unit: ``model, stage, unit, address, kind, shortcut, n``, the counts
         ``above, plateau, below, zero`` and fractions ``frac_*``, ``exact_ones`` (``None`` when
         not structured), ``frac_exact_ones``, ``route``, ``seconds``, ``thresholds``, ``zero_tol``.
+
+    Raises:
+        ValueError: for bad thresholds or a unit the network does not have.
     """
     _check_bands_args(thresholds, zero_tol)
+    wanted = None if units is None else set(resolve_units(net, units))  # unknown units: before any work
     lin = net.linearize(image, dtype=dtype)
-    todo = [u for u in net.units if units is None or u.address in set(units)]
+    todo = [u for u in net.units if wanted is None or u.address in wanted]
     rows = []
     bar = progress_bar(todo, desc=f"bands {net.name}", unit="unit", disable=not progress)
     for u in bar:

@@ -179,8 +179,10 @@ def jacobian_test(
     state = cast_state(module, dtype)
 
     def F(z: torch.Tensor) -> torch.Tensor:
+        # a copy: a module may change its input in place (``x = relu_(x)``, ``x += out``), which
+        # would move the point ``x`` itself
         with torch.no_grad():
-            return torch.func.functional_call(module, state, (z.unsqueeze(0),))[0]
+            return torch.func.functional_call(module, state, (z.unsqueeze(0).clone(),))[0]
 
     g = torch.Generator(device="cpu").manual_seed(seed)
     dx = torch.randn(x.shape, generator=g, dtype=dtype).to(x.device)

@@ -10,6 +10,9 @@ Recognized (by attributes, so forks of these code bases work too):
 * torchvision ``BasicBlock`` (``conv1, bn1, conv2, bn2, downsample``) and ``Bottleneck``
   (``conv1..conv3, bn1..bn3, downsample``).
 
+akamaster and torchvision forms use ReLU: a block holding another activation module (``ReLU6``,
+``LeakyReLU``, ...) is a unit without a closed form (autodiff Jacobian).
+
 The converted unit is a *copy* (the user's module is never changed) and is checked to
 reproduce the original's output before the closed-form Jacobian uses it.
 """
@@ -55,6 +58,14 @@ def _is_pytorchcv_like(m: nn.Module) -> bool:
 
 def _is_conv_bn_unit(m: nn.Module) -> bool:
     return all(isinstance(getattr(m, a, None), nn.Module) for a in ("conv1", "bn1", "conv2", "bn2"))
+
+
+def _other_activation(m: nn.Module) -> bool:
+    """True when a torchvision/akamaster-style unit holds an activation module other than ReLU
+    (``ReLU6``, ``LeakyReLU``, ...): its twin would use ReLU, and the check of the twin's output
+    at one point cannot tell ``ReLU6`` from ``ReLU`` where no activation reaches 6.
+    """
+    return any(type(c).__module__ == nn.ReLU.__module__ and not isinstance(c, nn.ReLU) for c in m.children())
 
 
 def is_residual_unit(m: nn.Module) -> bool:
@@ -142,6 +153,8 @@ def _convert(m: nn.Module, in_shape: tuple[int, ...], out_shape: tuple[int, ...]
             return None
         return ResidualUnit(nn.Sequential(blocks), sc, _copy_activation(m.activ))
     if _is_conv_bn_unit(m):
+        if _other_activation(m):
+            return None
         relu = nn.ReLU()
         blocks = OrderedDict()
         n = 3 if isinstance(getattr(m, "conv3", None), nn.Module) else 2

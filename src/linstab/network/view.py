@@ -135,7 +135,8 @@ class Network:
     """A residual network with its input normalization, discovered structure and linearization.
 
     Args:
-        model: the network, taking *normalized* inputs, in eval mode.
+        model: the network, taking *normalized* inputs, in eval mode (a model wrapped in
+            ``nn.DataParallel`` or ``DistributedDataParallel`` is analysed as the model inside).
         mean: per-channel input mean (``None``: images go in unchanged).
         std: per-channel input std.
         name: a label for outputs.
@@ -163,6 +164,10 @@ class Network:
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        # (Distributed)DataParallel only replicates the model it wraps, and torch's functional
+        # calls (the forward passes in another dtype) refuse it: analyse the wrapped model
+        while isinstance(model, nn.DataParallel | nn.parallel.DistributedDataParallel):
+            model = model.module
         _check_eval(model)
         if (mean is None) != (std is None):
             raise ValueError("give both mean and std, or neither")
@@ -199,6 +204,7 @@ class Network:
         bad = [t for t in unit_types if not (isinstance(t, type) and issubclass(t, nn.Module))]
         if bad:
             raise TypeError(f"unit_types must hold torch.nn.Module subclasses, got {bad!r}")
+        self.unit_types = unit_types
         self.units = self._discover(unit_types)
 
     # -- structure ---------------------------------------------------------------------------
