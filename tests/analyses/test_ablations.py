@@ -104,8 +104,14 @@ def test_scale_skip_network_copies_model():
         a = net.predict(x)
         b = scale_skip_network(net, 1.0).predict(x)
     assert torch.allclose(a, b, atol=1e-6)
-    with pytest.raises(ValueError, match="unknown unit"):
+    with pytest.raises(ValueError, match="stage must be in 1..2, got 9"):
         scale_skip_network(net, 0.8, ["9.9"])
+    # a single address as a string was read character by character ("unknown unit '.'")
+    one = scale_skip_network(net, 0.8, "1.2")
+    assert one.unit(1, 2).canonical.alpha == 0.8 and one.unit(1, 1).canonical.alpha == 1.0
+    stage = scale_skip_network(net, 0.8, "2")
+    assert all(u.canonical.alpha == 0.8 for u in stage.stages[1])
+    assert all(u.canonical.alpha == 1.0 for u in stage.stages[0])
 
 
 def test_scale_skip_network_keeps_the_units_of_unit_types_at_their_addresses():

@@ -109,6 +109,18 @@ def test_tiny_perturbation_linear_prediction_is_exact(kind):
 
 
 # ---- eq. (1) ----------------------------------------------------------------------------------
+def test_predict_unit_refuses_a_perturbation_of_another_size_or_kind(net, images):
+    op = net.linearize(images[0], torch.float64).unit(1, 1)
+    with pytest.raises(ValueError, match="input shape"):
+        proj.predict_unit(op, torch.zeros(3, 2, 2, dtype=torch.float64))
+    with pytest.raises(TypeError, match="floating-point"):
+        proj.predict_unit(op, torch.zeros(op.in_shape, dtype=torch.long))
+    with pytest.raises(TypeError, match="floating-point"):
+        proj.predict_unit(op, [0.0])
+    flat = torch.ones(op.in_shape, dtype=torch.float64).reshape(-1)  # any layout of the entries
+    assert proj.predict_unit(op, flat).in_norm == pytest.approx(flat.numel() ** 0.5)
+
+
 def test_eq1_with_all_vectors_equals_linear_prediction(net, images):
     lin = net.linearize(images[0], torch.float64)
     g = torch.Generator().manual_seed(2)

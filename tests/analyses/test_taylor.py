@@ -66,6 +66,17 @@ def test_taylor_bad_arguments():
         jacobian_test(net, tiny_image(), 1, 1, method="x")
 
 
+def test_an_unknown_method_is_refused_before_the_linearization(monkeypatch):
+    net = make_net("option-B")
+
+    def no_work(*a, **k):
+        raise AssertionError("linearized before the arguments were checked")
+
+    monkeypatch.setattr(net, "linearize", no_work)
+    with pytest.raises(ValueError, match="method must be"):
+        jacobian_test(net, tiny_image(), 1, 1, method="x")
+
+
 def test_parse_index_spec():
     assert parse_index_spec("0-3,7", 20) == [0, 1, 2, 3, 7]
     assert parse_index_spec("all", 3) == [0, 1, 2]

@@ -28,6 +28,7 @@ from ..operators.factors import structured_plan
 from ..spectra.bands import bands as band_counts
 from ..spectra.bands import count_from_values
 from ..spectra.spectrum import spectrum
+from .propagation import resolve_units
 
 
 def _canonical(unit: nn.Module | UnitInfo) -> ResidualUnit:
@@ -63,12 +64,14 @@ def scale_skip_network(net: Network, alpha: float, units: list[str] | None = Non
     Args:
         net: the network (unchanged).
         alpha: the scale.
-        units: unit addresses (``"1.5"``); default all units.
+        units: unit addresses (``"1.5"``), or a spec of
+            :func:`~linstab.analyses.propagation.resolve_units` (``"1.5"``, ``"last"``, a stage,
+            a comma list); default all units.
+
+    Raises:
+        ValueError: a unit the network does not have.
     """
-    chosen = {u.address for u in net.units} if units is None else set(units)
-    unknown = chosen - {u.address for u in net.units}
-    if unknown:
-        raise ValueError(f"unknown unit addresses {sorted(unknown)}")
+    chosen = {u.address for u in net.units} if units is None else set(resolve_units(net, units))
     model = copy.deepcopy(net.model)
     for u in net.units:
         if u.address not in chosen:

@@ -175,7 +175,19 @@ def predict_unit(op, dx: torch.Tensor, spectrum: RightSingular | None = None) ->
         op: the unit's Jacobian at the clean image.
         dx: ``(*in_shape)`` the perturbation entering the unit.
         spectrum: right singular vectors of ``op`` (see :func:`right_singular`).
+
+    Raises:
+        TypeError: ``dx`` not a floating-point tensor.
+        ValueError: ``dx`` with another number of entries than the unit's input.
     """
+    if not isinstance(dx, torch.Tensor) or not dx.is_floating_point():
+        got = f"a {dx.dtype} tensor" if isinstance(dx, torch.Tensor) else type(dx).__name__
+        raise TypeError(f"dx must be a floating-point tensor, got {got}")
+    if dx.numel() != math.prod(op.in_shape):
+        raise ValueError(
+            f"dx must have the unit's input shape {tuple(op.in_shape)} ({math.prod(op.in_shape)} "
+            f"entries); got shape {tuple(dx.shape)}"
+        )
     dx = dx.reshape(op.in_shape)
     jdx = op @ dx.to(op.dtype)
     v = dx.reshape(-1).to(torch.float64)

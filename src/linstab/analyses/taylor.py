@@ -153,6 +153,8 @@ def jacobian_test(
         raise ValueError(f"eps0 must be positive, got {eps0}")
     if smooth is not None:
         _check_smooth(smooth, beta)
+    if method not in ("closed", "autodiff", "auto"):  # before the linearization
+        raise ValueError(f"method must be 'closed', 'autodiff' or 'auto', got {method!r}")
     lin = net.linearize(image, dtype=dtype, method="autodiff")
     info = net.unit(stage, index)
     i = net.units.index(info)
