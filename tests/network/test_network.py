@@ -273,6 +273,12 @@ def test_every_instance_of_a_recognized_block_class_is_a_unit():
     model = model.eval().double()
     net = linstab.Network(model, input_shape=(3, 8, 8))
     assert len(net.units) == 3
+    # unrecognized (no closed form): same-shape units are regular, the last one down-samples
+    assert [(u.kind, u.shortcut) for u in net.units] == [
+        ("regular", "unknown"),
+        ("regular", "unknown"),
+        ("downsampling", "unknown"),
+    ]
     lin = net.linearize(tiny_image(), dtype=torch.float64)
     from factories import dense_jacobian
 

@@ -30,8 +30,10 @@ class UnitInfo:
         module: the unit module (the user's, never modified).
         canonical: a :class:`~linstab.models.ResidualUnit` reproducing it (``None`` if its form
             is not recognized: then only the autodiff Jacobian is available).
-        kind: ``"regular"`` (same shape, identity shortcut), ``"downsampling"`` (spatial size
-            shrinks) or ``"projection"`` (shape kept or channels changed by a shortcut map).
+        kind: ``"regular"`` (same shape, identity shortcut; also an unrecognized unit of unchanged
+            shape, whose ``shortcut`` is ``"unknown"``), ``"downsampling"`` (spatial size shrinks)
+            or ``"projection"`` (channels changed, or a shortcut map such as a 1x1 conv at the same
+            shape).
         shortcut: ``"identity"``, ``"subsample-pad"``, ``"conv-bn"`` or ``"unknown"``.
         in_shape: input map shape ``(C, H, W)``.
         out_shape: output map shape.
@@ -248,7 +250,9 @@ class Network:
             canon, shortcut = _closed_form_twin(m, xi, yi)
             if in_shape[-2:] != out_shape[-2:]:
                 kind = "downsampling"
-            elif shortcut == "identity" and in_shape == out_shape:
+            elif in_shape == out_shape and shortcut in ("identity", "unknown"):
+                # an unrecognized unit of unchanged shape (pre-activation, GroupNorm, ...) counts
+                # with the regular ones: nothing about it is a down-sampling or projection
                 kind = "regular"
             else:
                 kind = "projection"
