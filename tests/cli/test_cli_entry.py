@@ -35,6 +35,9 @@ def test_output_paths_and_exclusive_options_are_refused_before_any_work(tmp_path
         ([*ckpt, "--out", str(tmp_path / "m.safetensors"), "--checkpoint", str(tmp_path)], "is a folder"),
         ([*ckpt, "--out", str(afile / "m.safetensors")], "is a file, not a folder"),
         (["sweep", "--out", str(afile)], "is a file, not a folder"),
+        (["report", "--quick", "--cache-dir", str(afile)], "is a file, not a folder"),
+        (["sweep", "summary", str(tmp_path), "--json", str(afile / "s.json")], "is a file, not a folder"),
+        (["sweep", "summary", str(tmp_path), "--json", str(tmp_path)], "is a folder"),
         (["report", "--shortcut-reference", "resnet56-akamaster", "--no-shortcut-reference"], "not allowed"),
     ]
     for argv, why in cases:

@@ -41,6 +41,21 @@ def test_folder_of_mixed_sizes_needs_a_size(tmp_path):
     assert select_images(str(tmp_path), size=8).images.shape == (2, 3, 8, 8)
 
 
+def test_a_folder_checksum_changes_with_the_pixels(tmp_path):
+    """A sweep's recipe holds the folder's checksum: images rewritten with other pixels but the same
+    names and file sizes (BMP) must change it, or a resumed sweep would keep the old images' rows."""
+
+    def write(seed: int) -> str:
+        rng = np.random.default_rng(seed)
+        for name in ("a.bmp", "b.bmp"):
+            Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(tmp_path / name)
+        return image_refs(str(tmp_path)).source.sha256
+
+    first, sizes = write(0), sorted(p.stat().st_size for p in tmp_path.iterdir())
+    assert write(0) == first
+    assert write(1) != first and sorted(p.stat().st_size for p in tmp_path.iterdir()) == sizes
+
+
 @pytest.mark.parametrize("spec", ["", "jpeg:", "0-25", "no/such/path"])
 def test_bad_specs(spec):
     with pytest.raises(ValueError):

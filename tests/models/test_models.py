@@ -161,3 +161,44 @@ def test_default_models_prefer_embedded_linstab_and_pair_the_paper_networks(monk
         if fake[name].source == "linstab":
             del fake[name]
     assert default_model_name() == "resnet56-akamaster" and default_report_models() == ["resnet56-akamaster"]
+
+
+def _model_file(tmp_path: Path, stem: str, data: bytes | None = None, **registry) -> Path:
+    """A ``.safetensors`` model of a ResNet-8 (option B) with a ``linstab train`` style sidecar
+    whose SHA-256 is that of the file as written (``data`` replaces its bytes)."""
+    import json
+
+    from safetensors.torch import save_file
+
+    path = tmp_path / f"{stem}.safetensors"
+    save_file({k: v.contiguous() for k, v in CifarResNet(8, "B").state_dict().items()}, str(path))
+    if data is not None:
+        path.write_bytes(data)
+    reg = {"name": stem, "depth": 8, "shortcut": "B", "file_name": path.name,
+           "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), **registry}  # fmt: skip
+    path.with_suffix(".json").write_text(json.dumps({"registry": reg}))
+    return path
+
+
+def test_a_corrupt_weights_file_is_a_clear_error(tmp_path):
+    """A truncated model file whose sidecar checksum matches it, and a pytorchcv zip that is no zip,
+    are ValueErrors naming the file (the command line's exit 2), not a library's traceback."""
+    good = _model_file(tmp_path, "good")
+    assert len(linstab.load_model(str(good)).units) == 3
+    cut = _model_file(tmp_path, "cut", good.read_bytes()[:5000])
+    with pytest.raises(ValueError, match="cut.safetensors is not a readable safetensors file"):
+        linstab.load_model(str(cut))
+    bad_zip = tmp_path / "resnet20_cifar10-0597-9b0024ac.pth.zip"
+    bad_zip.write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="is not a readable zip file"):
+        build_from_spec(REGISTRY["resnet20-pytorchcv"], bad_zip)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("name", None), ("name", 5), ("depth", "abc"), ("sha256", None), ("shortcut", 2)]
+)
+def test_a_damaged_sidecar_is_named(tmp_path, field, value):
+    """A sidecar whose record has a field of the wrong type is refused, naming the sidecar and the field."""
+    path = _model_file(tmp_path, "net", **{field: value})
+    with pytest.raises(ValueError, match=rf"net\.json: damaged 'registry' record: {field} "):
+        linstab.load_model(str(path))

@@ -17,7 +17,7 @@ from linstab.report import ReportConfig, build_report
 from linstab.report.context import FINDING_FIELDS, describe_images
 from linstab.report.findings import findings_markdown, findings_table, make_finding, read_findings
 from linstab.report.rules import directional, not_testable
-from linstab.report.sweep import SWEEP_BAND_COLUMNS, sweep_band_rows
+from linstab.report.sweep import SWEEP_BAND_COLUMNS, sweep_band_rows, sweep_checksums
 
 
 def _findings():
@@ -143,3 +143,48 @@ def test_sweep_band_rows_read_a_real_sweep(tmp_path):
     for r in rows:
         assert r["above"] + r["plateau"] + r["below"] + r["zero"] == r["n"]
         assert r["frac_zero"] == pytest.approx(r["zero"] / r["n"]) and not r["lossy"]
+
+
+def _tiny_sweep(tmp_path: Path, out: str, **recipe) -> Path:
+    sweep = pytest.importorskip("linstab.sweep")
+    images = tmp_path / "tiny.npz"
+    np.savez(images, images=torch.stack([tiny_image(s) for s in range(1)]).numpy())
+    spec = sweep.factory_model("tiny-B", "factories:make_net", kind="option-B", seed=0)
+    plan = sweep.plan_sweep([spec], str(images), sweep.Recipe(analyses=("bands",), units="1.1", **recipe))
+    sweep.run_sweep(tmp_path / out, plan, workers=0, progress=False)
+    return tmp_path / out
+
+
+def test_the_sweep_hook_refuses_other_weights_and_other_band_limits(tmp_path):
+    """A sweep folder's band rows are the report's only for the same weights and band limits: a model
+    of the same name with other weights, or counts with other --thresholds, are refused, not shown."""
+    d = _tiny_sweep(tmp_path, "same")
+    same = make_net("option-B", seed=0)
+    assert len(sweep_band_rows(d, "tiny-B", sweep_checksums(same))) == 1
+    with pytest.raises(ValueError, match="holds 'tiny-B' with weights SHA-256 .* another model"):
+        sweep_band_rows(d, "tiny-B", sweep_checksums(make_net("option-B", seed=1)))
+    other = _tiny_sweep(tmp_path, "other", thresholds=(0.9, 1.1))
+    with pytest.raises(ValueError, match=r"thresholds \[0.9, 1.1\] .* uses \[0.99, 1.01\]"):
+        sweep_band_rows(other, "tiny-B", sweep_checksums(same))
+
+
+def test_a_missing_or_unfit_sweep_folder_is_refused_before_any_work(tmp_path, monkeypatch):
+    """``--sweep-dir`` is checked before the report computes anything (it was read only after the
+    Jacobian section: minutes of work, then the error)."""
+    import linstab.report.build as build
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the report started working")
+
+    monkeypatch.setattr(build, "ReportContext", no_work)
+    net = make_net("option-B", seed=1)
+    net.name = "tiny-B"  # the sweep's model name, other weights
+    for sweep_dir, error, match in (
+        (tmp_path / "missing", FileNotFoundError, "sweep folder .*missing does not exist"),
+        (_tiny_sweep(tmp_path, "s"), ValueError, "another model under the same name"),
+    ):
+        cfg = ReportConfig(models=[], images=str(tmp_path / "tiny.npz"), quick=True, out=tmp_path / "out",
+                           cache_dir=tmp_path / "c", progress=False, sweep_dir=sweep_dir)  # fmt: skip
+        with pytest.raises(error, match=match):
+            build_report(cfg, nets=[net])
+    assert not (tmp_path / "out").exists()

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ..linalg.results import PLATEAU
 from ..models.blocks import ResidualUnit
 from ..network.view import Network, UnitInfo
 from ..operators.closed_form import UnitJacobian
@@ -170,7 +171,7 @@ def _exact_route(J: UnitJacobian) -> str:
 def _study_point(unit: ResidualUnit, x: torch.Tensor, dtype, parameter, value, plateau) -> AblationPoint:
     J = UnitJacobian(unit, x, dtype)
     res = spectrum(J, method="exact", route=_exact_route(J))
-    bc = band_counts(J, thresholds=(0.99, 1.01))
+    bc = band_counts(J, thresholds=PLATEAU)
     s = res.values.detach().cpu().double().numpy()
     return AblationPoint(
         parameter=parameter,
@@ -316,7 +317,7 @@ def variant_point(
             s.numpy(),
         )
     else:
-        bc = band_counts(J, thresholds=(0.99 * p, 1.01 * p))
+        bc = band_counts(J, thresholds=(PLATEAU[0] * p, PLATEAU[1] * p))
         counts, n_exact, method, values = (
             (bc.above, bc.plateau, bc.below, bc.zero),
             bc.n_exact_ones,

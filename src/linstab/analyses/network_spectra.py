@@ -16,7 +16,7 @@ from ..io.profile import scope
 from ..io.tables import write_csv
 from ..io.validate import check_int
 from ..linalg.band_estimates import estimate_bands
-from ..linalg.results import BANDS, SpectrumResult
+from ..linalg.results import BANDS, PLATEAU, ZERO_TOL, SpectrumResult
 from ..spectra.accuracy import squared_error, value_error
 from ..spectra.bands import _check_bands_args, bands
 from ..spectra.exact import EXACT_REVISION
@@ -34,8 +34,8 @@ def progress_bar(iterable=None, **kw):
 def unit_bands(
     net,
     image: torch.Tensor,
-    thresholds: tuple[float, float] = (0.99, 1.01),
-    zero_tol: float = 1e-6,
+    thresholds: tuple[float, float] = PLATEAU,
+    zero_tol: float = ZERO_TOL,
     *,
     dtype: torch.dtype = torch.float64,
     units: list[str] | None = None,
@@ -179,7 +179,7 @@ def write_bands_csv(rows: list[dict], path: str | os.PathLike) -> Path:
     """Write :func:`unit_bands` rows as CSV (band names carry the thresholds; ``model`` and
     ``image`` columns say whose counts they are: ``image`` is empty unless the rows carry one).
     """
-    lo, hi = rows[0]["thresholds"] if rows else (0.99, 1.01)
+    lo, hi = rows[0]["thresholds"] if rows else PLATEAU
     cols = _csv_columns(lo, hi)
     if rows and "above_lower" in rows[0]:  # estimates: confidence intervals of the counts
         cols += [(f"{b}_{side}", f"{b}_{side}") for b in BANDS for side in ("lower", "upper")]

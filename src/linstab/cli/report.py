@@ -128,7 +128,10 @@ def add_parser(sub) -> None:
     p.add_argument("--attacks", default=None, help="comma list of attacks (default: all; quick: fgsm,pgd)")
     p.add_argument("--sections", default=None, help=f"comma list of sections (default: all of {SECTIONS})")
     p.add_argument(
-        "--cache-dir", default=None, help="cache location (default: $LINSTAB_CACHE_DIR or ~/.cache/linstab)"
+        "--cache-dir",
+        type=common.out_dir,
+        default=None,
+        help="cache location (default: $LINSTAB_CACHE_DIR or ~/.cache/linstab)",
     )
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the result cache")
     p.add_argument(

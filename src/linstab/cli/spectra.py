@@ -11,7 +11,7 @@ import numpy as np
 from ..analyses.network_spectra import scree_data, unit_bands, write_bands_csv
 from ..io.jsonable import to_jsonable
 from ..linalg.band_estimates import estimate_bands
-from ..linalg.results import METHODS, SOLVERS
+from ..linalg.results import METHODS, PLATEAU, SOLVERS, ZERO_TOL
 from ..linalg.slq import slq
 from ..network.view import parse_unit
 from ..plots.spectra import plot_bands, plot_scree
@@ -236,11 +236,13 @@ def _add_band_args(p: argparse.ArgumentParser, dtype: bool = True) -> None:
         "--thresholds",
         nargs=2,
         type=float,
-        default=[0.99, 1.01],
+        default=list(PLATEAU),
         metavar=("LO", "HI"),
-        help="plateau band [LO, HI] (default 0.99 1.01)",
+        help=f"plateau band [LO, HI] (default {PLATEAU[0]:g} {PLATEAU[1]:g})",
     )
-    p.add_argument("--zero-tol", type=float, default=1e-6, help="values <= this count as 0 (default 1e-6)")
+    p.add_argument(
+        "--zero-tol", type=float, default=ZERO_TOL, help=f"values <= this count as 0 (default {ZERO_TOL:g})"
+    )
     if not dtype:
         return
     p.add_argument(

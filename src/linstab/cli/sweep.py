@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 
+from ..linalg.results import PLATEAU, ZERO_TOL
 from ..sweep.engine import Recipe, plan_sweep, run_sweep
 from ..sweep.summary import summarize_sweep
 from . import common
@@ -138,11 +139,13 @@ def add_parser(sub) -> None:
         "--thresholds",
         type=float,
         nargs=2,
-        default=(0.99, 1.01),
+        default=PLATEAU,
         metavar=("LO", "HI"),
-        help="plateau band (default 0.99 1.01)",
+        help=f"plateau band (default {PLATEAU[0]:g} {PLATEAU[1]:g})",
     )
-    p.add_argument("--zero-tol", type=float, default=1e-6, help="values <= it count as zero (default 1e-6)")
+    p.add_argument(
+        "--zero-tol", type=float, default=ZERO_TOL, help=f"values <= it count as zero (default {ZERO_TOL:g})"
+    )
     p.add_argument(
         "--exact-ones",
         action="store_true",
@@ -186,7 +189,9 @@ def add_parser(sub) -> None:
     s.add_argument(
         "--out", type=common.out_dir, default=None, help="folder for the figures (default: no figures)"
     )
-    s.add_argument("--json", default=None, help="also write the statistics as JSON to this file")
+    s.add_argument(
+        "--json", type=common.out_file, default=None, help="also write the statistics as JSON to this file"
+    )
     s.add_argument("--resamples", type=int, default=9999, help="bootstrap resamples (default 9999)")
     s.add_argument("--confidence", type=float, default=0.95)
     s.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")

@@ -61,7 +61,7 @@ class ImageSource:
         name: ``image_source`` in the rows.
         path: absolute path of the zip, folder, file or array (``None`` for default).
         lossy: the images went through lossy compression (JPEG set; ``.jpg`` files).
-        sha256: checksum of the zip/file/array, or of a folder's sorted file list.
+        sha256: checksum of the zip/file/array, or of a folder's sorted file names and contents.
         size: number of images in the source.
     """
 
@@ -239,7 +239,8 @@ def image_refs(spec: str) -> ImageRefs:
     path = path.resolve()
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in _IMAGE_SUFFIXES)
-        listing = "\n".join(f"{p.name}\t{p.stat().st_size}" for p in files)
+        # names and contents: a file rewritten with other pixels but the same size (BMP) is a change
+        listing = "\n".join(f"{p.name}\t{sha256_file(p)}" for p in files)
         lossy = any(p.suffix.lower() in _LOSSY_SUFFIXES for p in files)
         digest = hashlib.sha256(listing.encode()).hexdigest()
         src = ImageSource("folder", f"folder:{path}", str(path), lossy, digest, len(files))

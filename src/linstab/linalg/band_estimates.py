@@ -53,7 +53,7 @@ from ..io.validate import check_int
 from ..operators import LinearOperator
 from .lanczos import _check_op
 from .quadrature import largest_ritz, radau_bounds
-from .results import BANDS, SpectrumResult
+from .results import BANDS, PLATEAU, ZERO_TOL, SpectrumResult
 from .slq import DEFAULT_PROBES, DEFAULT_RESOLUTION, AccuracyWarning, SLQResult, slq
 
 __all__ = ["BANDS", "BandInterval", "BandEstimate", "band_estimate", "estimate_bands", "steps_rule"]
@@ -307,8 +307,8 @@ def _band_samples(res: SLQResult, edges: tuple[float, float, float], rounding_ma
 
 def steps_rule(
     n: int,
-    thresholds=(0.99, 1.01),
-    zero_tol: float = 1e-6,
+    thresholds=PLATEAU,
+    zero_tol: float = ZERO_TOL,
     *,
     accuracy: float = 0.01,
     confidence: float = 0.95,
@@ -355,8 +355,8 @@ def steps_rule(
 
 def band_estimate(
     res: SLQResult,
-    thresholds=(0.99, 1.01),
-    zero_tol: float = 1e-6,
+    thresholds=PLATEAU,
+    zero_tol: float = ZERO_TOL,
     *,
     confidence: float = 0.95,
     interval: str = "t",
@@ -478,8 +478,8 @@ def band_estimate(
 
 def estimate_bands(
     op: LinearOperator,
-    thresholds=(0.99, 1.01),
-    zero_tol: float = 1e-6,
+    thresholds=PLATEAU,
+    zero_tol: float = ZERO_TOL,
     *,
     n_probes: int | None = None,
     steps: int | None = None,

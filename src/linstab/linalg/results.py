@@ -28,6 +28,8 @@ _DTYPES = (torch.float32, torch.float64)
 
 
 BANDS = ("above", "plateau", "below", "zero")  # the paper's bands, in this order
+PLATEAU = (0.99, 1.01)  # the paper's plateau band (lo, hi): singular values within 1% of 1
+ZERO_TOL = 1e-6  # singular values at or below it count as zero
 
 
 class ConvergenceWarning(RuntimeWarning):

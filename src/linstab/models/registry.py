@@ -150,7 +150,8 @@ def trained_model_spec(path: str | os.PathLike) -> CheckpointSpec:
     already has that name. The weights are checked against the sidecar's SHA-256 when loaded.
 
     Raises:
-        ValueError: the file or its sidecar is missing, or the sidecar has no ``"registry"``.
+        ValueError: the file or its sidecar is missing, or the sidecar has no ``"registry"``
+            record, or one whose name, depth, shortcut or SHA-256 is not of its type.
     """
     p = Path(path).expanduser()
     if not p.is_file():
@@ -169,6 +170,18 @@ def trained_model_spec(path: str | os.PathLike) -> CheckpointSpec:
         raise ValueError(
             f"{side}: not a linstab train sidecar (no 'registry' record with name, depth, shortcut, sha256)"
         )
+    bad = [
+        f"{key} {reg[key]!r}, expected {expected}"
+        for key, ok, expected in (
+            ("name", isinstance(reg["name"], str) and reg["name"].strip(), "a non-empty string"),
+            ("depth", isinstance(reg["depth"], int) and not isinstance(reg["depth"], bool), "an integer"),
+            ("shortcut", isinstance(reg["shortcut"], str), "'A' or 'B'"),
+            ("sha256", isinstance(reg["sha256"], str) and len(reg["sha256"]) == 64, "64 hex digits"),
+        )
+        if not ok
+    ]
+    if bad:
+        raise ValueError(f"{side}: damaged 'registry' record: " + "; ".join(bad))
     name = reg["name"] if reg["name"] not in REGISTRY else f"{reg['name']} ({p.name})"
     return spec_from_sidecar({**reg, "file_name": p.name}, name=name)
 

@@ -201,18 +201,29 @@ def load_state_dict_file(path: str | os.PathLike, fmt: str, sha1: str | None = N
             ``.zip`` holding one ``.pth``), ``"safetensors"``, or ``"state_dict"`` (a plain
             linstab/pytorchcv state dict saved with ``torch.save``).
         sha1: for a pytorchcv ``.zip``, the expected SHA-1 of the member.
+
+    Raises:
+        ValueError: for a ``.safetensors`` or ``.zip`` file that cannot be read (truncated,
+            corrupt), or a checkpoint that holds no state dict.
     """
     path = Path(path)
     if fmt == "safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return dict(load_file(str(path)))
+        try:
+            return dict(load_file(str(path)))
+        except SafetensorError as exc:  # a truncated or corrupt file (its checksum may still match)
+            raise ValueError(f"{path} is not a readable safetensors file: {exc}") from None
     if path.suffix == ".zip":
-        with zipfile.ZipFile(path) as zf:
-            members = [n for n in zf.namelist() if n.endswith((".pth", ".pt", ".th"))]
-            if len(members) != 1:
-                raise ValueError(f"{path}: expected one .pth member in the zip, found {members}")
-            data = zf.read(members[0])
+        try:
+            with zipfile.ZipFile(path) as zf:
+                members = [n for n in zf.namelist() if n.endswith((".pth", ".pt", ".th"))]
+                if len(members) != 1:
+                    raise ValueError(f"{path}: expected one .pth member in the zip, found {members}")
+                data = zf.read(members[0])
+        except zipfile.BadZipFile as exc:  # its SHA-1 is that of the member: checked only once read
+            raise ValueError(f"{path} is not a readable zip file: {exc}") from None
         if sha1 is not None and hashlib.sha1(data).hexdigest() != sha1:
             raise ValueError(f"refusing {path}: SHA-1 of {members[0]} differs from {sha1}")
         obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..linalg.results import PLATEAU
 from . import save_figure, skip_unchanged
 
 __all__ = ["plot_scree", "plot_bands", "plot_band_fractions", "BAND_COLORS", "ROW_TITLES"]
@@ -141,7 +142,7 @@ def plot_bands(rows: list[dict], out: str | Path, formats: tuple[str, ...] = ("p
         raise ValueError("plot_bands needs at least one row")
     models = list(dict.fromkeys(r.get("model", "") for r in rows))
     nst = max(int(r["stage"]) for r in rows)
-    lo, hi = rows[0].get("thresholds", (0.99, 1.01))
+    lo, hi = rows[0].get("thresholds", PLATEAU)
     fig = _figure(3.6 * nst, 2.6 * len(models) + 0.6)
     axes = fig.subplots(len(models), nst, squeeze=False, sharey=True)
     labels = {

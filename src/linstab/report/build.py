@@ -22,6 +22,7 @@ from .html import environment, write_html
 from .jacobian import section_jacobian_tests
 from .perturbations import propagation_item, section_propagation
 from .spectra import section_spectra
+from .sweep import sweep_band_rows, sweep_checksums
 
 
 def for_model(ctx: ReportContext, net, build) -> Section:
@@ -213,6 +214,9 @@ def build_report(
     reference, reference_note = (
         shortcut_reference(cfg, nets, dev, reference) if "spectra" in sections else (None, "")
     )
+    if cfg.sweep_dir is not None and "spectra" in sections:  # a missing or unfit sweep folder: no work yet
+        for n in nets:
+            sweep_band_rows(cfg.sweep_dir, n.name, sweep_checksums(n))
     sel = report_images(cfg.images, getattr(nets[0], "input_size", None))
     for n in [*nets, *([reference] if reference is not None else [])]:
         n.check_input(sel.images[:1], name=f"the report's images for {n.name}")  # before any work

@@ -45,7 +45,7 @@ from ..spectra.accuracy import band_fraction_bounds, error_from_squared
 from . import rules as R
 from .context import BAND_ESTIMATE, Finding, ReportContext, Section
 from .findings import estimate, make_finding, signed_rank
-from .sweep import sweep_band_rows
+from .sweep import sweep_band_rows, sweep_checksums
 from .variants import (
     ALPHA_STEP,
     T_STEP,
@@ -228,7 +228,7 @@ def figure2_rows(ctx: ReportContext, net, images, ids: list[str]) -> tuple[list[
     else computed for the first :data:`N_BANDS` images.
     """
     if ctx.cfg.sweep_dir is not None:
-        rows = sweep_band_rows(ctx.cfg.sweep_dir, net.name)
+        rows = sweep_band_rows(ctx.cfg.sweep_dir, net.name, sweep_checksums(net))
         if rows:
             imgs = list(dict.fromkeys(r["image"] for r in rows))
             lossy = any(r.get("lossy") for r in rows)

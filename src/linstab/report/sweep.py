@@ -15,10 +15,16 @@ works as well (the tests use one).
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 from ..io.parquet import read_parquet_rows
+from ..linalg.results import PLATEAU, ZERO_TOL
+
+REPORT_BANDS = {"thresholds": list(PLATEAU), "zero_tol": ZERO_TOL}
+"""The band limits of the report's own counts: a sweep folder counted with others is refused."""
 
 SWEEP_BAND_COLUMNS: tuple[str, ...] = (
     "model",
@@ -39,13 +45,52 @@ SWEEP_BAND_COLUMNS: tuple[str, ...] = (
 )
 
 
-def sweep_band_rows(sweep_dir: str | os.PathLike, model: str) -> list[dict]:
+def sweep_checksums(net) -> tuple[str | None, str]:
+    """What a sweep may have recorded as ``net``'s SHA-256: its weights file's (registered models,
+    model files) or its state dict's (factory models).
+    """
+    return getattr(net, "sha256", None), net.state_sha256()
+
+
+def _check_manifest(root: Path, model: str, checksums: Iterable[str | None]) -> None:
+    """Refuse a sweep folder whose manifest says its band counts are not the report's: other band
+    limits (:data:`REPORT_BANDS`), or a model of this name with other weights (a checksum not
+    among ``checksums``; an empty ``checksums`` skips that check).
+    """
+    path = root / "manifest.json"
+    if not path.is_file():  # a hand-made table or a rows/ folder: nothing to compare
+        return
+    manifest = json.loads(path.read_text())
+    recipe = manifest.get("recipe") or {}
+    if "bands" in (recipe.get("analyses") or ()):
+        got = {k: recipe.get(k) for k in REPORT_BANDS}
+        if got != REPORT_BANDS:
+            raise ValueError(
+                f"sweep folder {root} counted bands with thresholds {got['thresholds']} and zero_tol "
+                f"{got['zero_tol']}; the report's Figure 2 uses {REPORT_BANDS['thresholds']} and "
+                f"{REPORT_BANDS['zero_tol']}: give a sweep run with the default --thresholds and --zero-tol"
+            )
+    known = {c for c in checksums if c}
+    swept = (manifest.get("models") or {}).get(model) or {}
+    if known and swept.get("sha256") and swept["sha256"] not in known:
+        raise ValueError(
+            f"sweep folder {root} holds {model!r} with weights SHA-256 {swept['sha256']}, not the report's "
+            f"{model!r} ({', '.join(sorted(known))}): another model under the same name; give its own sweep"
+        )
+
+
+def sweep_band_rows(
+    sweep_dir: str | os.PathLike, model: str, checksums: Iterable[str | None] = ()
+) -> list[dict]:
     """Band counts of every unit of ``model`` at every image of a sweep folder.
 
     Args:
         sweep_dir: the sweep's output folder (its ``rows/`` subfolder is read; a folder of
             Parquet files without ``rows/`` is read directly).
         model: the model's name as the sweep wrote it.
+        checksums: the SHA-256 values of the report's model (its weights file, its state dict);
+            when given, a sweep whose manifest holds a model of this name with another checksum
+            is refused.
 
     Returns:
         rows in the format of :func:`linstab.analyses.network_spectra.unit_bands` (``model``,
@@ -55,9 +100,13 @@ def sweep_band_rows(sweep_dir: str | os.PathLike, model: str) -> list[dict]:
 
     Raises:
         FileNotFoundError: when the folder does not exist.
-        ValueError: when the Parquet files lack a needed column.
+        ValueError: when the Parquet files lack a needed column, or the sweep's manifest says its
+            counts used other band limits than the report's, or another model of this name.
     """
     root = Path(sweep_dir)
+    if not root.exists():
+        raise FileNotFoundError(f"sweep folder {root} does not exist")
+    _check_manifest(root, model, checksums)
     rows_dir = root / "rows" if (root / "rows").is_dir() else root
     raw = read_parquet_rows(rows_dir, SWEEP_BAND_COLUMNS)
     out = []

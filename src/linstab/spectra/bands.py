@@ -13,7 +13,7 @@ import torch
 from ..io.profile import timed
 from ..io.validate import check_int
 from ..linalg.inertia import block_inertia, block_is_pd, partition
-from ..linalg.results import BandCounts, check_op
+from ..linalg.results import PLATEAU, ZERO_TOL, BandCounts, check_op
 from ..linalg.threads import torch_threads
 from ..operators.base import LinearOperator
 from ..operators.factors import factor_plan, structured_plan, unit_factors
@@ -59,8 +59,8 @@ def _from_inertia(
 
 def bands(
     op: LinearOperator,
-    thresholds: tuple[float, float] = (0.99, 1.01),
-    zero_tol: float = 1e-6,
+    thresholds: tuple[float, float] = PLATEAU,
+    zero_tol: float = ZERO_TOL,
     *,
     route: str = "auto",
     min_block: int = 384,

@@ -33,7 +33,7 @@ from ..data.refs import ImageRefs as SweepImages
 from ..data.refs import image_refs as parse_images
 from ..io.hashing import sha256_file
 from ..io.validate import check_int
-from ..linalg.results import ConvergenceWarning
+from ..linalg.results import PLATEAU, ZERO_TOL, ConvergenceWarning
 from ..models.registry import REGISTRY, is_model_file, trained_model_spec
 from ..models.weights import resolve_weights
 from ..network.loading import load_model
@@ -300,8 +300,8 @@ class Recipe:
     attacks: tuple[str, ...] = ("fgsm", "random")
     units: str = "all"
     k: int = 16
-    thresholds: tuple[float, float] = (0.99, 1.01)
-    zero_tol: float = 1e-6
+    thresholds: tuple[float, float] = PLATEAU
+    zero_tol: float = ZERO_TOL
     dtype: str = "float64"
     seed: int = 0
     attack_params: dict = field(default_factory=dict)
