@@ -243,6 +243,9 @@ def test_analysis_rows_and_summary(analysis, net, tmp_path):
     assert [e["perturbation"] for e in extra] == ["fgsm", "pgd", "random", "cw"]
     assert extra[-1] == {"perturbation": "cw", "images": 0, "attempted": 1, "success_rate": 0.0}
     P.write_summary(P.summarize([], failed), tmp_path / "empty.csv")
+    with pytest.raises(ValueError, match=r"end in \.json or \.csv"):
+        P.write_summary(extra, tmp_path / "summary.txt")
+    assert not (tmp_path / "summary.txt").exists()
     header = (tmp_path / "empty.csv").read_text().splitlines()[0]
     assert header == "perturbation,images,attempted,success_rate"
     # CSV round trip gives the same summary

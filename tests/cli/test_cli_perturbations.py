@@ -95,6 +95,7 @@ def test_cli_errors(tiny_cli, tmp_path, capsys):
         ("--summary", afile / "s.json", "is a file, not a folder"),
         ("--attacks-json", tmp_path, "is a folder"),
         ("--out", afile / "r.csv", "is a file, not a folder"),
+        ("--summary", tmp_path / "s.txt", "expected a file ending in .json or .csv"),  # CSV in a .txt before
     )
     for flag, path, why in cases:
         args = ["propagate", "--attack", "fgsm", "--out", str(tmp_path / "x.csv"), flag, str(path)]

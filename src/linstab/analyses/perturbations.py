@@ -626,8 +626,14 @@ def read_rows(path: str | Path) -> list[dict]:
 
 
 def write_summary(summary: list[dict], path: str | Path, settings: dict | None = None) -> Path:
-    """Write :func:`summarize` rows as JSON (with ``settings``) or CSV, by the file's suffix."""
+    """Write :func:`summarize` rows as JSON (with ``settings``) or CSV, by the file's suffix.
+
+    Raises:
+        ValueError: a file name that ends in neither ``.json`` nor ``.csv``.
+    """
     path = Path(path)
+    if path.suffix.lower() not in (".json", ".csv"):
+        raise ValueError(f"the summary file must end in .json or .csv, got {str(path)!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix.lower() == ".json":
         clean = [

@@ -119,6 +119,23 @@ def out_file(text: str) -> str:
     return text
 
 
+def out_file_of(*suffixes: str):
+    """An argparse type: an output file path (as :func:`out_file`) ending in one of ``suffixes``
+    (case-insensitive), e.g. ``out_file_of(".json", ".csv")``.
+    """
+
+    def check(text: str) -> str:
+        text = out_file(text)
+        if Path(text).suffix.lower() not in suffixes:
+            raise argparse.ArgumentTypeError(
+                f"expected a file ending in {' or '.join(suffixes)}, got {text!r}"
+            )
+        return text
+
+    check.__name__ = "file"  # argparse names the type in its messages
+    return check
+
+
 def out_dir(text: str) -> str:
     """An argparse type: an output folder path (not an existing file, nor under one)."""
     if not str(text).strip():

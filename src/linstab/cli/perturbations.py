@@ -117,7 +117,12 @@ def add_parser(sub) -> None:
         "addresses like 3.7,3.8 (default all)",
     )
     p.add_argument("--out", type=common.out_file, required=True, help="CSV file of rows")
-    p.add_argument("--summary", type=common.out_file, default=None, help="summary table file (.json or .csv)")
+    p.add_argument(
+        "--summary",
+        type=common.out_file_of(".json", ".csv"),
+        default=None,
+        help="summary table file (.json or .csv)",
+    )
     p.add_argument(
         "--attacks-json", type=common.out_file, default=None, help="write per-image attack results (JSON)"
     )
