@@ -24,11 +24,13 @@ venv: $(BIN)/linstab
 run: venv
 	$(BIN)/linstab report --out $(OUT)/report
 
+# one pytest-xdist worker per core, each at one torch thread (tests/conftest.py); a test file
+# stays on one worker, so its module fixtures are built once
 test-fast: venv
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist loadfile
 
 test-slow: venv
-	$(BIN)/python -m pytest -q -m slow || [ $$? -eq 5 ]
+	$(BIN)/python -m pytest -q -m slow -n auto --dist loadfile || [ $$? -eq 5 ]
 
 lint: venv
 	$(BIN)/ruff check src tests benchmarks examples

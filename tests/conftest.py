@@ -11,6 +11,11 @@ from factories import NET_KINDS, all_nets, make_net, weights_dir
 
 import linstab
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # one torch thread per xdist worker (``make test`` runs one worker per core): threads of two
+    # workers competing for the same cores make every test slower than running them in turn
+    torch.set_num_threads(1)
+
 
 @pytest.fixture
 def shared_weights() -> Path:
