@@ -387,3 +387,14 @@ def dense_jacobian(module, x: torch.Tensor, forward: bool = False) -> torch.Tens
     jac = (torch.func.jacfwd if forward else torch.func.jacrev)(f)(x.double())
     n_in = x.numel()
     return jac.reshape(-1, n_in)
+
+
+class TanhUnit(torch.nn.Module):
+    """A unit linstab does not recognize (``tanh(x + conv(x))``, 4 channels): for ``unit_types=``."""
+
+    def __init__(self):
+        super().__init__()
+        self.c = torch.nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, x):
+        return torch.tanh(x + self.c(x))

@@ -118,13 +118,7 @@ def test_scale_skip_network_keeps_the_units_of_unit_types_at_their_addresses():
     """The copy was rebuilt without the network's ``unit_types``: units of those types vanished
     and the addresses after them moved to other units."""
 
-    class Odd(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.c = torch.nn.Conv2d(4, 4, 3, padding=1)
-
-        def forward(self, x):
-            return torch.tanh(x + self.c(x))
+    from factories import TanhUnit as Odd
 
     torch.manual_seed(0)
     block = make_net("tv-basic").model.layer1[0]

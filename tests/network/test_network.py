@@ -105,13 +105,7 @@ def test_parse_unit():
 
 
 def test_custom_unit_types_use_autodiff():
-    class Odd(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.c = torch.nn.Conv2d(4, 4, 3, padding=1)
-
-        def forward(self, x):
-            return torch.tanh(x + self.c(x))
+    from factories import TanhUnit as Odd
 
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), Odd(), Odd()).eval()
     net = linstab.Network(model, input_shape=(3, 8, 8), unit_types=(Odd,))
