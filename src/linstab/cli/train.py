@@ -121,6 +121,8 @@ def run_cli(args: argparse.Namespace) -> int:
         checkpoint_seconds=60.0 * minutes if minutes > 0 else None,
         log=lambda msg: print(msg, flush=True),
     )
+    if summary["stopped_by"] is not None:  # SIGTERM / Ctrl-C: saved, ends as the signal would
+        return summary["exit_status"]
     return 0 if summary["completed"] or args.stop_after is not None else 1
 
 

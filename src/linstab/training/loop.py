@@ -37,6 +37,7 @@ from .optim import (
     param_groups,
 )
 from .precision import autocast, cpu_has_native_bf16, is_channels_last, resolve_precision
+from .stop import StopOnSignal
 
 CHECKPOINT_VERSION = 1
 #: Default of ``train(checkpoint_seconds=)``: a mid-epoch save at most every 10 minutes.
@@ -340,11 +341,15 @@ def train(
             step that ends this many seconds after the last save (``0``: after every step;
             ``None``: at epoch ends only). A run killed mid-epoch then loses at most this much
             work: ``resume=True`` continues at the saved step with the epoch's image order,
-            random state and running sums, bit for bit as if it had not stopped.
+            random state and running sums, bit for bit as if it had not stopped. A SIGTERM
+            (``kill PID``) or Ctrl-C loses nothing: the run finishes its training step, saves
+            there and returns (``stopped_by`` names the signal); a second signal acts as usual.
 
     Returns:
         A summary dict: ``completed``, ``epoch`` (epochs done), ``history`` (one dict per
-        epoch), and when completed the final accuracies, output paths and the sidecar.
+        epoch), ``stopped_by`` (the signal that stopped the run, else ``None``) and
+        ``exit_status`` (128 + that signal's number, else 0), and when completed the final
+        accuracies, output paths and the sidecar.
 
     Raises:
         ValueError: for invalid arguments, a missing data folder or zip, or a checkpoint whose
@@ -535,116 +540,126 @@ def train(
 
     epochs_run = 0
     last_save = time.perf_counter()
-    for epoch in range(start_epoch, epochs):
-        if stop_after is not None and epochs_run >= stop_after:
-            break
-        t0 = time.perf_counter()
-        model.train()
-        if partial is not None:  # continue the interrupted epoch where its checkpoint left it
-            perm = partial["perm"].to(dev)
-            loss_sum = partial["loss_sum"].to(dev)
-            correct = partial["correct"].to(dev)
-            seen, first_step = int(partial["seen"]), int(partial["step"])
-            batch_losses = list(partial["batch_losses"])
-            secs_before = float(partial["seconds"])
-            partial = None
-        else:
-            perm = torch.randperm(n_train, generator=gen).to(dev)
-            loss_sum = torch.zeros((), device=dev)
-            correct = torch.zeros((), device=dev, dtype=torch.long)
-            seen, first_step, secs_before = 0, 0, 0.0
-            batch_losses: list[float] = []
-        bar = (
-            bar_cls(
-                total=steps_per_epoch,
-                initial=first_step,
-                desc=f"epoch {epoch + 1}/{epochs}",
-                leave=False,
-                dynamic_ncols=True,
-                mininterval=1.0 if sys.stderr.isatty() else 10.0,
-            )
-            if bar_cls is not None
-            else None
-        )
-        for step in range(first_step, steps_per_epoch):
-            idx = perm[step * batch_size : (step + 1) * batch_size]
-            xb = augment(x_train[idx], gen)
-            yb = y_train[idx]
-            xb = normalize(xb, mean, std)
-            if channels_last:
-                xb = xb.contiguous(memory_format=torch.channels_last)
-            with autocast(dev, prec):
-                logits = step_model(xb)
-                loss = criterion(logits.float(), yb)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            bs = yb.shape[0]
-            with torch.no_grad():
-                loss_sum += loss.detach() * bs
-                correct += (logits.argmax(1) == yb).sum()
-            seen += bs
-            batch_losses.append(float(loss.detach()) if dev.type == "cpu" else 0.0)
-            if bar is not None:
-                bar.update(1)
-                if step % 20 == 0 or step == steps_per_epoch - 1:
-                    bar.set_postfix(
-                        loss=f"{float(loss_sum) / seen:.3f}",
-                        acc=f"{100.0 * int(correct) / seen:.1f}%",
-                        refresh=False,
-                    )
-            if (
-                checkpoint_seconds is not None
-                and step < steps_per_epoch - 1  # the last step's state is saved with the epoch
-                and time.perf_counter() - last_save >= checkpoint_seconds
-            ):
-                save(
-                    epoch,
-                    {
-                        "step": step + 1,
-                        "steps": steps_per_epoch,
-                        "perm": perm.cpu(),
-                        "loss_sum": loss_sum.detach().cpu(),
-                        "correct": correct.cpu(),
-                        "seen": seen,
-                        "batch_losses": batch_losses,
-                        "seconds": secs_before + time.perf_counter() - t0,
-                    },
+    stop = StopOnSignal()  # SIGTERM / Ctrl-C: save where the run is, then return
+    stopped_at: str | None = None  # where a stop signal ended the run
+    with stop:
+        for epoch in range(start_epoch, epochs):
+            if stop_after is not None and epochs_run >= stop_after:
+                break
+            if stop.requested:
+                stopped_at = f"after epoch {epoch}/{epochs}"
+                break
+            t0 = time.perf_counter()
+            model.train()
+            if partial is not None:  # continue the interrupted epoch where its checkpoint left it
+                perm = partial["perm"].to(dev)
+                loss_sum = partial["loss_sum"].to(dev)
+                correct = partial["correct"].to(dev)
+                seen, first_step = int(partial["seen"]), int(partial["step"])
+                batch_losses = list(partial["batch_losses"])
+                secs_before = float(partial["seconds"])
+                partial = None
+            else:
+                perm = torch.randperm(n_train, generator=gen).to(dev)
+                loss_sum = torch.zeros((), device=dev)
+                correct = torch.zeros((), device=dev, dtype=torch.long)
+                seen, first_step, secs_before = 0, 0, 0.0
+                batch_losses: list[float] = []
+            bar = (
+                bar_cls(
+                    total=steps_per_epoch,
+                    initial=first_step,
+                    desc=f"epoch {epoch + 1}/{epochs}",
+                    leave=False,
+                    dynamic_ncols=True,
+                    mininterval=1.0 if sys.stderr.isatty() else 10.0,
                 )
-                last_save = time.perf_counter()
-        if bar is not None:
-            bar.close()
-        train_loss = float(loss_sum) / seen
-        train_acc = int(correct) / seen
-        test_acc, test_loss = _eval_pass(model, x_test, y_test, mean, std, 1000)
-        secs = secs_before + time.perf_counter() - t0
-        train_seconds += secs
-        q = max(1, steps_per_epoch // 4)
-        record = {
-            "epoch": epoch + 1,
-            "train_loss": train_loss,
-            "train_acc": train_acc,
-            "test_loss": test_loss,
-            "test_acc": test_acc,
-            "lr": optimizer.param_groups[0]["lr"],
-            "seconds": secs,
-        }
-        if dev.type == "cpu":
-            record["loss_first_quarter"] = float(np.mean(batch_losses[:q]))
-            record["loss_last_quarter"] = float(np.mean(batch_losses[-q:]))
-        if average is not None:
-            average.update(model)
-            record["averaged"] = average.count
-        history.append(record)
-        emit(
-            f"epoch {epoch + 1:3d}/{epochs}  train loss {train_loss:.4f}  "
-            f"train acc {100 * train_acc:6.2f}%  test acc {100 * test_acc:6.2f}%  "
-            f"lr {record['lr']:.5f}  {secs:6.1f} s"
-        )
-        save(epoch + 1)
-        last_save = time.perf_counter()
-        epochs_run += 1
+                if bar_cls is not None
+                else None
+            )
+            for step in range(first_step, steps_per_epoch):
+                idx = perm[step * batch_size : (step + 1) * batch_size]
+                xb = augment(x_train[idx], gen)
+                yb = y_train[idx]
+                xb = normalize(xb, mean, std)
+                if channels_last:
+                    xb = xb.contiguous(memory_format=torch.channels_last)
+                with autocast(dev, prec):
+                    logits = step_model(xb)
+                    loss = criterion(logits.float(), yb)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                bs = yb.shape[0]
+                with torch.no_grad():
+                    loss_sum += loss.detach() * bs
+                    correct += (logits.argmax(1) == yb).sum()
+                seen += bs
+                batch_losses.append(float(loss.detach()) if dev.type == "cpu" else 0.0)
+                if bar is not None:
+                    bar.update(1)
+                    if step % 20 == 0 or step == steps_per_epoch - 1:
+                        bar.set_postfix(
+                            loss=f"{float(loss_sum) / seen:.3f}",
+                            acc=f"{100.0 * int(correct) / seen:.1f}%",
+                            refresh=False,
+                        )
+                due = checkpoint_seconds is not None and time.perf_counter() - last_save >= checkpoint_seconds
+                if step < steps_per_epoch - 1 and (stop.requested or due):  # the last step: with the epoch
+                    save(
+                        epoch,
+                        {
+                            "step": step + 1,
+                            "steps": steps_per_epoch,
+                            "perm": perm.cpu(),
+                            "loss_sum": loss_sum.detach().cpu(),
+                            "correct": correct.cpu(),
+                            "seen": seen,
+                            "batch_losses": batch_losses,
+                            "seconds": secs_before + time.perf_counter() - t0,
+                        },
+                    )
+                    last_save = time.perf_counter()
+                    if stop.requested:
+                        stopped_at = f"at step {step + 1}/{steps_per_epoch} of epoch {epoch + 1}/{epochs}"
+                        break
+            if bar is not None:
+                bar.close()
+            if stopped_at is not None:
+                break
+            train_loss = float(loss_sum) / seen
+            train_acc = int(correct) / seen
+            test_acc, test_loss = _eval_pass(model, x_test, y_test, mean, std, 1000)
+            secs = secs_before + time.perf_counter() - t0
+            train_seconds += secs
+            q = max(1, steps_per_epoch // 4)
+            record = {
+                "epoch": epoch + 1,
+                "train_loss": train_loss,
+                "train_acc": train_acc,
+                "test_loss": test_loss,
+                "test_acc": test_acc,
+                "lr": optimizer.param_groups[0]["lr"],
+                "seconds": secs,
+            }
+            if dev.type == "cpu":
+                record["loss_first_quarter"] = float(np.mean(batch_losses[:q]))
+                record["loss_last_quarter"] = float(np.mean(batch_losses[-q:]))
+            if average is not None:
+                average.update(model)
+                record["averaged"] = average.count
+            history.append(record)
+            emit(
+                f"epoch {epoch + 1:3d}/{epochs}  train loss {train_loss:.4f}  "
+                f"train acc {100 * train_acc:6.2f}%  test acc {100 * test_acc:6.2f}%  "
+                f"lr {record['lr']:.5f}  {secs:6.1f} s"
+            )
+            save(epoch + 1)
+            last_save = time.perf_counter()
+            epochs_run += 1
+    if stopped_at is None and stop.requested and len(history) < epochs:
+        stopped_at = f"after epoch {len(history)}/{epochs}"  # the signal came in the last epoch's evaluation
 
     done = len(history)
     summary: dict[str, Any] = {
@@ -653,7 +668,15 @@ def train(
         "history": history,
         "checkpoint": str(ckpt_path),
         "recipe": recipe,
+        "stopped_by": stop.signal_name if stopped_at is not None else None,
+        "exit_status": stop.exit_status if stopped_at is not None else 0,
     }
+    if stopped_at is not None:
+        emit(
+            f"{stop.signal_name}: stopped {stopped_at}, checkpoint saved; continue with resume "
+            f"(checkpoint {ckpt_path})"
+        )
+        return summary
     if done < epochs:
         emit(f"stopped after epoch {done}/{epochs}; continue with resume (checkpoint {ckpt_path})")
         return summary
