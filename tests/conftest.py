@@ -17,7 +17,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def shared_weights() -> Path:
     """The shared akamaster weights (``LINSTAB_WEIGHTS_DIR``); skips with a reason if absent."""
     d = weights_dir()

@@ -242,7 +242,13 @@ def dense(op) -> torch.Tensor:
 
 
 def dense_sv(op) -> torch.Tensor:
-    return torch.linalg.svdvals(dense(op))
+    """The singular values of ``op``'s dense float64 matrix (LAPACK). A rectangular matrix is
+    first reduced to the triangular factor of the QR of its tall orientation (same singular
+    values; LAPACK's SVD of a 4096 x 8192 unit takes twice as long as QR + SVD of R)."""
+    M = dense(op)
+    if M.shape[0] != M.shape[1]:
+        M = torch.linalg.qr(M if M.shape[0] > M.shape[1] else M.T, mode="r").R
+    return torch.linalg.svdvals(M)
 
 
 def dense_counts(s: torch.Tensor, n: int, lo=0.99, hi=1.01, zt=1e-6) -> tuple[int, int, int, int]:

@@ -7,8 +7,6 @@ import json
 import math
 import os
 import re
-import shutil
-import subprocess
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -17,44 +15,12 @@ import numpy as np
 import pytest
 import torch
 from factories import make_net, tiny_image
+from report_checks import CHROMIUM, images_loaded
 
-import linstab
-from linstab.io.tables import read_csv as read_findings_rows
 from linstab.report import ReportConfig, build_report
 from linstab.report.context import FINDING_FIELDS
 from linstab.report.findings import read_findings
 from linstab.report.rules import VERDICTS
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-def images_loaded(index: Path, tmp: Path) -> str:
-    """Open the page offline in headless Chromium; return 'loaded/total' images and screenshot."""
-    flags = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={tmp / 'chrome-profile'}",
-        "--virtual-time-budget=10000",
-    ]
-    dom = subprocess.run(
-        [CHROMIUM, *flags, "--dump-dom", index.as_uri()], capture_output=True, text=True, timeout=120
-    ).stdout
-    shot = tmp / "report.png"
-    subprocess.run(
-        [CHROMIUM, *flags, "--window-size=1200,3000", f"--screenshot={shot}", index.as_uri()],
-        capture_output=True,
-        timeout=120,
-    )
-    assert shot.is_file() and shot.stat().st_size > 10_000
-    m = re.search(r'data-images-loaded="(\d+)/(\d+)"', dom)
-    assert m, "the page's load script did not run"
-    return f"{m.group(1)}/{m.group(2)}"
 
 
 @pytest.fixture(scope="module")
@@ -138,22 +104,6 @@ def test_report_refuses_two_models_of_one_name_before_any_work(tmp_path):
     assert (index.parent / "data" / "option-B-seed3").is_dir()
 
 
-@pytest.mark.slow  # 20 s (quick) and 50 s (full) on one thread
-@pytest.mark.parametrize("quick", [True, False], ids=["quick", "full"])
-def test_stage_plateau_finding_needs_whole_stage_spectra(tmp_path, quick):
-    """Quick mode has only top-k stage values: the plateau is not judged from them."""
-    cfg = ReportConfig(models=[], images=[0, 1], quick=quick, out=tmp_path / "out", cache_dir=tmp_path / "c",
-                       progress=False)  # fmt: skip
-    index = build_report(cfg, ("spectra",), nets=[make_net("option-A", seed=2, hw=32)])
-    rows = read_findings(index.parent / "data" / "findings.csv")
-    stage = [r for r in rows if r["claim"].startswith("The stage Jacobians")]
-    assert len(stage) == 1
-    if quick:
-        assert "plateau not assessed" in stage[0]["measured"] and stage[0]["verdict"] != "reproduced"
-    else:
-        assert "plateau share" in stage[0]["measured"] and "not assessed" not in stage[0]["measured"]
-
-
 def test_report_image_specs_are_labelled(tmp_path):
     """A spec string selects the images; lossy JPEG images are labelled in the findings and the record."""
     net = make_net("option-A", seed=2, hw=32)
@@ -186,181 +136,6 @@ def test_report_opens_in_headless_chromium(tiny_report):
     assert total >= 3 and n == total, loaded
 
 
-@pytest.mark.slow
-def test_full_quick_report_resnet20(shared_weights, tmp_path):
-    cfg = ReportConfig(
-        models=["resnet20-akamaster"],
-        images=[0, 1],
-        quick=True,
-        attacks=("fgsm",),
-        out=tmp_path / "out",
-        cache_dir=tmp_path / "cache",
-        progress=False,
-    )
-    index = build_report(cfg)
-    page = index.read_text()
-    for key in (
-        "figure1_scree",
-        "figure2_bands",
-        "figure3_propagation_fgsm",
-        "figure4_projections",
-        "figure5_ablations",
-        "eigenvalues",
-        "lyapunov",
-    ):
-        assert key in page, key
-    # quick mode: stage-1 units (16384 values) get no eigenvalues, stages only top-k values
-    eig_csv = (index.parent / "data" / "eigenvalues.csv").read_text().splitlines()
-    eig_units = [r.split(",")[0] for r in eig_csv[1:]]
-    assert eig_units == ["2.3", "3.3"], eig_units
-    assert "skipped: 1.3" in page
-    findings = (index.parent / "data" / "findings.csv").read_text()
-    assert "plateau not assessed (top-64 values only" in findings
-    assert "the last stage of resnet20-akamaster has 3 units" in findings  # the jump is not testable
-    if CHROMIUM:
-        n, total = (int(v) for v in images_loaded(index, tmp_path).split("/"))
-        assert n == total
-
-
-def check_findings(findings: list[dict], allow_single: bool = False) -> None:
-    """Every finding has a statistic, a rule and a verdict; a testable one a value and an interval
-    (with 2 or more images; ``allow_single``: one image, no interval and never reproduced); a not
-    testable one says why.
-    """
-    for f in findings:
-        assert f["verdict"] in VERDICTS and f["rule"] and f["statistic"], f
-        if f["verdict"] == "not testable":
-            assert f["why"], f  # says why instead of guessing
-            continue
-        assert math.isfinite(float(f["value"])) and f["images"], f
-        if allow_single and f["n_images"] == "1":
-            assert f["ci_low"] == "" and f["verdict"] != "reproduced", f
-            continue
-        low, high = float(f["ci_low"]), float(f["ci_high"])
-        assert int(f["n_images"]) >= 2 and math.isfinite(low) and math.isfinite(high) and low <= high, f
-        if f["test"]:
-            assert 0 <= float(f["p_value"]) <= 1, f
-
-
-def test_every_finding_of_the_full_pipeline_on_a_tiny_net(tmp_path):
-    """Every section, not quick, 6 small images (their labels are the model's predictions)."""
-    small = tmp_path / "images.npy"
-    np.save(small, torch.stack([tiny_image(s) for s in range(6)]).numpy())
-    cfg = ReportConfig(models=[], images=str(small), attacks=("fgsm",), out=tmp_path / "out",
-                       cache_dir=tmp_path / "c", progress=False, seeds=2)  # fmt: skip
-    index = build_report(cfg, nets=[make_net("option-A", seed=2)])
-    findings = read_findings(index.parent / "data" / "findings.csv")
-    check_findings(findings)
-    verdicts = {f["verdict"] for f in findings}
-    assert {"reproduced", "not testable"} <= verdicts and len(findings) >= 28
-    assert all("images.npy" in f["images"] for f in findings if f["verdict"] != "not testable")
-
-
-@pytest.mark.slow  # about 2 minutes on one thread
-def test_every_finding_has_a_statistic_an_interval_a_rule_and_a_verdict(shared_weights, tmp_path):
-    """Every section on ResNet-20 with 3 images (quick: whole-spectrum findings say not testable)."""
-    cfg = ReportConfig(
-        models=["resnet20-akamaster"],
-        images=[0, 1, 2],
-        quick=True,
-        attacks=("fgsm", "pgd"),
-        out=tmp_path / "out",
-        cache_dir=tmp_path / "cache",
-        progress=False,
-        seeds=2,
-    )
-    index = build_report(cfg)
-    findings = read_findings(index.parent / "data" / "findings.csv")
-    assert len(findings) >= 28
-    claims = " ".join(f["claim"] for f in findings)
-    for key in ("plateau", "jump", "aligned", "eq. (1)", "alpha", "t = 0.5", "images", "norm"):
-        assert key in claims, key
-    check_findings(findings)
-    # ResNet-20's last stage is too short for the jump: said, not guessed
-    jump = [f for f in findings if f["claim"].startswith("Adversarial (fgsm) perturbations jump")]
-    assert jump[0]["verdict"] == "not testable" and "3 units" in jump[0]["why"]
-
-
-def test_spectra_findings_for_each_of_two_models(tmp_path):
-    """Figures 1-2 overlay two models; each model gets its own spectra findings."""
-    small = tmp_path / "images.npy"
-    np.save(small, torch.stack([tiny_image(s) for s in range(3)]).numpy())
-    nets = [make_net("option-A", seed=2), make_net("akamaster", seed=3)]
-    cfg = ReportConfig(models=[], images=str(small), quick=True, out=tmp_path / "out",
-                       cache_dir=tmp_path / "c", progress=False)  # fmt: skip
-    out = build_report(cfg, ("spectra",), nets=nets).parent
-    findings = read_findings(out / "data" / "findings.csv")
-    for net in nets:
-        mine = [f for f in findings if f["section"] == f"Spectra ({net.name})"]
-        assert len(mine) >= 10, net.name
-    check_findings(findings, allow_single=True)  # quick: Figure 2 from one image
-    assert {r["model"] for r in read_findings_rows(out / "data" / "figure2_band_summary.csv")} == {
-        n.name for n in nets
-    }
-
-
-def test_two_models_get_the_model_comparison_finding(tmp_path):
-    """Two networks: their corresponding units' spectra are compared with an architecture change
-    (Sec. 3.2, 'no significant difference between ResNet-56 and ResNet-110')."""
-    nets = [make_net("option-A", seed=1, hw=32), make_net("option-B", seed=2, hw=32)]
-    cfg = ReportConfig(
-        models=[], images=[0, 1, 2], quick=True, out=tmp_path / "out", cache_dir=tmp_path / "c"
-    )
-    cfg.progress = False
-    index = build_report(cfg, ("spectra",), nets=nets)
-    rows = read_findings(index.parent / "data" / "findings.csv")
-    found = [
-        r for r in rows if r["claim"].startswith("There is no significant difference between the spectra")
-    ]
-    assert len(found) == 1 and "option-A and option-B" in found[0]["claim"]
-    assert found[0]["verdict"] in ("reproduced", "partly", "not reproduced")
-    table = (index.parent / "data" / "model_dependence.csv").read_text().splitlines()
-    assert table[0].split(",")[:4] == ["d_model", "d_image", "d_arch", "ratio"] and len(table) == 4
-
-
-def test_units_above_exact_max_get_estimates_with_intervals(tmp_path):
-    """Units with more than ``exact_max`` values get top-k values in Figure 1 and estimated band
-    counts whose 95% intervals hold the exact counts; analyses that need whole spectra leave
-    them out and say so; smaller units stay exact.
-    """
-    from linstab import spectra as S
-    from linstab.io.tables import read_csv
-
-    net = make_net("option-B", seed=2)  # units of 256, 128 and 64 values
-    small = tmp_path / "images.npy"
-    np.save(small, torch.stack([tiny_image(s) for s in range(2)]).numpy())
-    cfg = ReportConfig(models=[], images=str(small), out=tmp_path / "out", cache_dir=tmp_path / "c",
-                       progress=False, workers=1, exact_max=100)  # fmt: skip
-    index = build_report(cfg, ("spectra", "dynamics"), nets=[net])
-    data = index.parent / "data"
-    rows = read_csv(data / "figure2_bands.csv")
-    big = {"1.1", "1.2", "2.1", "2.2"}
-    assert {r["address"] for r in rows} == {u.address for u in net.units}
-    imgs = torch.from_numpy(np.load(small))
-    for r in rows:
-        if r["address"] not in big:
-            assert r["route"] != "estimate-slq" and r.get("plateau_lower") in (None, "", "nan"), r
-            continue
-        assert r["route"] == "estimate-slq", r
-        s_, k_ = (int(v) for v in r["address"].split("."))
-        i = int(re.search(r"(\d+)\]?$", str(r["image"])).group(1))  # "images.npy[i]"
-        exact = S.bands(net.linearize(imgs[i], dtype=torch.float64).unit(s_, k_))
-        for b in ("above", "plateau", "below", "zero"):
-            assert float(r[f"{b}_lower"]) <= exact.counts[b] <= float(r[f"{b}_upper"]), (r, exact.counts)
-    panels = {r["panel"]: r for r in read_csv(data / "figure1_panels.csv")}
-    assert panels["unit 1.2"]["fraction_from"].startswith("estimate")
-    assert int(float(panels["unit 1.2"]["values_computed"])) < int(float(panels["unit 1.2"]["n"]))
-    assert panels["unit 3.2"]["fraction_from"].startswith("exact")
-    page = index.read_text()
-    assert "ESTIMATES" in page and "skipped: 1.2, 2.2" in page
-    # the ablation unit (3.2, 64 values) above the limit: left out with the reason
-    cfg2 = replace(cfg, out=tmp_path / "out2", exact_max=32)
-    index2 = build_report(cfg2, ("ablations",), nets=[net])
-    assert "are left out" in index2.read_text()
-    with pytest.raises(ValueError, match="exact_max"):
-        replace(cfg, exact_max=0)
-
-
 def test_report_refuses_bad_weights_before_any_work(tmp_path):
     bad = ReportConfig(models=["resnet20-linstab"], images=[0], out=tmp_path / "r", weights=["a", "b"])
     with pytest.raises(ValueError, match="one weights file per model"):
@@ -380,94 +155,23 @@ def test_band_rows_are_computed_once_per_run_even_without_a_cache(tmp_path, monk
         return real(net, image, **kw)
 
     monkeypatch.setattr(spectra_section, "unit_bands", counting)
-    cfg = ReportConfig(models=[], images=[0, 1], out=tmp_path / "out", use_cache=False, workers=1)
+    small = tmp_path / "images.npy"
+    np.save(small, torch.stack([tiny_image(s, hw=16) for s in range(2)]).numpy())
+    cfg = ReportConfig(models=[], images=str(small), out=tmp_path / "out", use_cache=False, workers=1)
     cfg.progress = False
-    build_report(cfg, ("spectra",), nets=[make_net("option-A", seed=4, hw=32)])
+    build_report(cfg, ("spectra",), nets=[make_net("option-A", seed=4, hw=16)])
     assert calls and len(calls) == len(set(calls))
-
-
-def test_shortcut_reference_shows_its_downsampling_units_and_gets_the_finding(tmp_path):
-    """A shortcut reference (here option A beside option B) adds its down-sampling units to
-    Figure 1 and the down-sampling finding, and nothing else."""
-    net, ref = make_net("option-B", seed=2, hw=32), make_net("option-A", seed=3, hw=32)
-    ref.name = "ref-option-A"
-    cfg = ReportConfig(
-        models=[], images=[0, 1], out=tmp_path / "out", cache_dir=tmp_path / "c", progress=False
-    )
-    index = build_report(cfg, ("spectra",), nets=[net], reference=ref)
-    data = index.parent / "data"
-    panels = [r for r in read_findings_rows(data / "figure1_panels.csv") if r["model"] == ref.name]
-    expected = [f"unit {u.address} (downsampling)" for u in ref.units if u.kind == "downsampling"]
-    assert len(expected) >= 2 and [r["panel"] for r in panels] == expected  # first units of stages 2..L
-    assert all(float(r["median_fraction_in_[0.99,1.01]"]) >= 0 for r in panels)
-    findings = read_findings(data / "findings.csv")
-    mine = [f for f in findings if f["section"] == f"Spectra ({ref.name}, shortcut reference)"]
-    assert len(mine) == 1 and mine[0]["claim"].startswith("The first (down-sampling) units")
-    assert mine[0]["verdict"] in ("reproduced", "partly", "not reproduced")
-    main = [f for f in findings if f["claim"] == mine[0]["claim"] and f is not mine[0]]
-    assert len(main) == 1 and main[0]["section"] == "Spectra"
-    env = json.loads((index.parent / "environment.json").read_text())
-    assert env["shortcut_reference"]["name"] == ref.name
-    assert env["models_names"] == [net.name]
-    assert "subsample-pad shortcuts" in index.read_text()
-    arrays = np.load(data / "figure1_spectra.npz")
-    assert any(k.startswith(f"{ref.name}|downsampling|unit 2.1") for k in arrays.files)
-
-
-def test_shortcut_reference_refuses_bad_references_before_any_work(tmp_path, shared_weights):
-    from linstab.report.build import shortcut_reference
-
-    net = make_net("option-B", seed=2)
-    cfg = ReportConfig(models=[], images=[0], out=tmp_path / "out", progress=False)
-    with pytest.raises(ValueError, match="one of the report's models"):
-        shortcut_reference(cfg, [net], reference=net)
-    big = linstab.load_model("resnet20-akamaster")  # 32 x 32 images, the tiny net 8 x 8
-    with pytest.raises(ValueError, match="images of different sizes"):
-        shortcut_reference(cfg, [net], reference=big)
-    assert shortcut_reference(replace(cfg, shortcut_reference=None), [net]) == (None, "")
-    assert shortcut_reference(cfg, [net]) == (None, "")  # auto: not a registered option-B network
-    with pytest.raises(ValueError, match="unknown model"):
-        shortcut_reference(replace(cfg, shortcut_reference="resnet57-nope"), [net])
-    with pytest.raises(TypeError, match="shortcut_reference"):
-        replace(cfg, shortcut_reference="")
-
-
-def test_shortcut_reference_auto(tmp_path, shared_weights, monkeypatch):
-    """auto: the option-A ResNet-56 beside registered option-B networks when its weights are
-    here; a note, not an error, when they are not; nothing beside option-A networks."""
-    from linstab.models import SHORTCUT_REFERENCE
-    from linstab.report.build import shortcut_reference
-
-    cfg = ReportConfig(models=[], images=[0], out=tmp_path / "out", progress=False)
-    b = linstab.load_model("resnet20-linstab")
-    ref, note = shortcut_reference(cfg, [b])
-    assert ref.name == SHORTCUT_REFERENCE and note == ""
-    assert {u.shortcut for u in ref.units if u.kind == "downsampling"} == {"subsample-pad"}
-    assert shortcut_reference(cfg, [linstab.load_model("resnet20-akamaster")]) == (None, "")
-    monkeypatch.setenv("LINSTAB_WEIGHTS_DIR", str(tmp_path / "empty"))
-    monkeypatch.setenv("LINSTAB_CACHE_DIR", str(tmp_path / "cache"))
-    ref, note = shortcut_reference(cfg, [b])
-    assert ref is None and "left out" in note and "resnet56" in note
-
-
-def test_report_cli_shortcut_reference_flags():
-    from linstab.cli.main import build_parser
-
-    p = build_parser()
-    assert p.parse_args(["report"]).shortcut_reference == "auto"
-    assert p.parse_args(["report", "--shortcut-reference", "resnet20-akamaster"]).shortcut_reference == (
-        "resnet20-akamaster"
-    )
-    assert p.parse_args(["report", "--no-shortcut-reference"]).no_shortcut_reference
 
 
 def test_report_cache_tells_same_named_networks_apart(tmp_path):
     """Two networks of one name (a user's model before and after fine-tuning) share a cache
     folder without reading each other's results."""
-    a, b = make_net("option-B", seed=2, hw=32), make_net("option-B", seed=5, hw=32)
+    a, b = make_net("option-B", seed=2, hw=16), make_net("option-B", seed=5, hw=16)
     assert a.name == b.name
+    small = tmp_path / "images.npy"
+    np.save(small, tiny_image(0, hw=16)[None].numpy())
     cfg = ReportConfig(
-        models=[], images=[0], quick=True, out=tmp_path / "a", cache_dir=tmp_path / "c", progress=False
+        models=[], images=str(small), quick=True, out=tmp_path / "a", cache_dir=tmp_path / "c", progress=False
     )
     spectra = []
     for net, out in ((a, "a"), (b, "b")):
@@ -498,7 +202,7 @@ def test_work_beside_the_spectra_gives_the_same_report(tmp_path):
     dynamics section's eigenvalues and Lyapunov spectrum in background processes beside the
     spectra: the same data and the same cache counts as one process doing everything in order."""
     small = tmp_path / "images.npy"
-    np.save(small, torch.stack([tiny_image(s, hw=32) for s in range(3)]).numpy())
+    np.save(small, torch.stack([tiny_image(s, hw=16) for s in range(3)]).numpy())
     out = {}
     names = ("jacobian_tests.csv", "propagation.csv", "eigenvalues.csv", "lyapunov_stages.csv")
     for workers in (1, 2):
@@ -508,7 +212,7 @@ def test_work_beside_the_spectra_gives_the_same_report(tmp_path):
         index = build_report(
             cfg,
             ("jacobian", "spectra", "propagation", "dynamics"),
-            nets=[make_net("option-A", seed=2, hw=32)],
+            nets=[make_net("option-A", seed=2, hw=16)],
         )
         env = json.loads((index.parent / "environment.json").read_text())
         tables = []
@@ -517,6 +221,7 @@ def test_work_beside_the_spectra_gives_the_same_report(tmp_path):
                 tables.append(list(csv.reader(f)))
         out[workers] = (env["cache"], tables)
     assert out[1][0] == out[2][0] and out[2][0]["hits"] == 0 and out[2][0]["misses"] > 0
+    assert all(len(t) > 1 for t in out[1][1]), [len(t) for t in out[1][1]]  # every table has rows
     for name, t1, t2 in zip(names, out[1][1], out[2][1], strict=True):
         _same_csv(t1, t2, skip=("seconds",) if name == "eigenvalues.csv" else ())
 
