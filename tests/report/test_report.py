@@ -253,3 +253,35 @@ def test_report_config_refuses_bad_seeds_and_attacks_before_any_work(tmp_path):
         with pytest.raises((ValueError, TypeError), match=msg):
             ReportConfig(models=[], images=[0], out=tmp_path, **kw)
     assert ReportConfig(models=[], images=[0], attacks=["pgd"]).attacks == ("pgd",)
+
+
+def test_a_report_replaces_the_earlier_one_whole_and_a_failed_run_leaves_it(tmp_path, monkeypatch):
+    """A report into the folder of an earlier one: the earlier model's folders and tables go (no
+    stale file), a user's other files stay; a run that fails leaves the earlier report as it was
+    and no staging folder; a file where the folder should be is refused before any work."""
+    import linstab.report.build as build
+
+    small = tmp_path / "images.npy"
+    np.save(small, tiny_image(0)[None].numpy())
+    nets = [make_net("option-A", seed=2), make_net("option-B", seed=3)]
+    out = tmp_path / "out"
+    cfg = ReportConfig(models=[], images=str(small), quick=True, out=out, use_cache=False, progress=False)
+    build_report(cfg, ("jacobian",), nets=nets)
+    assert (out / "data" / "option-B").is_dir() and (out / "figures" / "option-B").is_dir()
+    (out / "notes.txt").write_text("mine")
+    index = build_report(cfg, ("jacobian",), nets=nets[:1])
+    assert index == out / "index.html" and "option-B" not in index.read_text()
+    assert not (out / "data" / "option-B").exists() and not (out / "figures" / "option-B").exists()
+    assert (out / "notes.txt").read_text() == "mine"
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    def failing(*args, **kwargs):
+        raise RuntimeError("a section failed")
+
+    monkeypatch.setattr(build, "section_jacobian_tests", failing)
+    with pytest.raises(RuntimeError, match="a section failed"):
+        build_report(cfg, ("jacobian",), nets=nets[1:])
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images.npy", "out"]  # no staging folder
+    with pytest.raises(ValueError, match="is a file"):
+        build_report(replace(cfg, out=small), ("jacobian",), nets=nets[:1])

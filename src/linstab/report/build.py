@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
+import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from ..data.selection import ImageSelection, select_images
@@ -174,10 +177,39 @@ def _run_sections(ctx: ReportContext, nets, sections, per_net, images, reference
         ctx.sections.extend(secs)
 
 
+def staging_dir(out: Path) -> Path:
+    """Where a report is built before it replaces the one in ``out``: a hidden sibling folder
+    (same file system, so publishing it is a rename).
+    """
+    return out.parent / f".{out.name}.linstab-partial-{os.getpid()}"
+
+
+def publish(stage: Path, out: Path) -> None:
+    """Move every entry of the finished report in ``stage`` into ``out``, replacing entries of
+    the same name (an earlier report's ``data/`` and ``figures/`` go as a whole, so no file of
+    an earlier run -- another model's folder, a table this run does not write -- is left beside
+    the new ones); files of other names in ``out`` stay.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    for entry in sorted(stage.iterdir()):
+        target = out / entry.name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        elif target.exists() or target.is_symlink():
+            target.unlink()
+        entry.rename(target)
+    stage.rmdir()
+
+
 def build_report(
     cfg: ReportConfig, sections: tuple[str, ...] = SECTIONS, nets: list | None = None, reference=None
 ) -> Path:
     """Compute everything and write the report; returns the path of ``index.html``.
+
+    The report is built in a hidden sibling folder of ``cfg.out`` and moved into ``cfg.out``
+    only when it is complete: a failed or killed run leaves an earlier report there as it was,
+    and a finished one replaces its ``index.html``, ``environment.json``, ``data/`` and
+    ``figures/`` whole (no stale file of the earlier run remains).
 
     Args:
         cfg: what to compute and where to write it.
@@ -190,6 +222,9 @@ def build_report(
     bad = [s for s in sections if s not in SECTIONS]
     if bad:
         raise ValueError(f"unknown sections {bad}; choose from {SECTIONS}")
+    out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out {str(out)!r} is a file; the report needs a folder")
     if not cfg.models and not nets:
         raise ValueError("at least one model is needed")
     dev = resolve_device(cfg.device) if cfg.device is not None else None
@@ -221,6 +256,22 @@ def build_report(
     for n in [*nets, *([reference] if reference is not None else [])]:
         n.check_input(sel.images[:1], name=f"the report's images for {n.name}")  # before any work
     t_start = time.perf_counter()
+    stage = staging_dir(out)
+    if stage.exists():
+        shutil.rmtree(stage)
+    try:
+        index = _build(replace(cfg, out=stage), sections, nets, sel, reference, reference_note, t_start)
+        publish(stage, out)
+    finally:
+        if stage.exists():  # a failed run: the earlier report in out stays as it was
+            shutil.rmtree(stage, ignore_errors=True)
+    return out / index.name
+
+
+def _build(
+    cfg: ReportConfig, sections, nets, sel: ImageSelection, reference, reference_note, t_start: float
+) -> Path:
+    """The sections and the page, written into ``cfg.out`` (the staging folder)."""
     ctx = ReportContext(cfg)
     images, labels = sel.images, sel.labels
     ctx.image_ids, ctx.lossy = list(sel.ids), sel.lossy
