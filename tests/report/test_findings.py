@@ -157,7 +157,8 @@ def _tiny_sweep(tmp_path: Path, out: str, **recipe) -> Path:
 
 def test_the_sweep_hook_refuses_other_weights_and_other_band_limits(tmp_path):
     """A sweep folder's band rows are the report's only for the same weights and band limits: a model
-    of the same name with other weights, or counts with other --thresholds, are refused, not shown."""
+    of the same name with other weights, or counts with other --thresholds or of float32
+    linearizations, are refused, not shown."""
     d = _tiny_sweep(tmp_path, "same")
     same = make_net("option-B", seed=0)
     assert len(sweep_band_rows(d, "tiny-B", sweep_checksums(same))) == 1
@@ -166,6 +167,9 @@ def test_the_sweep_hook_refuses_other_weights_and_other_band_limits(tmp_path):
     other = _tiny_sweep(tmp_path, "other", thresholds=(0.9, 1.1))
     with pytest.raises(ValueError, match=r"thresholds \[0.9, 1.1\] .* uses \[0.99, 1.01\]"):
         sweep_band_rows(other, "tiny-B", sweep_checksums(same))
+    single = _tiny_sweep(tmp_path, "single", dtype="float32")
+    with pytest.raises(ValueError, match="float32 linearizations.*--dtype float64"):
+        sweep_band_rows(single, "tiny-B", sweep_checksums(same))
 
 
 def test_a_missing_or_unfit_sweep_folder_is_refused_before_any_work(tmp_path, monkeypatch):

@@ -26,6 +26,10 @@ from ..linalg.results import PLATEAU, ZERO_TOL
 REPORT_BANDS = {"thresholds": list(PLATEAU), "zero_tol": ZERO_TOL}
 """The band limits of the report's own counts: a sweep folder counted with others is refused."""
 
+REPORT_BANDS_DTYPE = "float64"
+"""The precision of the linearizations behind the report's own exact band counts: a sweep whose
+counts come from linearizations in another precision is refused."""
+
 SWEEP_BAND_COLUMNS: tuple[str, ...] = (
     "model",
     "image",
@@ -54,7 +58,8 @@ def sweep_checksums(net) -> tuple[str | None, str]:
 
 def _check_manifest(root: Path, model: str, checksums: Iterable[str | None]) -> None:
     """Refuse a sweep folder whose manifest says its band counts are not the report's: other band
-    limits (:data:`REPORT_BANDS`), or a model of this name with other weights (a checksum not
+    limits (:data:`REPORT_BANDS`), linearizations in another precision
+    (:data:`REPORT_BANDS_DTYPE`), or a model of this name with other weights (a checksum not
     among ``checksums``; an empty ``checksums`` skips that check).
     """
     path = root / "manifest.json"
@@ -69,6 +74,13 @@ def _check_manifest(root: Path, model: str, checksums: Iterable[str | None]) -> 
                 f"sweep folder {root} counted bands with thresholds {got['thresholds']} and zero_tol "
                 f"{got['zero_tol']}; the report's Figure 2 uses {REPORT_BANDS['thresholds']} and "
                 f"{REPORT_BANDS['zero_tol']}: give a sweep run with the default --thresholds and --zero-tol"
+            )
+        dtype = recipe.get("dtype", REPORT_BANDS_DTYPE)
+        if dtype != REPORT_BANDS_DTYPE:
+            raise ValueError(
+                f"sweep folder {root} counted bands of {dtype} linearizations; the report's Figure 2 "
+                f"counts {REPORT_BANDS_DTYPE} ones (values near the band limits can fall on the other "
+                f"side): give a sweep run with --dtype {REPORT_BANDS_DTYPE}"
             )
     known = {c for c in checksums if c}
     swept = (manifest.get("models") or {}).get(model) or {}
@@ -101,7 +113,8 @@ def sweep_band_rows(
     Raises:
         FileNotFoundError: when the folder does not exist.
         ValueError: when the Parquet files lack a needed column, or the sweep's manifest says its
-            counts used other band limits than the report's, or another model of this name.
+            counts used other band limits or another linearization precision than the report's,
+            or another model of this name.
     """
     root = Path(sweep_dir)
     if not root.exists():
