@@ -179,9 +179,10 @@ def _run_sections(ctx: ReportContext, nets, sections, per_net, images, reference
 
 def staging_dir(out: Path) -> Path:
     """Where a report is built before it replaces the one in ``out``: a hidden sibling folder
-    (same file system, so publishing it is a rename).
+    (usually the same file system, so publishing it is a rename).
     """
-    return out.parent / f".{out.name}.linstab-partial-{os.getpid()}"
+    out = Path(os.path.abspath(out))  # "." and ".." resolved: the sibling is outside out
+    return out.parent / f".{out.name or 'report'}.linstab-partial-{os.getpid()}"
 
 
 def publish(stage: Path, out: Path) -> None:
@@ -197,7 +198,7 @@ def publish(stage: Path, out: Path) -> None:
             shutil.rmtree(target)
         elif target.exists() or target.is_symlink():
             target.unlink()
-        entry.rename(target)
+        shutil.move(entry, target)  # a rename on one file system (out may be a link elsewhere)
     stage.rmdir()
 
 
