@@ -7,6 +7,7 @@ import json
 import math
 import os
 import re
+import subprocess
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -283,5 +284,15 @@ def test_a_report_replaces_the_earlier_one_whole_and_a_failed_run_leaves_it(tmp_
         build_report(cfg, ("jacobian",), nets=nets[1:])
     assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["images.npy", "out"]  # no staging folder
+    monkeypatch.undo()
+    # a killed run's staging folder (its process gone) is removed by the next run; a running one's stays
+    gone = subprocess.Popen(["true"])  # a process that has ended: its pid is free
+    gone.wait()
+    stale = tmp_path / f".out.linstab-partial-{gone.pid}"
+    running = tmp_path / f".out.linstab-partial-{os.getppid()}"
+    for d in (stale, running):
+        (d / "data").mkdir(parents=True)
+    build_report(cfg, ("jacobian",), nets=nets[:1])
+    assert not stale.exists() and running.is_dir()
     with pytest.raises(ValueError, match="is a file"):
         build_report(replace(cfg, out=small), ("jacobian",), nets=nets[:1])

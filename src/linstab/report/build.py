@@ -185,6 +185,31 @@ def staging_dir(out: Path) -> Path:
     return out.parent / f".{out.name or 'report'}.linstab-partial-{os.getpid()}"
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def clean_stale_stages(out: Path) -> int:
+    """Remove staging folders of ``out`` left by killed runs (their process is gone); a report
+    being built by a running process is left alone. Returns how many were removed.
+    """
+    mine = staging_dir(out)
+    prefix = mine.name.rsplit("-", 1)[0] + "-"
+    n = 0
+    for old in mine.parent.glob(prefix + "*"):
+        pid = old.name[len(prefix) :]
+        if old.is_dir() and pid.isdigit() and (int(pid) == os.getpid() or not _alive(int(pid))):
+            shutil.rmtree(old, ignore_errors=True)
+            n += 1
+    return n
+
+
 def publish(stage: Path, out: Path) -> None:
     """Move every entry of the finished report in ``stage`` into ``out``, replacing entries of
     the same name (an earlier report's ``data/`` and ``figures/`` go as a whole, so no file of
@@ -258,8 +283,7 @@ def build_report(
         n.check_input(sel.images[:1], name=f"the report's images for {n.name}")  # before any work
     t_start = time.perf_counter()
     stage = staging_dir(out)
-    if stage.exists():
-        shutil.rmtree(stage)
+    clean_stale_stages(out)
     try:
         index = _build(replace(cfg, out=stage), sections, nets, sel, reference, reference_note, t_start)
         publish(stage, out)
