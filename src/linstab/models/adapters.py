@@ -24,6 +24,7 @@ from collections import OrderedDict
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from .blocks import ConvBlock, ResidualUnit, SubsamplePad
 
@@ -33,11 +34,43 @@ RELU_TYPES = (nn.ReLU,)
 def _conv_block(conv: nn.Module, bn: nn.Module | None, activ: nn.Module | None) -> ConvBlock:
     blk = ConvBlock.__new__(ConvBlock)
     nn.Module.__init__(blk)
-    blk.conv = copy.deepcopy(conv)
-    blk.bn = copy.deepcopy(bn) if bn is not None else nn.Identity()
+    blk.conv = _copy_layer(conv)
+    blk.bn = _copy_layer(bn) if bn is not None else nn.Identity()
     if activ is not None:
         blk.activ = _copy_activation(activ)
     return blk
+
+
+def _copy_layer(layer: nn.Module) -> nn.Module:
+    """A copy of a layer; a parametrized convolution (``weight_norm``, ``spectral_norm``, ...) as
+    a plain ``Conv2d`` holding the parametrized tensors computed in float64, as the functional
+    forward passes in float64 compute them (computed in float32 and cast, they would differ by
+    float32 round-off). ``remove_parametrizations`` is not used: it edits the parametrized
+    class, which the copy shares with the user's layer.
+    """
+    new = copy.deepcopy(layer)
+    if not (parametrize.is_parametrized(new) and isinstance(new, nn.Conv2d)):
+        return new
+    new.double()
+    with torch.no_grad():
+        weight, bias = new.weight.detach().clone(), None if new.bias is None else new.bias.detach().clone()
+    plain = nn.Conv2d(
+        new.in_channels,
+        new.out_channels,
+        new.kernel_size,
+        new.stride,
+        new.padding,
+        new.dilation,
+        new.groups,
+        bias=bias is not None,
+        padding_mode=new.padding_mode,
+        device=weight.device,
+        dtype=weight.dtype,
+    )
+    plain.weight = nn.Parameter(weight, requires_grad=False)
+    if bias is not None:
+        plain.bias = nn.Parameter(bias, requires_grad=False)
+    return plain
 
 
 def _copy_activation(act: nn.Module) -> nn.Module:

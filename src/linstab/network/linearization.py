@@ -66,7 +66,8 @@ class Linearization:
                 if err > tol:
                     raise RuntimeError(
                         f"closed form of unit {info.address} does not reproduce the module "
-                        f"(max abs error {err:.3g}); use method='autodiff'"
+                        f"(max abs error {err:.3g}): if the model's weights changed after "
+                        "net.linearize(), linearize again; otherwise use method='autodiff'"
                     )
             else:
                 self.net.check_eval()  # autodiff runs the user's module: it must still be in eval mode

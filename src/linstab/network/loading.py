@@ -35,7 +35,11 @@ def load_model(
 
 
 def _load_model(name: str, weights, input_size: int | None) -> Network:
-    if isinstance(name, str) and name.lower().startswith("torchvision:"):
+    if isinstance(name, os.PathLike):
+        name = os.fspath(name)
+    if not isinstance(name, str):
+        raise TypeError(f"model name must be a str (a registry name or a .safetensors file), got {name!r}")
+    if name.lower().startswith("torchvision:"):
         return imagenet_network(name, weights=weights, input_size=224 if input_size is None else input_size)
     if input_size is not None:
         raise ValueError(f"input_size applies to ImageNet networks (torchvision:...), not to {name!r}")
@@ -48,7 +52,15 @@ def _load_model(name: str, weights, input_size: int | None) -> Network:
         net.spec = spec
         return net
     if name not in _models.REGISTRY:
-        raise ValueError(f"unknown model {name!r}; registered: {', '.join(list_models())}")
+        hint = ""
+        if Path(name).expanduser().exists() or Path(name).suffix or ":" in name:
+            # a path (`model.pt`) or a factory (`pkg.mod:build`): say what files are read
+            hint = (
+                "; model files must be .safetensors written by `linstab train` (with their JSON "
+                "sidecar); any other PyTorch model is analysed from Python: "
+                "linstab.Network(model, mean, std, input_shape=(C, H, W))"
+            )
+        raise ValueError(f"unknown model {name!r}{hint}; registered: {', '.join(list_models())}")
     spec = _models.REGISTRY[name]
     model, path = _models.build_from_spec(spec, weights)
     net = Network(model, spec.mean, spec.std, name=name, sha256=_models.sha256_file(path))

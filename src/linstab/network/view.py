@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import numbers
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -14,7 +15,7 @@ from ..data.images import check_images
 from ..io.validate import check_int
 from ..models.adapters import is_residual_unit, to_residual_unit
 from ..models.device import resolve_device
-from ..models.state import cast_state
+from ..models.state import cast_state, kept_tensor_attributes
 from ..operators.closed_form import UnitJacobian
 from .linearization import JACOBIAN_METHODS, Linearization
 
@@ -101,18 +102,31 @@ def _closed_form_twin(m: nn.Module, xi: torch.Tensor, yi: torch.Tensor) -> tuple
         canon = to_residual_unit(m, in_shape, out_shape)
         if canon is None:
             return None, shortcut
-        p = next(canon.parameters(), None)
-        x = xi.to(p.dtype) if p is not None else xi
         with torch.no_grad():
-            if canon is not m and not torch.allclose(canon(x).to(yi.dtype), yi, rtol=1e-5, atol=1e-5):
-                return None, shortcut
+            # compared in float64 (the twin's state cast, as the closed form casts it): a twin of
+            # a float16/bfloat16 model run in its own dtype would miss the float32 trace's output;
+            # the float32 trace's round-off grows with the activations' size (deep units)
+            if canon is not m:
+                y = torch.func.functional_call(canon, cast_state(canon, torch.float64), (xi.double(),))
+                ref = yi.double()
+                if y.shape != ref.shape:
+                    return None, shortcut
+                scale = max(1.0, float(ref.abs().max()))
+                if not float((y - ref).abs().max()) <= 1e-5 * scale:
+                    return None, shortcut
             shortcut = canon.shortcut_kind
-            UnitJacobian(canon, x, x.dtype)
+            UnitJacobian(canon, xi, xi.dtype)
     except (NotImplementedError, RuntimeError, AttributeError, TypeError, ValueError):
         # e.g. a pre-activation block with conv1/bn1/conv2/bn2 names whose bn1 has the input's
         # channels, or a norm layer the closed form does not cover
         return None, shortcut
     return canon, shortcut
+
+
+def _is_compiled(model: nn.Module) -> bool:
+    """Whether ``model`` is the wrapper ``torch.compile`` returns (without importing dynamo)."""
+    inner = getattr(model, "_orig_mod", None)
+    return type(model).__name__ == "OptimizedModule" and isinstance(inner, nn.Module)
 
 
 def _check_normalization(mean, std, channels: int) -> None:
@@ -168,8 +182,10 @@ class Network:
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         # (Distributed)DataParallel only replicates the model it wraps, and torch's functional
         # calls (the forward passes in another dtype) refuse it: analyse the wrapped model
-        while isinstance(model, nn.DataParallel | nn.parallel.DistributedDataParallel):
-            model = model.module
+        # torch.compile's OptimizedModule computes what the module inside computes; hooks and
+        # functional calls in other dtypes would only recompile it
+        while isinstance(model, nn.DataParallel | nn.parallel.DistributedDataParallel) or _is_compiled(model):
+            model = model._orig_mod if _is_compiled(model) else model.module
         _check_eval(model)
         if (mean is None) != (std is None):
             raise ValueError("give both mean and std, or neither")
@@ -228,24 +244,47 @@ class Network:
                 "linstab/pytorchcv ResUnit, akamaster and torchvision BasicBlock/Bottleneck; pass "
                 "unit_types=(YourBlock,) for others"
             )
+        state = self.model.state_dict().items()
+        bad = [k for k, t in state if t.is_floating_point() and not bool(t.isfinite().all())]
+        if bad:
+            raise ValueError(
+                f"{type(self.model).__name__} has NaN or infinite values in {len(bad)} parameter(s) or "
+                f"buffer(s) (e.g. {', '.join(bad[:3])}): its Jacobians would be NaN"
+            )
         g = torch.Generator().manual_seed(0)
-        x = torch.rand((1, *self.input_shape), generator=g)
+        x = torch.rand((1, *self.input_shape), generator=g).to(self._reference()[0])
         try:
-            ins, outs = self._trace([m for _, m in found], x, torch.float32)
+            ins, outs, order = self._trace(
+                [m for _, m in found], x, torch.float32, names=[n for n, _ in found], discovering=True
+            )
         except RuntimeError as exc:  # e.g. a first convolution that takes another channel count
             raise ValueError(
                 f"{type(self.model).__name__} does not run on images of input_shape "
                 f"{self.input_shape} (C, H, W): {exc}"
             ) from None
+        if not isinstance(self._last_logits, torch.Tensor):
+            raise TypeError(
+                f"{type(self.model).__name__} returns {type(self._last_logits).__name__}, expected the "
+                "logits as one tensor (N, classes): wrap the model in a module whose forward returns "
+                "that tensor (e.g. its first output)"
+            )
+        skipped = [name for i, (name, _) in enumerate(found) if i not in order]
+        if skipped:
+            warnings.warn(
+                f"{len(skipped)} residual module(s) of {type(self.model).__name__} are not run by its "
+                f"forward pass and are not units: {', '.join(skipped[:5])}",
+                stacklevel=3,
+            )
+        # units in the order the forward pass runs them (not the order they were defined in)
+        found = [found[i] for i in order]
         units: list[UnitInfo] = []
-        parents: list[str] = []
-        counts: dict[str, int] = {}
+        stage, index, last_parent = 0, 0, None
         for (name, m), xi, yi in zip(found, ins, outs, strict=True):
+            # a stage is a run of consecutive units that share a parent module
             parent = name.rsplit(".", 1)[0] if "." in name else ""
-            if parent not in counts:
-                parents.append(parent)
-                counts[parent] = 0
-            counts[parent] += 1
+            if parent != last_parent:
+                stage, index, last_parent = stage + 1, 0, parent
+            index += 1
             in_shape, out_shape = tuple(xi.shape[1:]), tuple(yi.shape[1:])
             canon, shortcut = _closed_form_twin(m, xi, yi)
             if in_shape[-2:] != out_shape[-2:]:
@@ -258,8 +297,8 @@ class Network:
                 kind = "projection"
             units.append(
                 UnitInfo(
-                    stage=parents.index(parent) + 1,
-                    index=counts[parent],
+                    stage=stage,
+                    index=index,
                     name=name,
                     module=m,
                     canonical=canon,
@@ -269,21 +308,67 @@ class Network:
                     out_shape=out_shape,
                 )
             )
+        self._probe = self._state_probe()
         return units
 
+    def _state_probe(self) -> tuple:
+        """Identity of every parameter and buffer (storage, version counter, shape, dtype,
+        device): it changes whenever the model's state is replaced or changed in place.
+        """
+        state = self.model.state_dict(keep_vars=True).items()
+        return tuple((k, t.data_ptr(), t._version, tuple(t.shape), t.dtype, t.device) for k, t in state)
+
+    def _refresh(self) -> None:
+        """Discover the units again when the model's state changed since they were discovered
+        (``load_state_dict``, an in-place edit, ``model.double()``): the closed forms work on
+        copies of the units, which would otherwise keep the old weights.
+        """
+        if self._state_probe() != self._probe:
+            self.units = self._discover(self.unit_types)
+
+    def _reference(self) -> tuple[torch.device, torch.dtype]:
+        """Device and dtype of the model's first parameter (or buffer); CPU float32 for a model
+        without any.
+        """
+        t = next(self.module.parameters(), None)
+        if t is None:
+            t = next((b for b in self.module.buffers() if b.is_floating_point()), None)
+        return (t.device, t.dtype) if t is not None else (torch.device("cpu"), torch.float32)
+
     def _trace(
-        self, mods: list[nn.Module], x: torch.Tensor, dtype: torch.dtype, copy: bool = False
-    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        self,
+        mods: list[nn.Module],
+        x: torch.Tensor,
+        dtype: torch.dtype,
+        copy: bool = False,
+        *,
+        names: list[str] | None = None,
+        discovering: bool = False,
+    ):
         """Run the model once (in ``dtype``) and record each module's input and output.
 
         The records are the tensors themselves; when the forward pass changed one of them in
         place afterwards (a block doing ``x += out`` on its input, or on the previous block's
         output), the pass is run again recording copies (``copy``).
+
+        Returns:
+            ``(ins, outs)`` in the order of ``mods``; when ``discovering``, ``(ins, outs, order)``
+            with the modules the pass ran in the order it first ran them (``order`` holds indices
+            into ``mods``; modules it did not run are left out instead of refused).
+
+        Raises:
+            ValueError: a module runs more than once in one pass (its records would describe its
+                first application only), or (unless ``discovering``) does not run at all.
         """
         self.check_eval()  # the model may have been put back in training mode since
         self._check_size(x, self.name)
+        if names is None:
+            known = {id(u.module): u.name for u in getattr(self, "units", [])}
+            names = [known.get(id(m), type(m).__name__) for m in mods]
         ins: dict[int, tuple[torch.Tensor, int]] = {}
         outs: dict[int, tuple[torch.Tensor, int]] = {}
+        calls = [0] * len(mods)
+        order: list[int] = []
         handles = []
 
         def record(t: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -293,7 +378,9 @@ class Network:
         for i, m in enumerate(mods):
 
             def pre(_m, args, i=i):
+                calls[i] += 1
                 if i not in ins:
+                    order.append(i)
                     ins[i] = record(args[0])
 
             def post(_m, _args, out, i=i):
@@ -308,17 +395,30 @@ class Network:
                     logits = self.module(x.to(dtype))
                 else:
                     state = cast_state(self.module, dtype)
-                    logits = torch.func.functional_call(self.module, state, (x.to(dtype),))
+                    with kept_tensor_attributes(self.module):
+                        logits = torch.func.functional_call(self.module, state, (x.to(dtype),))
         finally:
             for h in handles:
                 h.remove()
-        missing = [i for i in range(len(mods)) if i not in ins]
-        if missing:
-            raise ValueError(f"{len(missing)} discovered units were not run by the forward pass")
+        repeated = [f"{names[i]} ({c} times)" for i, c in enumerate(calls) if c > 1]
+        if repeated:
+            raise ValueError(
+                f"residual unit(s) run more than once in one forward pass: {', '.join(repeated[:5])}; "
+                "linstab linearizes each unit module at one input, so a module applied repeatedly "
+                "(shared weights) would give wrong stage and network Jacobians. Build the model with "
+                "one module per application"
+            )
+        missing = [names[i] for i in range(len(mods)) if i not in ins]
+        if missing and not discovering:
+            raise ValueError(
+                f"{len(missing)} discovered units were not run by the forward pass: {', '.join(missing[:5])}"
+            )
         if not copy and any(t._version != v for t, v in (*ins.values(), *outs.values())):
-            return self._trace(mods, x, dtype, copy=True)
+            return self._trace(mods, x, dtype, copy=True, names=names, discovering=discovering)
         self._last_logits = logits
-        return [ins[i][0] for i in range(len(mods))], [outs[i][0] for i in range(len(mods))]
+        ins_l = [ins[i][0] for i in (order if discovering else range(len(mods)))]
+        outs_l = [outs[i][0] for i in (order if discovering else range(len(mods)))]
+        return (ins_l, outs_l, order) if discovering else (ins_l, outs_l)
 
     @property
     def stages(self) -> list[list[UnitInfo]]:
@@ -360,8 +460,8 @@ class Network:
     # -- device ------------------------------------------------------------------------------
     @property
     def device(self) -> torch.device:
-        """The device of the model's parameters."""
-        return next(self.module.parameters()).device
+        """The device of the model's parameters (CPU for a model without any)."""
+        return self._reference()[0]
 
     # -- identity ----------------------------------------------------------------------------
     def state_sha256(self) -> str:
@@ -403,10 +503,12 @@ class Network:
         """
         dev = resolve_device(device)
         if dev != self.device:
+            self._refresh()  # twins of the current weights, before the move
             self.module.to(dev)
             for u in self.units:
                 if u.canonical is not None:
                     u.canonical.to(dev)
+            self._probe = self._state_probe()  # moved, not changed
         return self
 
     # -- evaluation --------------------------------------------------------------------------
@@ -427,6 +529,8 @@ class Network:
             ValueError: wrong shape, channel count or size, NaN/inf, values outside [0, 1].
             TypeError: a non-float input.
         """
+        if isinstance(images, torch.Tensor):
+            images = images.detach()  # an image that requires grad (an attack's) is read, not differentiated
         x = check_images(images, name=name, channels=self.input_shape[0])
         self._check_size(x, name)
         return x
@@ -445,11 +549,11 @@ class Network:
         check_int("batch_size", batch_size)
         x = self.check_input(images)
         self.check_eval()
-        p = next(self.module.parameters())
+        device, dtype = self._reference()
         out = []
         with torch.no_grad():
             for s in range(0, x.shape[0], batch_size):
-                out.append(self.module(x[s : s + batch_size].to(p.device, p.dtype)))
+                out.append(self.module(x[s : s + batch_size].to(device, dtype)))
         return torch.cat(out)
 
     def activations(
@@ -462,7 +566,8 @@ class Network:
             ``(N, C, H, W)``; ``unit_outs[i]`` the output of ``self.units[i]``.
         """
         x = self.check_input(images)
-        ins, outs = self._trace([u.module for u in self.units], x, dtype)
+        self._refresh()
+        ins, outs = self._trace([u.module for u in self.units], x.to(self.device), dtype)
         return ins[0], outs, self._last_logits
 
     def linearize(
@@ -483,6 +588,12 @@ class Network:
         x = self.check_input(image, name="image")
         if x.shape[0] != 1:
             raise ValueError(f"linearize takes one image, got a batch of {x.shape[0]}")
-        p = next(self.module.parameters())
-        ins, outs = self._trace([u.module for u in self.units], x.to(p.device), dtype)
+        self._refresh()
+        ins, outs = self._trace([u.module for u in self.units], x.to(self.device), dtype)
+        for u, a, b in zip(self.units, ins, outs, strict=True):
+            if not (bool(a.isfinite().all()) and bool(b.isfinite().all())):
+                raise ValueError(
+                    f"unit {u.address} ({u.name}) has NaN or infinite activations at this image in {dtype} "
+                    "(an overflow?): its Jacobian would be NaN"
+                )
         return Linearization(self, x, dtype, method, ins, outs, self._last_logits)

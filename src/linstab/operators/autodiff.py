@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from ..models.state import cast_state
+from ..models.state import cast_state, kept_tensor_attributes
 from .base import LinearOperator
 
 
@@ -56,7 +56,8 @@ class AutodiffJacobian(LinearOperator):
         def f(z: torch.Tensor) -> torch.Tensor:
             # a copy: a module may change its input in place (``x += out``), which functorch
             # refuses on the primal
-            return torch.func.functional_call(module, state, (z.unsqueeze(0).clone(),))[0]
+            with kept_tensor_attributes(module):  # e.g. a pruned conv's ``weight``, set by a hook
+                return torch.func.functional_call(module, state, (z.unsqueeze(0).clone(),))[0]
 
         self.output, vjp_fn = torch.func.vjp(f, x)
         self._vjp = lambda w: vjp_fn(w)[0]

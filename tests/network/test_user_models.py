@@ -1,0 +1,227 @@
+"""Networks users bring themselves: unit order, shared and unused blocks, weights changed after
+wrapping, low-precision and parametrized models, compiled models and odd outputs."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from factories import TVBasicBlock, TVResNet, dense_jacobian, randomize_bn, tiny_image
+from torch import nn
+
+import linstab
+
+F64 = torch.float64
+
+
+def _tv_net(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return randomize_bn(TVResNet(TVBasicBlock, (2, 2), (4, 8)), seed).eval()
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max() / b.abs().max())
+
+
+def _assert_units_exact(net: linstab.Network, image: torch.Tensor, closed: bool = True) -> None:
+    """Every unit's operator (closed form when ``closed``) equals ``jacrev`` of the unit's own forward."""
+    lin = net.linearize(image, dtype=F64)
+    for i, u in enumerate(net.units):
+        assert (u.canonical is not None) == closed, u.address
+        D = lin.unit(u.stage, u.index).materialize()
+        assert _rel(D, dense_jacobian(u.module, lin.inputs[i][0])) < 1e-12, u.address
+
+
+class _Stem(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, 1, 1)
+
+    def forward(self, x):
+        return F.relu(self.conv(x))
+
+
+def test_units_follow_the_forward_pass_not_the_definition_order():
+    """Stages defined in reverse order in ``__init__`` were numbered in definition order, so
+    unit 1.1 was the down-sampling unit and ``lin.network()`` refused the 'unchained' units."""
+
+    class Reversed(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = _Stem()
+            self.layer2 = nn.Sequential(TVBasicBlock(4, 8, 2, _down(4, 8)), TVBasicBlock(8, 8))
+            self.layer1 = nn.Sequential(TVBasicBlock(4, 4), TVBasicBlock(4, 4))
+            self.fc = nn.Linear(8, 10)
+
+        def forward(self, x):
+            return self.fc(self.layer2(self.layer1(self.stem(x))).mean((2, 3)))
+
+    net = linstab.Network(randomize_bn(Reversed(), 0).eval(), input_shape=(3, 8, 8))
+    assert [(u.address, u.name) for u in net.units] == [
+        ("1.1", "layer1.0"),
+        ("1.2", "layer1.1"),
+        ("2.1", "layer2.0"),
+        ("2.2", "layer2.1"),
+    ]
+    assert net.unit(2, 1).kind == "downsampling"
+    assert net.linearize(tiny_image()).network().shape == (8 * 4 * 4, 4 * 8 * 8)
+
+
+def _down(cin: int, cout: int) -> nn.Module:
+    return nn.Sequential(nn.Conv2d(cin, cout, 1, 2, bias=False), nn.BatchNorm2d(cout))
+
+
+def test_a_block_applied_twice_is_refused_and_an_unused_one_is_skipped():
+    """A block run three times (shared weights) was one unit linearized at its first input:
+    ``lin.network()`` was silently wrong (relative error 0.8). A block the forward pass never
+    runs made the whole model unusable ("1 discovered units were not run")."""
+
+    class Shared(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem, self.block, self.fc = _Stem(), TVBasicBlock(4, 4), nn.Linear(4, 10)
+
+        def forward(self, x):
+            x = self.stem(x)
+            for _ in range(3):
+                x = self.block(x)
+            return self.fc(x.mean((2, 3)))
+
+    with pytest.raises(ValueError, match=r"more than once.*block \(3 times\)"):
+        linstab.Network(randomize_bn(Shared(), 0).eval(), input_shape=(3, 8, 8))
+
+    class Unused(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem, self.fc = _Stem(), nn.Linear(4, 10)
+            self.layer1 = nn.Sequential(TVBasicBlock(4, 4), TVBasicBlock(4, 4))
+            self.aux = TVBasicBlock(4, 4)
+
+        def forward(self, x):
+            return self.fc(self.layer1(self.stem(x)).mean((2, 3)))
+
+    with pytest.warns(UserWarning, match="not run by its forward pass.*aux"):
+        net = linstab.Network(randomize_bn(Unused(), 0).eval(), input_shape=(3, 8, 8))
+    assert [u.name for u in net.units] == ["layer1.0", "layer1.1"]
+    net.linearize(tiny_image()).network()
+
+
+def test_closed_forms_follow_weights_changed_after_wrapping():
+    """The closed forms work on copies of the units taken when the network was built: after
+    ``model.load_state_dict`` (or an in-place edit) ``lin.unit`` raised 'does not reproduce the
+    module; use method='autodiff'' although the closed form applies."""
+    model = _tv_net(0)
+    net = linstab.Network(model, input_shape=(3, 8, 8))
+    model.load_state_dict(_tv_net(5).state_dict())
+    _assert_units_exact(net, tiny_image(1))
+    with torch.no_grad():
+        model.layer1[0].bn2.running_var.mul_(1.00003)  # tiny: within float32's tolerance
+    _assert_units_exact(net, tiny_image(1))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_a_low_precision_model_keeps_its_closed_forms(dtype):
+    """The twin of a float16/bfloat16 unit ran in its own dtype against the float32 trace and
+    never matched: every unit fell back to autodiff with shortcut 'unknown'."""
+    model = _tv_net(0).to(dtype)
+    net = linstab.Network(model, input_shape=(3, 8, 8))
+    assert [u.shortcut for u in net.units] == ["identity", "identity", "conv-bn", "identity"]
+    _assert_units_exact(net, tiny_image(1))
+    assert all(p.dtype == dtype for p in model.parameters())
+
+
+@pytest.mark.parametrize("kind", ["weight_norm", "spectral_norm"])
+def test_parametrized_convolutions_get_exact_closed_forms(kind):
+    """A parametrized conv's twin computed its weight in float32: the float64 closed form missed
+    the float64 forward pass by 1e-8 and ``lin.unit`` raised."""
+    from torch.nn.utils import parametrizations
+
+    model = _tv_net(0)
+    for m in list(model.modules()):
+        if isinstance(m, nn.Conv2d):
+            getattr(parametrizations, kind)(m)
+    model.eval()
+    state = copy.deepcopy(model.state_dict())
+    net = linstab.Network(model, input_shape=(3, 8, 8))
+    _assert_units_exact(net, tiny_image(1))
+    model(tiny_image(2)[None])  # the user's parametrized layers still work
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
+
+
+def test_hook_set_attributes_of_a_pruned_model_are_left_as_they_were():
+    """``prune`` sets ``conv.weight`` in a forward pre-hook: a float64 linearization left a
+    float64 ``weight`` on the user's conv."""
+    from torch.nn.utils import prune
+
+    model = _tv_net(0)
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            prune.l1_unstructured(m, "weight", amount=0.5)
+    net = linstab.Network(model, input_shape=(3, 8, 8))
+    lin = net.linearize(tiny_image(1), dtype=F64)
+    lin.unit(1, 1, "autodiff").materialize()
+    conv = model.layer1[0].conv1
+    assert conv.weight.dtype == torch.float32 and type(conv.weight) is torch.Tensor
+    _assert_units_exact(net, tiny_image(1))
+
+
+def test_compiled_parameter_free_and_tuple_returning_models():
+    model = _tv_net(0)
+    compiled = linstab.Network(torch.compile(model), input_shape=(3, 8, 8))  # never compiled by linstab
+    assert compiled.model is model and compiled.units[0].name == "layer1.0"
+
+    class NoParams(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            unit = linstab.models.ResidualUnit
+            self.layer = nn.Sequential(unit(nn.Sequential(), None, nn.ReLU()), unit(nn.Sequential(), None))
+
+        def forward(self, x):
+            return self.layer(x).flatten(1)
+
+    net = linstab.Network(NoParams().eval(), input_shape=(3, 8, 8))
+    assert net.device == torch.device("cpu")
+    assert net.linearize(tiny_image()).unit(1, 1).shape == (192, 192)
+    assert net.predict(tiny_image()).shape == (1, 192)
+
+    class Pair(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = _tv_net(0)
+
+        def forward(self, x):
+            return self.net(x), x
+
+    with pytest.raises(TypeError, match="returns tuple, expected the logits as one tensor"):
+        linstab.Network(Pair().eval(), input_shape=(3, 8, 8))
+
+
+def test_a_model_file_that_linstab_cannot_read_says_how_to_analyse_it(tmp_path):
+    path = tmp_path / "mine.pt"
+    torch.save(_tv_net(0).state_dict(), path)
+    with pytest.raises(ValueError, match=r"\.safetensors written by `linstab train`.*linstab\.Network"):
+        linstab.load_model(str(path))
+    with pytest.raises(ValueError, match="linstab.Network"):
+        linstab.load_model("mypackage.nets:build")
+    with pytest.raises(TypeError, match="model name must be a str"):
+        linstab.load_model(3)
+
+
+def test_non_finite_weights_and_activations_are_refused_before_any_spectrum():
+    """A NaN weight was accepted: the unit silently lost its closed form and the spectrum failed
+    later inside LAPACK ("svd failed to converge")."""
+    model = _tv_net(0)
+    with torch.no_grad():
+        model.layer1[0].conv1.weight[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"NaN or infinite values.*layer1\.0\.conv1\.weight"):
+        linstab.Network(model, input_shape=(3, 8, 8))
+    model = _tv_net(0)
+    net = linstab.Network(model, input_shape=(3, 8, 8))
+    with torch.no_grad():
+        model.layer1[1].bn2.running_var.fill_(1e-80)  # fine in float64, overflows float32
+        model.layer1[1].bn2.eps = 1e-80
+    net.linearize(tiny_image(1), dtype=F64)
+    with pytest.raises(ValueError, match=r"unit 1\.2 \(layer1\.1\) has NaN or infinite activations"):
+        net.linearize(tiny_image(1), dtype=torch.float32)
