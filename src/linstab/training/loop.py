@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import numbers
 import os
+import pickle
 import platform
 import sys
 import time
@@ -47,6 +49,90 @@ RESUME_END_STEP_KEYS = frozenset({"averaging"})
 """Recipe entries that describe only what happens after the last epoch (the batch-norm pass of
 the weight average): a resumed run does that step with the current code, so a checkpoint whose
 entry reads otherwise still resumes (its epochs are unaffected)."""
+
+#: What a checkpoint must hold to be exported (:func:`export_checkpoint`) or resumed.
+CHECKPOINT_KEYS = ("recipe", "model", "epoch")
+RESUME_KEYS = (*CHECKPOINT_KEYS, "optimizer", "scheduler", "rng", "history")
+
+
+def _short(value: Any, width: int = 100) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _recipe_diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """The recipe entries a resumed run would change, as ``{key: (checkpoint's, requested)}``.
+
+    Entries of ``new`` only are compared (one the checkpoint has and ``new`` lacks is an option
+    this run does not use, e.g. ``compile``), except :data:`RESUME_END_STEP_KEYS`. Differing
+    dicts (the ``init`` record) are reported by their differing sub-entries (``init.sha256``),
+    and every value is shortened, so that the message stays readable.
+    """
+    diff: dict[str, tuple[str, str]] = {}
+
+    def walk(key: str, a: Any, b: Any) -> None:
+        if a == b:
+            return
+        if isinstance(a, dict) and isinstance(b, dict):
+            for k in [*a, *(k for k in b if k not in a)]:
+                walk(f"{key}.{k}", a.get(k), b.get(k))
+        else:
+            diff[key] = (_short(repr(a)), _short(repr(b)))
+
+    for k, v in new.items():
+        if k not in RESUME_END_STEP_KEYS and old.get(k) != v:
+            walk(k, old.get(k), v)
+    return diff
+
+
+def read_checkpoint(path: str | os.PathLike, required: tuple[str, ...] = CHECKPOINT_KEYS) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`train` (``torch.load(weights_only=True)``, on the CPU).
+
+    Args:
+        path: the checkpoint file.
+        required: the entries it must hold.
+
+    Returns:
+        the checkpoint's dict.
+
+    Raises:
+        ValueError: the file is missing, damaged, truncated, not a ``torch.save`` file of
+            tensors, dicts, lists, numbers and strings, of another checkpoint version, or lacks
+            one of ``required``.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        what = "is a folder" if path.is_dir() else "does not exist"
+        raise ValueError(f"checkpoint {path} {what}; expected a checkpoint file written by linstab train")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file
+        if isinstance(exc, pickle.UnpicklingError):
+            why = "its contents are not tensors, dicts, lists, numbers and strings"
+        else:
+            why = str(exc).split(". ")[0].strip() or type(exc).__name__
+        raise ValueError(
+            f"{path} is not a readable linstab training checkpoint (damaged, truncated or not written "
+            f"by torch.save: {_short(why, 160)}); expected a *.ckpt.pt file written by linstab train"
+        ) from exc
+    if not isinstance(state, dict):
+        raise ValueError(
+            f"{path}: not a linstab training checkpoint: expected a dict of version {CHECKPOINT_VERSION}; "
+            f"got a {type(state).__name__}"
+        )
+    if state.get("version") != CHECKPOINT_VERSION:
+        got = f"version {state['version']!r}" if "version" in state else "no version entry"
+        raise ValueError(
+            f"{path}: not a linstab training checkpoint of version {CHECKPOINT_VERSION}: expected a dict "
+            f"with 'version': {CHECKPOINT_VERSION}; got {got}"
+        )
+    missing = [k for k in required if k not in state]
+    if missing or not isinstance(state["recipe"], dict):
+        raise ValueError(
+            f"{path}: a linstab training checkpoint holds {list(required)}; this one lacks "
+            f"{missing or ['a recipe dict']}"
+        )
+    return state
 
 
 @torch.no_grad()
@@ -147,6 +233,28 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+def _sort_safetensors_metadata(path: Path) -> None:
+    """Rewrite a safetensors header with its ``__metadata__`` entries in sorted order, in place.
+
+    ``safetensors`` writes the metadata in a hash map's order, which changes from process to
+    process: the same weights would give files of different SHA-256. The header keeps its length
+    (same entries, compact JSON, padded with spaces as safetensors pads it), so the data that
+    follows it stays where it is.
+    """
+    with open(path, "r+b") as f:
+        size = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(size))
+        meta = header.get("__metadata__")
+        if not isinstance(meta, dict):
+            return
+        header["__metadata__"] = dict(sorted(meta.items()))
+        text = json.dumps(header, separators=(",", ":")).encode("utf-8")
+        if len(text) > size:  # cannot happen for the same entries; keep the file as written
+            return
+        f.seek(8)
+        f.write(text + b" " * (size - len(text)))
+
+
 def _save_safetensors(model: nn.Module, path: Path, metadata: dict[str, str]) -> None:
     """Save every state-dict entry (floats as float32), contiguous, on the CPU, atomically."""
     from safetensors.torch import save_file
@@ -160,6 +268,7 @@ def _save_safetensors(model: nn.Module, path: Path, metadata: dict[str, str]) ->
     tmp = tmp_path(path)
     try:
         save_file(tensors, str(tmp), metadata=metadata)
+        _sort_safetensors_metadata(tmp)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # safetensors creates the file owner-only
@@ -204,6 +313,13 @@ def _device_name(device: torch.device) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+def _check_real(name: str, value: Any) -> float:
+    """``value`` as a ``float`` after checking that it is a real number (not a bool or a string)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number; got {type(value).__name__} {value!r}")
+    return float(value)
+
+
 def _check_args(
     depth: int,
     shortcut: str,
@@ -215,25 +331,42 @@ def _check_args(
     label_smoothing: float,
     limit: int | None,
     out: str | os.PathLike,
-) -> None:
-    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
+    seed: int,
+    stop_after: int | None,
+) -> dict[str, Any]:
+    """Check :func:`train`'s arguments; returns them as plain ``int``/``float`` (NumPy scalars
+    converted), so that they reach the scheduler, the recipe and the JSON sidecar as such.
+    """
+    if isinstance(depth, bool) or not isinstance(depth, numbers.Integral) or depth < 8 or (depth - 2) % 6:
         raise ValueError(f"depth must be 6n+2 with n >= 1 (8, 14, 20, 32, 56, ...); got {depth!r}")
     if shortcut not in ("A", "B"):
         raise ValueError(f"shortcut must be 'A' or 'B'; got {shortcut!r}")
-    check_int("epochs", epochs)
-    check_int("batch_size", batch_size)
-    if not (isinstance(lr, int | float) and math.isfinite(lr) and lr > 0):
+    args = {
+        "depth": int(depth),
+        "epochs": check_int("epochs", epochs),
+        "batch_size": check_int("batch_size", batch_size),
+        "seed": check_int("seed", seed, minimum=-(2**63)),
+        "stop_after": check_int("stop_after", stop_after, optional=True),
+        "limit": check_int("limit (a number of training images)", limit, optional=True),
+    }
+    lr = _check_real("lr", lr)
+    if not (math.isfinite(lr) and lr > 0):
         raise ValueError(f"lr must be a positive finite number; got {lr!r}")
+    weight_decay = _check_real("weight_decay", weight_decay)
     if not (math.isfinite(weight_decay) and weight_decay >= 0):
-        raise ValueError(f"weight_decay must be >= 0; got {weight_decay!r}")
+        raise ValueError(f"weight_decay must be a finite number >= 0; got {weight_decay!r}")
+    warmup = _check_real("warmup", warmup)
     if not 0 < warmup < 1:
         raise ValueError(f"warmup must be a fraction in (0, 1); got {warmup!r}")
+    label_smoothing = _check_real("label_smoothing", label_smoothing)
     if not 0 <= label_smoothing < 1:
         raise ValueError(f"label_smoothing must lie in [0, 1); got {label_smoothing!r}")
-    if limit is not None and (isinstance(limit, bool) or int(limit) < 1):
-        raise ValueError(f"limit must be a positive number of images; got {limit!r}")
+    if not isinstance(out, str | os.PathLike):
+        raise TypeError(f"out must be a path (str or os.PathLike); got {type(out).__name__} {out!r}")
     if Path(out).suffix != ".safetensors":
         raise ValueError(f"out must be a .safetensors file name; got {str(out)!r}")
+    args.update(lr=lr, weight_decay=weight_decay, warmup=warmup, label_smoothing=label_smoothing)
+    return args
 
 
 def _load_init(
@@ -344,6 +477,8 @@ def train(
             random state and running sums, bit for bit as if it had not stopped. A SIGTERM
             (``kill PID``) or Ctrl-C loses nothing: the run finishes its training step, saves
             there and returns (``stopped_by`` names the signal); a second signal acts as usual.
+            A signal while the data load returns before the first step (nothing to save); one in
+            the last epoch's evaluation returns before the final pass and files (resume does them).
 
     Returns:
         A summary dict: ``completed``, ``epoch`` (epochs done), ``history`` (one dict per
@@ -355,9 +490,26 @@ def train(
         ValueError: for invalid arguments, a missing data folder or zip, or a checkpoint whose
             recipe differs from the requested one.
     """
-    _check_args(depth, shortcut, epochs, batch_size, lr, weight_decay, warmup, label_smoothing, limit, out)
-    if stop_after is not None and stop_after < 1:
-        raise ValueError(f"stop_after must be >= 1; got {stop_after!r}")
+    checked = _check_args(
+        depth,
+        shortcut,
+        epochs,
+        batch_size,
+        lr,
+        weight_decay,
+        warmup,
+        label_smoothing,
+        limit,
+        out,
+        seed,
+        stop_after,
+    )
+    depth, epochs, batch_size, seed, stop_after, limit = (
+        checked[k] for k in ("depth", "epochs", "batch_size", "seed", "stop_after", "limit")
+    )
+    lr, weight_decay, warmup, label_smoothing = (
+        checked[k] for k in ("lr", "weight_decay", "warmup", "label_smoothing")
+    )
     if checkpoint_seconds is not None and not (
         isinstance(checkpoint_seconds, int | float)
         and not isinstance(checkpoint_seconds, bool)
@@ -376,17 +528,20 @@ def train(
         )
     dev = resolve_device(device, auto=True)
     prec = resolve_precision(precision, dev)
-    out = Path(out)
-    ckpt_path = Path(checkpoint) if checkpoint is not None else default_checkpoint_path(out)
+    out = Path(out).expanduser()
+    ckpt_path = Path(checkpoint).expanduser() if checkpoint is not None else default_checkpoint_path(out)
     json_path = out.with_suffix(".json")
+    if ckpt_path.absolute() in (out.absolute(), json_path.absolute()):
+        raise ValueError(
+            "the checkpoint must be another file than out and its sidecar; got checkpoint "
+            f"{str(ckpt_path)!r} and out {str(out)!r}"
+        )
     name = name or out.stem
     if not resume and ckpt_path.is_file():  # starting over would overwrite it after one epoch
         raise ValueError(
             f"a checkpoint of an earlier run exists at {ckpt_path}: pass --resume (resume=True) to "
             "continue it, or delete it (or give another --checkpoint) to start from scratch"
         )
-    for folder in {out.parent, ckpt_path.parent}:  # before any work: a long run must be able to save
-        folder.mkdir(parents=True, exist_ok=True)
     emit = log if log is not None else (print if progress else (lambda _msg: None))
     if data_dir is not None and not Path(data_dir).expanduser().is_dir():
         raise ValueError(f"data folder {str(data_dir)!r} does not exist or is not a directory")
@@ -440,114 +595,123 @@ def train(
     if init_record is not None:
         recipe["init"] = init_record
 
-    t_load = time.perf_counter()
-    x_train, y_train = load_split("train", root, limit)
-    x_test, y_test = load_split("test", root, None if limit is None else min(int(limit), 10000))
-    emit(
-        f"data: {x_train.shape[0]} train / {x_test.shape[0]} test JPEG images "
-        f"({time.perf_counter() - t_load:.1f} s)"
-    )
-    if dev.type == "cuda":
-        x_train, y_train = x_train.to(dev), y_train.to(dev)
-        x_test, y_test = x_test.to(dev), y_test.to(dev)
-    n_train = x_train.shape[0]
-    steps_per_epoch = math.ceil(n_train / batch_size)
-
-    torch.manual_seed(seed)
-    model = CifarResNet(depth, shortcut)
-    if init_state is not None:
-        model.load_state_dict(init_state)
-    model = model.to(dev)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(
-        param_groups(model, weight_decay), lr=lr, momentum=DEFAULT_MOMENTUM, nesterov=True
-    )
-    if schedule == "swa":
-        scheduler = make_constant_scheduler(optimizer)
-        average: WeightAverage | None = WeightAverage(model)
-    else:
-        scheduler = make_scheduler(optimizer, lr, epochs * steps_per_epoch, warmup)
-        average = None
-    step_model = torch.compile(model) if compile else model
-    gen = torch.Generator().manual_seed(seed)
-    criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
-
-    start_epoch, history, train_seconds = 0, [], 0.0
-    partial: dict[str, Any] | None = None  # a mid-epoch checkpoint's place in its epoch
+    state = None  # the checkpoint to resume: read and compared with the recipe before any work
     if resume and ckpt_path.is_file():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        if state.get("version") != CHECKPOINT_VERSION:
-            raise ValueError(f"{ckpt_path}: unsupported checkpoint version {state.get('version')}")
-        old = state["recipe"]
-        diff = {
-            k: (old.get(k), v) for k, v in recipe.items() if old.get(k) != v and k not in RESUME_END_STEP_KEYS
-        }
+        state = read_checkpoint(ckpt_path, RESUME_KEYS)
+        diff = _recipe_diff(state["recipe"], recipe)
         if diff:
             raise ValueError(
-                f"cannot resume from {ckpt_path}: its recipe differs (checkpoint, requested): {diff}"
+                f"cannot resume from {ckpt_path}: its recipe differs from the requested one: "
+                + "; ".join(f"{k}: checkpoint {a}, requested {b}" for k, (a, b) in diff.items())
             )
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if average is not None:
-            average.load_state_dict(state["average"])
-        gen.set_state(state["rng"]["generator"])
-        torch.set_rng_state(state["rng"]["torch"])
-        if dev.type == "cuda" and state["rng"].get("cuda"):
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-        start_epoch = int(state["epoch"])
-        history = list(state["history"])
-        train_seconds = float(state.get("train_seconds", 0.0))
-        partial = state.get("in_epoch")
-        where = f"after epoch {start_epoch}/{epochs}"
-        if partial is not None:
-            if int(partial["steps"]) != steps_per_epoch or partial["perm"].shape[0] != n_train:
-                raise ValueError(
-                    f"cannot resume from {ckpt_path}: its epoch has {partial['steps']} steps over "
-                    f"{partial['perm'].shape[0]} images, this run {steps_per_epoch} over {n_train}"
-                )
-            where += f", step {int(partial['step'])}/{steps_per_epoch} of epoch {start_epoch + 1}"
-        emit(f"resumed from {ckpt_path} {where}")
-    elif resume:
-        start = f"from the init weights {Path(init).name}" if init is not None else "from scratch"
-        emit(f"no checkpoint at {ckpt_path}; starting {start}")
+        if schedule == "swa" and "average" not in state:
+            raise ValueError(f"cannot resume from {ckpt_path}: it holds no weight average (swa)")
+    for folder in {out.parent, ckpt_path.parent}:  # before any work: a long run must be able to save
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ValueError(
+                f"cannot create the folder {folder} for out {str(out)!r} and checkpoint "
+                f"{str(ckpt_path)!r}: {exc.strerror or exc}"
+            ) from exc
 
-    bar_cls = None
-    if progress:
-        from tqdm.auto import tqdm as bar_cls
-
-    def save(epochs_done: int, in_epoch: dict[str, Any] | None = None) -> None:
-        rng = {"generator": gen.get_state(), "torch": torch.get_rng_state()}
-        if dev.type == "cuda":
-            rng["cuda"] = torch.cuda.get_rng_state_all()
-        ckpt_state = {
-            "version": CHECKPOINT_VERSION,
-            "recipe": recipe,
-            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "epoch": epochs_done,
-            "rng": rng,
-            "history": history,
-            "train_seconds": train_seconds,
-        }
-        if average is not None:
-            ckpt_state["average"] = average.state_dict()
-        if in_epoch is not None:
-            ckpt_state["in_epoch"] = in_epoch
-        _atomic_torch_save(ckpt_state, ckpt_path)
-
-    epochs_run = 0
-    last_save = time.perf_counter()
     stop = StopOnSignal()  # SIGTERM / Ctrl-C: save where the run is, then return
     stopped_at: str | None = None  # where a stop signal ended the run
-    with stop:
+    with stop:  # from here a signal is a stop request, answered at the next safe point
+        t_load = time.perf_counter()
+        x_train, y_train = load_split("train", root, limit)
+        x_test, y_test = load_split("test", root, None if limit is None else min(int(limit), 10000))
+        emit(
+            f"data: {x_train.shape[0]} train / {x_test.shape[0]} test JPEG images "
+            f"({time.perf_counter() - t_load:.1f} s)"
+        )
+        if dev.type == "cuda":
+            x_train, y_train = x_train.to(dev), y_train.to(dev)
+            x_test, y_test = x_test.to(dev), y_test.to(dev)
+        n_train = x_train.shape[0]
+        steps_per_epoch = math.ceil(n_train / batch_size)
+
+        torch.manual_seed(seed)
+        model = CifarResNet(depth, shortcut)
+        if init_state is not None:
+            model.load_state_dict(init_state)
+        model = model.to(dev)
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        optimizer = torch.optim.SGD(
+            param_groups(model, weight_decay), lr=lr, momentum=DEFAULT_MOMENTUM, nesterov=True
+        )
+        if schedule == "swa":
+            scheduler = make_constant_scheduler(optimizer)
+            average: WeightAverage | None = WeightAverage(model)
+        else:
+            scheduler = make_scheduler(optimizer, lr, epochs * steps_per_epoch, warmup)
+            average = None
+        step_model = torch.compile(model) if compile else model
+        gen = torch.Generator().manual_seed(seed)
+        criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+
+        start_epoch, history, train_seconds = 0, [], 0.0
+        partial: dict[str, Any] | None = None  # a mid-epoch checkpoint's place in its epoch
+        if state is not None:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            if average is not None:
+                average.load_state_dict(state["average"])
+            gen.set_state(state["rng"]["generator"])
+            torch.set_rng_state(state["rng"]["torch"])
+            if dev.type == "cuda" and state["rng"].get("cuda"):
+                torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+            start_epoch = int(state["epoch"])
+            history = list(state["history"])
+            train_seconds = float(state.get("train_seconds", 0.0))
+            partial = state.get("in_epoch")
+            where = f"after epoch {start_epoch}/{epochs}"
+            if partial is not None:
+                if int(partial["steps"]) != steps_per_epoch or partial["perm"].shape[0] != n_train:
+                    raise ValueError(
+                        f"cannot resume from {ckpt_path}: its epoch has {partial['steps']} steps over "
+                        f"{partial['perm'].shape[0]} images, this run {steps_per_epoch} over {n_train}"
+                    )
+                where += f", step {int(partial['step'])}/{steps_per_epoch} of epoch {start_epoch + 1}"
+            emit(f"resumed from {ckpt_path} {where}")
+        elif resume:
+            start = f"from the init weights {Path(init).name}" if init is not None else "from scratch"
+            emit(f"no checkpoint at {ckpt_path}; starting {start}")
+
+        bar_cls = None
+        if progress:
+            from tqdm.auto import tqdm as bar_cls
+
+        def save(epochs_done: int, in_epoch: dict[str, Any] | None = None) -> None:
+            rng = {"generator": gen.get_state(), "torch": torch.get_rng_state()}
+            if dev.type == "cuda":
+                rng["cuda"] = torch.cuda.get_rng_state_all()
+            ckpt_state = {
+                "version": CHECKPOINT_VERSION,
+                "recipe": recipe,
+                "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "epoch": epochs_done,
+                "rng": rng,
+                "history": history,
+                "train_seconds": train_seconds,
+            }
+            if average is not None:
+                ckpt_state["average"] = average.state_dict()
+            if in_epoch is not None:
+                ckpt_state["in_epoch"] = in_epoch
+            _atomic_torch_save(ckpt_state, ckpt_path)
+
+        epochs_run = 0
+        last_save = time.perf_counter()
         for epoch in range(start_epoch, epochs):
             if stop_after is not None and epochs_run >= stop_after:
                 break
             if stop.requested:
-                stopped_at = f"after epoch {epoch}/{epochs}"
+                stopped_at = f"after epoch {epoch}/{epochs}" if epochs_run else None  # None: see below
                 break
             t0 = time.perf_counter()
             model.train()
@@ -658,12 +822,17 @@ def train(
             save(epoch + 1)
             last_save = time.perf_counter()
             epochs_run += 1
-    if stopped_at is None and stop.requested and len(history) < epochs:
-        stopped_at = f"after epoch {len(history)}/{epochs}"  # the signal came in the last epoch's evaluation
-
     done = len(history)
+    saved = True  # whether this call saved the checkpoint where the signal stopped it
+    if stopped_at is None and stop.requested:
+        if epochs_run == 0:  # the signal came while the data loaded: no step was taken
+            stopped_at, saved = "before its first training step", False
+        elif done < epochs:  # in the evaluation of the epoch that --stop-after ends with
+            stopped_at = f"after epoch {done}/{epochs}"
+        else:  # in the last epoch's last step or evaluation: the final pass and files are left
+            stopped_at = f"after epoch {done}/{epochs}, before the final evaluation and output files"
     summary: dict[str, Any] = {
-        "completed": done >= epochs,
+        "completed": done >= epochs and stopped_at is None,
         "epoch": done,
         "history": history,
         "checkpoint": str(ckpt_path),
@@ -672,8 +841,15 @@ def train(
         "exit_status": stop.exit_status if stopped_at is not None else 0,
     }
     if stopped_at is not None:
+        state_note = (
+            "checkpoint saved"
+            if saved
+            else "nothing to save, the checkpoint is as it was"
+            if ckpt_path.is_file()
+            else "nothing to save yet"
+        )
         emit(
-            f"{stop.signal_name}: stopped {stopped_at}, checkpoint saved; continue with resume "
+            f"{stop.signal_name}: stopped {stopped_at}, {state_note}; continue with resume "
             f"(checkpoint {ckpt_path})"
         )
         return summary
@@ -756,6 +932,22 @@ def train(
     return summary
 
 
+def _check_snapshot_target(out: Path) -> None:
+    """Refuse to overwrite a model file that is not an earlier snapshot (e.g. a finished run's)."""
+    side = out.with_suffix(".json")
+    if not (out.exists() or side.exists()):
+        return
+    try:
+        meta = json.loads(side.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        meta = None
+    if not (isinstance(meta, dict) and meta.get("completed") is False and "checkpoint" in meta):
+        raise ValueError(
+            f"{out} or its sidecar {side.name} exists and is not an earlier snapshot (its sidecar "
+            'lacks "completed": false), e.g. a finished run\'s model: give another --out or delete it'
+        )
+
+
 def export_checkpoint(
     checkpoint: str | os.PathLike, out: str | os.PathLike, name: str | None = None
 ) -> dict[str, Any]:
@@ -768,34 +960,35 @@ def export_checkpoint(
 
     Args:
         checkpoint: a checkpoint written by :func:`train` (``*.ckpt.pt``).
-        out: the ``.safetensors`` file to write (its folder is created).
+        out: the ``.safetensors`` file to write (its folder is created); an earlier snapshot
+            there is replaced, any other file refused.
         name: the model's name in the sidecar (default: the stem of ``out``).
 
     Returns:
         the sidecar (a dict).
 
     Raises:
-        ValueError: a missing or unreadable checkpoint, another checkpoint version, or an ``out``
-            that does not end in ``.safetensors``.
+        ValueError: a missing or unreadable checkpoint, another checkpoint version, an ``out``
+            that does not end in ``.safetensors``, or an ``out`` (or sidecar) that exists and is not
+            an earlier snapshot (a finished model is never overwritten; a snapshot is replaced).
     """
     ckpt, out = Path(checkpoint).expanduser(), Path(out).expanduser()
     if out.suffix != ".safetensors":
         raise ValueError(f"out must be a .safetensors file, got {str(out)!r}")
-    if not ckpt.is_file():
-        raise ValueError(f"checkpoint {ckpt} does not exist")
-    try:
-        state = torch.load(ckpt, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file
-        raise ValueError(f"{ckpt}: not a readable linstab training checkpoint ({exc})") from exc
-    if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION or "model" not in state:
-        got = state.get("version") if isinstance(state, dict) else type(state).__name__
-        raise ValueError(
-            f"{ckpt}: not a linstab training checkpoint of version {CHECKPOINT_VERSION} (got {got})"
-        )
+    if out.absolute() == ckpt.absolute():
+        raise ValueError(f"out must be another file than the checkpoint; got {str(out)!r} for both")
+    _check_snapshot_target(out)
+    state = read_checkpoint(ckpt)
     recipe = state["recipe"]
-    depth, shortcut = int(recipe["depth"]), recipe["shortcut"]
-    model = CifarResNet(depth, shortcut)
-    model.load_state_dict(state["model"])
+    try:
+        depth, shortcut = int(recipe["depth"]), recipe["shortcut"]
+        model = CifarResNet(depth, shortcut)
+        model.load_state_dict(state["model"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise ValueError(
+            f"{ckpt}: its model does not match its recipe's architecture "
+            f"{recipe.get('architecture', '(none recorded)')}: {_short(str(exc), 200)}"
+        ) from exc
     out.parent.mkdir(parents=True, exist_ok=True)
     mean = recipe.get("normalization_mean", CIFAR10_MEAN_PYTORCHCV)
     std = recipe.get("normalization_std", CIFAR10_STD_PYTORCHCV)

@@ -1,0 +1,229 @@
+"""Tests of ``linstab train``'s edges: stop signals outside training steps, checkpoint reading,
+recipe checks before any work, argument types, and ``export_checkpoint`` (``linstab snapshot``).
+
+The runs are ResNet-8 on 96 JPEG images in batches of 32 (3 steps per epoch, about a second);
+they need the JPEG CIFAR-10 zips (``$LINSTAB_CIFAR10_JPEG``) and are skipped without them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from linstab import models, training
+from linstab.cli import main as cli_main
+from linstab.training import loop
+
+REPO = Path(__file__).resolve().parents[2]
+DATA = REPO / os.environ.get("LINSTAB_CIFAR10_JPEG", "../shared/data/cifar10-jpeg")
+HAVE_DATA = (DATA / "train.zip").is_file() and (DATA / "test.zip").is_file()
+needs_data = pytest.mark.skipif(not HAVE_DATA, reason=f"JPEG CIFAR-10 zips not found in {DATA}")
+main_thread_only = pytest.mark.skipif(
+    threading.current_thread() is not threading.main_thread(), reason="signal handlers need the main thread"
+)
+COMMON = {"batch_size": 32, "seed": 1, "limit": 96, "progress": False}  # 3 steps per epoch
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread_and_private_cache(tmp_path_factory):
+    """One torch thread and a private data cache."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LINSTAB_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+        yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """An uninterrupted 2-epoch run: (its model file, its summary)."""
+    if not HAVE_DATA:
+        pytest.skip(f"JPEG CIFAR-10 zips not found in {DATA}")
+    out = tmp_path_factory.mktemp("ref") / "full.safetensors"
+    return out, training.train(8, "B", DATA, 2, out, **COMMON)
+
+
+def _same_weights(a: Path, b: Path) -> None:
+    sa, sb = (models.load_state_dict_file(p, "safetensors") for p in (a, b))
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
+
+
+def _signal_on_call(monkeypatch, name: str, call: int, sig=signal.SIGTERM) -> dict:
+    """Make ``loop.<name>`` send ``sig`` to this process on its ``call``-th call."""
+    real, calls = getattr(loop, name), {"n": 0}
+
+    def wrapped(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == call:
+            os.kill(os.getpid(), sig)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, name, wrapped)
+    return calls
+
+
+# --------------------------------------------------------------------------------------------
+# Stop signals outside a training step
+# --------------------------------------------------------------------------------------------
+@needs_data
+@main_thread_only
+def test_a_signal_in_the_last_evaluation_stops_before_the_final_files(reference, tmp_path, monkeypatch):
+    """SIGTERM in the last epoch's evaluation: the run used to ignore it and go on to the final
+    pass (minutes for a weight average); now it saves, stops with 143, and resume finishes."""
+    full, _ = reference
+    _signal_on_call(monkeypatch, "_eval_pass", 2)
+    out, lines = tmp_path / "m.safetensors", []
+    part = training.train(8, "B", DATA, 2, out, log=lines.append, **COMMON)
+    monkeypatch.undo()
+    assert part["stopped_by"] == "SIGTERM" and part["exit_status"] == 143
+    assert not part["completed"] and part["epoch"] == 2 and not out.exists()
+    assert "stopped after epoch 2/2, before the final evaluation" in lines[-1]
+    resumed = training.train(8, "B", DATA, 2, out, resume=True, **COMMON)
+    assert resumed["completed"] and resumed["stopped_by"] is None
+    _same_weights(full, out)
+
+
+@needs_data
+@main_thread_only
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_while_the_data_loads_stops_before_the_first_step(tmp_path, monkeypatch, sig):
+    """A signal during data loading was not handled (SIGINT: a KeyboardInterrupt traceback); now
+    it stops the run before its first step, writes nothing and returns the signal's status."""
+    calls = _signal_on_call(monkeypatch, "load_split", 1, sig)
+    steps = _signal_on_call(monkeypatch, "augment", 10**9)
+    out, lines = tmp_path / "m.safetensors", []
+    part = training.train(8, "B", DATA, 2, out, log=lines.append, **COMMON)
+    assert calls["n"] == 2 and steps["n"] == 0  # both splits loaded, no training step
+    assert part["stopped_by"] == sig.name and part["exit_status"] == 128 + int(sig)
+    assert f"{sig.name}: stopped before its first training step, nothing to save" in lines[-1]
+    assert not (tmp_path / "m.ckpt.pt").exists() and not out.exists()
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoints: read errors, recipe checks before any work
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        (b"garbage\n", "not a readable linstab training checkpoint"),
+        ("truncated", "not a readable linstab training checkpoint"),
+        (torch.zeros(2), "got a Tensor"),
+        ({"version": 7}, "of version 1: .* got version 7"),
+        ({"version": 1, "model": {}}, "this one lacks \\['recipe', 'epoch'"),
+    ],
+)
+def test_a_damaged_checkpoint_is_refused_with_a_clear_error(tmp_path, content, match):
+    ckpt = tmp_path / "m.ckpt.pt"
+    if isinstance(content, bytes):
+        ckpt.write_bytes(content)
+    elif content == "truncated":
+        torch.save({"version": 1, "model": {"w": torch.zeros(1000)}}, ckpt)
+        ckpt.write_bytes(ckpt.read_bytes()[:500])
+    else:
+        torch.save(content, ckpt)
+    with pytest.raises(ValueError, match=match):
+        training.export_checkpoint(ckpt, tmp_path / "snap.safetensors")
+    assert not (tmp_path / "snap.safetensors").exists()
+    if HAVE_DATA:  # the same reader serves --resume, before the data are loaded
+        with pytest.raises(ValueError, match=match):
+            training.train(8, "B", DATA, 2, tmp_path / "m.safetensors", resume=True, **COMMON)
+
+
+@needs_data
+def test_resume_refuses_another_recipe_before_loading_data(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "m.safetensors"
+    training.train(8, "B", DATA, 2, out, stop_after=1, **COMMON)
+    ckpt = (tmp_path / "m.ckpt.pt").read_bytes()
+
+    def no_loading(*_args, **_kwargs):
+        raise AssertionError("the data were loaded before the recipe was checked")
+
+    monkeypatch.setattr(loop, "load_split", no_loading)
+    with pytest.raises(ValueError, match="max_lr: checkpoint 0.2, requested 0.1"):
+        training.train(8, "B", DATA, 2, out, resume=True, **{**COMMON, "lr": 0.1})
+    with pytest.raises(ValueError, match="depth: checkpoint 8, requested 14"):
+        training.train(14, "B", DATA, 2, out, resume=True, **COMMON)
+    argv = ["train", "--depth", "8", "--epochs", "2", "--limit", "96", "--batch-size", "32", "--seed", "1",
+            "--data", str(DATA), "--out", str(out), "--resume", "--lr", "0.1", "--no-progress"]  # fmt: skip
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err
+    assert "recipe differs" in err and "Traceback" not in err
+    assert (tmp_path / "m.ckpt.pt").read_bytes() == ckpt
+
+
+# --------------------------------------------------------------------------------------------
+# Arguments
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"limit": 9.5}, TypeError, "limit .* got float 9.5"),
+        ({"limit": "96"}, TypeError, "limit .* got str '96'"),
+        ({"stop_after": True}, TypeError, "stop_after .* got bool"),
+        ({"seed": "0"}, TypeError, "seed must be an int"),
+        ({"lr": "0.1"}, TypeError, "lr must be a number; got str"),
+        ({"label_smoothing": None}, TypeError, "label_smoothing must be a number"),
+        ({"weight_decay": float("nan")}, ValueError, "weight_decay"),
+        ({"stop_after": 0}, ValueError, "stop_after"),
+    ],
+)
+def test_arguments_of_the_wrong_type_are_refused_before_any_work(tmp_path, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        training.train(8, "B", tmp_path, 1, tmp_path / "m.safetensors", progress=False, **kwargs)
+    assert not list(tmp_path.iterdir())
+
+
+def test_the_checkpoint_cannot_be_the_output(tmp_path):
+    for ckpt in ("m.safetensors", "m.json"):
+        with pytest.raises(ValueError, match="checkpoint must be another file than out"):
+            training.train(8, "B", tmp_path, 1, tmp_path / "m.safetensors", checkpoint=tmp_path / ckpt)
+
+
+@needs_data
+def test_numpy_integers_and_a_home_relative_out_are_taken(tmp_path, monkeypatch):
+    """NumPy integers used to fail after the data loaded (OneCycleLR) or at the JSON sidecar, and
+    ``~`` in ``out`` made a folder named ``~``."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    args = {**COMMON, "limit": np.int64(96), "batch_size": np.int64(32)}
+    summary = training.train(np.int64(8), "B", DATA, np.int64(1), "~/runs/m.safetensors", **args)
+    assert summary["completed"] and (tmp_path / "runs" / "m.safetensors").is_file()
+    side = json.loads((tmp_path / "runs" / "m.json").read_text())
+    assert side["recipe"]["limit"] == 96 and side["recipe"]["depth"] == 8
+    assert not Path("~").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# export_checkpoint / linstab snapshot
+# --------------------------------------------------------------------------------------------
+@needs_data
+def test_snapshot_never_overwrites_a_finished_model_and_is_reproducible(reference, tmp_path, capsys):
+    full, _ = reference
+    ckpt = full.with_name("full.ckpt.pt")
+    before = full.read_bytes()
+    assert cli_main(["snapshot", str(ckpt), "--out", str(full)]) == 2
+    assert "is not an earlier snapshot" in capsys.readouterr().err
+    assert full.read_bytes() == before
+    # an earlier snapshot is replaced; the same weights give the same file (metadata order fixed)
+    snap = tmp_path / "snap.safetensors"
+    shas = []
+    for _ in range(2):
+        side = training.export_checkpoint(ckpt, snap)
+        shas.append(hashlib.sha256(snap.read_bytes()).hexdigest())
+        assert side["registry"]["sha256"] == shas[-1] and side["completed"] is False
+    assert shas[0] == shas[1]
+    (tmp_path / "other.json").write_text("{}")
+    with pytest.raises(ValueError, match="not an earlier snapshot"):
+        training.export_checkpoint(ckpt, tmp_path / "other.safetensors")
+    with pytest.raises(ValueError, match="is a folder"):
+        training.export_checkpoint(tmp_path, tmp_path / "x.safetensors")
