@@ -227,3 +227,30 @@ def test_snapshot_never_overwrites_a_finished_model_and_is_reproducible(referenc
         training.export_checkpoint(ckpt, tmp_path / "other.safetensors")
     with pytest.raises(ValueError, match="is a folder"):
         training.export_checkpoint(tmp_path, tmp_path / "x.safetensors")
+    # the reference run finished: its checkpoint's snapshot says all epochs ran, not "unfinished"
+    assert "all epochs done, before the run's final evaluation" in side["note"]
+
+
+@needs_data
+def test_a_limit_above_the_training_images_is_refused(tmp_path):
+    """``--limit 100000`` used to train on the 50,000 images and record 100000 in the recipe."""
+    with pytest.raises(ValueError, match="limit 60000 exceeds the 50000 training images"):
+        training.train(8, "B", DATA, 1, tmp_path / "m.safetensors", limit=60000, progress=False)
+    assert not (tmp_path / "m.ckpt.pt").exists()
+
+
+@needs_data
+def test_temporary_files_of_a_killed_save_are_removed_and_a_running_ones_kept(tmp_path):
+    """A process killed while saving leaves ``.NAME.PID.NS.tmp``; the next run removes it, not
+    the temporary file of a process that still runs."""
+    import subprocess
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    out = tmp_path / "m.safetensors"
+    stale = tmp_path / f".m.ckpt.pt.{gone.pid}.123.tmp"
+    live = tmp_path / f".m.ckpt.pt.{os.getppid()}.123.tmp"
+    for f in (stale, live):
+        f.write_bytes(b"partial")
+    training.train(8, "B", DATA, 1, out, stop_after=1, **COMMON)
+    assert not stale.exists() and live.exists()

@@ -12,6 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..data.selection import ImageSelection, select_images
+from ..io.processes import pid_alive
 from ..io.profile import scope, timed
 from ..io.tables import write_csv
 from ..models.device import resolve_device
@@ -185,16 +186,6 @@ def staging_dir(out: Path) -> Path:
     return out.parent / f".{out.name or 'report'}.linstab-partial-{os.getpid()}"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
-
-
 def clean_stale_stages(out: Path) -> int:
     """Remove staging folders of ``out`` left by killed runs (their process is gone); a report
     being built by a running process is left alone. Returns how many were removed.
@@ -204,7 +195,7 @@ def clean_stale_stages(out: Path) -> int:
     n = 0
     for old in mine.parent.glob(prefix + "*"):
         pid = old.name[len(prefix) :]
-        if old.is_dir() and pid.isdigit() and (int(pid) == os.getpid() or not _alive(int(pid))):
+        if old.is_dir() and pid.isdigit() and (int(pid) == os.getpid() or not pid_alive(int(pid))):
             shutil.rmtree(old, ignore_errors=True)
             n += 1
     return n

@@ -26,7 +26,15 @@ from ..models.blocks import CIFAR10_MEAN_PYTORCHCV, CIFAR10_STD_PYTORCHCV, Cifar
 from ..models.device import resolve_device
 from ..models.weights import load_state_dict_file, sha256_file
 from .averaging import WeightAverage, recompute_bn_statistics
-from .dataset import DATASET_DESCRIPTION, DEFAULT_PAD, augment, load_split, normalize, tmp_path
+from .dataset import (
+    DATASET_DESCRIPTION,
+    DEFAULT_PAD,
+    augment,
+    clean_stale_tmp,
+    load_split,
+    normalize,
+    tmp_path,
+)
 from .optim import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_LR,
@@ -615,6 +623,8 @@ def train(
                 f"{str(ckpt_path)!r}: {exc.strerror or exc}"
             ) from exc
 
+    for target in (ckpt_path, out, json_path):  # temporary files of a run killed while saving
+        clean_stale_tmp(target)
     stop = StopOnSignal()  # SIGTERM / Ctrl-C: save where the run is, then return
     stopped_at: str | None = None  # where a stop signal ended the run
     with stop:  # from here a signal is a stop request, answered at the next safe point
@@ -625,6 +635,11 @@ def train(
             f"data: {x_train.shape[0]} train / {x_test.shape[0]} test JPEG images "
             f"({time.perf_counter() - t_load:.1f} s)"
         )
+        if limit is not None and x_train.shape[0] < limit:
+            raise ValueError(
+                f"limit {limit} exceeds the {x_train.shape[0]} training images of {root}: give at most "
+                f"{x_train.shape[0]}, or no limit for all of them"
+            )
         if dev.type == "cuda":
             x_train, y_train = x_train.to(dev), y_train.to(dev)
             x_test, y_test = x_test.to(dev), y_test.to(dev)
@@ -998,13 +1013,15 @@ def export_checkpoint(
     where = f"after epoch {epoch}/{epochs}"
     if in_epoch is not None:
         where += f" and step {int(in_epoch['step'])}/{int(in_epoch['steps'])} of epoch {epoch + 1}"
+    elif epoch >= epochs:  # every epoch ran; the run's own final pass and files were not made yet
+        where += " (all epochs done, before the run's final evaluation and files)"
     sidecar = {
         "model": recipe["architecture"],
         "completed": False,
         "epoch": epoch,
         "epochs": epochs,
         "step_in_epoch": None if in_epoch is None else int(in_epoch["step"]),
-        "note": f"snapshot of an unfinished training run {where}, not evaluated"
+        "note": f"snapshot of a training run {where}, not evaluated"
         + (
             " (the SGD iterate; the weight average is written, with recomputed batch-norm "
             "statistics, when the run completes)"
