@@ -225,3 +225,13 @@ def test_non_finite_weights_and_activations_are_refused_before_any_spectrum():
     net.linearize(tiny_image(1), dtype=F64)
     with pytest.raises(ValueError, match=r"unit 1\.2 \(layer1\.1\) has NaN or infinite activations"):
         net.linearize(tiny_image(1), dtype=torch.float32)
+
+
+def test_batch_norm_without_running_statistics_is_refused():
+    """BatchNorm with ``track_running_stats=False`` uses the batch's statistics in eval mode too:
+    refused when the network is built, naming the layer, instead of a batch-of-one Jacobian."""
+    bn = nn.BatchNorm2d(4, track_running_stats=False)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), bn, nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(4, 10)).eval()  # fmt: skip
+    with pytest.raises(ValueError, match=r"without running statistics \(1;.*InstanceNorm2d"):
+        linstab.Network(model, input_shape=(3, 8, 8))

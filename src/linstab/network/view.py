@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from .. import models as _models
 from ..data.images import check_images
@@ -86,6 +87,19 @@ def _check_eval(model: nn.Module) -> None:
             f"{', '.join(training[:3])}): batch norm would use batch statistics and the "
             "linearization would couple images. Call model.eval() before passing it to "
             "linstab (linstab never changes your model's mode)."
+        )
+    batch_stats = [
+        n or "<model>"
+        for n, m in model.named_modules()
+        if isinstance(m, _BatchNorm) and (m.running_mean is None or m.running_var is None)
+    ]
+    if batch_stats:
+        raise ValueError(
+            f"batch norm without running statistics ({', '.join(batch_stats[:3])}; "
+            "track_running_stats=False) normalizes with the statistics of the batch even in eval mode: "
+            "an image's output would depend on the other images of its batch, and its Jacobian would be "
+            "that of a batch of one. Give the layers running statistics, or use a per-image "
+            "normalization (nn.InstanceNorm2d, nn.GroupNorm)"
         )
 
 
