@@ -10,10 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import subprocess
-import sys
-import threading
 import warnings
 from importlib import resources
 from pathlib import Path
@@ -34,17 +30,6 @@ HAVE_DATA = (DATA / "train.zip").is_file() and (DATA / "test.zip").is_file()
 needs_data = pytest.mark.skipif(
     not HAVE_DATA, reason=f"JPEG CIFAR-10 zips not found in {DATA} (set LINSTAB_CIFAR10_JPEG)"
 )
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread_and_private_cache(tmp_path_factory):
-    """One torch thread (robust on a shared 2-core machine) and a private data cache."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("LINSTAB_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
-        yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -352,74 +337,6 @@ def test_mid_epoch_checkpoint_resumes_bit_for_bit(tmp_path, monkeypatch, capsys,
         assert [h[key] for h in full["history"]] == [h[key] for h in resumed["history"]], key
     final = torch.load(tmp_path / "part.ckpt.pt", map_location="cpu", weights_only=True)
     assert "in_epoch" not in final and final["epoch"] == 2
-
-
-@needs_data
-@pytest.mark.skipif(
-    threading.current_thread() is not threading.main_thread(), reason="signal handlers need the main thread"
-)
-@pytest.mark.parametrize("signalled_at", [2, 3, 5])
-def test_sigterm_saves_where_the_run_is_and_resume_loses_nothing(tmp_path, monkeypatch, signalled_at):
-    """SIGTERM during a training step (no timed mid-epoch saves): the step ends, the checkpoint
-    is saved there (within an epoch, or after the epoch when it was the epoch's last step), the
-    run returns with the signal's exit status and the previous handler back, and a resumed run
-    ends bit for bit as an uninterrupted one."""
-    from linstab.training import loop
-
-    common = {"batch_size": 32, "seed": 3, "limit": 96, "progress": False}  # 3 steps per epoch
-    full = training.train(8, "B", DATA, 2, tmp_path / "full.safetensors", **common)
-    calls = {"n": 0}
-    real_augment = loop.augment
-
-    def signalled_augment(x, gen):
-        calls["n"] += 1
-        if calls["n"] == signalled_at:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return real_augment(x, gen)
-
-    monkeypatch.setattr(loop, "augment", signalled_augment)
-    handler = signal.getsignal(signal.SIGTERM)
-    out, lines = tmp_path / "part.safetensors", []
-    part = training.train(8, "B", DATA, 2, out, checkpoint_seconds=None, log=lines.append, **common)
-    monkeypatch.setattr(loop, "augment", real_augment)
-    assert signal.getsignal(signal.SIGTERM) == handler
-    assert part["stopped_by"] == "SIGTERM" and part["exit_status"] == 143 and not part["completed"]
-    assert calls["n"] == signalled_at and not out.exists()  # no step after the signal's
-    ckpt = torch.load(tmp_path / "part.ckpt.pt", map_location="cpu", weights_only=True)
-    epoch, step = divmod(signalled_at, 3)
-    assert ckpt["epoch"] == epoch and ckpt.get("in_epoch", {}).get("step", 0) == step
-    where = f"at step {step}/3 of epoch {epoch + 1}/2" if step else f"after epoch {epoch}/2"
-    assert f"SIGTERM: stopped {where}" in lines[-1]
-
-    resumed = training.train(8, "B", DATA, 2, out, resume=True, **common)
-    assert resumed["completed"] and resumed["stopped_by"] is None
-    a = models.load_state_dict_file(tmp_path / "full.safetensors", "safetensors")
-    b = models.load_state_dict_file(out, "safetensors")
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
-    for key in ("train_loss", "train_acc", "test_acc"):
-        assert [h[key] for h in full["history"]] == [h[key] for h in resumed["history"]], key
-
-
-@needs_data
-def test_kill_of_the_command_saves_and_exits_with_the_signal_status(tmp_path):
-    """``kill PID`` of a running ``linstab train``: it saves, says where and exits with 143 (the
-    resume from such a checkpoint is tested above)."""
-    out = tmp_path / "m.safetensors"
-    argv = [sys.executable, "-m", "linstab.cli", "train", "--depth", "8", "--epochs", "200", "--limit", "96",
-            "--batch-size", "32", "--data", str(DATA), "--out", str(out), "--threads", "1",
-            "--no-progress"]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    lines = []
-    for line in proc.stdout:
-        lines.append(line)
-        if line.startswith("epoch   1/200"):
-            proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=120) == 128 + signal.SIGTERM, "".join(lines)
-    assert lines[-1].startswith("SIGTERM: stopped ") and "continue with resume" in lines[-1]
-    ckpt = torch.load(tmp_path / "m.ckpt.pt", map_location="cpu", weights_only=True)
-    assert 1 <= ckpt["epoch"] < 200 and not out.exists()
 
 
 def test_checkpoint_interval_is_checked(tmp_path, capsys):
