@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 
 import pytest
 import torch
-from factories import make_net, tiny_image
+from factories import TanhUnit, make_net, randomize_bn, tiny_image
 
 import linstab
 from linstab.analyses.taylor import jacobian_test, smooth_copy
 from linstab.cli import main
 from linstab.data.selection import parse_index_spec
+from linstab.models import ConvBlock, ResidualUnit
 
 
 @pytest.mark.parametrize("smooth", ["softplus", "gelu"])
@@ -154,3 +156,119 @@ def test_a_unit_that_changes_its_input_in_place_is_tested_at_the_unchanged_point
     r = jacobian_test(net, tiny_image(), 1, 1)
     assert r.method == "autodiff"
     assert r.exact_below_eps is not None and r.passed, r.table()
+
+
+def _act_net(inner=torch.nn.SiLU, outer=torch.nn.ReLU, seed: int = 0) -> linstab.Network:
+    """A tiny net of two regular linstab units ``outer(x + conv-bn(inner(conv-bn(x))))``, 4
+    channels, on ``(3, 8, 8)`` images."""
+    torch.manual_seed(seed)
+
+    def unit():
+        body = torch.nn.Sequential(
+            OrderedDict(conv1=ConvBlock(4, 4, activation=inner()), conv2=ConvBlock(4, 4))
+        )
+        return ResidualUnit(body, None, outer())
+
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3, padding=1),
+        torch.nn.Sequential(unit(), unit()),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(4, 10),
+    )
+    randomize_bn(model, seed)
+    return linstab.Network(model.eval(), input_shape=(3, 8, 8))
+
+
+def _tanh_net() -> linstab.Network:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), TanhUnit(), TanhUnit()).eval()
+    return linstab.Network(model, input_shape=(3, 8, 8), unit_types=(TanhUnit,))
+
+
+@pytest.mark.parametrize("method", ["closed", "autodiff"])
+@pytest.mark.parametrize("outer", [torch.nn.ReLU, torch.nn.SiLU])
+def test_a_smooth_unit_is_labelled_by_its_activations_and_its_order_is_measured(method, outer):
+    """A SiLU branch was labelled "relu", and its remainder reaching round-off was reported as
+    "no activation crosses zero" (``exact_below_eps``): a smooth unit is never exact."""
+    net = _act_net(outer=outer)
+    r = jacobian_test(net, tiny_image(), 1, 1, method=method)
+    assert r.method == method
+    assert r.activation != "relu" and r.activation.startswith("as-is (") and "silu" in r.activation
+    assert ("relu" in r.activation) == (outer is torch.nn.ReLU)
+    assert not r.piecewise_linear
+    assert r.exact_below_eps is None, r.table()
+    assert r.floor_below_eps is not None  # the floor was reached: that is not exactness
+    assert abs(r.order - 2) < 0.1 and r.passed, r.table()
+    assert "crosses zero" not in r.table() and "round-off floor reached" in r.table()
+
+
+def test_an_unrecognized_smooth_unit_is_labelled_by_its_functional_activation():
+    r = jacobian_test(_tanh_net(), tiny_image(), 1, 1)
+    assert r.method == "autodiff" and r.activation == "as-is (tanh)"
+    assert r.exact_below_eps is None and not r.piecewise_linear
+    assert r.order >= 1.9 and r.passed, r.table()
+
+
+@pytest.mark.parametrize("kind", ["option-A", "akamaster", "tv-basic"])
+def test_relu_units_keep_their_label_and_exactness(kind):
+    """Module (nn.ReLU) and functional (F.relu) ReLUs alike: "relu", exact below some eps."""
+    net = make_net(kind, seed=2)
+    for method in ("closed", "autodiff"):
+        r = jacobian_test(net, tiny_image(1), 1, 1, method=method)
+        assert r.activation == "relu" and r.piecewise_linear
+        assert r.exact_below_eps is not None and r.exact_below_eps == r.floor_below_eps
+        assert r.passed, r.table()
+
+
+def test_other_piecewise_linear_activations_are_named_and_exact():
+    r = jacobian_test(_act_net(inner=lambda: torch.nn.LeakyReLU(0.1)), tiny_image(), 1, 1)
+    assert r.activation == "as-is (leaky_relu, relu)" and r.piecewise_linear
+    assert r.exact_below_eps is not None and r.passed, r.table()
+
+
+def test_smooth_leaves_other_activations_in_the_label():
+    net = _act_net()
+    r = jacobian_test(net, tiny_image(), 1, 1, smooth="gelu")
+    assert r.activation == "gelu + as-is (silu)" and r.exact_below_eps is None
+    r = jacobian_test(make_net("option-B"), tiny_image(), 1, 1, smooth="softplus", beta=5)
+    assert r.activation == "softplus(beta=5)"
+
+
+def test_the_address_and_the_unit_form_are_checked_before_any_work(monkeypatch):
+    def no_work(*a, **k):
+        raise AssertionError("linearized before the arguments were checked")
+
+    net = make_net("option-B")
+    monkeypatch.setattr(net, "linearize", no_work)
+    with pytest.raises(ValueError, match=r"stage must be in 1\.\.3, got 9"):
+        jacobian_test(net, tiny_image(), 9, 1)
+    with pytest.raises(ValueError, match=r"must be in 1\.\.2, got 7"):
+        jacobian_test(net, tiny_image(), 1, 7)
+    with pytest.raises(TypeError, match="int"):
+        jacobian_test(net, tiny_image(), 1.0, 1)
+    with pytest.raises(TypeError, match="steps must be an int"):
+        jacobian_test(net, tiny_image(), 1, 1, steps=3.0)
+    tnet = _tanh_net()
+    monkeypatch.setattr(tnet, "linearize", no_work)
+    for smooth in ("softplus", "gelu"):
+        with pytest.raises(
+            ValueError, match=f"smooth='{smooth}' needs a unit of a recognized form.*TanhUnit"
+        ):
+            jacobian_test(tnet, tiny_image(), 1, 1, smooth=smooth)
+    with pytest.raises(ValueError, match="method='closed' needs a unit of a recognized form.*TanhUnit"):
+        jacobian_test(tnet, tiny_image(), 1, 2, method="closed")
+
+
+def test_cli_jacobian_test_labels_a_smooth_unit(monkeypatch, capsys):
+    import linstab.cli.common as common
+
+    net = _act_net()
+    monkeypatch.setattr(common, "network_from_args", lambda args: net)
+    monkeypatch.setattr(common, "images_from_args", lambda args, net=None: (tiny_image()[None], None, ["t"]))
+    assert main(["jacobian-test", "--unit", "1.2", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["activation"] == "as-is (silu, relu)" and out["exact_below_eps"] is None
+    assert out["order"] >= 1.9 and out["unit"] == "1.2"
+    assert main(["jacobian-test", "--unit", "1.2"]) == 0
+    assert "activation as-is (silu, relu)" in capsys.readouterr().out

@@ -18,6 +18,7 @@ import torch
 from factories import make_net, tiny_image
 from report_checks import CHROMIUM, images_loaded
 
+import linstab
 from linstab.report import ReportConfig, build_report
 from linstab.report.context import FINDING_FIELDS
 from linstab.report.findings import read_findings
@@ -296,3 +297,24 @@ def test_a_report_replaces_the_earlier_one_whole_and_a_failed_run_leaves_it(tmp_
     assert not stale.exists() and running.is_dir()
     with pytest.raises(ValueError, match="is a file"):
         build_report(replace(cfg, out=small), ("jacobian",), nets=nets[:1])
+
+
+def test_the_jacobian_section_tests_unrecognized_units_as_they_are(tmp_path):
+    """Units linstab does not recognize cannot get softplus (their ReLUs are not swapped): they
+    are tested as they are, and a smooth one (tanh) gives the order of the finding."""
+    from factories import TanhUnit
+
+    torch.manual_seed(0)
+    nn = torch.nn
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), TanhUnit(), TanhUnit(), nn.AdaptiveAvgPool2d(1),
+                          nn.Flatten(), nn.Linear(4, 10))  # fmt: skip
+    net = linstab.Network(model.eval(), input_shape=(3, 8, 8), unit_types=(TanhUnit,), name="tanh")
+    small = tmp_path / "images.npy"
+    np.save(small, torch.stack([tiny_image(s) for s in range(2)]).numpy())
+    cfg = ReportConfig(models=[], images=str(small), out=tmp_path / "out", use_cache=False, progress=False)
+    index = build_report(cfg, ("jacobian",), nets=[net])
+    rows = list(csv.DictReader((index.parent / "data" / "jacobian_tests.csv").open()))
+    assert rows and {(r["tested"], r["activation"]) for r in rows} == {("as-is", "as-is (tanh)")}
+    assert all(r["piecewise_linear"] == "False" and float(r["order"]) > 1.9 for r in rows), rows
+    (finding,) = read_findings(index.parent / "data" / "findings.csv")
+    assert finding["verdict"] == "reproduced" and finding["value"] != "", finding

@@ -11,6 +11,13 @@ round-off. With ReLU the unit is piecewise linear: once ``eps`` is small enough 
 activation crosses zero, ``e1`` drops to round-off at once and no order can be read; linstab
 reports that honestly (``exact_below_eps``). With ``smooth="softplus"``/``"gelu"`` every ReLU of
 the unit is swapped for a smooth activation (on a copy) and the order is 2.
+
+The activations of the tested unit are read from one forward pass of it at ``x`` (modules and
+functional calls alike): a unit tested as it is is labelled ``"relu"`` only when all its
+activations are ReLU, else ``"as-is (silu, relu)"`` and the like. The piecewise-linear conclusion
+(``exact_below_eps``) is drawn only when every activation is piecewise linear (ReLU, ReLU6,
+leaky ReLU, ...): for a smooth unit a remainder at round-off only means the floor was reached,
+and the measured order is reported instead.
 """
 
 from __future__ import annotations
@@ -21,12 +28,55 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
+from ..io.validate import check_int
 from ..models.state import cast_state
 from ..operators.autodiff import AutodiffJacobian
 from ..operators.closed_form import UnitJacobian
 
 SMOOTH = ("softplus", "gelu")
+
+PIECEWISE_LINEAR = frozenset(
+    {"relu", "relu6", "hardtanh", "leaky_relu", "prelu", "rrelu", "threshold", "hardsigmoid"}
+)
+"""Activations (torch function names, without a trailing ``_``) that are piecewise linear."""
+
+NONLINEAR = frozenset(
+    {
+        "silu",
+        "gelu",
+        "softplus",
+        "tanh",
+        "sigmoid",
+        "elu",
+        "selu",
+        "celu",
+        "mish",
+        "hardswish",
+        "logsigmoid",
+        "softsign",
+        "tanhshrink",
+        "glu",
+    }
+)
+"""Activations (torch function names, without a trailing ``_``) that are not piecewise linear."""
+
+
+class _ActivationRecorder(TorchFunctionMode):
+    """Records the names of the activation functions a forward pass calls, in first-call order
+    (``nn.ReLU`` and ``F.relu``, ``torch.relu_`` and ``x.relu()`` alike are ``"relu"``).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: list[str] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "").rstrip("_")
+        if (name in PIECEWISE_LINEAR or name in NONLINEAR) and name not in self.names:
+            self.names.append(name)
+        return func(*args, **(kwargs or {}))
 
 
 @dataclass
@@ -35,7 +85,11 @@ class TaylorResult:
 
     Attributes:
         unit: unit address ``"S.K"``.
-        activation: ``"relu"``, ``"softplus(beta=...)"`` or ``"gelu"``.
+        activation: ``"relu"`` (a unit tested as it is whose activations are all ReLU),
+            ``"as-is (NAMES)"`` (as it is, with other activations, e.g. ``"as-is (silu, relu)"``;
+            ``"as-is (none found)"`` when the forward pass calls no known activation),
+            ``"softplus(beta=...)"`` or ``"gelu"`` (``smooth=``; followed by
+            ``" + as-is (NAMES)"`` when activations other than ReLU were left in place).
         method: Jacobian implementation tested (``"closed"`` or ``"autodiff"``).
         dtype: computation dtype name.
         eps: the step sizes.
@@ -46,8 +100,14 @@ class TaylorResult:
         order0: the same for ``err0`` (should be 1).
         floor: the round-off level used (``1e3 * machine eps * ||F(x)||``).
         exact_below_eps: the largest eps from which on ``err1`` stays at round-off (piecewise
-            linear regime), or ``None``.
-        passed: ``order >= 1.9`` (smooth) or ``err1`` at round-off for small eps (ReLU).
+            linear regime), or ``None``; only for a piecewise-linear unit (``None`` for smooth
+            ones, whose remainder at round-off is the floor, not exactness).
+        passed: ``order >= 1.9``, or (piecewise-linear units tested as they are) ``err1`` at
+            round-off for small eps.
+        piecewise_linear: whether every activation of the tested unit is piecewise linear
+            (ReLU, ReLU6, leaky ReLU, ...) and at least one was found.
+        floor_below_eps: the largest eps from which on ``err1`` stays at round-off, for any
+            unit (``None`` if it never does).
     """
 
     unit: str
@@ -63,6 +123,8 @@ class TaylorResult:
     floor: float = 0.0
     exact_below_eps: float | None = None
     passed: bool = False
+    piecewise_linear: bool = False
+    floor_below_eps: float | None = None
 
     def to_dict(self) -> dict:
         """The result as a JSON-able dict."""
@@ -84,6 +146,13 @@ class TaylorResult:
                 f"linear to round-off for eps <= {self.exact_below_eps:.1e}: no activation "
                 "crosses zero there (ReLU is piecewise linear)"
             )
+        elif self.floor_below_eps is not None and not self.piecewise_linear:
+            rows.append(
+                f"round-off floor reached for eps <= {self.floor_below_eps:.1e} (smooth activation: "
+                "not exactness; the order is read above the floor)"
+            )
+        if math.isnan(self.order) and not self.piecewise_linear:
+            rows.append("no order measured: fewer than two steps above round-off (try a larger eps0)")
         rows.append("PASSED" if self.passed else "NOT PASSED")
         return "\n".join(rows)
 
@@ -118,6 +187,27 @@ def smooth_copy(unit: nn.Module, kind: str = "softplus", beta: float = 20.0) -> 
     return new
 
 
+def _label(names: list[str], smooth: str | None, beta: float) -> tuple[str, bool]:
+    """The ``activation`` label of a tested unit and whether it is piecewise linear.
+
+    Args:
+        names: the activations its forward pass called (see :class:`_ActivationRecorder`).
+        smooth: ``None``, ``"softplus"`` or ``"gelu"``.
+        beta: softplus sharpness.
+
+    Returns:
+        ``(label, piecewise_linear)``.
+    """
+    piecewise = bool(names) and all(n in PIECEWISE_LINEAR for n in names)
+    if smooth is None:
+        if names == ["relu"]:
+            return "relu", True
+        return f"as-is ({', '.join(names) if names else 'none found'})", piecewise
+    label = f"softplus(beta={beta:g})" if smooth == "softplus" else "gelu"
+    others = [n for n in names if n != smooth]
+    return (f"{label} + as-is ({', '.join(others)})" if others else label), piecewise
+
+
 def jacobian_test(
     net,
     image: torch.Tensor,
@@ -139,44 +229,61 @@ def jacobian_test(
         image: the image ``(3, H, W)`` in [0, 1] at which the unit is linearized.
         stage: 1-based stage.
         index: 1-based unit within the stage.
-        smooth: ``None`` (the unit as it is), ``"softplus"`` or ``"gelu"``.
+        smooth: ``None`` (the unit as it is), ``"softplus"`` or ``"gelu"`` (every ReLU module
+            of the unit's recognized form swapped; recognized units only).
         beta: softplus sharpness for ``smooth="softplus"``.
         eps0: largest step; ``dx`` has the norm of the unit's input ``x``.
         steps: number of step sizes (each a tenth of the previous).
         method: ``"closed"``, ``"autodiff"`` or ``"auto"``.
         dtype: float64 (default) or float32.
         seed: seed of the direction ``dx``.
+
+    Raises:
+        TypeError: for a stage, index or steps that is not an int.
+        ValueError: for an address outside the network, ``steps < 2``, ``eps0 <= 0``, an unknown
+            ``smooth`` or ``method``, or ``smooth=``/``method="closed"`` on a unit whose form is
+            not recognized; all before the linearization.
     """
-    if steps < 2:
-        raise ValueError(f"steps must be >= 2, got {steps}")
+    steps = check_int("steps", steps, 2)
     if not eps0 > 0:
         raise ValueError(f"eps0 must be positive, got {eps0}")
     if smooth is not None:
         _check_smooth(smooth, beta)
     if method not in ("closed", "autodiff", "auto"):  # before the linearization
         raise ValueError(f"method must be 'closed', 'autodiff' or 'auto', got {method!r}")
+    info = net.unit(stage, index)  # the address, before any work
+
+    def check_form(u) -> None:
+        if u.canonical is not None:
+            return
+        if smooth is not None:
+            raise ValueError(
+                f"smooth={smooth!r} needs a unit of a recognized form (its ReLU modules are swapped), "
+                f"got unit {u.address} ({type(u.module).__name__}), not recognized: test it as it is "
+                "(smooth=None)"
+            )
+        if method == "closed":
+            raise ValueError(
+                f"method='closed' needs a unit of a recognized form, got unit {u.address} "
+                f"({type(u.module).__name__}), not recognized: use method='autodiff' or 'auto'"
+            )
+
+    check_form(info)
     lin = net.linearize(image, dtype=dtype, method="autodiff")
-    info = net.unit(stage, index)
+    info = net.unit(stage, index)  # the units are discovered again if the weights changed
+    check_form(info)
     i = net.units.index(info)
     x = lin.inputs[i][0]
     if method == "auto":
         method = "closed" if info.canonical is not None else "autodiff"
     if smooth is not None:
-        if info.canonical is None:
-            raise ValueError(f"unit {info.address} is not recognized: cannot swap its activations")
         module = smooth_copy(info.canonical, smooth, beta)
-        act = f"softplus(beta={beta:g})" if smooth == "softplus" else "gelu"
     else:
         module = info.module if method == "autodiff" else info.canonical
-        act = "relu"
     if method == "closed":
-        if info.canonical is None:
-            raise ValueError(f"unit {info.address} has no closed form; use method='autodiff'")
         J = UnitJacobian(module, x, dtype)
-    elif method == "autodiff":
-        J = AutodiffJacobian(module, x, dtype)
     else:
-        raise ValueError(f"method must be 'closed', 'autodiff' or 'auto', got {method!r}")
+        J = AutodiffJacobian(module, x, dtype)
 
     state = cast_state(module, dtype)
 
@@ -189,7 +296,9 @@ def jacobian_test(
     g = torch.Generator(device="cpu").manual_seed(seed)
     dx = torch.randn(x.shape, generator=g, dtype=dtype).to(x.device)
     dx = dx * (x.norm() / dx.norm())
-    fx = F(x)
+    with _ActivationRecorder() as rec:  # the activations the tested module really runs
+        fx = F(x)
+    act, piecewise = _label(rec.names, smooth, beta)
     jdx = J @ dx
     eps = [eps0 / 10**k for k in range(steps)]
     err0, err1 = [], []
@@ -203,15 +312,11 @@ def jacobian_test(
     order = float(torch.tensor([slopes[k - 1] for k in above]).median()) if above else math.nan
     s0 = [math.log10(err0[k - 1] / err0[k]) for k in range(1, len(eps)) if err0[k] > 0]
     order0 = float(torch.tensor(s0).median()) if s0 else math.nan
-    exact_below = None
-    for k in range(len(eps) if smooth is None else 0):
-        if all(v <= floor for v in err1[k:]):
-            exact_below = eps[k]
-            break
-    if smooth is not None:
-        passed = order >= 1.9
-    else:
-        passed = exact_below is not None or order >= 1.9
+    floor_below = next((eps[k] for k in range(len(eps)) if all(v <= floor for v in err1[k:])), None)
+    # locally linear (exact to round-off) only where every activation is piecewise linear: for
+    # a smooth unit the remainder at round-off is the floor, not exactness
+    exact_below = floor_below if smooth is None and piecewise else None
+    passed = exact_below is not None or order >= 1.9
     return TaylorResult(
         unit=info.address,
         activation=act,
@@ -226,4 +331,6 @@ def jacobian_test(
         floor=floor,
         exact_below_eps=exact_below,
         passed=passed,
+        piecewise_linear=piecewise,
+        floor_below_eps=floor_below,
     )
