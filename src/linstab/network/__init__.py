@@ -5,6 +5,7 @@ of the first stage). The *network operator* maps the stem's output (the input of
 the head's input (the output of the last unit).
 """
 
+from .factories import call_factory, import_factory, is_factory_spec, load_factory
 from .linearization import Linearization
 from .loading import load_model
 from .view import JACOBIAN_METHODS, Network, UnitInfo, parse_unit
@@ -14,6 +15,10 @@ __all__ = [
     "Linearization",
     "Network",
     "UnitInfo",
+    "call_factory",
+    "import_factory",
+    "is_factory_spec",
+    "load_factory",
     "load_model",
     "parse_unit",
 ]

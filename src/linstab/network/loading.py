@@ -1,4 +1,6 @@
-"""Loading a network by name: registered CIFAR checkpoints and ImageNet networks."""
+"""Loading a network by name: registered CIFAR checkpoints, ImageNet networks, model files and
+model factories.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from pathlib import Path
 from .. import models as _models
 from ..io.profile import timed
 from ..models.registry import is_model_file, list_models, trained_model_spec
+from .factories import is_factory_spec, load_factory
 from .imagenet import imagenet_network
 from .view import Network
 
@@ -22,12 +25,17 @@ def load_model(
             ``"resnet56-akamaster"``, an ImageNet network ``"torchvision:resnet50"`` (224 x 224
             inputs; without ``weights`` it has seeded random weights and its name says so), or
             the path of a ``.safetensors`` model written by ``linstab train`` (its JSON sidecar
-            beside it gives the architecture and the SHA-256).
-        weights: explicit path of the weights file.
+            beside it gives the architecture and the SHA-256), or a model factory
+            ``"module:function"`` (e.g. ``"mymodels:build"``; the current folder is searched):
+            the function, called without arguments, returns a :class:`~linstab.network.Network`
+            (named ``name`` unless it set a name itself).
+        weights: explicit path of the weights file (not with a factory: it builds its weights).
         input_size: ImageNet networks only: the image size (default 224).
 
     Raises:
-        ValueError: for an unknown name or a file whose checksum differs.
+        ValueError: for an unknown name, a file whose checksum differs, or a factory that cannot
+            be imported or raises (see :func:`~linstab.network.factories.call_factory`).
+        TypeError: a factory that returns anything but a :class:`~linstab.network.Network`.
         FileNotFoundError: when the weights cannot be found (the message says how to supply them).
     """
     with timed("load-model", model=str(name)):
@@ -38,9 +46,24 @@ def _load_model(name: str, weights, input_size: int | None) -> Network:
     if isinstance(name, os.PathLike):
         name = os.fspath(name)
     if not isinstance(name, str):
-        raise TypeError(f"model name must be a str (a registry name or a .safetensors file), got {name!r}")
+        raise TypeError(
+            "model name must be a str (a registry name, a .safetensors file or a factory "
+            f"'module:function'), got {name!r}"
+        )
     if name.lower().startswith("torchvision:"):
         return imagenet_network(name, weights=weights, input_size=224 if input_size is None else input_size)
+    if is_factory_spec(name):  # checked before any import: the factory builds the whole network
+        if weights is not None:
+            raise ValueError(
+                f"model factory {name!r} builds its own weights: weights ({os.fspath(weights)}) apply to "
+                "registered models and torchvision:...; load them inside the factory instead"
+            )
+        if input_size is not None:
+            raise ValueError(
+                f"input_size applies to ImageNet networks (torchvision:...), not to the model factory "
+                f"{name!r}: its Network's input_shape sets the image size"
+            )
+        return load_factory(name)
     if input_size is not None:
         raise ValueError(f"input_size applies to ImageNet networks (torchvision:...), not to {name!r}")
     if is_model_file(name):  # a model trained by `linstab train`: its sidecar says what it is
@@ -53,12 +76,13 @@ def _load_model(name: str, weights, input_size: int | None) -> Network:
         return net
     if name not in _models.REGISTRY:
         hint = ""
-        if Path(name).expanduser().exists() or Path(name).suffix or ":" in name:
-            # a path (`model.pt`) or a factory (`pkg.mod:build`): say what files are read
+        if Path(name).expanduser().exists() or Path(name).suffix:
+            # a path (`model.pt`): say what files are read and how other models are named
             hint = (
                 "; model files must be .safetensors written by `linstab train` (with their JSON "
-                "sidecar); any other PyTorch model is analysed from Python: "
-                "linstab.Network(model, mean, std, input_shape=(C, H, W))"
+                "sidecar); any other PyTorch model is named by a factory 'module:function' whose "
+                "function returns linstab.Network(model, mean, std, input_shape=(C, H, W)), or "
+                "analysed from Python"
             )
         raise ValueError(f"unknown model {name!r}{hint}; registered: {', '.join(list_models())}")
     spec = _models.REGISTRY[name]

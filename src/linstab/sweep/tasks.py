@@ -14,7 +14,6 @@ unit (e.g. a top-k solver that does not converge) gives an error row for that un
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 import os
@@ -36,8 +35,8 @@ from ..io.validate import check_int
 from ..linalg.results import PLATEAU, ZERO_TOL, ConvergenceWarning
 from ..models.registry import REGISTRY, is_model_file, trained_model_spec
 from ..models.weights import resolve_weights
+from ..network.factories import call_factory, is_factory_spec, load_factory
 from ..network.loading import load_model
-from ..network.view import Network
 from ..spectra.bands import _check_bands_args, bands
 from ..spectra.spectrum import spectrum
 
@@ -171,15 +170,22 @@ def registry_model(name: str, *, resolve: bool = True) -> ModelSpec:
     """The spec of a registered model, with the SHA-256 the workers must find.
 
     Args:
-        name: a registry name, or the path of a ``.safetensors`` model written by ``linstab
-            train`` (the workers load that path: it must be reachable there).
+        name: a registry name, the path of a ``.safetensors`` model written by ``linstab
+            train`` (the workers load that path: it must be reachable there), or a model factory
+            ``"module:function"`` called without arguments (as :func:`linstab.load_model` does;
+            the spec is :func:`factory_model` under the network's name).
         resolve: also find the weights here (and checksum them when the registry only has a
             SHA-1); with ``False`` a registry entry without SHA-256 is an error.
 
     Raises:
-        ValueError: for an unknown name (the message lists the registered ones).
+        ValueError: for an unknown name (the message lists the registered ones) or a factory
+            that cannot be imported or raises.
+        TypeError: a factory that returns anything but a :class:`linstab.Network`.
         FileNotFoundError: when ``resolve`` and the weights are not found here.
     """
+    if is_factory_spec(name):  # built here once for its name and checksum, rebuilt on the workers
+        net = load_factory(name)
+        return ModelSpec(name=net.name, factory=name, sha256=state_sha256(net))
     if is_model_file(name):  # a model trained by `linstab train`: workers load the same file
         spec = trained_model_spec(name)
         path = Path(name).expanduser().resolve()
@@ -199,27 +205,6 @@ def registry_model(name: str, *, resolve: bool = True) -> ModelSpec:
     return ModelSpec(name=name, registry=name, sha256=sha)
 
 
-def _import_factory(path: str):
-    if not isinstance(path, str) or path.count(":") != 1:
-        raise ValueError(f"a model factory is 'module:function', got {path!r}")
-    mod, fn = path.split(":")
-    try:
-        obj = getattr(importlib.import_module(mod), fn)
-    except (ImportError, AttributeError) as exc:
-        raise ValueError(f"cannot import model factory {path!r}: {exc}") from exc
-    if not callable(obj):
-        raise ValueError(f"model factory {path!r} is not callable")
-    return obj
-
-
-def _call_factory(path: str, kwargs: dict):
-
-    net = _import_factory(path)(**kwargs)
-    if not isinstance(net, Network):
-        raise TypeError(f"model factory {path!r} must return a linstab.Network, got {type(net).__name__}")
-    return net
-
-
 def factory_model(name: str, factory: str, **kwargs) -> ModelSpec:
     """The spec of a model built by ``factory(**kwargs)`` (called here once to checksum it).
 
@@ -231,7 +216,7 @@ def factory_model(name: str, factory: str, **kwargs) -> ModelSpec:
         raise ValueError(f"factory kwargs of {name!r} must be JSON-able: {exc}") from exc
     if kw != kwargs:
         raise ValueError(f"factory kwargs of {name!r} change in a JSON round trip: {kwargs!r}")
-    net = _call_factory(factory, kw)
+    net = call_factory(factory, kw)
     return ModelSpec(name=name, factory=factory, kwargs=kw, sha256=state_sha256(net))
 
 
@@ -255,7 +240,7 @@ def get_network(spec: ModelSpec | dict, *, cache: bool = True):
         net = load_model(spec.registry)
         got, what = net.sha256, "weights file"
     else:
-        net = _call_factory(spec.factory, dict(spec.kwargs))
+        net = call_factory(spec.factory, dict(spec.kwargs))
         got, what = state_sha256(net), "state dict"
     if spec.sha256 and got != spec.sha256:
         raise ValueError(
