@@ -9,7 +9,7 @@ export LINSTAB_WEIGHTS_DIR ?= $(SHARED)/weights
 export LINSTAB_CIFAR10_JPEG ?= $(SHARED)/data/cifar10-jpeg
 OUT     ?= out
 
-.PHONY: run test test-fast test-slow lint venv
+.PHONY: run test test-all test-fast test-slow lint venv
 
 $(BIN)/linstab: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -35,5 +35,10 @@ test-slow: venv
 lint: venv
 	$(BIN)/ruff check src tests benchmarks examples
 
-test: test-fast test-slow lint
+# both tiers in one run: the workers fill the slow tier's long files with fast tests
+# (tests/conftest.py hands out the slow files first)
+test-all: venv
+	$(BIN)/python -m pytest -q -m "slow or not slow" -n auto --dist loadfile
+
+test: test-all lint
 	$(BIN)/python examples/unit_svds.py

@@ -17,6 +17,12 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
 
 
+def pytest_collection_modifyitems(config, items):
+    """The slow tests first (stable otherwise): pytest-xdist hands out test files in this order, so
+    the long end-to-end files start first and the fast ones fill in around them."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(scope="session")
 def shared_weights() -> Path:
     """The shared akamaster weights (``LINSTAB_WEIGHTS_DIR``); skips with a reason if absent."""
