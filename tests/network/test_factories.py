@@ -3,6 +3,7 @@ the current folder (found without leaving ``sys.path`` changed), the CLI end to 
 
 from __future__ import annotations
 
+import csv
 import itertools
 import json
 import os
@@ -214,3 +215,29 @@ def test_weights_and_input_size_are_refused_before_the_factory_runs(mod, tmp_pat
 def test_the_unknown_model_hint_names_factories():
     with pytest.raises(ValueError, match="factory 'module:function'"):
         linstab.load_model("model.pt")
+
+
+def test_cli_report_with_a_factory_end_to_end(mod, tmp_path, capsys):
+    """``linstab report --model module:function``: the factory's network is analysed (also by the
+    forked workers), its name and state checksum are in the record, and ``sys.path`` is restored."""
+    images = tmp_path / "imgs.npy"
+    np.save(images, torch.stack([tiny_image(0), tiny_image(1)]).numpy())
+    before = list(sys.path)
+    out = tmp_path / "report"
+    args = ["report", "--model", f"{mod}:small", "--images", str(images), "--quick", "--out", str(out)]
+    args += ["--sections", "jacobian,spectra", "--workers", "2", "--no-cache", "--no-progress"]
+    assert main([*args, "--no-shortcut-reference"]) == 0
+    assert f"report written to {out / 'index.html'}" in capsys.readouterr().out
+    _path_unchanged(before)
+    env = json.loads((out / "environment.json").read_text())
+    (record,) = env["models"]
+    assert record == {
+        "name": "option-B",
+        "source": f"{mod}:small",
+        "sha256": None,
+        "state_sha256": make_net("option-B", seed=3).state_sha256(),
+        "units": len(make_net("option-B", seed=3).units),
+    }
+    tests = (out / "data" / "jacobian_tests.csv").read_text().splitlines()
+    assert len(tests) > 1 and "option-B" in (out / "index.html").read_text()
+    assert {r["verdict"] for r in csv.DictReader((out / "data" / "findings.csv").open())}

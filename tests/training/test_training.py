@@ -214,6 +214,7 @@ def test_one_epoch_decreases_the_loss(short_run):
     rec = summary["history"][0]
     assert rec["loss_last_quarter"] < rec["loss_first_quarter"] - 0.05, rec
     assert 0.0 <= rec["test_acc"] <= 1.0 and rec["seconds"] > 0
+    assert rec["cpu_seconds"] > 0 and rec["threads"] == torch.get_num_threads()
 
 
 @needs_data
@@ -230,6 +231,8 @@ def test_outputs_round_trip_and_sidecar(short_run):
     assert reg["mean"] == list(models.CIFAR10_MEAN_PYTORCHCV)
     assert reg["std"] == list(models.CIFAR10_STD_PYTORCHCV)
     assert reg["test_error_jpeg"] == pytest.approx(100 * (1 - meta["test_accuracy_jpeg"]), abs=0.01)
+    assert meta["training_cpu_time_s"] == pytest.approx(sum(r["cpu_seconds"] for r in meta["history"]), abs=0.1)
+    assert meta["training_cpu_time_epochs"] == len(meta["history"]) == 1
     for key in ("recipe", "epochs", "seed", "dataset", "training_wall_time_s", "device",
                 "torch_version", "default_images_accuracy", "precision", "machine"):  # fmt: skip
         assert key in meta, key

@@ -18,8 +18,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
         default=None,
-        help="registered model name (see 'linstab models'); default: the best embedded model, "
-        "else resnet56-akamaster",
+        help="registered model name (see 'linstab models'), a model file trained by linstab "
+        "(FILE.safetensors with its JSON sidecar) or a factory 'module:function' returning a "
+        "linstab.Network; default: the best embedded model, else resnet56-akamaster",
     )
     p.add_argument("--weights", default=None, help="explicit weights file for --model")
     p.add_argument(
@@ -38,14 +39,16 @@ def network_from_args(args: argparse.Namespace):
 
 
 def provenance(net: Network, image_ids: list[str]) -> dict:
-    """What an output was computed from: linstab's version, the model's name, the SHA-256 of its
-    weights file and of its state dict, and the image ids (written into JSON/NPZ outputs).
+    """What an output was computed from: linstab's version, the model's name and what
+    ``--model`` said (registry name, file or factory), the SHA-256 of its weights file and of its
+    state dict, and the image ids (written into JSON/NPZ outputs).
     """
     from .._version import __version__
 
     return {
         "linstab": __version__,
         "model": net.name,
+        "model_source": net.source,
         "weights_sha256": net.sha256,
         "state_sha256": net.state_sha256(),
         "images": list(image_ids),

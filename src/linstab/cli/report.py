@@ -62,7 +62,8 @@ def add_parser(sub) -> None:
         "--model",
         action="append",
         default=None,
-        help="registered model; give twice for two models side by side (default: the default model; "
+        help="registered model, FILE.safetensors trained by linstab or a factory 'module:function'; "
+        "give twice for two models side by side (default: the default model; "
         "resnet56-linstab and resnet110-linstab side by side once both ship)",
     )
     p.add_argument(

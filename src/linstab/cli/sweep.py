@@ -117,7 +117,13 @@ def add_parser(sub) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--model", action="append", default=None, help="registered model name; repeat for several")
+    p.add_argument(
+        "--model",
+        action="append",
+        default=None,
+        help="registered model name, FILE.safetensors trained by linstab or a factory "
+        "'module:function'; repeat for several",
+    )
     p.add_argument(
         "--images",
         default="all",

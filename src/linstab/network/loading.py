@@ -39,7 +39,10 @@ def load_model(
         FileNotFoundError: when the weights cannot be found (the message says how to supply them).
     """
     with timed("load-model", model=str(name)):
-        return _load_model(name, weights, input_size)
+        net = _load_model(name, weights, input_size)
+    if net.source is None:  # a factory may have set its own
+        net.source = os.fspath(name)
+    return net
 
 
 def _load_model(name: str, weights, input_size: int | None) -> Network:

@@ -224,6 +224,9 @@ class Network:
         self.input_shape = tuple(input_shape)
         self.sha256 = sha256
         self.spec: _models.CheckpointSpec | None = None
+        #: what ``load_model`` was given for it (registry name, model file, ``module:function``
+        #: factory, ``torchvision:...``); None for a Network built directly.
+        self.source: str | None = None
         self._state_hash: tuple | None = None
         if isinstance(unit_types, type):
             unit_types = (unit_types,)

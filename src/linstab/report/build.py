@@ -22,7 +22,7 @@ from ..network.loading import load_model
 from .ablations import section_ablations
 from .context import FINDING_FIELDS, SECTIONS, ReportConfig, ReportContext, Section
 from .dynamics import dynamics_items, section_dynamics
-from .html import environment, write_html
+from .html import environment, model_record, write_html
 from .jacobian import section_jacobian_tests
 from .perturbations import propagation_item, section_propagation
 from .spectra import section_spectra
@@ -307,11 +307,7 @@ def _build(
     ctx.timings["total_s"] = round(time.perf_counter() - t_start, 2)
     env = environment(ctx, nets, ctx.image_ids)
     env["timings"] = ctx.timings
-    env["shortcut_reference"] = (
-        {"name": reference.name, "sha256": reference.sha256, "units": len(reference.units)}
-        if reference
-        else None
-    )
+    env["shortcut_reference"] = model_record(reference) if reference else None
     env["cache"] = {"hits": ctx.cache.hits, "misses": ctx.cache.misses}
     (ctx.out / "environment.json").write_text(json.dumps(env, indent=1))
     write_csv([f.row() for f in ctx.findings], ctx.data_dir / "findings.csv", FINDING_FIELDS, empty_nan=True)

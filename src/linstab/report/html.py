@@ -110,6 +110,19 @@ def write_html(ctx: ReportContext, title: str, env: dict) -> Path:
     return path
 
 
+def model_record(net) -> dict:
+    """Which network a report analysed: its name, what ``load_model`` was given for it
+    (``source``: registry name, model file or ``module:function``; None when built in Python),
+    the SHA-256 of its weights file (None without one), of its state dict, and its unit count."""
+    return {
+        "name": net.name,
+        "source": net.source,
+        "sha256": net.sha256,
+        "state_sha256": net.state_sha256(),
+        "units": len(net.units),
+    }
+
+
 def environment(ctx: ReportContext, nets, image_ids) -> dict:
     """Versions, device, models with their SHA-256, images and timings of this report."""
     import scipy
@@ -124,7 +137,7 @@ def environment(ctx: ReportContext, nets, image_ids) -> dict:
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
         "torch_threads": torch.get_num_threads(),
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "models": [{"name": n.name, "sha256": n.sha256, "units": len(n.units)} for n in nets],
+        "models": [model_record(n) for n in nets],
         "models_names": [n.name for n in nets],
         "images": ctx.images_text(ids=list(image_ids)),
         "image_ids": list(image_ids),

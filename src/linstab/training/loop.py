@@ -406,6 +406,16 @@ def _load_init(
     return state, record
 
 
+def _cpu_time(history: list[dict]) -> dict[str, Any]:
+    """The sidecar's CPU time: the process's CPU seconds (all threads) summed over the epochs
+    that recorded them (runs of older linstab versions did not), unaffected by pauses."""
+    timed_epochs = [r["cpu_seconds"] for r in history if r.get("cpu_seconds") is not None]
+    return {
+        "training_cpu_time_s": round(float(sum(timed_epochs)), 1) if timed_epochs else None,
+        "training_cpu_time_epochs": len(timed_epochs),
+    }
+
+
 def train(
     depth: int,
     shortcut: str,
@@ -728,7 +738,7 @@ def train(
             if stop.requested:
                 stopped_at = f"after epoch {epoch}/{epochs}" if epochs_run else None  # None: see below
                 break
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             model.train()
             if partial is not None:  # continue the interrupted epoch where its checkpoint left it
                 perm = partial["perm"].to(dev)
@@ -737,12 +747,13 @@ def train(
                 seen, first_step = int(partial["seen"]), int(partial["step"])
                 batch_losses = list(partial["batch_losses"])
                 secs_before = float(partial["seconds"])
+                cpu_before = float(partial.get("cpu_seconds", 0.0))
                 partial = None
             else:
                 perm = torch.randperm(n_train, generator=gen).to(dev)
                 loss_sum = torch.zeros((), device=dev)
                 correct = torch.zeros((), device=dev, dtype=torch.long)
-                seen, first_step, secs_before = 0, 0, 0.0
+                seen, first_step, secs_before, cpu_before = 0, 0, 0.0, 0.0
                 batch_losses: list[float] = []
             bar = (
                 bar_cls(
@@ -797,6 +808,7 @@ def train(
                             "seen": seen,
                             "batch_losses": batch_losses,
                             "seconds": secs_before + time.perf_counter() - t0,
+                            "cpu_seconds": cpu_before + time.process_time() - c0,
                         },
                     )
                     last_save = time.perf_counter()
@@ -821,6 +833,10 @@ def train(
                 "test_acc": test_acc,
                 "lr": optimizer.param_groups[0]["lr"],
                 "seconds": secs,
+                # CPU seconds of this process over all its threads (wall "seconds" also count any
+                # time it was paused or starved); threads: torch threads at the epoch's end
+                "cpu_seconds": round(cpu_before + time.process_time() - c0, 1),
+                "threads": torch.get_num_threads(),
             }
             if dev.type == "cpu":
                 record["loss_first_quarter"] = float(np.mean(batch_losses[:q]))
@@ -832,7 +848,8 @@ def train(
             emit(
                 f"epoch {epoch + 1:3d}/{epochs}  train loss {train_loss:.4f}  "
                 f"train acc {100 * train_acc:6.2f}%  test acc {100 * test_acc:6.2f}%  "
-                f"lr {record['lr']:.5f}  {secs:6.1f} s"
+                f"lr {record['lr']:.5f}  {secs:6.1f} s (CPU {record['cpu_seconds']:.1f} s, "
+                f"{record['threads']} threads)"
             )
             save(epoch + 1)
             last_save = time.perf_counter()
@@ -912,6 +929,7 @@ def train(
         "train_images": int(n_train),
         "test_images": int(x_test.shape[0]),
         "training_wall_time_s": round(train_seconds, 1),
+        **_cpu_time(history),
         "device": _device_name(dev),
         "precision": recipe["precision"],
         "cpu_native_bf16": cpu_has_native_bf16() if dev.type == "cpu" else None,
@@ -1032,6 +1050,7 @@ def export_checkpoint(
         "recipe": recipe,
         "history": state.get("history", []),
         "training_wall_time_s": round(float(state.get("train_seconds", 0.0)), 1),
+        **_cpu_time(state.get("history", [])),
         "dataset": DATASET_DESCRIPTION,
         "torch_version": torch.__version__,
         "registry": registry,
