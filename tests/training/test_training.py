@@ -231,7 +231,9 @@ def test_outputs_round_trip_and_sidecar(short_run):
     assert reg["mean"] == list(models.CIFAR10_MEAN_PYTORCHCV)
     assert reg["std"] == list(models.CIFAR10_STD_PYTORCHCV)
     assert reg["test_error_jpeg"] == pytest.approx(100 * (1 - meta["test_accuracy_jpeg"]), abs=0.01)
-    assert meta["training_cpu_time_s"] == pytest.approx(sum(r["cpu_seconds"] for r in meta["history"]), abs=0.1)
+    assert meta["training_cpu_time_s"] == pytest.approx(
+        sum(r["cpu_seconds"] for r in meta["history"]), abs=0.1
+    )
     assert meta["training_cpu_time_epochs"] == len(meta["history"]) == 1
     for key in ("recipe", "epochs", "seed", "dataset", "training_wall_time_s", "device",
                 "torch_version", "default_images_accuracy", "precision", "machine"):  # fmt: skip

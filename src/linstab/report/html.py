@@ -113,7 +113,8 @@ def write_html(ctx: ReportContext, title: str, env: dict) -> Path:
 def model_record(net) -> dict:
     """Which network a report analysed: its name, what ``load_model`` was given for it
     (``source``: registry name, model file or ``module:function``; None when built in Python),
-    the SHA-256 of its weights file (None without one), of its state dict, and its unit count."""
+    the SHA-256 of its weights file (None without one), of its state dict, and its unit count.
+    """
     return {
         "name": net.name,
         "source": net.source,

@@ -408,7 +408,8 @@ def _load_init(
 
 def _cpu_time(history: list[dict]) -> dict[str, Any]:
     """The sidecar's CPU time: the process's CPU seconds (all threads) summed over the epochs
-    that recorded them (runs of older linstab versions did not), unaffected by pauses."""
+    that recorded them (runs of older linstab versions did not), unaffected by pauses.
+    """
     timed_epochs = [r["cpu_seconds"] for r in history if r.get("cpu_seconds") is not None]
     return {
         "training_cpu_time_s": round(float(sum(timed_epochs)), 1) if timed_epochs else None,
