@@ -12,12 +12,14 @@ activation crosses zero, ``e1`` drops to round-off at once and no order can be r
 reports that honestly (``exact_below_eps``). With ``smooth="softplus"``/``"gelu"`` every ReLU of
 the unit is swapped for a smooth activation (on a copy) and the order is 2.
 
-The activations of the tested unit are read from one forward pass of it at ``x`` (modules and
-functional calls alike): a unit tested as it is is labelled ``"relu"`` only when all its
-activations are ReLU, else ``"as-is (silu, relu)"`` and the like. The piecewise-linear conclusion
-(``exact_below_eps``) is drawn only when every activation is piecewise linear (ReLU, ReLU6,
-leaky ReLU, ...): for a smooth unit a remainder at round-off only means the floor was reached,
-and the measured order is reported instead.
+The nonlinearities of the tested unit are read from one forward pass of it at ``x`` (modules
+and functional calls alike, :mod:`linstab.analyses.piecewise`): a unit tested as it is is
+labelled ``"relu"`` only when ReLU is all it applies to its input besides linear ops, else
+``"as-is (silu, relu)"``, ``"as-is (relu, group_norm)"``, ``"as-is (relu, sigmoid, mul(x, x))"``
+and the like. The piecewise-linear conclusion (``exact_below_eps``) is drawn only when every op
+on the input is linear or piecewise linear (ReLU, ReLU6, leaky ReLU, max pooling, ...): for a
+smooth unit a remainder at round-off only means the floor was reached, and the measured order is
+reported instead.
 """
 
 from __future__ import annotations
@@ -28,55 +30,14 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
-from torch.overrides import TorchFunctionMode
 
 from ..io.validate import check_int
 from ..models.state import cast_state
 from ..operators.autodiff import AutodiffJacobian
 from ..operators.closed_form import UnitJacobian
+from .piecewise import OpRecorder
 
 SMOOTH = ("softplus", "gelu")
-
-PIECEWISE_LINEAR = frozenset(
-    {"relu", "relu6", "hardtanh", "leaky_relu", "prelu", "rrelu", "threshold", "hardsigmoid"}
-)
-"""Activations (torch function names, without a trailing ``_``) that are piecewise linear."""
-
-NONLINEAR = frozenset(
-    {
-        "silu",
-        "gelu",
-        "softplus",
-        "tanh",
-        "sigmoid",
-        "elu",
-        "selu",
-        "celu",
-        "mish",
-        "hardswish",
-        "logsigmoid",
-        "softsign",
-        "tanhshrink",
-        "glu",
-    }
-)
-"""Activations (torch function names, without a trailing ``_``) that are not piecewise linear."""
-
-
-class _ActivationRecorder(TorchFunctionMode):
-    """Records the names of the activation functions a forward pass calls, in first-call order
-    (``nn.ReLU`` and ``F.relu``, ``torch.relu_`` and ``x.relu()`` alike are ``"relu"``).
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.names: list[str] = []
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        name = getattr(func, "__name__", "").rstrip("_")
-        if (name in PIECEWISE_LINEAR or name in NONLINEAR) and name not in self.names:
-            self.names.append(name)
-        return func(*args, **(kwargs or {}))
 
 
 @dataclass
@@ -87,7 +48,9 @@ class TaylorResult:
         unit: unit address ``"S.K"``.
         activation: ``"relu"`` (a unit tested as it is whose activations are all ReLU),
             ``"as-is (NAMES)"`` (as it is, with other activations, e.g. ``"as-is (silu, relu)"``;
-            ``"as-is (none found)"`` when the forward pass calls no known activation),
+            ``"as-is (relu, group_norm)"``, ``"as-is (relu, sigmoid, mul(x, x))"`` for other
+            smooth ops and products of two input-dependent tensors, ``"NAME?"`` for an op
+            linstab does not know; ``"as-is (none found)"`` when every op is linear),
             ``"softplus(beta=...)"`` or ``"gelu"`` (``smooth=``; followed by
             ``" + as-is (NAMES)"`` when activations other than ReLU were left in place).
         method: Jacobian implementation tested (``"closed"`` or ``"autodiff"``).
@@ -104,8 +67,8 @@ class TaylorResult:
             ones, whose remainder at round-off is the floor, not exactness).
         passed: ``order >= 1.9``, or (piecewise-linear units tested as they are) ``err1`` at
             round-off for small eps.
-        piecewise_linear: whether every activation of the tested unit is piecewise linear
-            (ReLU, ReLU6, leaky ReLU, ...) and at least one was found.
+        piecewise_linear: whether every op the tested unit applies to its input is linear or
+            piecewise linear (ReLU, ReLU6, leaky ReLU, max pooling, ...; none unknown).
         floor_below_eps: the largest eps from which on ``err1`` stays at round-off, for any
             unit (``None`` if it never does).
     """
@@ -187,25 +150,22 @@ def smooth_copy(unit: nn.Module, kind: str = "softplus", beta: float = 20.0) -> 
     return new
 
 
-def _label(names: list[str], smooth: str | None, beta: float) -> tuple[str, bool]:
-    """The ``activation`` label of a tested unit and whether it is piecewise linear.
+def _label(names: list[str], smooth: str | None, beta: float) -> str:
+    """The ``activation`` label of a tested unit.
 
     Args:
-        names: the activations its forward pass called (see :class:`_ActivationRecorder`).
+        names: the nonlinear ops its forward pass applied to its input
+            (:attr:`~linstab.analyses.piecewise.OpRecorder.names`).
         smooth: ``None``, ``"softplus"`` or ``"gelu"``.
         beta: softplus sharpness.
-
-    Returns:
-        ``(label, piecewise_linear)``.
     """
-    piecewise = bool(names) and all(n in PIECEWISE_LINEAR for n in names)
     if smooth is None:
         if names == ["relu"]:
-            return "relu", True
-        return f"as-is ({', '.join(names) if names else 'none found'})", piecewise
+            return "relu"
+        return f"as-is ({', '.join(names) if names else 'none found'})"
     label = f"softplus(beta={beta:g})" if smooth == "softplus" else "gelu"
     others = [n for n in names if n != smooth]
-    return (f"{label} + as-is ({', '.join(others)})" if others else label), piecewise
+    return f"{label} + as-is ({', '.join(others)})" if others else label
 
 
 def jacobian_test(
@@ -296,9 +256,10 @@ def jacobian_test(
     g = torch.Generator(device="cpu").manual_seed(seed)
     dx = torch.randn(x.shape, generator=g, dtype=dtype).to(x.device)
     dx = dx * (x.norm() / dx.norm())
-    with _ActivationRecorder() as rec:  # the activations the tested module really runs
+    with OpRecorder(x) as rec:  # the nonlinearities the tested module really applies to x
         fx = F(x)
-    act, piecewise = _label(rec.names, smooth, beta)
+    piecewise = rec.piecewise_linear
+    act = _label(rec.names, smooth, beta)
     jdx = J @ dx
     eps = [eps0 / 10**k for k in range(steps)]
     err0, err1 = [], []

@@ -59,7 +59,15 @@ def section_jacobian_tests(ctx: ReportContext, net, images) -> Section:
     items = [
         (
             "taylor",
-            {"model": model, "image": hashes[i], "unit": u.address, "smooth": smooth, "what": "taylor"},
+            # "ops": v2 labels by every op on the input (analyses.piecewise), not the activations alone
+            {
+                "model": model,
+                "image": hashes[i],
+                "unit": u.address,
+                "smooth": smooth,
+                "what": "taylor",
+                "ops": 2,
+            },
             functools.partial(compute, i, u, smooth),
         )
         for i, u, smooth in todo
@@ -76,8 +84,7 @@ def section_jacobian_tests(ctx: ReportContext, net, images) -> Section:
                 "kind": u.kind,
                 "tested": smooth or "as-is",
                 "activation": meta["activation"],
-                # results cached before this field: an as-is unit labelled "relu" is piecewise linear
-                "piecewise_linear": meta.get("piecewise_linear", meta["activation"] == "relu"),
+                "piecewise_linear": meta["piecewise_linear"],
                 "order": round(float(meta["order"]), 3) if meta["order"] == meta["order"] else "",
                 "first_order_slope": round(float(meta["order0"]), 3),
                 "exact_below_eps": meta["exact_below_eps"] or "",
