@@ -38,7 +38,7 @@ lint: venv
 # both tiers in one run: the workers fill the slow tier's long files with fast tests
 # (tests/conftest.py hands out the slow files first)
 test-all: venv
-	$(BIN)/python -m pytest -q -m "slow or not slow" -n auto --dist loadfile
+	$(BIN)/python -m pytest -q -m "slow or not slow" -n auto --dist loadfile --durations=30
 
 test: test-all lint
 	$(BIN)/python examples/unit_svds.py
