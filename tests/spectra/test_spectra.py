@@ -327,6 +327,24 @@ def test_bottomk_matches_dense(nets):
         assert abs(float(res.V[:, i] @ Vh[-3 + i])) > 1 - 1e-6
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_topk_past_the_rank_gives_zeros_to_round_off(dtype):
+    """Top-k with k above the rank: the values past it were sqrt(eps) smax (the Gram's zeros,
+    1e-3 smax in float32), now ||J v|| of their vectors: zero to ~eps smax, still sorted, and the
+    vectors those of the dense SVD's null space."""
+    g = torch.Generator().manual_seed(0)
+    A = torch.randn(60, 3, generator=g, dtype=F64) @ torch.randn(3, 50, generator=g, dtype=F64)
+    res = S.spectrum(DenseOperator(A.to(dtype)), "topk", k=6, vectors=True)
+    ref = torch.linalg.svdvals(A)
+    eps = torch.finfo(dtype).eps
+    assert res.converged and torch.equal(res.values, res.values.sort(descending=True).values)
+    assert (res.values[:3].double() - ref[:3]).abs().max() < 100 * eps * ref[0]
+    assert res.values[3:].max() < 100 * eps * ref[0], res.values
+    V = res.V.double()
+    assert (A @ V[:, 3:]).norm(dim=0).max() < 100 * eps * ref[0]
+    assert (V.T @ V - torch.eye(6, dtype=F64)).abs().max() < 100 * eps
+
+
 def test_iterative_repeated_values():
     """Values of a multiplicity above the block size: an invariant Krylov space continues from
     fresh directions (all k values, none missing), and copies of the structural zeros that a

@@ -190,6 +190,14 @@ def block_krylov(
     if transpose:
         Uk_cols, Vk_cols = Vk_cols, Uk_cols
     values = sk.detach().clone()
+    if largest and not bool(nzk.all()):
+        # the Gram's eigenvalues carry an absolute error ~ eps smax^2: its zeros come out as
+        # ~sqrt(eps) smax (1e-3 smax in float32), not zero; ||J v|| of their (accurate) vectors
+        # gives them to ~eps smax instead
+        values = torch.where(nzk, values, JVk.norm(dim=1))
+        order = torch.sort(values, descending=True, stable=True).indices
+        values, resid = values[order], resid[order.cpu()]
+        Uk_cols, Vk_cols = Uk_cols[:, order], Vk_cols[:, order]
     if not largest:
         values = torch.flip(values, [0])
         Uk_cols, Vk_cols, resid = torch.flip(Uk_cols, [1]), torch.flip(Vk_cols, [1]), torch.flip(resid, [0])
