@@ -108,6 +108,84 @@ def test_a_block_applied_twice_is_refused_and_an_unused_one_is_skipped():
     net.linearize(tiny_image()).network()
 
 
+class _CallUnit(nn.Module):
+    """``relu(x + scale * conv(x))``; how the network calls it is set by ``call``."""
+
+    def __init__(self, call: str) -> None:
+        super().__init__()
+        self.call, self.conv = call, nn.Conv2d(4, 4, 3, 1, 1)
+
+    def forward(self, x, scale=1.0, mask=None):
+        y = F.relu(x + scale * self.conv(x) * (1 if mask is None else mask))
+        return (y, y.mean()) if self.call == "tuple" else y
+
+
+class _CallNet(nn.Module):
+    def __init__(self, call: str) -> None:
+        super().__init__()
+        self.call, self.stem, self.fc = call, _Stem(), nn.Linear(4, 10)
+        self.layer1 = nn.ModuleList([_CallUnit(call), _CallUnit(call)])
+
+    def forward(self, x):
+        x = self.stem(x)
+        for u in self.layer1:
+            if self.call == "kwarg":
+                x = u(x, scale=0.5)
+            elif self.call == "positional":
+                x = u(x, 0.5)
+            elif self.call == "tensor":
+                x = u(x, mask=(x > 0.1).to(x.dtype))
+            elif self.call == "tuple":
+                x = u(x)[0]
+            else:
+                x = u(x)
+        return self.fc(x.mean((2, 3)))
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        ("kwarg", r"called with more than their input tensor: layer1\.0 \(scale=\)"),
+        ("positional", r"called with more than their input tensor: layer1\.0 \(float\)"),
+        ("tensor", r"called with more than their input tensor: layer1\.0 \(mask=\)"),
+        ("tuple", r"do not return one tensor: layer1\.0 \(tuple\)"),
+    ],
+)
+def test_units_called_with_extra_arguments_or_returning_tuples_are_refused(call, match):
+    """A unit called as ``unit(x, scale=0.5)`` was linearized as ``unit(x)`` (its default
+    ``scale=1``): a silently wrong Jacobian (relative error 0.33). A unit returning a tuple failed
+    with "'tuple' object has no attribute 'detach'"."""
+    torch.manual_seed(0)
+    model = _CallNet(call).eval()
+    with pytest.raises(ValueError, match=match):
+        linstab.Network(model, input_shape=(3, 8, 8), unit_types=(_CallUnit,))
+    model.call = "plain"  # the same units called with their input alone: fine
+    for u in model.layer1:
+        u.call = "plain"
+    _assert_units_exact(linstab.Network(model, input_shape=(3, 8, 8), unit_types=(_CallUnit,)), tiny_image(),
+                        closed=False)  # fmt: skip
+
+
+@pytest.mark.parametrize("method", ["closed", "autodiff"])
+def test_operators_after_the_weights_changed_are_refused_and_built_ones_stay_snapshots(method):
+    """An operator built after an in-place edit of the weights combined the new weights with the
+    activations recorded at the old ones (relative error 0.53), silently; operators built before
+    are snapshots of the weights at the linearization point."""
+    model = _tv_net(0)
+    net = linstab.Network(model, input_shape=(3, 8, 8))
+    lin = net.linearize(tiny_image(1), dtype=F64, method=method)
+    first = lin.unit(1, 1)
+    before = first.materialize()
+    ref = dense_jacobian(net.units[0].module, lin.inputs[0][0])
+    with torch.no_grad():
+        model.layer1[0].conv1.weight.mul_(2.0)
+    assert _rel(first.materialize(), before) == 0.0 and _rel(before, ref) < 1e-12
+    with pytest.raises(ValueError, match=r"changed .* since net\.linearize\(\).*linearize again"):
+        lin.unit(1, 2)
+    lin2 = net.linearize(tiny_image(1), dtype=F64, method=method)  # linearizing again works
+    assert _rel(lin2.unit(1, 1).materialize(), before) > 0.1
+
+
 def test_closed_forms_follow_weights_changed_after_wrapping():
     """The closed forms work on copies of the units taken when the network was built: after
     ``model.load_state_dict`` (or an in-place edit) ``lin.unit`` raised 'does not reproduce the

@@ -10,11 +10,21 @@ from collections.abc import Iterator
 import torch
 
 
-def cast_state(module: torch.nn.Module, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """Parameters and buffers of a module, floating ones cast to ``dtype`` (for functional_call)."""
+def cast_state(module: torch.nn.Module, dtype: torch.dtype, copy: bool = False) -> dict[str, torch.Tensor]:
+    """Parameters and buffers of a module, floating ones cast to ``dtype`` (for functional_call).
+
+    Args:
+        module: the module.
+        dtype: the floating dtype.
+        copy: copy every tensor, also those already in ``dtype`` (a snapshot that later edits
+            of the module's weights do not reach).
+    """
     state = {}
     for name, t in list(module.named_parameters()) + list(module.named_buffers()):
-        state[name] = t.detach().to(dtype) if t.is_floating_point() else t
+        if t.is_floating_point():
+            state[name] = t.detach().to(dtype, copy=copy)
+        else:
+            state[name] = t.detach().clone() if copy else t
     return state
 
 

@@ -36,6 +36,19 @@ class Linearization:
         self.outputs = outputs
         self.logits = logits
         self._cache: dict[tuple[int, str], LinearOperator] = {}
+        self._probe = network._state_probe()  # the model's state at the linearization point
+
+    def _check_state(self) -> None:
+        """Refuse to build an operator after the model's weights changed: it would combine the
+        new weights with the activations of the old ones (operators already built are
+        snapshots and stay valid).
+        """
+        if self.net._state_probe() != self._probe:
+            raise ValueError(
+                f"the parameters or buffers of {self.net.name} changed (replaced, edited in place, "
+                "moved or cast) since net.linearize(): the activations recorded then belong to the "
+                "old weights; linearize again"
+            )
 
     def _index(self, stage: int, index: int) -> int:
         info = self.net.unit(stage, index)
@@ -52,6 +65,7 @@ class Linearization:
             method = "closed" if info.canonical is not None else "autodiff"
         key = (i, method)
         if key not in self._cache:
+            self._check_state()
             if method == "closed":
                 if info.canonical is None:
                     raise ValueError(

@@ -387,6 +387,8 @@ class Network:
         calls = [0] * len(mods)
         order: list[int] = []
         handles = []
+        extras: dict[int, str] = {}  # units called with more than their input
+        not_tensor: dict[int, str] = {}  # units whose output is not one tensor
 
         def record(t: torch.Tensor) -> tuple[torch.Tensor, int]:
             t = t.detach()  # shares the version counter of the forward pass's tensor
@@ -394,17 +396,23 @@ class Network:
 
         for i, m in enumerate(mods):
 
-            def pre(_m, args, i=i):
+            def pre(_m, args, kwargs, i=i):
                 calls[i] += 1
+                if len(args) != 1 or kwargs or not isinstance(args[0], torch.Tensor):
+                    given = [type(a).__name__ for a in args[1:]] + [f"{k}=" for k in kwargs]
+                    extras[i] = ", ".join(given) if given else "no tensor input"
+                    return
                 if i not in ins:
                     order.append(i)
                     ins[i] = record(args[0])
 
             def post(_m, _args, out, i=i):
-                if i not in outs:
+                if not isinstance(out, torch.Tensor):
+                    not_tensor[i] = type(out).__name__
+                elif i not in outs:
                     outs[i] = record(out)
 
-            handles.append(m.register_forward_pre_hook(pre))
+            handles.append(m.register_forward_pre_hook(pre, with_kwargs=True))
             handles.append(m.register_forward_hook(post))
         try:
             with torch.no_grad():
@@ -417,6 +425,21 @@ class Network:
         finally:
             for h in handles:
                 h.remove()
+        if extras:
+            said = [f"{names[i]} ({extras[i]})" for i in sorted(extras)]
+            raise ValueError(
+                f"residual unit(s) called with more than their input tensor: {', '.join(said[:5])}; "
+                "linstab linearizes each unit as the map x -> unit(x) of its input alone, so extra "
+                "arguments would be left out of its Jacobian. Make fixed settings attributes of the "
+                "module (e.g. self.scale = 0.5 in its __init__) and keep extra inputs out of the unit"
+            )
+        if not_tensor:
+            said = [f"{names[i]} ({not_tensor[i]})" for i in sorted(not_tensor)]
+            raise ValueError(
+                f"residual unit(s) that do not return one tensor: {', '.join(said[:5])}; linstab "
+                "linearizes maps x -> unit(x) from a tensor to a tensor. Return the activation alone "
+                "(e.g. a wrapper module whose forward returns unit(x)[0])"
+            )
         repeated = [f"{names[i]} ({c} times)" for i, c in enumerate(calls) if c > 1]
         if repeated:
             raise ValueError(

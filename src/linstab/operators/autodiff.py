@@ -18,8 +18,9 @@ class AutodiffJacobian(LinearOperator):
     cached graph instead of recomputing the forward pass. Both are batched with ``torch.vmap``.
     (``torch.func.linearize`` is not used: its traced graph can mutate captured constants when
     the module uses in-place ops such as ``out += identity``, giving wrong results on later
-    calls.) The module runs through ``torch.func.functional_call`` with its parameters and
-    buffers cast to ``dtype``, so it is never changed. It must be in eval mode.
+    calls.) The module runs through ``torch.func.functional_call`` with a copy of its parameters
+    and buffers in ``dtype``: it is never changed, and the operator keeps the weights it was built
+    with when the module's are edited later. It must be in eval mode.
 
     Args:
         module: the map (a residual unit, a stage, ...), taking ``(1, *in_shape)``.
@@ -51,7 +52,7 @@ class AutodiffJacobian(LinearOperator):
                 raise ValueError(f"x: expected shape {in_shape} or {(1, *in_shape)}, got {tuple(x.shape)}")
         elif x.ndim in (2, 4) and x.shape[0] == 1:
             x = x[0]  # a batch of one image (1, C, H, W) or vector (1, n)
-        state = cast_state(module, dtype)
+        state = cast_state(module, dtype, copy=True)  # a snapshot, as the closed forms are
 
         def f(z: torch.Tensor) -> torch.Tensor:
             # a copy: a module may change its input in place (``x += out``), which functorch
