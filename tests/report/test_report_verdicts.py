@@ -87,3 +87,30 @@ def test_every_finding_has_a_statistic_an_interval_a_rule_and_a_verdict(resnet20
     # ResNet-20's last stage is too short for the jump: said, not guessed
     jump = [f for f in findings if f["claim"].startswith("Adversarial (fgsm) perturbations jump")]
     assert jump[0]["verdict"] == "not testable" and "3 units" in jump[0]["why"]
+
+
+def test_a_network_without_down_sampling_units_gets_no_down_sampling_verdict(tmp_path):
+    """Stages split by parent module can start with a regular unit: the down-sampling finding
+    was "reproduced" on unit 2.1 (regular), a unit the claim is not about."""
+    from factories import TVBasicBlock, randomize_bn
+    from torch import nn
+
+    import linstab
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1),
+        nn.Sequential(TVBasicBlock(4, 4), TVBasicBlock(4, 4)),
+        nn.Sequential(TVBasicBlock(4, 4), TVBasicBlock(4, 4)),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, 10),
+    )
+    net = linstab.Network(randomize_bn(model, 0).eval(), input_shape=(3, 8, 8), name="flat")
+    assert len(net.stages) == 2 and {u.kind for u in net.units} == {"regular"}
+    small = tmp_path / "images.npy"
+    np.save(small, torch.stack([tiny_image(s) for s in range(2)]).numpy())
+    cfg = ReportConfig(models=[], images=str(small), out=tmp_path / "out", use_cache=False, progress=False)
+    index = build_report(cfg, ("spectra",), nets=[net])
+    (f,) = [f for f in read_findings(index.parent / "data" / "findings.csv") if "down-sampling" in f["claim"]]
+    assert f["verdict"] == "not testable" and "flat has no down-sampling units" in f["why"], f

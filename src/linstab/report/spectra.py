@@ -477,6 +477,7 @@ def section_spectra(ctx: ReportContext, nets, images, reference=None, reference_
         ctx.findings.append(
             _downsampling_finding(
                 f"Spectra ({reference.name}, shortcut reference)",
+                reference,
                 ds,
                 n_img,
                 ctx.images_text(n_scree),
@@ -825,11 +826,13 @@ def _dependence_finding(section: str, ctx: ReportContext, dep, unit: str, n_seed
     )
 
 
-def _downsampling_finding(section: str, panels: list[dict], n_img: int, imgs: str, seed: int) -> Finding:
-    """S5a: no plateau in the first (down-sampling) units of stages 2..L (``panels``, at ``n_img``
-    images); panels with band fractions count: exact, or estimates (their intervals' upper ends).
+def _downsampling_finding(section: str, net, panels: list[dict], n_img: int, imgs: str, seed: int) -> Finding:
+    """S5a: no plateau in the first (down-sampling) units of stages 2..L (``panels`` of ``net``'s
+    first units, at ``n_img`` images); only units that do down-sample (or project) count, and
+    panels with band fractions: exact, or estimates (their intervals' upper ends).
     """
-    later = [p for p in panels if "frac" in p]
+    first = [p for p in panels if p["stage"] > 1 and net.unit(p["stage"], 1).kind == "downsampling"]
+    later = [p for p in first if "frac" in p]
     claim = (
         "The first (down-sampling) units of stages 2 and 3 have no significant portion of values near 1 "
         "(Sec. 3.2, Fig. 1 middle)."
@@ -847,11 +850,13 @@ def _downsampling_finding(section: str, panels: list[dict], n_img: int, imgs: st
             )
         )
     else:
-        est, dec, measured = (
-            estimate([]),
-            R.not_testable("needs whole spectra of the first units (run without --quick)"),
-            "",
+        why = (
+            "needs whole spectra of the first units (run without --quick)"
+            if first
+            else f"{net.name} has no down-sampling units after stage 1 (the first units of its "
+            "later stages keep the spatial size)"
         )
+        est, dec, measured = estimate([]), R.not_testable(why), ""
     return make_finding(section, claim, stat, dec, est, images=imgs, measured=measured)
 
 
@@ -864,7 +869,7 @@ def _scree_findings(
     n_img = len(rows["unit"][0]["spectra"]) if rows["unit"] else 0
     ds = rows["downsampling"]
     unit = rows["unit"]
-    out.append(_downsampling_finding(section, [p for p in ds if p["stage"] > 1], n_img, imgs, seed))
+    out.append(_downsampling_finding(section, net, ds, n_img, imgs, seed))
     # S5b: stage 1's first unit: plateau less pronounced than its fifth unit
     claim = (
         "The first unit of stage 1 still has many values around 1, but its plateau is less pronounced than "
