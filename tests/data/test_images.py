@@ -93,6 +93,35 @@ def test_empty_batches_and_unreadable_files_are_value_errors(tmp_path):
         load_images(tmp_path)
 
 
+def test_array_files_of_objects_strings_or_damage_are_refused_naming_the_file(tmp_path):
+    """An object-dtype .npy said "Array can't be memory-mapped: Python objects in dtype" without
+    the file's name (the image-spec path) or was unpickled (never)."""
+    from linstab.data.selection import select_images
+
+    obj = tmp_path / "objects.npy"
+    np.save(obj, np.array([None, 1], dtype=object), allow_pickle=True)
+    text = tmp_path / "text.npy"
+    np.save(text, np.array([["a", "b"]]))
+    broken = tmp_path / "broken.npz"
+    broken.write_bytes(b"PK not really a zip")
+    cases = [
+        (obj, "objects.npy: not a readable numeric array"),
+        (text, "text.npy: an array of dtype <U1"),
+        (broken, "broken.npz: not a readable numeric array"),
+    ]
+    for path, match in cases:
+        with pytest.raises(ValueError, match=match):
+            load_images(path)
+        with pytest.raises(ValueError, match=match):
+            select_images(str(path))
+    two = tmp_path / "two.npz"
+    np.savez(two, a=np.zeros((1, 3, 4, 4)), b=np.zeros((1, 3, 4, 4)))
+    with pytest.raises(ValueError, match=r"two.npz: expected one array, or arrays named 'images'"):
+        select_images(str(two))
+    with pytest.raises(ValueError, match="'meta' device holds no values"):
+        check_images(torch.empty(3, 8, 8, device="meta"))
+
+
 def test_transparent_images_are_refused_and_opaque_rgba_is_read(tmp_path):
     rgba = np.zeros((8, 8, 4), dtype=np.uint8)
     rgba[..., 0] = 200

@@ -166,6 +166,24 @@ def test_units_called_with_extra_arguments_or_returning_tuples_are_refused(call,
                         closed=False)  # fmt: skip
 
 
+def test_meta_models_and_forwards_needing_more_than_the_images_are_refused_clearly():
+    """A model on the 'meta' device failed with "Tensor.item() cannot be called on meta tensors";
+    a forward with a required extra argument with a bare TypeError from inside the model."""
+    with pytest.raises(ValueError, match="weights are on the 'meta' device.*to_empty"):
+        linstab.Network(_tv_net(0).to("meta"), input_shape=(3, 8, 8))
+
+    class NeedsMask(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = _tv_net(0)
+
+        def forward(self, x, mask):
+            return self.body(x * mask)
+
+    with pytest.raises(ValueError, match=r"does not run as model\(images\).*missing 1 required.*mask"):
+        linstab.Network(NeedsMask().eval(), input_shape=(3, 8, 8))
+
+
 @pytest.mark.parametrize("method", ["closed", "autodiff"])
 def test_operators_after_the_weights_changed_are_refused_and_built_ones_stay_snapshots(method):
     """An operator built after an in-place edit of the weights combined the new weights with the

@@ -22,8 +22,9 @@ def cifar10_jpeg_dir(path: str | os.PathLike | None = None) -> Path:
     raw = path if path is not None else os.environ.get("LINSTAB_CIFAR10_JPEG")
     if raw is None:
         raise FileNotFoundError(
-            "the JPEG CIFAR-10 folder is not set: pass --data DIR or set LINSTAB_CIFAR10_JPEG "
-            "to the folder holding train.zip and test.zip"
+            "the JPEG CIFAR-10 folder is not set: set LINSTAB_CIFAR10_JPEG to the folder holding "
+            "train.zip and test.zip (e.g. ../shared/data/cifar10-jpeg; `linstab train` also takes "
+            "--data DIR, the Python functions root=)"
         )
     p = Path(raw).expanduser()
     if not (p / "train.zip").is_file() and not (p / "test.zip").is_file():

@@ -45,6 +45,8 @@ def check_images(
         x = torch.from_numpy(x)
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name}: expected a torch.Tensor or numpy array, got {type(x).__name__}")
+    if x.device.type == "meta":
+        raise ValueError(f"{name}: a tensor on the 'meta' device holds no values; give the images themselves")
     if not x.is_floating_point():
         raise TypeError(
             f"{name}: expected floating-point values in [0, 1], got dtype {x.dtype} "
@@ -144,6 +146,44 @@ def channels_first(arr: np.ndarray) -> np.ndarray:
     return arr
 
 
+def read_array(path: str | os.PathLike, mmap: bool = False) -> np.ndarray:
+    """The image array of a ``.npy`` file (memory-mapped with ``mmap``) or of a ``.npz`` file (its
+    one array, or the one named ``images``), never unpickling anything.
+
+    Raises:
+        ValueError: a file that is no numeric array file (pickled objects, damaged), an ``.npz``
+            with several arrays and none named ``images``, or an array that is neither float,
+            integer nor bool; the message names the file.
+    """
+    import zipfile
+
+    path = Path(path)
+    try:
+        if path.suffix.lower() == ".npy":
+            arr = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        else:
+            with np.load(path, allow_pickle=False) as z:
+                keys = list(z.files)
+                key = "images" if "images" in keys else (keys[0] if len(keys) == 1 else None)
+                if key is None:
+                    raise LookupError(
+                        f"expected one array, or arrays named 'images' (and 'labels'), got {keys}"
+                    )
+                arr = z[key]
+    except LookupError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise ValueError(
+            f"{path}: not a readable numeric array file ({exc}); expected a .npy/.npz of images "
+            "(float in [0, 1] or uint8), saved without pickled objects"
+        ) from None
+    if arr.dtype.kind not in "fiub":
+        raise ValueError(
+            f"{path}: an array of dtype {arr.dtype}; expected images as float in [0, 1] or uint8"
+        )
+    return arr
+
+
 def load_images(source: str | os.PathLike) -> torch.Tensor:
     """Load user images: one PNG/JPEG file, a folder of them, or a ``.npy``/``.npz`` batch.
 
@@ -172,15 +212,7 @@ def load_images(source: str | os.PathLike) -> torch.Tensor:
     if suffix in _IMAGE_SUFFIXES:
         return check_images(_read_image_file(path), name=str(path))
     if suffix in (".npy", ".npz"):
-        if suffix == ".npy":
-            arr = np.load(path, allow_pickle=False)
-        else:
-            with np.load(path, allow_pickle=False) as z:
-                keys = list(z.keys())
-                key = "images" if "images" in keys else (keys[0] if len(keys) == 1 else None)
-                if key is None:
-                    raise ValueError(f"{path}: expected one array or one named 'images', got {keys}")
-                arr = z[key]
+        arr = read_array(path)
         if arr.dtype == np.uint8:
             arr = arr.astype(np.float32) / 255.0
         arr = channels_first(arr)

@@ -18,7 +18,7 @@ import torch
 
 from ..io.hashing import sha256_file
 from .cifar10_jpeg import cifar10_jpeg_dir, jpeg_members
-from .images import DEFAULT_LABELS, channels_first, check_images, default_images, load_images
+from .images import DEFAULT_LABELS, channels_first, check_images, default_images, load_images, read_array
 
 DEFAULT_SOURCE = "cifar10-test-lossless"
 JPEG_SOURCE = "cifar10-jpeg-test"
@@ -135,17 +135,7 @@ def _array_labels(path: Path) -> np.ndarray | None:
 
 
 def _array_len(path: Path) -> int:
-    if path.suffix.lower() == ".npy":
-        arr = np.load(path, mmap_mode="r", allow_pickle=False)
-    else:
-        with np.load(path, allow_pickle=False) as z:
-            keys = z.files
-            key = "images" if "images" in keys else (keys[0] if len(keys) == 1 else None)
-            if key is None:
-                raise ValueError(
-                    f"{path}: expected one array, or arrays named 'images' (and 'labels'), got {keys}"
-                )
-            arr = z[key]
+    arr = read_array(path, mmap=True)
     if arr.ndim == 3:
         return 1
     if arr.ndim != 4:
@@ -313,12 +303,7 @@ _ARRAYS: dict[str, np.ndarray] = {}
 
 def _array(path: str) -> np.ndarray:
     if path not in _ARRAYS:
-        p = Path(path)
-        if p.suffix.lower() == ".npy":
-            arr = np.load(p, mmap_mode="r", allow_pickle=False)
-        else:
-            with np.load(p, allow_pickle=False) as z:
-                arr = z["images"] if "images" in z.files else z[z.files[0]]
+        arr = read_array(path, mmap=True)
         if arr.ndim == 3:
             arr = arr[None]
         _ARRAYS.clear()  # one array per worker process

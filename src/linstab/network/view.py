@@ -201,6 +201,12 @@ class Network:
         while isinstance(model, nn.DataParallel | nn.parallel.DistributedDataParallel) or _is_compiled(model):
             model = model._orig_mod if _is_compiled(model) else model.module
         _check_eval(model)
+        meta = [n for n, t in model.state_dict(keep_vars=True).items() if t.device.type == "meta"]
+        if meta:
+            raise ValueError(
+                f"the model's weights are on the 'meta' device (no values: {', '.join(meta[:3])}): "
+                "load them first, e.g. model.to_empty(device='cpu') then model.load_state_dict(...)"
+            )
         if (mean is None) != (std is None):
             raise ValueError("give both mean and std, or neither")
         input_shape = tuple(input_shape)
@@ -278,6 +284,12 @@ class Network:
             raise ValueError(
                 f"{type(self.model).__name__} does not run on images of input_shape "
                 f"{self.input_shape} (C, H, W): {exc}"
+            ) from None
+        except TypeError as exc:  # e.g. a forward that needs more arguments than the images
+            raise ValueError(
+                f"{type(self.model).__name__} does not run as model(images) on a batch of shape "
+                f"{(1, *self.input_shape)}: {type(exc).__name__}: {exc}; linstab calls the model with the "
+                "images alone: wrap it in a module whose forward(x) supplies the other arguments"
             ) from None
         if not isinstance(self._last_logits, torch.Tensor):
             raise TypeError(
