@@ -166,6 +166,34 @@ def test_units_called_with_extra_arguments_or_returning_tuples_are_refused(call,
                         closed=False)  # fmt: skip
 
 
+def test_units_held_by_one_module_are_split_into_stages_at_down_sampling():
+    """Units held directly by the model (no stage containers) were one stage across the
+    down-sampling unit; a model that is itself one block said only "no residual units found"."""
+
+    class Flat(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem, self.fc = _Stem(), nn.Linear(8, 10)
+            self.b1, self.b2 = TVBasicBlock(4, 4), TVBasicBlock(4, 4)
+            down = nn.Sequential(nn.Conv2d(4, 8, 1, 2, bias=False), nn.BatchNorm2d(8))
+            self.b3, self.b4 = TVBasicBlock(4, 8, stride=2, downsample=down), TVBasicBlock(8, 8)
+
+        def forward(self, x):
+            x = self.b4(self.b3(self.b2(self.b1(self.stem(x)))))
+            return self.fc(x.mean((2, 3)))
+
+    net = linstab.Network(randomize_bn(Flat(), 0).eval(), input_shape=(3, 8, 8))
+    assert [(u.address, u.name, u.kind) for u in net.units] == [
+        ("1.1", "b1", "regular"),
+        ("1.2", "b2", "regular"),
+        ("2.1", "b3", "downsampling"),
+        ("2.2", "b4", "regular"),
+    ]
+    net.linearize(tiny_image()).stage(2)
+    with pytest.raises(ValueError, match=r"is itself one residual unit.*nn\.Sequential\(block\)"):
+        linstab.Network(randomize_bn(TVBasicBlock(3, 3), 0).eval(), input_shape=(3, 8, 8))
+
+
 def test_meta_models_and_forwards_needing_more_than_the_images_are_refused_clearly():
     """A model on the 'meta' device failed with "Tensor.item() cannot be called on meta tensors";
     a forward with a required extra argument with a bare TypeError from inside the model."""

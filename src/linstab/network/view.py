@@ -262,6 +262,11 @@ class Network:
             ):
                 found.append((name, m))
         if not found:
+            if is_residual_unit(self.model) or (unit_types and isinstance(self.model, unit_types)):
+                raise ValueError(
+                    f"the model ({type(self.model).__name__}) is itself one residual unit: linstab looks "
+                    "for units inside a network; wrap it, e.g. linstab.Network(nn.Sequential(block), ...)"
+                )
             raise ValueError(
                 f"no residual units found in {type(self.model).__name__}: linstab recognizes "
                 "linstab/pytorchcv ResUnit, akamaster and torchvision BasicBlock/Bottleneck; pass "
@@ -309,12 +314,13 @@ class Network:
         units: list[UnitInfo] = []
         stage, index, last_parent = 0, 0, None
         for (name, m), xi, yi in zip(found, ins, outs, strict=True):
-            # a stage is a run of consecutive units that share a parent module
+            # a stage is a run of consecutive units that share a parent module; a unit that
+            # shrinks the spatial size also starts one (units held directly by one module)
             parent = name.rsplit(".", 1)[0] if "." in name else ""
-            if parent != last_parent:
+            in_shape, out_shape = tuple(xi.shape[1:]), tuple(yi.shape[1:])
+            if parent != last_parent or (index and in_shape[-2:] != out_shape[-2:]):
                 stage, index, last_parent = stage + 1, 0, parent
             index += 1
-            in_shape, out_shape = tuple(xi.shape[1:]), tuple(yi.shape[1:])
             canon, shortcut = _closed_form_twin(m, xi, yi)
             if in_shape[-2:] != out_shape[-2:]:
                 kind = "downsampling"
