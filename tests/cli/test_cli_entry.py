@@ -66,3 +66,43 @@ def test_abbreviated_options_are_refused(argv, capsys):
         cli.main(argv)
     assert exc.value.code == 2
     assert "unrecognized arguments" in capsys.readouterr().err
+
+
+def test_sigterm_ends_a_report_through_its_cleanup(tmp_path, monkeypatch):
+    """``kill PID`` of a running ``linstab report`` left its hidden staging folder behind (removed
+    only by a later run): SIGTERM now ends the command with status 143 through its cleanup, and
+    the handler it replaced is back afterwards."""
+    import os
+    import signal
+    import time
+
+    import numpy as np
+    import torch
+    from factories import tiny_image
+
+    import linstab.report.build as build
+    from linstab.cli.main import main
+
+    (tmp_path / "sigterm_models.py").write_text(
+        "from factories import make_net\n\ndef build():\n    return make_net('option-B', seed=3)\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    np.save(tmp_path / "imgs.npy", torch.stack([tiny_image(0)]).numpy())
+
+    def killed(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)  # the signal arrives here
+        raise AssertionError("SIGTERM did not end the command")
+
+    monkeypatch.setattr(build, "section_jacobian_tests", killed)
+    before = signal.getsignal(signal.SIGTERM)
+    args = ["report", "--model", "sigterm_models:build", "--images", "imgs.npy", "--sections", "jacobian"]
+    with pytest.raises(SystemExit) as exc:
+        main([*args, "--out", "rep", "--no-cache", "--no-progress", "--no-shortcut-reference"])
+    assert exc.value.code == 128 + signal.SIGTERM
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "__pycache__") == [
+        "imgs.npy",
+        "sigterm_models.py",
+    ]  # neither a report nor a staging folder
+    assert signal.getsignal(signal.SIGTERM) is before
+    sys.modules.pop("sigterm_models", None)

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 
 from .._version import __version__
 from . import models, perturbations, report, spectra, sweep, train
@@ -42,6 +46,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def _sigterm_exits() -> Iterator[None]:
+    """SIGTERM (``kill PID``) ends the command through ``SystemExit(143)`` instead of at once, so
+    that its cleanup runs (a report's unfinished staging folder is removed, files being written
+    are left whole). Only in the main thread; the previous handler is restored on exit.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, _frame):
+        signal.signal(signum, signal.SIG_DFL)  # a second SIGTERM ends the process at once
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``linstab`` command."""
     parser = build_parser()
@@ -50,8 +75,11 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    # `linstab train` saves its checkpoint on SIGTERM itself (linstab.training.stop)
+    guard = contextlib.nullcontext() if args.command == "train" else _sigterm_exits()
     try:
-        return int(args.func(args) or 0)
+        with guard:
+            return int(args.func(args) or 0)
     except BrokenPipeError:  # `linstab ... | head`: the reader left; no traceback
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1

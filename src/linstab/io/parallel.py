@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import signal
 import sys
 import traceback
 import warnings
@@ -53,6 +54,8 @@ def can_fork() -> bool:
 
 
 def _init_worker() -> None:
+    # a worker ends on SIGTERM (Pool.terminate, Background.cancel), whatever the parent's handler
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     torch.set_num_threads(1)
     os.environ["LINSTAB_BLAS_THREADS"] = "1"
 
