@@ -354,3 +354,94 @@ def test_attack_parameters_that_make_no_attack_and_impossible_labels_are_refused
     for bad in (torch.tensor([10, 3]), torch.tensor([-1, 3])):
         with pytest.raises(ValueError, match=r"class indices in 0\.\.9"):
             attacks.fgsm(net, x[:2], bad)
+
+
+# ---- the user's model is never modified: input gradients only --------------------------------
+CHEAP = {
+    "fgsm": {"eps_grid": GRID},
+    "pgd": FAST_PGD,
+    "deepfool": {"steps": 20},
+    "cw": {"steps": 30, "binary_search_steps": 2, "initial_const": 1.0},
+    "fgsm-half": {"eps_grid": GRID},
+    "fgsm-fixed": {},
+    "bim": {"steps": 3},
+}
+
+
+def test_the_cheap_settings_cover_every_registered_attack():
+    assert set(CHEAP) == set(attacks.ATTACKS) | set(attacks.CONTROLS) == set(attacks._FUNCS)
+
+
+@pytest.mark.parametrize("name", [*attacks.ATTACKS, *attacks.CONTROLS])
+def test_attacks_leave_parameter_grads_and_requires_grad_flags_untouched(name):
+    net = make_net("option-A")
+    x = torch.stack([tiny_image(s) for s in range(3)])
+    y = net.predict(x).argmax(1)  # every image correctly classified: every image is attacked
+    params = list(net.model.named_parameters())
+    # the three states a user's parameter can be in: no grad yet, a grad from the user's own
+    # training step, frozen
+    g = torch.Generator().manual_seed(1)
+    for j, (_, p) in enumerate(params):
+        if j % 3 == 1:
+            p.grad = torch.randn(p.shape, generator=g)
+        elif j % 3 == 2:
+            p.requires_grad_(False)
+    before = {n: (p.requires_grad, None if p.grad is None else p.grad.clone()) for n, p in params}
+    assert sum(v[1] is None and v[0] for v in before.values()) > 0  # some grads are None
+    res = attacks.run_attack(net, x, y, name, **CHEAP[name])
+    assert len(res) == 3 and not any(r.skipped for r in res)
+    for n, p in net.model.named_parameters():
+        flag, grad = before[n]
+        assert p.requires_grad == flag, n
+        if grad is None:
+            assert p.grad is None, f"{name} left a .grad on {n}"
+        else:
+            assert p.grad is not None and torch.equal(p.grad, grad), f"{name} changed {n}.grad"
+
+
+def test_the_foolbox_view_differentiates_the_input_exactly_and_nothing_else(net, batch):
+    x, y = batch
+    view = attacks._EvalView(net.module)
+    assert list(view.parameters()) == []  # foolbox's .to(device) cannot reach the user's model
+    xi = x.clone().requires_grad_(True)
+    F.cross_entropy(view(xi), y, reduction="sum").backward()
+    xr = x.clone().requires_grad_(True)
+    (ref,) = torch.autograd.grad(F.cross_entropy(net.module(xr), y, reduction="sum"), xr)
+    torch.testing.assert_close(xi.grad, ref, rtol=1e-6, atol=1e-7)
+    assert all(p.grad is None for p in net.model.parameters())
+    # without an input that needs a gradient the model runs without a graph
+    assert not view(x).requires_grad
+
+
+def test_attack_parameters_are_checked_before_any_work(net, batch, monkeypatch):
+    x, y = batch
+    calls = []
+    monkeypatch.setattr(type(net), "predict", lambda self, *a, **k: calls.append(1))
+    cases = [
+        ("pgd", {"eps": -0.1}, ValueError, r"eps: expected a float in \(0, 1\]"),
+        ("pgd", {"eps": float("nan")}, ValueError, "eps"),
+        ("pgd", {"seed": 2**70}, ValueError, "seed"),
+        ("pgd", {"seed": 1.5}, TypeError, "seed"),
+        ("pgd", {"random_start": "yes"}, TypeError, "random_start"),
+        ("fgsm", {"eps": 2.0}, ValueError, "eps"),
+        ("fgsm", {"rtol": 1}, ValueError, "rtol"),
+        ("fgsm", {"max_bisect": -1}, ValueError, "max_bisect"),
+        ("deepfool", {"loss": "hinge"}, ValueError, "loss"),
+        ("cw", {"steps": 0}, ValueError, "steps"),
+        ("cw", {"abort_early": 1}, TypeError, "abort_early"),
+        ("fgsm-half", {"scale": 1.0}, ValueError, "scale"),
+        ("fgsm-fixed", {"eps": 0}, ValueError, "eps"),
+        ("bim", {"step": -1.0}, ValueError, "step"),
+        ("bim", {"steps": 0}, ValueError, "steps"),
+        ("pgd", {"epsilon": 0.1}, TypeError, r"unknown parameter\(s\) epsilon; expected some of eps, "),
+    ]
+    for name, kw, exc, match in cases:
+        with pytest.raises(exc, match=match):
+            attacks.check_attack_params(name, kw)
+        with pytest.raises(exc, match=match):
+            attacks.run_attack(net, x, y, name, **kw)
+    assert calls == []  # refused before the model ran once
+    with pytest.raises(ValueError, match="unknown attack 'jsma'"):
+        attacks.check_attack_params("jsma")
+    full = attacks.check_attack_params("pgd", {"eps": 0.1})
+    assert full["eps"] == 0.1 and full["steps"] == 40 and "net" not in full

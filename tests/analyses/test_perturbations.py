@@ -298,6 +298,55 @@ def test_analyze_errors(net, images):
         proj.right_singular(net.linearize(images[0]).unit(1, 1), 0)
 
 
+def test_analyze_checks_attack_settings_k_and_units_before_any_attack(net, images, monkeypatch):
+    y = net.predict(images).argmax(1)
+    ran = []
+    monkeypatch.setattr(P, "run_attack", lambda *a, **k: ran.append(a[3]))
+    bad = [
+        # pgd runs after fgsm: its radius is refused before fgsm has started
+        (dict(attack_params={"pgd": {"eps": -0.1}}), ValueError, r"eps: expected a float in \(0, 1\]"),
+        (dict(attack_params={"pgd": {"epsilon": 0.1}}), TypeError, "unknown parameter"),
+        # settings of an attack that is not run are still checked: they were asked for
+        (dict(attack_params={"cw": {"steps": 0}}), ValueError, "steps"),
+        # the top-k of every spectral unit must exist: 3.x units have min(n_out, n_in) = 64
+        (dict(k=65, spectral_units="last"), ValueError, r"k: expected an int in 1\.\.64 or None.*unit 3\.1"),
+        (dict(k=10**6), ValueError, r"k: expected an int in 1\.\.64"),
+        (dict(k=2.5), TypeError, "k must be"),
+        (dict(spectral_units=""), ValueError, "spectral_units: expected all, last.*empty list ''"),
+        (dict(spectral_units=" , "), ValueError, "empty list"),
+        (dict(spectral_units=[]), ValueError, "empty list"),
+        (dict(spectral_units="9"), ValueError, "spectral_units: stage must be in 1..3"),
+        (dict(keep_alphas=""), ValueError, "keep_alphas"),
+        (dict(random_norm=float("inf")), ValueError, "random_norm: expected a finite float"),
+        (dict(seed=2**60), ValueError, "seed"),
+        (dict(seed=True), TypeError, "seed"),
+    ]
+    for kw, exc, match in bad:
+        with pytest.raises(exc, match=match):
+            P.analyze(net, images, y, "fgsm,pgd,random", progress=False, **kw)
+    with pytest.raises(ValueError, match="random:N"):
+        P.analyze(net, images, y, ["random:3"], random_norm=0.1, seed=2**40 - 2, progress=False)
+    with pytest.raises(ValueError, match=r"labels: expected class indices in 0\.\.9"):
+        P.analyze(net, images, y + 10, "fgsm", progress=False)
+    assert ran == []  # every refusal came before the first attack
+    # the largest k that exists is accepted (the units' full spectrum), and "none" needs no k check
+    res = P.analyze(
+        net, images[:1], y[:1], "random", random_norm=0.1, k=64, spectral_units="3.2", progress=False
+    )
+    assert {r["n_vectors"] for r in res.rows if r["address"] == "3.2"} == {64}
+    P.analyze(
+        net, images[:1], y[:1], "random", random_norm=0.1, k=10**6, spectral_units="none", progress=False
+    )
+
+
+def test_every_image_misclassified_gives_skipped_results_and_no_rows(net, images):
+    y = (net.predict(images).argmax(1) + 1) % 10
+    res = P.analyze(net, images, y, "fgsm,random", spectral_units=None, progress=False)
+    assert res.rows == []
+    for name in ("fgsm", "random"):
+        assert all(r.skipped and "misclassified" in r.note for r in res.attacks[name])
+
+
 # ---- CLI and figures ---------------------------------------------------------------------------
 
 

@@ -102,3 +102,100 @@ def test_cli_errors(tiny_cli, tmp_path, capsys):
         with pytest.raises(SystemExit):
             linstab.cli.main(args)
         assert why in capsys.readouterr().err
+
+
+def _labelled_cli(monkeypatch, net, images, y):
+    monkeypatch.setattr(linstab.cli.common, "network_from_args", lambda args: net)
+    monkeypatch.setattr(
+        linstab.cli.common,
+        "images_from_args",
+        lambda args, net=None: (images, y, [f"t{i}" for i in range(images.shape[0])]),
+    )
+
+
+def test_cli_attack_settings_are_refused_when_parsed_naming_the_option(monkeypatch, tmp_path, capsys):
+    def no_work(args):
+        raise AssertionError("the model was loaded before the options were checked")
+
+    monkeypatch.setattr(linstab.cli.common, "network_from_args", no_work)
+    cases = [
+        ("--pgd-eps", "-0.1", r"expected a float in (0, 1], got '-0.1'"),
+        ("--pgd-eps", "2", "expected a float in (0, 1]"),
+        ("--pgd-eps", "nan", "expected a float in (0, 1]"),
+        ("--random-norm", "0", "expected a finite float > 0"),
+        ("--random-norm", "inf", "expected a finite float > 0"),
+        ("--seed", str(2**70), "expected an integer in"),
+        ("--spectral-units", "", "expected all, none, last"),
+        ("--spectral-units", " , ", "expected all, none, last"),
+    ]
+    for flag, value, why in cases:
+        args = ["propagate", "--attack", "pgd,random", flag, value, "--out", str(tmp_path / "x.csv")]
+        with pytest.raises(SystemExit) as exc:
+            linstab.cli.main(args)
+        assert exc.value.code == 2
+        err = capsys.readouterr().err
+        assert f"argument {flag}: {why}" in err, err
+    for cmd in (["figure", "propagation"], ["figure", "projections"]):
+        with pytest.raises(SystemExit):
+            linstab.cli.main([*cmd, "--pgd-eps", "-0.1", "--out", str(tmp_path / "f.png")])
+        assert "argument --pgd-eps: expected a float in (0, 1]" in capsys.readouterr().err
+    assert not (tmp_path / "x.csv").exists()
+
+
+def test_cli_k_beyond_the_spectrum_and_bad_units_are_refused_before_any_attack(
+    tiny_cli, monkeypatch, tmp_path, capsys
+):
+    import linstab.cli.perturbations as cli_p
+
+    monkeypatch.setattr(cli_p, "analyze", lambda *a, **k: pytest.fail("analyze ran"))
+    out = tmp_path / "x.csv"
+    cases = [
+        (["--k", "99999", "--spectral-units", "last"], "--k: expected an int in 1..64 or all"),
+        (["--k", "99999"], "unit 3.1, the smallest of the 6 spectral unit(s)"),  # default: all units
+        (["--spectral-units", "9"], "--spectral-units: stage must be in 1..3"),
+    ]
+    for extra, why in cases:
+        rc = linstab.cli.main(["propagate", "--attack", "fgsm", *extra, "--out", str(out), "--no-progress"])
+        err = capsys.readouterr().err
+        assert rc == 2 and why in err, err
+        assert err.count("\n") == 1  # one line
+    rc = linstab.cli.main(["figure", "projections", "--units", "1,2", "--k", "99999", "--out", str(out)])
+    assert rc == 2 and "--k: expected an int in 1..64" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_cli_every_image_misclassified_is_an_error_naming_the_images(
+    monkeypatch, net, images, tmp_path, capsys
+):
+    y = net.predict(images).argmax(1)
+    out = tmp_path / "x.csv"
+    _labelled_cli(monkeypatch, net, images, (y + 1) % 10)
+    rc = linstab.cli.main(["propagate", "--attack", "fgsm,random", "--out", str(out), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "misclassifies every image, so there is nothing to perturb" in err
+    p0, l0 = int(y[0]), (int(y[0]) + 1) % 10
+    assert f"t0 (predicted {p0}, label {l0})" in err and "t3 (predicted" in err
+    assert not out.exists()
+    # some images misclassified: the run goes on and says which are skipped
+    partial = y.clone()
+    partial[2] = (partial[2] + 1) % 10
+    _labelled_cli(monkeypatch, net, images, partial)
+    rc = linstab.cli.main(
+        ["propagate", "--attack", "random", "--random-norm", "0.1", "--spectral-units", "none",
+         "--out", str(out), "--no-progress"]
+    )  # fmt: skip
+    text = capsys.readouterr().out
+    assert rc == 0 and "note: 1 of 4 images are misclassified" in text and "t2 (predicted" in text
+    assert {r["image"] for r in P.read_rows(out)} == {"t0", "t1", "t3"}
+
+
+def test_cli_warns_when_no_perturbation_succeeded(tiny_cli, tmp_path, capsys):
+    out = tmp_path / "x.csv"
+    rc = linstab.cli.main(
+        ["propagate", "--attack", "pgd", "--pgd-eps", "1e-9", "--spectral-units", "none",
+         "--out", str(out), "--no-progress"]
+    )  # fmt: skip
+    captured = capsys.readouterr()
+    assert rc == 0 and "label not flipped" in captured.out
+    assert "warning: no perturbation succeeded on any image" in captured.err
+    assert P.read_rows(out) == []

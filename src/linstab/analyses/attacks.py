@@ -34,11 +34,19 @@ For the controls ``success`` means a valid perturbation (finite, in [0, 1], non-
 Images the model already misclassifies are reported (``skipped=True``) and not attacked: a
 label flip is meaningless for them.
 
+The user's model is never modified: every attack differentiates with respect to the *input*
+only (``torch.autograd.grad(loss, x)``; foolbox's attacks run on a view whose backward pass
+computes the input gradient alone), so no parameter's ``.grad`` is created or changed and no
+``requires_grad`` flag is touched. Parameters are checked (:func:`check_attack_params`) before
+any image is attacked.
+
 Shapes: images ``(N, 3, H, W)`` (or one ``(3, H, W)``) in [0, 1], labels ``(N,)`` int64.
 """
 
 from __future__ import annotations
 
+import inspect
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -215,6 +223,103 @@ def check_eps_grid(grid) -> torch.Tensor:
     if g.numel() > 1 and not (g[1:] > g[:-1]).all():
         raise ValueError("eps_grid: expected strictly increasing values")
     return g
+
+
+def _check_unit_interval(name: str, v, *, optional: bool = False) -> None:
+    """``v`` a finite float in (0, 1] (or ``None`` when ``optional``)."""
+    if v is None and optional:
+        return
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 1
+    if not ok:
+        raise ValueError(f"{name}: expected a float in (0, 1]{' or None' if optional else ''}, got {v!r}")
+
+
+def _check_rtol(rtol) -> None:
+    if not (isinstance(rtol, (int, float)) and not isinstance(rtol, bool) and 0 < rtol < 1):
+        raise ValueError(f"rtol: expected a float in (0, 1), got {rtol!r}")
+
+
+def _check_bool(name: str, v) -> None:
+    if not isinstance(v, bool):
+        raise TypeError(f"{name}: expected True or False, got {type(v).__name__} {v!r}")
+
+
+SEED_MAX = 2**40 - 1
+"""The largest seed magnitude accepted: seeds are combined with image positions into generator
+seeds (``seed * 1000003 + i``), which must fit in 64 bits. Negative seeds are accepted."""
+
+
+def check_seed(name: str, seed) -> int:
+    """``seed`` as an int, checked to lie in ``-SEED_MAX..SEED_MAX``.
+
+    Raises:
+        TypeError: for something that is not an integer (``bool`` included).
+        ValueError: for a seed too large to combine with image positions.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"{name}: expected an int, got {type(seed).__name__} {seed!r}")
+    if abs(int(seed)) > SEED_MAX:
+        raise ValueError(f"{name}: expected an int in -{SEED_MAX}..{SEED_MAX}, got {seed!r}")
+    return int(seed)
+
+
+def _check_fgsm(*, eps, eps_grid, rtol, max_bisect) -> None:
+    check_eps_grid(eps_grid)
+    _check_rtol(rtol)
+    check_int("max_bisect", max_bisect, minimum=0)
+    _check_unit_interval("eps", eps, optional=True)
+
+
+def _check_pgd(
+    *, eps, eps_grid, rtol, max_bisect, steps, rel_stepsize, random_start, seed, grid_search
+) -> None:
+    check_eps_grid(eps_grid)
+    _check_unit_interval("eps", eps, optional=True)
+    _check_rtol(rtol)
+    if grid_search not in ("bisect", "scan"):
+        raise ValueError(f"grid_search: expected 'bisect' or 'scan', got {grid_search!r}")
+    check_int("steps", steps)
+    check_int("max_bisect", max_bisect)
+    _positive_float("rel_stepsize", rel_stepsize)
+    _check_bool("random_start", random_start)
+    check_seed("seed", seed)
+
+
+def _check_deepfool(*, steps, candidates, overshoot, loss) -> None:
+    if loss not in ("logits", "crossentropy"):
+        raise ValueError(f"loss: expected 'logits' or 'crossentropy', got {loss!r}")
+    check_int("steps", steps)
+    check_int("candidates", candidates, optional=True)
+    if candidates is not None and candidates < 2:
+        raise ValueError(f"candidates: expected at least 2 classes (or None: all), got {candidates!r}")
+    _positive_float("overshoot", overshoot, allow_zero=True)
+
+
+def _check_cw(*, binary_search_steps, steps, stepsize, confidence, initial_const, abort_early) -> None:
+    check_int("binary_search_steps", binary_search_steps)
+    check_int("steps", steps)
+    _positive_float("stepsize", stepsize)
+    _positive_float("confidence", confidence, allow_zero=True)
+    _positive_float("initial_const", initial_const)
+    _check_bool("abort_early", abort_early)
+
+
+def _check_fgsm_half(*, scale, eps_grid, rtol, max_bisect) -> None:
+    ok = isinstance(scale, (int, float)) and not isinstance(scale, bool) and 0 < scale < 1
+    if not ok:
+        raise ValueError(f"scale: expected a float in (0, 1), got {scale!r}")
+    _check_fgsm(eps=None, eps_grid=eps_grid, rtol=rtol, max_bisect=max_bisect)
+
+
+def _check_fgsm_fixed(*, eps) -> None:
+    _check_unit_interval("eps", eps)
+
+
+def _check_bim(*, eps, step, steps) -> None:
+    _check_unit_interval("eps", eps)
+    _positive_float("step", step)
+    if steps is not None and not (isinstance(steps, int) and not isinstance(steps, bool) and steps >= 1):
+        raise ValueError(f"steps: expected an integer >= 1 (or None: the default count), got {steps!r}")
 
 
 def _param_dtype(module: torch.nn.Module) -> tuple[torch.dtype, torch.device]:
@@ -485,12 +590,9 @@ def fgsm(
     Returns:
         One :class:`AttackResult` per image (``success=False`` when no grid value flips).
     """
+    _check_fgsm(eps=eps, eps_grid=eps_grid, rtol=rtol, max_bisect=max_bisect)
     x, labels = _check_batch(net, images, labels)
     grid = check_eps_grid(eps_grid)
-    if not (isinstance(rtol, (int, float)) and 0 < rtol < 1):
-        raise ValueError(f"rtol: expected a float in (0, 1), got {rtol!r}")
-    if eps is not None and not (isinstance(eps, (int, float)) and 0 < eps <= 1):
-        raise ValueError(f"eps: expected a float in (0, 1], got {eps!r}")
     clean_pred, idx, direction = _fgsm_direction(net, x, labels)
 
     def perturbed(rows: list[int], e: torch.Tensor) -> torch.Tensor:
@@ -520,21 +622,57 @@ def fgsm(
     return _finish(net, "fgsm", x, labels, clean_pred, adv, found, params, extra, notes)
 
 
+class _InputGradient(torch.autograd.Function):
+    """``module(x)`` whose backward pass computes the gradient with respect to ``x`` only.
+
+    foolbox (through eagerpy) differentiates with ``loss.backward()``, which would also
+    accumulate ``.grad`` on every parameter of the user's model. Here the model's own graph is
+    built inside :meth:`forward` and differentiated with ``torch.autograd.grad(out, x)`` (the
+    input alone), so the parameters' ``.grad`` are never touched.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, module: torch.nn.Module) -> torch.Tensor:
+        with torch.enable_grad():
+            xi = x.detach().requires_grad_(True)
+            out = module(xi)
+        ctx.graph = (xi, out)
+        return out.detach()
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out: torch.Tensor):
+        xi, out = ctx.graph
+        if not out.requires_grad:  # a model whose output does not depend on its input
+            return torch.zeros_like(xi), None
+        # the graph is kept for a caller that backpropagates twice (retain_graph=True); it is
+        # freed with the caller's graph
+        (g,) = torch.autograd.grad(out, xi, grad_out, retain_graph=True, allow_unused=True)
+        return (torch.zeros_like(xi) if g is None else g), None
+
+
 class _EvalView(torch.nn.Module):
-    """Forwards to ``net.module`` for foolbox.
+    """Forwards to ``net.module`` for foolbox, differentiable with respect to the input only.
 
     The user's model was checked to be in eval mode; linstab's stateless ``Normalize`` wrapper
     may still carry the default ``training=True`` flag, which would make foolbox warn. Only this
     view's own flag is cleared (``.eval()`` is never called, nothing of the user's is changed).
+    Gradients reach the input alone (:class:`_InputGradient`): no parameter's ``.grad`` is
+    created or changed. Without a gradient to compute, the model runs under ``torch.no_grad``.
     """
 
     def __init__(self, module: torch.nn.Module) -> None:
         super().__init__()
-        self.inner = module
+        # kept out of the submodules: foolbox's ``.to(device)`` on this view must not reach
+        # the user's model, and no parameter of it is registered here
+        object.__setattr__(self, "inner", module)
         self.training = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.inner(x)
+        if torch.is_grad_enabled() and x.requires_grad:
+            return _InputGradient.apply(x, self.inner)
+        with torch.no_grad():
+            return self.inner(x)
 
 
 def _fmodel(net):
@@ -626,17 +764,19 @@ def pgd(
     """
     import foolbox as fb
 
+    _check_pgd(
+        eps=eps,
+        eps_grid=eps_grid,
+        rtol=rtol,
+        max_bisect=max_bisect,
+        steps=steps,
+        rel_stepsize=rel_stepsize,
+        random_start=random_start,
+        seed=seed,
+        grid_search=grid_search,
+    )
     x, labels = _check_batch(net, images, labels)
     grid = check_eps_grid(eps_grid)
-    if eps is not None and not (isinstance(eps, (int, float)) and 0 < eps <= 1):
-        raise ValueError(f"eps: expected a float in (0, 1], got {eps!r}")
-    if not (isinstance(rtol, (int, float)) and 0 < rtol < 1):
-        raise ValueError(f"rtol: expected a float in (0, 1), got {rtol!r}")
-    if grid_search not in ("bisect", "scan"):
-        raise ValueError(f"grid_search: expected 'bisect' or 'scan', got {grid_search!r}")
-    check_int("steps", steps)
-    check_int("max_bisect", max_bisect)
-    _positive_float("rel_stepsize", rel_stepsize)
     fmodel = _fmodel(net)
     import eagerpy as ep
 
@@ -745,14 +885,8 @@ def deepfool(
     """
     import foolbox as fb
 
+    _check_deepfool(steps=steps, candidates=candidates, overshoot=overshoot, loss=loss)
     x, labels = _check_batch(net, images, labels)
-    if loss not in ("logits", "crossentropy"):
-        raise ValueError(f"loss: expected 'logits' or 'crossentropy', got {loss!r}")
-    check_int("steps", steps)
-    check_int("candidates", candidates, optional=True)
-    if candidates is not None and candidates < 2:
-        raise ValueError(f"candidates: expected at least 2 classes (or None: all), got {candidates!r}")
-    _positive_float("overshoot", overshoot, allow_zero=True)
     attack = fb.attacks.L2DeepFoolAttack(steps=steps, candidates=candidates, overshoot=overshoot, loss=loss)
     params = {"steps": steps, "candidates": candidates, "overshoot": overshoot, "loss": loss}
     return _minimization_attack(net, "deepfool", attack, x, labels, params)
@@ -793,11 +927,14 @@ def carlini_wagner(
     import foolbox as fb
 
     _check_net(net)
-    check_int("binary_search_steps", binary_search_steps)
-    check_int("steps", steps)
-    _positive_float("stepsize", stepsize)
-    _positive_float("confidence", confidence, allow_zero=True)
-    _positive_float("initial_const", initial_const)
+    _check_cw(
+        binary_search_steps=binary_search_steps,
+        steps=steps,
+        stepsize=stepsize,
+        confidence=confidence,
+        initial_const=initial_const,
+        abort_early=abort_early,
+    )
     x, labels = _check_batch(net, images, labels)
     attack = fb.attacks.L2CarliniWagnerAttack(
         binary_search_steps=binary_search_steps,
@@ -846,8 +983,7 @@ def fgsm_half(
         max_bisect: bisection step limit.
         progress: show progress bars.
     """
-    if not (isinstance(scale, (int, float)) and 0 < scale < 1):
-        raise ValueError(f"scale: expected a float in (0, 1), got {scale!r}")
+    _check_fgsm_half(scale=scale, eps_grid=eps_grid, rtol=rtol, max_bisect=max_bisect)
     x, labels = _check_batch(net, images, labels)
     base = fgsm(net, x, labels, eps_grid=eps_grid, rtol=rtol, max_bisect=max_bisect, progress=progress)
     clean_pred, idx, direction = _fgsm_direction(net, x, labels)
@@ -877,8 +1013,7 @@ def fgsm_fixed(
         eps: the L-inf step, in (0, 1].
         progress: unused (one batched call).
     """
-    if not (isinstance(eps, (int, float)) and 0 < eps <= 1):
-        raise ValueError(f"eps: expected a float in (0, 1], got {eps!r}")
+    _check_fgsm_fixed(eps=eps)
     x, labels = _check_batch(net, images, labels)
     clean_pred, idx, direction = _fgsm_direction(net, x, labels)
     adv = {i: (x[i] + eps * direction[i]).clamp(0, 1) for i in idx}
@@ -912,14 +1047,9 @@ def bim(
         steps: the number of iterations.
         progress: unused.
     """
-    if not (isinstance(eps, (int, float)) and 0 < eps <= 1):
-        raise ValueError(f"eps: expected a float in (0, 1], got {eps!r}")
-    if not (isinstance(step, (int, float)) and step > 0):
-        raise ValueError(f"step: expected a float > 0, got {step!r}")
+    _check_bim(eps=eps, step=step, steps=steps)
     if steps is None:
         steps = int(np.ceil(min(eps * 255 + 4, 1.25 * eps * 255)))
-    if not (isinstance(steps, int) and steps >= 1):
-        raise ValueError(f"steps: expected an integer >= 1, got {steps!r}")
     x, labels = _check_batch(net, images, labels)
     clean_pred = _predict(net, x)
     idx = [i for i in range(x.shape[0]) if int(clean_pred[i]) == int(labels[i])]
@@ -947,14 +1077,62 @@ _FUNCS: dict[str, Callable[..., list[AttackResult]]] = {
 }
 
 
-def run_attack(net, images, labels, attack: str, **params) -> list[AttackResult]:
-    """Run an attack (one of :data:`ATTACKS`) or a control (:data:`CONTROLS`) by name.
+_CHECKS: dict[str, Callable[..., None]] = {
+    "fgsm": _check_fgsm,
+    "pgd": _check_pgd,
+    "deepfool": _check_deepfool,
+    "cw": _check_cw,
+    "fgsm-half": _check_fgsm_half,
+    "fgsm-fixed": _check_fgsm_fixed,
+    "bim": _check_bim,
+}
+
+_NOT_PARAMS = ("net", "images", "labels")
+
+
+def check_attack_params(attack: str, params: dict | None = None) -> dict:
+    """Check an attack's name and keyword parameters without running it (no model needed).
+
+    The checks are the ones the attack itself makes, so a call that passes here is not refused
+    by the attack later; use it to refuse bad settings before any work.
+
+    Args:
+        attack: one of :data:`ATTACKS` or :data:`CONTROLS`.
+        params: keyword arguments for the attack (``None``: the defaults).
+
+    Returns:
+        The attack's full keyword arguments, defaults filled in.
 
     Raises:
-        ValueError: for an unknown attack name (the valid names are listed).
-        TypeError: for a parameter the attack does not take.
+        ValueError: for an unknown attack name or a parameter value out of range (the message
+            names the parameter, what was expected and what arrived).
+        TypeError: for a parameter the attack does not take, or a value of the wrong type.
     """
     if not isinstance(attack, str) or attack not in _FUNCS:
         raise ValueError(f"unknown attack {attack!r}; expected one of {', '.join((*ATTACKS, *CONTROLS))}")
-    with timed("attack", attack=attack, n_images=int(images.shape[0]) if images.ndim == 4 else 1):
+    params = dict(params or {})
+    sig = inspect.signature(_FUNCS[attack])
+    accepted = [n for n in sig.parameters if n not in _NOT_PARAMS]
+    unknown = sorted(n for n in params if n not in accepted)
+    if unknown:
+        raise TypeError(
+            f"{attack}: unknown parameter(s) {', '.join(unknown)}; expected some of {', '.join(accepted)}"
+        )
+    full = {n: params.get(n, sig.parameters[n].default) for n in accepted}
+    _CHECKS[attack](**{n: v for n, v in full.items() if n != "progress"})
+    return full
+
+
+def run_attack(net, images, labels, attack: str, **params) -> list[AttackResult]:
+    """Run an attack (one of :data:`ATTACKS`) or a control (:data:`CONTROLS`) by name.
+
+    The parameters are checked (:func:`check_attack_params`) before anything runs.
+
+    Raises:
+        ValueError: for an unknown attack name (the valid names are listed) or a bad parameter.
+        TypeError: for a parameter the attack does not take.
+    """
+    check_attack_params(attack, params)
+    n = int(images.shape[0]) if isinstance(images, torch.Tensor) and images.ndim == 4 else 1
+    with timed("attack", attack=attack, n_images=n):
         return _FUNCS[attack](net, images, labels, **params)

@@ -48,7 +48,17 @@ import numpy as np
 import torch
 
 from ..io.tables import read_csv, write_csv
-from .attacks import ATTACKS, CONTROLS, AttackResult, run_attack
+from ..io.validate import check_int
+from .attacks import (
+    ATTACKS,
+    CONTROLS,
+    SEED_MAX,
+    AttackResult,
+    _check_batch,
+    check_attack_params,
+    check_seed,
+    run_attack,
+)
 from .projections import UnitPrediction, predict_unit, right_singular
 from .propagation import (
     Propagation,
@@ -123,6 +133,69 @@ class PropagationAnalysis:
     def write_csv(self, path: str | Path) -> Path:
         """Write :attr:`rows` as CSV."""
         return write_rows(self.rows, path)
+
+
+def _check_unit_spec(net, spec, name: str) -> list[str]:
+    """Resolved unit addresses of ``spec``; an empty spec (``""``, ``","``, ``[]``) is refused."""
+    if spec is None:
+        return []
+    empty = (
+        not spec.replace(",", "").strip()
+        if isinstance(spec, str)
+        else isinstance(spec, Sequence) and len(spec) == 0
+    )
+    if empty:
+        none = "none" if name.startswith("--") else "None or 'none'"
+        raise ValueError(
+            f"{name}: expected all, last, a stage number or unit addresses like 3.7,3.8 ({none} for no "
+            f"units), got an empty list {spec!r}"
+        )
+    try:
+        return resolve_units(net, spec)
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
+
+
+def check_spectral_settings(
+    net, k: int | None, spectral_units, *, k_name: str = "k", units_name: str = "spectral_units"
+) -> list[str]:
+    """Check ``k`` and the spectral units of :func:`analyze` before any work.
+
+    ``k`` singular vectors per unit must exist in every spectral unit: ``k`` is at most the
+    smallest ``min(n_out, n_in)`` among them (a larger ``k`` is refused, not clamped; ``None``
+    asks for all vectors of each unit, by dense SVD).
+
+    Args:
+        net: the :class:`~linstab.network.Network`.
+        k: singular vectors per unit, or ``None`` (all).
+        spectral_units: a unit spec (:func:`~linstab.analyses.propagation.resolve_units`);
+            ``None`` or ``"none"`` for no units. An empty spec (``""``, ``[]``) is refused.
+        k_name: the name of ``k`` in messages (e.g. ``"--k"`` for the command line).
+        units_name: the name of ``spectral_units`` in messages.
+
+    Returns:
+        The spectral units' addresses.
+
+    Raises:
+        TypeError: for a ``k`` that is not an int (or ``None``).
+        ValueError: for an empty or malformed unit spec, or a ``k`` out of range (the message
+            gives the valid range and the unit that limits it).
+    """
+    addrs = _check_unit_spec(net, spectral_units, units_name)
+    check_int(k_name, k, optional=True)
+    if k is not None and addrs:
+        chosen = set(addrs)
+        ranks = {u.address: min(u.n_in, u.n_out) for u in net.units if u.address in chosen}
+        limit = min(ranks, key=lambda a: ranks[a])
+        n = ranks[limit]
+        if k > n:
+            every = "all" if k_name.startswith("--") else "None"
+            raise ValueError(
+                f"{k_name}: expected an int in 1..{n} or {every} (every vector, dense SVD), got {k}: "
+                f"unit {limit}, the smallest of the {len(addrs)} spectral unit(s), has "
+                f"min(n_out, n_in) = {n} singular vectors"
+            )
+    return addrs
 
 
 def _random_results(
@@ -207,19 +280,29 @@ def analyze(
         perturbations: names from :data:`PERTURBATIONS`, a comma list, or ``"all"``.
         ids: a name per image for the output (default ``"0", "1", ...``).
         dtype: dtype of propagation and predictions (float64 recommended).
-        k: singular vectors per unit (``None``: all, dense SVD -- only for small units).
-        spectral_units: units with projections (see :func:`resolve_units`; ``None``: none).
+        k: singular vectors per unit (``None``: all, dense SVD -- only for small units); at
+            most the smallest ``min(n_out, n_in)`` of the spectral units (a larger ``k`` is
+            refused, see :func:`check_spectral_settings`).
+        spectral_units: units with projections (see :func:`resolve_units`; ``None`` or
+            ``"none"``: none; an empty spec is refused).
         keep_alphas: units whose ``alpha`` and ``sigma`` arrays are kept (for Figure 4).
         seed: seed of the random perturbations (per image: ``seed * 1000003 + position``;
             ``random:r`` uses ``seed + r``) and of PGD's random start and the top-k start blocks.
         random_ref: attack whose per-image L2 norm the random perturbation copies.
         random_norm: a fixed L2 norm for the random perturbations instead.
-        attack_params: per-attack keyword arguments, e.g. ``{"pgd": {"eps": 0.01}}``.
+        attack_params: per-attack keyword arguments, e.g. ``{"pgd": {"eps": 0.01}}`` (all
+            checked with :func:`~linstab.analyses.attacks.check_attack_params` before any
+            attack runs).
         progress: show progress bars.
 
+    Images the model misclassifies are not perturbed (their results are ``skipped``) and have
+    no rows; when every image is misclassified, ``rows`` is empty.
+
     Raises:
-        ValueError: for unknown perturbation or attack names, bad unit specs, bad norms.
-        TypeError: for a bad dtype.
+        ValueError: for unknown perturbation or attack names, bad attack parameters, bad unit
+            specs, a ``k`` larger than a spectral unit's spectrum, bad norms, seeds or labels;
+            all checked before any work.
+        TypeError: for a bad dtype, or a parameter an attack does not take.
     """
     from tqdm.auto import tqdm
 
@@ -228,8 +311,18 @@ def analyze(
     names = parse_perturbations(perturbations)
     if random_ref not in ATTACKS:
         raise ValueError(f"random_ref: expected one of {', '.join(ATTACKS)}, got {random_ref!r}")
-    if random_norm is not None and not (isinstance(random_norm, (int, float)) and random_norm > 0):
-        raise ValueError(f"random_norm: expected a float > 0, got {random_norm!r}")
+    if random_norm is not None and not (
+        isinstance(random_norm, (int, float))
+        and not isinstance(random_norm, bool)
+        and math.isfinite(random_norm)
+        and random_norm > 0
+    ):
+        raise ValueError(f"random_norm: expected a finite float > 0, got {random_norm!r}")
+    seed = check_seed("seed", seed)
+    randoms = [n for n in names if random_repeat(n) is not None]
+    top = max((random_repeat(n) for n in randoms), default=0)
+    if seed + top > SEED_MAX:
+        raise ValueError(f"seed: expected seed + N (random:N) <= {SEED_MAX}, got {seed} + {top}")
     attack_params = dict(attack_params or {})
     unknown = sorted(set(attack_params) - set(ATTACKS) - set(CONTROLS))
     if unknown:
@@ -237,29 +330,36 @@ def analyze(
             f"attack_params: unknown attacks {unknown}; expected keys among "
             f"{', '.join((*ATTACKS, *CONTROLS))}"
         )
-    x = net.check_input(images)
-    if labels is None:
-        labels = net.predict(x).argmax(1)
-    labels = torch.as_tensor(labels).reshape(-1)
-    if labels.shape[0] != x.shape[0]:
-        raise ValueError(f"labels: expected {x.shape[0]} labels, got {labels.shape[0]}")
-    ids = [str(i) for i in (ids if ids is not None else range(x.shape[0]))]
-    if len(ids) != x.shape[0]:
-        raise ValueError(f"ids: expected {x.shape[0]} ids, got {len(ids)}")
-    spectral = set(resolve_units(net, spectral_units))
-    keep = set(resolve_units(net, keep_alphas))
-
-    # ---- perturbations ----------------------------------------------------------------------
-    results: dict[str, list[AttackResult]] = {}
-    randoms = [n for n in names if random_repeat(n) is not None]
     ref_needed = bool(randoms) and random_norm is None
-    for name in [n for n in (*ATTACKS, *CONTROLS) if n in names or (ref_needed and n == random_ref)]:
-        if progress:
-            print(f"attack {name} on {x.shape[0]} images ...", flush=True)
+    to_run = [n for n in (*ATTACKS, *CONTROLS) if n in names or (ref_needed and n == random_ref)]
+    attack_kwargs: dict[str, dict] = {}
+    for name in (*ATTACKS, *CONTROLS):  # every attack's settings, also one not run: it was asked
+        if name not in to_run and name not in attack_params:
+            continue
         prm = {"progress": progress, **attack_params.get(name, {})}
         if name == "pgd":
             prm.setdefault("seed", seed)
-        results[name] = run_attack(net, x, labels, name, **prm)
+        check_attack_params(name, prm)
+        attack_kwargs[name] = prm
+    x = net.check_input(images)
+    if labels is None:
+        labels = net.predict(x).argmax(1)
+    else:
+        if isinstance(labels, (list, tuple)):
+            labels = torch.as_tensor(labels)
+        x, labels = _check_batch(net, x, labels)
+    ids = [str(i) for i in (ids if ids is not None else range(x.shape[0]))]
+    if len(ids) != x.shape[0]:
+        raise ValueError(f"ids: expected {x.shape[0]} ids, got {len(ids)}")
+    spectral = set(check_spectral_settings(net, k, spectral_units))
+    keep = set(_check_unit_spec(net, keep_alphas, "keep_alphas"))
+
+    # ---- perturbations ----------------------------------------------------------------------
+    results: dict[str, list[AttackResult]] = {}
+    for name in to_run:
+        if progress:
+            print(f"attack {name} on {x.shape[0]} images ...", flush=True)
+        results[name] = run_attack(net, x, labels, name, **attack_kwargs[name])
     if randoms:
         if random_norm is not None:
             norms = dict.fromkeys(range(x.shape[0]), float(random_norm))

@@ -4,31 +4,110 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import sys
 from pathlib import Path
 
-from ..analyses.attacks import ATTACKS, CONTROLS
-from ..analyses.perturbations import analyze, read_rows, summary_table, write_summary
+from ..analyses.attacks import ATTACKS, CONTROLS, SEED_MAX
+from ..analyses.perturbations import (
+    analyze,
+    check_spectral_settings,
+    read_rows,
+    summary_table,
+    write_summary,
+)
 from ..analyses.propagation import PERTURBATIONS, default_projection_units, parse_perturbations
 from ..data.selection import parse_index_spec
 from . import common
 from .common import add_image_args, add_model_args, parse_dtype, parse_k
 
 
+def _float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = math.nan
+    return v
+
+
+def _radius(text: str) -> float:
+    """An argparse type: an L-inf radius, a float in (0, 1] (images live in [0, 1])."""
+    v = _float(text)
+    if not 0 < v <= 1:
+        raise argparse.ArgumentTypeError(f"expected a float in (0, 1], got {text!r}")
+    return v
+
+
+def _norm(text: str) -> float:
+    """An argparse type: a finite float > 0."""
+    v = _float(text)
+    if not (math.isfinite(v) and v > 0):
+        raise argparse.ArgumentTypeError(f"expected a finite float > 0, got {text!r}")
+    return v
+
+
+def _seed(text: str) -> int:
+    """An argparse type: a seed, an int in -SEED_MAX..SEED_MAX."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if abs(v) > SEED_MAX:
+        raise argparse.ArgumentTypeError(f"expected an integer in -{SEED_MAX}..{SEED_MAX}, got {text!r}")
+    return v
+
+
+def _unit_spec(text: str) -> str:
+    """An argparse type: a non-empty unit spec (``none`` says "no units")."""
+    if not str(text).replace(",", "").strip():
+        raise argparse.ArgumentTypeError(
+            f"expected all, none, last, a stage number or unit addresses like 3.7,3.8, got {text!r}"
+        )
+    return text
+
+
+def _check_classified(net, x, y, ids) -> None:
+    """Refuse images the model misclassifies all of (nothing to perturb); note partial ones.
+
+    Raises:
+        ValueError: every image is misclassified (the message names them).
+    """
+    if y is None:
+        return
+    pred = net.predict(x).argmax(1).cpu()
+    wrong = [i for i in range(x.shape[0]) if int(pred[i]) != int(y[i])]
+    if not wrong:
+        return
+    shown = ", ".join(f"{ids[i]} (predicted {int(pred[i])}, label {int(y[i])})" for i in wrong[:10])
+    more = f" and {len(wrong) - 10} more" if len(wrong) > 10 else ""
+    if len(wrong) == x.shape[0]:
+        raise ValueError(
+            f"the model misclassifies every image, so there is nothing to perturb (only correctly "
+            f"classified images are attacked): {shown}{more}; choose images it classifies correctly"
+        )
+    print(
+        f"note: {len(wrong)} of {x.shape[0]} images are misclassified and skipped by every perturbation: "
+        f"{shown}{more}"
+    )
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default="float64", choices=["float32", "float64"])
-    p.add_argument("--seed", type=int, default=0, help="seed of random perturbations, PGD start (default 0)")
+    p.add_argument(
+        "--seed", type=_seed, default=0, help="seed of random perturbations, PGD start (default 0)"
+    )
     p.add_argument(
         "--random-ref",
         default="fgsm",
         choices=list(ATTACKS),
         help="attack whose per-image L2 norm the random perturbation copies (default fgsm)",
     )
-    p.add_argument("--random-norm", type=float, default=None, help="fixed L2 norm for random instead")
+    p.add_argument("--random-norm", type=_norm, default=None, help="fixed L2 norm (> 0) for random instead")
     p.add_argument(
         "--pgd-eps",
-        type=float,
+        type=_radius,
         default=None,
-        help="fixed L-inf radius for PGD (default: minimal flipping radius, searched)",
+        help="fixed L-inf radius for PGD, in (0, 1] (default: minimal flipping radius, searched)",
     )
     p.add_argument(
         "--cw-steps", type=common.positive_int, default=200, help="CW Adam steps per constant (default 200)"
@@ -48,9 +127,11 @@ def _attack_params(args) -> dict[str, dict]:
 
 def _cmd_propagate(args) -> int:
     net = common.network_from_args(args)
+    check_spectral_settings(net, args.k, args.spectral_units, k_name="--k", units_name="--spectral-units")
     x, y, ids = common.images_from_args(args, net)
     if y is None:
         print("no labels for these images: the model's predictions are used as labels")
+    _check_classified(net, x, y, ids)
     res = analyze(
         net,
         x,
@@ -72,6 +153,12 @@ def _cmd_propagate(args) -> int:
                 print(f"{name} image {ids[r.index]}: {r.note}")
     path = res.write_csv(args.out)
     print(f"wrote {path} ({len(res.rows)} rows)")
+    if not res.rows:
+        print(
+            f"linstab propagate: warning: no perturbation succeeded on any image, so {path} holds "
+            "its header only (the reasons are listed above)",
+            file=sys.stderr,
+        )
     summary = res.summary()
     if args.summary:
         spath = write_summary(
@@ -108,10 +195,12 @@ def add_parser(sub) -> None:
         "--k",
         type=parse_k,
         default=64,
-        help="right singular vectors per unit: an int (top-k) or all (dense SVD) (default 64)",
+        help="right singular vectors per unit: an int (top-k, at most the smallest spectral unit's "
+        "min(n_out, n_in); a larger k is refused) or all (dense SVD) (default 64)",
     )
     p.add_argument(
         "--spectral-units",
+        type=_unit_spec,
         default="all",
         help="units with projections/eq. (1): all, none, last (last stage), a stage number, "
         "addresses like 3.7,3.8 (default all)",
@@ -151,6 +240,7 @@ def _cmd_figure_propagation(args) -> int:
     else:
         net = common.network_from_args(args)
         x, y, ids = common.images_from_args(args, net)
+        _check_classified(net, x, y, ids)
         names = ["random", *[n for n in wanted if n != "random"]]
         res = analyze(
             net,
@@ -196,6 +286,8 @@ def _cmd_figure_projections(args) -> int:
     name = parse_perturbations(args.attack)
     if len(name) != 1 or name[0] == "random":
         raise ValueError(f"--attack takes one attack of {', '.join(ATTACKS)}, got {args.attack!r}")
+    check_spectral_settings(net, args.k, addrs, k_name="--k", units_name="--units")
+    _check_classified(net, x, y, ids)
     res = analyze(
         net,
         x,
