@@ -116,7 +116,7 @@ def test_full_reorthogonalization_gives_the_same_density():
 def test_deflation_by_top_triplets_composes_with_spectrum_topk():
     op, mask, s = twin(3)
     ex = exact_parts(op, active_rows=mask)
-    top = S.spectrum(op, "topk", k=10, vectors=True)
+    top = S.spectrum(op, "topk", k=10, vectors=True, solver="block-krylov")  # (auto: exact, n = 260)
     res = slq(op, n_probes=20, steps=40, exact=ex, deflate=top, bins=EDGES)
     assert res.lanczos.reorth == "selective"
     assert res.nodes.shape == (20, 50) and res.deflated_values.shape == (10,)

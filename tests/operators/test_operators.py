@@ -155,6 +155,49 @@ def test_numpy_and_scipy_exports():
     assert np.allclose(np.sort(s)[::-1], ref, rtol=1e-8)
 
 
+def test_other_dtypes_are_refused_not_cast():
+    """NumPy inputs follow the tensors' rule (a float32 array on a float64 operator was cast
+    silently); ``materialize``/``to_scipy`` return float32 or float64 only (an integer dtype
+    truncated the matrix, a complex one was advertised to SciPy and then refused every vector);
+    the SciPy export converts SciPy's real vectors explicitly, against the dense twin."""
+    net = make_net("option-B", seed=2)
+    x = tiny_image(1)
+    J = net.linearize(x, dtype=torch.float64).unit(2, 1)
+    J32 = net.linearize(x, dtype=torch.float32).unit(2, 1)
+    D = dense_jacobian(net.units[2].module, net.linearize(x, dtype=torch.float64).inputs[2][0]).numpy()
+    assert np.allclose(J.materialize().numpy(), D, atol=1e-12)
+    rng = np.random.default_rng(0)
+    v, w = rng.standard_normal(J.shape[1]), rng.standard_normal(J.shape[0])
+    for op, bad in ((J, v.astype(np.float32)), (J, np.ones(J.shape[1], dtype=np.int64)), (J32, v)):
+        with pytest.raises(TypeError, match=r"computes in torch\.float(32|64).*astype"):
+            op @ bad
+    with pytest.raises(TypeError, match="astype"):
+        J.T @ w.astype(np.float32)
+    assert np.allclose(J32 @ v.astype(np.float32), D @ v, atol=1e-4)
+    for bad in (torch.int32, torch.int64, torch.complex128, torch.float16, np.float64, "float64"):
+        for op in (J, DenseOperator(torch.from_numpy(D))):
+            with pytest.raises(
+                TypeError, match=r"materialize: dtype must be torch\.float32 or torch\.float64"
+            ):
+                op.materialize(dtype=bad)
+    assert J.materialize(dtype=torch.float32).dtype == torch.float32
+    for bad in (np.int32, int, complex, np.complex128, "complex64", torch.float64, np.float16):
+        with pytest.raises(TypeError, match="to_scipy: dtype must be a real NumPy float dtype"):
+            J.to_scipy(dtype=bad)
+    for dt in (np.float32, "float64", float):
+        A = J.to_scipy(dtype=dt)
+        assert A.dtype == np.dtype(dt) and (A @ v).dtype == np.dtype(dt)
+        assert np.allclose(A @ v, D @ v, rtol=1e-5, atol=1e-5)
+    A = J.to_scipy()
+    v32 = v.astype(np.float32)
+    assert (A @ v32).dtype == np.float64 and np.allclose(A @ v32, D @ v32.astype(np.float64), atol=1e-12)
+    assert np.allclose(A.rmatvec(np.ones(J.shape[0], dtype=np.int64)), D.T @ np.ones(J.shape[0]), atol=1e-12)
+    with pytest.raises(TypeError, match="real and imaginary parts"):
+        A @ (v * 1j)
+    A32 = J32.to_scipy()  # SciPy's float64 vectors on a float32 operator
+    assert A32.dtype == np.float32 and np.allclose(A32.matmat(np.eye(J.shape[1])[:, :3]), D[:, :3], atol=1e-4)
+
+
 def test_generic_operators():
     g = torch.Generator().manual_seed(0)
     A = torch.randn(6, 4, generator=g, dtype=torch.float64)

@@ -55,10 +55,14 @@ def test_band_fraction_bounds():
 def test_iterative_values_use_residuals():
     net = make_net("option-B", seed=1)
     op = net.linearize(tiny_image(1), dtype=torch.float64).unit(1, 1)
-    res = spectrum(op, "topk", k=4)
+    res = spectrum(op, "topk", k=4, solver="block-krylov")
     err = value_error(res)
     ref = spectrum(op, "exact").values[:4]
-    assert bool(((res.values - ref).abs() <= err + 1e-12).all())
+    assert bool(torch.isfinite(err).all()) and bool(((res.values - ref).abs() <= err + 1e-12).all())
+    routed = spectrum(op, "topk", k=4)  # a small operator: solver "auto" takes an exact route
+    assert routed.route != "block-krylov" and routed.residuals is None
+    bound = value_error(routed)  # the exact route's bound, not inf for want of residuals
+    assert bool(torch.isfinite(bound).all()) and bool(((routed.values - ref).abs() <= bound + 1e-15).all())
 
 
 @pytest.mark.slow

@@ -296,7 +296,7 @@ def _check_triplets(res, op, largest: bool, tol_val=1e-8):
 def test_topk_matches_dense(nets, products):
     lin = nets["option-A"].linearize(tiny_image(2), dtype=F64)
     for op in (lin.unit(1, 2), lin.unit(2, 1), lin.stage(2)):
-        res = S.spectrum(op, "topk", k=6, vectors=True, products=products)
+        res = S.spectrum(op, "topk", k=6, vectors=True, products=products, solver="block-krylov")
         assert res.route == "block-krylov" and res.method == "topk"
         assert res.info["products_via"] == ("sparse-factors" if products == "factors" else "operator")
         _check_triplets(res, op, largest=True)
@@ -312,15 +312,15 @@ def test_topk_matches_dense(nets, products):
 def test_bottomk_matches_dense(nets):
     lin = nets["tv-basic"].linearize(tiny_image(2), dtype=F64)
     op = lin.unit(2, 2)
-    res = S.spectrum(op, "bottomk", k=4)
+    res = S.spectrum(op, "bottomk", k=4, solver="block-krylov")
     s = dense_sv(op)
-    assert res.method == "bottomk" and res.converged
+    assert res.method == "bottomk" and res.converged and res.route == "block-krylov"
     assert (res.values - s[-4:]).abs().max() < 1e-6
     # a full-rank operator: compare vectors too
     g = torch.Generator().manual_seed(0)
     A = torch.randn(60, 40, generator=g, dtype=F64)
     op = DenseOperator(A)
-    res = S.spectrum(op, "bottomk", k=3, vectors=True)
+    res = S.spectrum(op, "bottomk", k=3, vectors=True, solver="block-krylov")
     U, s, Vh = torch.linalg.svd(A, full_matrices=False)
     assert (res.values - s[-3:]).abs().max() < 1e-8
     for i in range(3):
@@ -334,7 +334,7 @@ def test_topk_past_the_rank_gives_zeros_to_round_off(dtype):
     vectors those of the dense SVD's null space."""
     g = torch.Generator().manual_seed(0)
     A = torch.randn(60, 3, generator=g, dtype=F64) @ torch.randn(3, 50, generator=g, dtype=F64)
-    res = S.spectrum(DenseOperator(A.to(dtype)), "topk", k=6, vectors=True)
+    res = S.spectrum(DenseOperator(A.to(dtype)), "topk", k=6, vectors=True, solver="block-krylov")
     ref = torch.linalg.svdvals(A)
     eps = torch.finfo(dtype).eps
     assert res.converged and torch.equal(res.values, res.values.sort(descending=True).values)
@@ -355,17 +355,17 @@ def test_iterative_repeated_values():
     with warnings.catch_warnings():  # k = n reaches zeros, unresolved to tol by the Gram
         warnings.simplefilter("ignore", S.ConvergenceWarning)
         for k in (3, n):
-            res = S.spectrum(op, "topk", k=k, tol=1e-6)
+            res = S.spectrum(op, "topk", k=k, tol=1e-6, solver="block-krylov")
             assert res.k == k and (res.values - s[:k]).abs().max() < 1e-6
         all_off = make_unit(shift=-100.0)  # inner layer dead: J = D_out, values 1 and 0
-        res = S.spectrum(all_off, "topk", k=n, tol=1e-6)
+        res = S.spectrum(all_off, "topk", k=n, tol=1e-6, solver="block-krylov")
     assert res.k == n and (res.values - dense_sv(all_off)).abs().max() < 1e-6
     lin = make_net("option-A", units=1).linearize(tiny_image(hw=8), dtype=F64)
     op = lin.unit(2, 1)
     s = dense_sv(op)
     assert int((s < 1e-10).sum()) > 3
     with pytest.warns(S.ConvergenceWarning, match="missed copies"):
-        res = S.spectrum(op, "bottomk", k=3)
+        res = S.spectrum(op, "bottomk", k=3, solver="block-krylov")
     assert not res.converged and "zeros" in res.info["missing_exact_values"]
 
 
@@ -382,7 +382,7 @@ def test_nonconvergence_is_reported(nets):
     lin = nets["option-B"].linearize(tiny_image(2), dtype=F64)
     op = lin.unit(1, 1)
     with pytest.warns(S.ConvergenceWarning, match="did not reach"):
-        res = S.spectrum(op, "topk", k=20, block_size=2, ncv=30, max_iter=1, tol=1e-14)
+        res = S.spectrum(op, "topk", k=20, block_size=2, ncv=30, max_iter=1, tol=1e-14, solver="block-krylov")
     assert not res.converged and res.iterations == 1
     assert float(res.residuals.max()) > 1e-14 * float(res.values[0])
     assert issubclass(S.ConvergenceWarning, RuntimeWarning)
@@ -391,12 +391,88 @@ def test_nonconvergence_is_reported(nets):
 def test_iterative_float32_operator(nets):
     lin = nets["akamaster"].linearize(tiny_image(2), dtype=torch.float32)
     op = lin.unit(1, 2)
-    res = S.spectrum(op, "topk", k=4)
-    assert res.dtype == torch.float32 and res.converged
+    res = S.spectrum(op, "topk", k=4, solver="block-krylov")
+    assert res.dtype == torch.float32 and res.converged and res.route == "block-krylov"
     ref = torch.linalg.svdvals(op.materialize(dtype=F64))[:4]
     assert (res.values.double() - ref).abs().max() < 1e-4
     with pytest.raises(TypeError, match="Linearize"):
         S.spectrum(op, "topk", k=4, dtype=F64)
+
+
+def _spectrum_module():
+    import importlib
+
+    return importlib.import_module("linstab.spectra.spectrum")  # the attribute is the function
+
+
+def test_auto_solver_takes_the_exact_route_on_small_operators(nets):
+    """``solver="auto"`` on operators of at most 1024 values: the exact route (bottom-k k=5 on a
+    256-dimensional autodiff unit did not converge in 300 restarts and returned wrong smallest
+    values), sliced to k in the iterative results' order, against the dense float64 twin."""
+    from factories import TanhUnit
+
+    lin = nets["option-A"].linearize(tiny_image(2), dtype=F64)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), TanhUnit(), TanhUnit(), nn.AdaptiveAvgPool2d(1),
+                          nn.Flatten(), nn.Linear(4, 10))  # fmt: skip
+    tanh = linstab.Network(model.eval(), input_shape=(3, 8, 8), unit_types=(TanhUnit,), name="tanh")
+    smooth = tanh.linearize(tiny_image(2), dtype=F64).unit(1, 2)
+    for op in (lin.unit(1, 2), lin.unit(2, 1), lin.stage(2), smooth):
+        M = dense(op)
+        U, s, Vh = torch.linalg.svd(M, full_matrices=False)
+        for method, k, ref in (("topk", 3, s[:3]), ("bottomk", 5, s[-5:])):
+            for vectors in (False, True):
+                res = S.spectrum(op, method, k=k, vectors=vectors)
+                assert res.route in linstab.linalg.results.EXACT_ROUTES, res.route
+                assert "<= 1024" in res.info["why_exact"] and res.method == method
+                assert res.k == k and res.converged and res.residuals is None and res.dtype == F64
+                assert (res.values - ref).abs().max() < 1e-10 * float(s[0]), (method, res.values, ref)
+                if vectors:
+                    assert res.U.shape == (M.shape[0], k) and res.V.shape == (M.shape[1], k)
+                    assert torch.allclose(M @ res.V, res.U * res.values, atol=1e-12)
+                    assert torch.allclose(res.V.T @ res.V, torch.eye(k, dtype=F64), atol=1e-12)
+    op32 = nets["option-A"].linearize(tiny_image(2), dtype=torch.float32).unit(1, 2)
+    res = S.spectrum(op32, "bottomk", k=4)
+    assert res.dtype == torch.float32 and res.values.dtype == torch.float32
+    assert (res.values.double() - dense_sv(op32)[-4:]).abs().max() < 1e-6
+
+
+def test_auto_solver_large_k_takes_the_exact_route_up_to_exact_max(nets, monkeypatch):
+    """Top-k with k a large fraction of n (k = 1024 of 4096 took 94 s by block Krylov, the
+    exact spectrum 0.8 s): exact when ``k > n / 8`` up to ``EXACT_MAX`` values; above it a
+    warning before the long run; explicit solvers are never overridden. The limits are
+    lowered so that a tiny unit (n = 256) stands for a large one."""
+    mod = _spectrum_module()
+    monkeypatch.setattr(mod, "AUTO_EXACT_SMALL", 16)
+    op = nets["option-A"].linearize(tiny_image(2), dtype=F64).unit(1, 2)
+    n = min(op.shape)
+    s = dense_sv(op)
+    assert mod.AUTO_EXACT_FRACTION == 8 and n == 256
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", S.ConvergenceWarning)  # Krylov copies of the plateau
+        assert S.spectrum(op, "topk", k=n // 8).route == "block-krylov"
+        for method, ref in (("topk", s[: n // 8 + 1]), ("bottomk", s[-(n // 8 + 1) :])):
+            res = S.spectrum(op, method, k=n // 8 + 1)
+            assert res.route in ("structured", "gram") and res.info["why_exact"].startswith("k=33 > ")
+            assert (res.values - ref).abs().max() < 1e-10
+        for solver in ("block-krylov", "arpack"):
+            assert S.spectrum(op, "topk", k=40, solver=solver).route == solver
+        monkeypatch.setattr(mod, "EXACT_MAX", 128)
+        with pytest.warns(UserWarning, match=r"topk k=33 of min\(n_out, n_in\) = 256.*method='exact'"):
+            res = S.spectrum(op, "topk", k=n // 8 + 1, tol=1e-6)
+        assert res.route == "block-krylov" and "why_exact" not in res.info
+
+        def stop(*args, **kwargs):
+            raise RuntimeError("the long run")
+
+        monkeypatch.setattr(mod, "block_krylov", stop)
+        with warnings.catch_warnings(record=True) as seen, pytest.raises(RuntimeError, match="the long run"):
+            warnings.simplefilter("always")
+            S.spectrum(op, "bottomk", k=n // 8 + 1)
+        assert any(issubclass(w.category, UserWarning) and "smaller k" in str(w.message) for w in seen)
+        with warnings.catch_warnings(), pytest.raises(RuntimeError):  # k <= n / 8: no warning
+            warnings.simplefilter("error", UserWarning)
+            S.spectrum(op, "topk", k=n // 8)
 
 
 # --------------------------------------------------------------------------------------------
@@ -438,7 +514,7 @@ def test_input_validation(nets):
 
 def test_save_load_roundtrip(nets, tmp_path):
     lin = nets["option-A"].linearize(tiny_image(2), dtype=F64)
-    res = S.spectrum(lin.unit(1, 2), "topk", k=3, vectors=True)
+    res = S.spectrum(lin.unit(1, 2), "topk", k=3, vectors=True, solver="block-krylov")
     path = res.save(tmp_path / "s", extra={"model": "tiny"})
     assert path.suffix == ".npz"
     with np.load(path) as z:
@@ -540,6 +616,7 @@ def test_krylov_sizes_are_checked_and_save_keeps_an_upper_case_suffix(nets, tmp_
     for mb, err in ((0, ValueError), (-3, ValueError), (1.5, TypeError)):
         with pytest.raises(err, match="min_block must be an int >= 1"):
             S.bands(op, min_block=mb)
-    res = S.spectrum(op, "topk", k=3, block_size=3)
+    res = S.spectrum(op, "topk", k=3, block_size=3, solver="block-krylov")
+    assert res.info["block"] == 3
     path = res.save(tmp_path / "r.NPZ")
     assert path.name == "r.NPZ" and torch.equal(S.SpectrumResult.load(path).values, res.values)

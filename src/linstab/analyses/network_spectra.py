@@ -16,7 +16,7 @@ from ..io.profile import scope
 from ..io.tables import write_csv
 from ..io.validate import check_int
 from ..linalg.band_estimates import estimate_bands
-from ..linalg.results import BANDS, PLATEAU, ZERO_TOL, SpectrumResult
+from ..linalg.results import BANDS, EXACT_ROUTES, PLATEAU, ZERO_TOL, SpectrumResult
 from ..spectra.accuracy import squared_error, value_error
 from ..spectra.bands import _check_bands_args, bands
 from ..spectra.exact import EXACT_REVISION
@@ -309,7 +309,9 @@ def panel_spectrum(linearize, panel: Panel, plan: PanelPlan = PanelPlan()) -> Sp
             res = spectrum(op, "exact", dtype=plan.dtype)
     err = value_error(res)
     res.info["error"] = float(err.max()) if err.numel() else 0.0
-    res.info["sq_error"] = squared_error(res) if res.method == "exact" and res.route != "dense-svd" else None
+    res.info["sq_error"] = (
+        squared_error(res) if res.route in EXACT_ROUTES and res.route != "dense-svd" else None
+    )
     res.info["n"] = n
     return res
 

@@ -24,6 +24,17 @@ SOLVERS = ("auto", "block-krylov", "arpack", "propack", "lobpcg")
 ROUTES = ("auto", "structured", "gram", "dense")
 
 
+EXACT_ROUTES = ("structured", "gram", "dense-gram", "dense-svd")
+"""The routes of exact (direct) results; every other route is an iterative solver's."""
+
+
+EXACT_MAX = 16384
+"""The largest operator (``min(n_out, n_in)`` singular values) whose exact spectrum linstab
+computes without being asked: the default of the report's ``--exact-max`` (larger units get
+estimates) and the limit up to which ``spectrum(..., "topk"|"bottomk", solver="auto")`` takes an
+exact route when that is the better choice (``docs/spectra.md``)."""
+
+
 _DTYPES = (torch.float32, torch.float64)
 
 

@@ -11,8 +11,11 @@ Accepted inputs of ``op @ v`` / :meth:`LinearOperator.matmat` (``n_in = prod(in_
 * ``(n_in,)``: one flat vector, returns ``(n_out,)``;
 * ``(n_in, B)``: ``B`` flat column vectors, returns ``(n_out, B)``.
 
-NumPy arrays are accepted too and NumPy arrays are returned. The dtype of a tensor must
-match the operator's (no silent casting); NumPy inputs are converted to the operator's dtype.
+NumPy arrays are accepted too and NumPy arrays are returned. The dtype of an input, tensor or
+NumPy array, must match the operator's (float32 or float64): a mismatch is a ``TypeError``, never
+a silent cast (``x.to(op.dtype)`` / ``x.astype(...)`` converts). The SciPy export
+(:meth:`LinearOperator.to_scipy`) is the one place that converts: SciPy's solvers choose their
+vectors' dtype. :meth:`LinearOperator.materialize` returns float32 or float64 only.
 
 Modules: :mod:`.base` (the operator contract and its algebra), :mod:`.closed_form` (unit
 Jacobians of Appendix A), :mod:`.autodiff` (any module, by ``torch.func``), :mod:`.factors`

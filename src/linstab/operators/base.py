@@ -72,9 +72,18 @@ class LinearOperator:
     ) -> torch.Tensor | np.ndarray:
         as_numpy = isinstance(x, np.ndarray)
         if as_numpy:
+            np_dtype = _numpy_dtype(self.dtype)
             if x.dtype.kind not in "biuf":
-                raise TypeError(f"{what}: expected a real numpy array, got dtype {x.dtype}")
-            x = torch.from_numpy(np.ascontiguousarray(x)).to(self.dtype)
+                raise TypeError(
+                    f"{what}: expected a real numpy array of dtype {np_dtype} (the operator's), "
+                    f"got dtype {x.dtype}"
+                )
+            if x.dtype != np_dtype:
+                raise TypeError(
+                    f"{what}: operator computes in {self.dtype}, the numpy array has dtype {x.dtype}; "
+                    f"convert it with .astype(np.{np_dtype})"
+                )
+            x = torch.from_numpy(np.ascontiguousarray(x))
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"{what}: expected a torch.Tensor or numpy array, got {type(x)}")
         if x.dtype != self.dtype:
@@ -151,28 +160,50 @@ class LinearOperator:
         return self.adjoint()
 
     # -- exports -----------------------------------------------------------------------------
-    def to_scipy(self, dtype: np.dtype | type | None = None):
-        """A :class:`scipy.sparse.linalg.LinearOperator` on flat float vectors.
+    def to_scipy(self, dtype: np.dtype | type | str | None = None):
+        """A :class:`scipy.sparse.linalg.LinearOperator` on flat real vectors.
+
+        The export is the one place where inputs are converted: SciPy's solvers choose the
+        dtype of the vectors they pass, so real (float, integer, bool) vectors of any dtype are
+        converted to the operator's dtype before the product, and the results to ``dtype``.
+        Complex vectors are refused (``TypeError``): apply the export to their real and
+        imaginary parts.
 
         Args:
-            dtype: NumPy dtype advertised to SciPy (default: matching the operator's dtype).
+            dtype: the real NumPy dtype advertised to SciPy and returned, float32 or float64
+                (``np.float32``, ``"float64"``, ``float``, ...; default: the operator's dtype).
+                Complex and integer dtypes are refused (``TypeError``).
+
+        Raises:
+            TypeError: ``dtype`` is not a real floating dtype (float32 or float64).
         """
         from scipy.sparse.linalg import LinearOperator as SciPyOperator
 
-        np_dtype = np.dtype(dtype) if dtype is not None else _numpy_dtype(self.dtype)
+        np_dtype = _scipy_dtype(dtype) if dtype is not None else _numpy_dtype(self.dtype)
+        op_dtype = _numpy_dtype(self.dtype)
         n_out, n_in = self.shape
 
+        def real(x: np.ndarray, what: str) -> np.ndarray:
+            x = np.asarray(x)
+            if x.dtype.kind not in "biuf":
+                raise TypeError(
+                    f"to_scipy {what}: expected a real vector (any real dtype, converted to the operator's "
+                    f"{op_dtype}), got dtype {x.dtype}; apply the operator to the real and imaginary "
+                    "parts of a complex vector"
+                )
+            return x.astype(op_dtype, copy=False)
+
         def mv(v: np.ndarray) -> np.ndarray:
-            return self.matmat(np.asarray(v).reshape(n_in)).astype(np_dtype, copy=False)
+            return self.matmat(real(v, "matvec").reshape(n_in)).astype(np_dtype, copy=False)
 
         def rmv(w: np.ndarray) -> np.ndarray:
-            return self.rmatmat(np.asarray(w).reshape(n_out)).astype(np_dtype, copy=False)
+            return self.rmatmat(real(w, "rmatvec").reshape(n_out)).astype(np_dtype, copy=False)
 
         def mm(V: np.ndarray) -> np.ndarray:
-            return self.matmat(np.asarray(V).reshape(n_in, -1)).astype(np_dtype, copy=False)
+            return self.matmat(real(V, "matmat").reshape(n_in, -1)).astype(np_dtype, copy=False)
 
         def rmm(W: np.ndarray) -> np.ndarray:
-            return self.rmatmat(np.asarray(W).reshape(n_out, -1)).astype(np_dtype, copy=False)
+            return self.rmatmat(real(W, "rmatmat").reshape(n_out, -1)).astype(np_dtype, copy=False)
 
         return SciPyOperator((n_out, n_in), matvec=mv, rmatvec=rmv, matmat=mm, rmatmat=rmm, dtype=np_dtype)
 
@@ -184,18 +215,24 @@ class LinearOperator:
         When ``n_out < n_in`` the rows are built from adjoint products instead.
 
         Args:
-            dtype: dtype of the returned matrix (default: the operator's; computation is
-                always in the operator's dtype).
+            dtype: dtype of the returned matrix, ``torch.float32`` or ``torch.float64``
+                (default: the operator's; computation is always in the operator's dtype).
             batch_size: identity columns per block.
             progress: show a progress bar.
+
+        Raises:
+            TypeError: ``dtype`` is not ``None``, ``torch.float32`` or ``torch.float64`` (an
+                integer, complex or half dtype is refused, not truncated or widened), or
+                ``batch_size`` is not an int.
+            ValueError: ``batch_size < 1``.
         """
+        out_dtype = _float_dtype(dtype, self.dtype, "materialize")
         check_int("batch_size", batch_size)
         n_out, n_in = self.shape
         by_rows = n_out < n_in
         n = n_out if by_rows else n_in
         fn = self._rmatmat if by_rows else self._matmat
         shape_in = self.out_shape if by_rows else self.in_shape
-        out_dtype = dtype or self.dtype
         M = torch.empty((n, n_in if by_rows else n_out), dtype=out_dtype, device=self.device)
         starts = range(0, n, batch_size)
         if progress:
@@ -217,6 +254,37 @@ class LinearOperator:
 
 def _numpy_dtype(dtype: torch.dtype) -> np.dtype:
     return np.dtype(torch.empty((), dtype=dtype).numpy().dtype)
+
+
+FLOAT_DTYPES = (torch.float32, torch.float64)
+"""The dtypes operators compute in and dense matrices are returned in."""
+
+
+def _float_dtype(dtype, default: torch.dtype, what: str) -> torch.dtype:
+    """``dtype`` (``default`` for ``None``) after checking it is float32 or float64."""
+    if dtype is None:
+        return default
+    if not isinstance(dtype, torch.dtype) or dtype not in FLOAT_DTYPES:
+        raise TypeError(
+            f"{what}: dtype must be torch.float32 or torch.float64 (or None: the operator's {default}), "
+            f"got {dtype!r}"
+        )
+    return dtype
+
+
+def _scipy_dtype(dtype) -> np.dtype:
+    """The NumPy dtype of :meth:`LinearOperator.to_scipy`, float32 or float64."""
+    try:
+        np_dtype = np.dtype(dtype)
+    except TypeError:
+        np_dtype = None
+    if np_dtype is None or np_dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise TypeError(
+            "to_scipy: dtype must be a real NumPy float dtype, float32 or float64 (or None: the "
+            f"operator's), got {dtype!r}; complex vectors: apply the operator to their real and "
+            "imaginary parts"
+        )
+    return np_dtype
 
 
 class AdjointOperator(LinearOperator):
@@ -309,8 +377,10 @@ class DenseOperator(LinearOperator):
         return (W.reshape(b, -1) @ self.matrix).reshape(b, *self.in_shape)
 
     def materialize(self, dtype=None, batch_size: int = 256, progress: bool = False):
-        """The dense matrix ``(n_out, n_in)``."""
-        return self.matrix.to(dtype or self.dtype).clone()
+        """The dense matrix ``(n_out, n_in)`` (``dtype``: as in :meth:`LinearOperator.materialize`)."""
+        out_dtype = _float_dtype(dtype, self.dtype, "materialize")
+        check_int("batch_size", batch_size)
+        return self.matrix.to(out_dtype).clone()
 
 
 class IdentityOperator(LinearOperator):

@@ -12,8 +12,9 @@ from ..io.cache import ResultCache
 from ..io.parallel import usable_cpus
 from ..io.tables import write_csv
 from ..io.validate import check_int
+from ..linalg.results import EXACT_MAX
 
-EXACT_REPORT_MAX = 16384
+EXACT_REPORT_MAX = EXACT_MAX
 """Largest unit (output values) whose Figures 1-2 are exact in the full report: the largest
 unit of the CIFAR ResNets (16 x 32 x 32). Larger units (every unit of an ImageNet ResNet at
 224 x 224) get matrix-free estimates: top-k values and band counts with confidence intervals."""

@@ -29,7 +29,7 @@ import math
 
 import torch
 
-from ..linalg.results import SpectrumResult
+from ..linalg.results import EXACT_ROUTES, SpectrumResult
 
 ERROR_CONSTANT = 16.0
 """``C`` of the rounding-error estimate (see the module docstring)."""
@@ -61,7 +61,7 @@ def value_error(res: SpectrumResult) -> torch.Tensor:
     of the operator's products (``inf`` where a method reports no residuals).
     """
     s = res.values.to(torch.float64)
-    if res.method != "exact":
+    if res.route not in EXACT_ROUTES:  # an iterative solver's (top-k routed to exact is exact)
         if res.residuals is None or res.residuals.numel() != s.numel():
             return torch.full_like(s, math.inf)
         n = min(res.shape) if res.shape else s.numel()

@@ -14,6 +14,7 @@ from ..io.validate import check_int
 from ..linalg.exact_parts import exact_parts
 from ..linalg.krylov import block_krylov
 from ..linalg.results import (
+    EXACT_MAX,
     METHODS,
     ROUTES,
     SOLVERS,
@@ -29,6 +30,15 @@ from ..operators.base import LinearOperator
 from ..operators.factors import factor_operator, factor_plan, structured_plan
 from ..operators.rows import RowSubset
 from .exact import dense_spectrum, gram_spectrum, structured_spectrum
+
+AUTO_EXACT_SMALL = 1024
+"""``solver="auto"``: top-k/bottom-k of an operator with at most this many singular values
+(``min(n_out, n_in)``) take an exact route (dense is cheap there, and exact)."""
+
+AUTO_EXACT_FRACTION = 8
+"""``solver="auto"``: top-k/bottom-k with ``k > min(n_out, n_in) / AUTO_EXACT_FRACTION`` take an
+exact route up to :data:`~linstab.linalg.results.EXACT_MAX` values (a Krylov basis of about
+``3 k`` vectors of length ``n`` then costs far more than the whole spectrum), and warn above it."""
 
 
 def spectrum(
@@ -62,13 +72,23 @@ def spectrum(
         dtype: float32 or float64 for the dense linear algebra of ``"exact"`` (default
             float64; sparse structure is always built in float64). Iterative methods compute
             in the operator's dtype; a different ``dtype`` is an error there.
-        route: for ``"exact"``: ``"auto"`` (structured when the unit allows it, else dense;
+        route: for ``"exact"`` (and for ``"topk"``/``"bottomk"`` when ``solver="auto"`` takes
+            an exact route): ``"auto"`` (structured when the unit allows it, else dense;
             a unit whose reduction is rank deficient takes the ``m x m`` Gram when that is
             cheaper, without ``n_exact_ones``), ``"structured"`` (raise if impossible; counts the
             values exactly ``|alpha|``, in float64 for a rank-deficient reduction), ``"gram"``
             (``m x m`` Gram from sparse factors; units with a ReLU mask) or ``"dense"``.
-        solver: for iterative methods: ``"auto"``/``"block-krylov"`` (torch), ``"arpack"``,
-            ``"propack"`` or ``"lobpcg"`` (SciPy ``svds``).
+        solver: for iterative methods: ``"auto"``, ``"block-krylov"`` (torch), ``"arpack"``,
+            ``"propack"`` or ``"lobpcg"`` (SciPy ``svds``). ``"auto"`` takes an exact route
+            when ``min(n_out, n_in) <= EXACT_MAX`` (16384) and either
+            ``k > min(n_out, n_in) / 8`` or ``min(n_out, n_in) <= 1024`` (float64 linear
+            algebra, returned in the operator's dtype): the result's ``route``
+            is then the exact route's, ``info["why_exact"]`` says why, ``values`` (and ``U``,
+            ``V``) are the exact ones sliced to ``k`` in the method's order (largest first for
+            ``"topk"``, the ``k`` smallest in descending order for ``"bottomk"``, as the
+            iterative results), with no ``residuals``. Otherwise it is ``"block-krylov"``
+            (with a ``UserWarning`` first when ``k > min(n_out, n_in) / 8``: a long run). An
+            explicit solver is always used as given.
         tol: residual tolerance relative to the largest singular value (default 1e-8 in
             float64, 1e-4 in float32).
         max_iter: restarts of the block Krylov method (default 60 for topk, 300 for bottomk)
@@ -92,6 +112,12 @@ def spectrum(
 
     Returns:
         a :class:`SpectrumResult`.
+
+    Warns:
+        UserWarning: an iterative run with ``k > min(n_out, n_in) / 8`` on an operator above
+            ``EXACT_MAX`` values (before it starts: it can take very long).
+        ConvergenceWarning: an iterative solver did not meet its tolerance, or missed copies
+            of values the unit's structure fixes.
 
     Raises:
         TypeError: for a non-operator, bad dtype or a non-integer ``k``.
@@ -152,29 +178,16 @@ def _spectrum(
     if method == "exact":
         if k is not None:
             k = check_k(k, n_vals, method)
-        dtype = dtype or torch.float64
-        ok, why = structured_plan(op)
-        if route == "structured" and not ok:
-            raise ValueError(f"no structured reduction for this operator: {why}")
-        if vectors:
-            res = dense_spectrum(op, dtype, True, dense_solver, progress)
-        elif route in ("auto", "structured") and ok:
-            # "auto": the fastest exact values (a rank-deficient unit may take the m x m Gram);
-            # "structured": the reduction, with the count of values exactly |alpha|
-            res = structured_spectrum(op, dtype, exact_ones=route == "structured")
-        elif route == "gram" or (route == "auto" and factor_plan(op)[0] is not None):
-            if factor_plan(op)[0] is None:
-                raise ValueError(f"route='gram' needs a unit with ReLU masks: {factor_plan(op)[1]}")
-            res = gram_spectrum(op, dtype)
-        else:
-            res = dense_spectrum(op, dtype, False, dense_solver, progress)
-        if not ok and route == "auto":
-            res.info.setdefault("why_not_structured", why)
-        if k is not None:
-            res.values = res.values[:k]
-            if res.U is not None:
-                res.U, res.V = res.U[:, :k], res.V[:, :k]
-        return res
+        return _exact(
+            op,
+            k,
+            True,
+            vectors=vectors,
+            dtype=dtype or torch.float64,
+            route=route,
+            dense_solver=dense_solver,
+            progress=progress,
+        )
     # iterative
     if k is None:
         raise ValueError(f"method={method!r} needs k (1..{n_vals})")
@@ -191,6 +204,48 @@ def _spectrum(
     largest = method == "topk"
     if products not in ("auto", "operator", "factors"):
         raise ValueError(f"products must be 'auto', 'operator' or 'factors', got {products!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+        raise TypeError(f"seed must be an int, got {seed!r}")
+    for name, v in (("block_size", block_size), ("ncv", ncv)):
+        check_int(name, v, optional=True)
+    if max_iter is not None and max_iter < 1:
+        raise ValueError(f"max_iter must be >= 1, got {max_iter}")
+    large_k = k * AUTO_EXACT_FRACTION > n_vals
+    if solver == "auto" and n_vals <= EXACT_MAX and (large_k or n_vals <= AUTO_EXACT_SMALL):
+        why = (
+            f"k={k} > min(n_out, n_in)/{AUTO_EXACT_FRACTION} = {n_vals / AUTO_EXACT_FRACTION:g}: all "
+            f"{n_vals} values (at most EXACT_MAX = {EXACT_MAX}) cost less than a Krylov basis of ~3k vectors"
+            if large_k
+            else f"min(n_out, n_in) = {n_vals} <= {AUTO_EXACT_SMALL}: the exact spectrum is cheap"
+        )
+        res = _exact(
+            op,
+            k,
+            largest,
+            vectors=vectors,
+            dtype=torch.float64,
+            route=route,
+            dense_solver=dense_solver,
+            progress=progress,
+        )
+        # float64 linear algebra as method="exact" (a float32 Gram would lose the small values
+        # bottomk asks for), returned in the operator's dtype like the iterative results
+        res.values = res.values.to(op.dtype)
+        if res.U is not None:
+            res.U, res.V = res.U.to(op.dtype), res.V.to(op.dtype)
+        res.dtype, res.method = op.dtype, method
+        res.info["why_exact"] = why
+        return res
+    if large_k and n_vals > EXACT_MAX:
+        warnings.warn(
+            f"{method} k={k} of min(n_out, n_in) = {n_vals} values (more than 1/{AUTO_EXACT_FRACTION}) runs "
+            f"{'block-krylov' if solver == 'auto' else solver} on a basis of ~3k vectors of length "
+            f"{n_vals}: this can take very long. Use a smaller k, or method='exact' (all values; "
+            f"above EXACT_MAX = {EXACT_MAX} values solver='auto' does not take it by itself: "
+            "it can need O(n^2) memory)",
+            UserWarning,
+            stacklevel=3,
+        )
     t_f = time.perf_counter()
     work = op
     if products == "factors" or (products == "auto" and not largest):
@@ -200,14 +255,8 @@ def _spectrum(
         work = fop or op
     t_f = time.perf_counter() - t_f
     ex = exact_parts(op)  # the structure's exact facts: active rows, and the result's check below
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
-        raise TypeError(f"seed must be an int, got {seed!r}")
-    for name, v in (("block_size", block_size), ("ncv", ncv)):
-        check_int(name, v, optional=True)
     if solver in ("auto", "block-krylov"):
         max_iter = max_iter if max_iter is not None else (60 if largest else 300)
-        if max_iter < 1:
-            raise ValueError(f"max_iter must be >= 1, got {max_iter}")
         # with single-threaded sparse products on the CPU, the Krylov method's small dense
         # operations are fastest single-threaded (no OpenMP synchronisation per tiny op)
         single = work is not op and work.device.type == "cpu"
@@ -265,6 +314,46 @@ def _spectrum(
             ConvergenceWarning,
             stacklevel=3,
         )
+    return res
+
+
+def _exact(
+    op: LinearOperator,
+    k: int | None,
+    largest: bool,
+    *,
+    vectors: bool,
+    dtype: torch.dtype,
+    route: str,
+    dense_solver: str,
+    progress: bool,
+) -> SpectrumResult:
+    """All singular values by an exact route (``route``, as in :func:`spectrum`), sliced to the
+    ``k`` largest (``largest``) or the ``k`` smallest (descending, as the iterative
+    ``"bottomk"``); ``k=None`` keeps all.
+    """
+    ok, why = structured_plan(op)
+    if route == "structured" and not ok:
+        raise ValueError(f"no structured reduction for this operator: {why}")
+    if vectors:
+        res = dense_spectrum(op, dtype, True, dense_solver, progress)
+    elif route in ("auto", "structured") and ok:
+        # "auto": the fastest exact values (a rank-deficient unit may take the m x m Gram);
+        # "structured": the reduction, with the count of values exactly |alpha|
+        res = structured_spectrum(op, dtype, exact_ones=route == "structured")
+    elif route == "gram" or (route == "auto" and factor_plan(op)[0] is not None):
+        if factor_plan(op)[0] is None:
+            raise ValueError(f"route='gram' needs a unit with ReLU masks: {factor_plan(op)[1]}")
+        res = gram_spectrum(op, dtype)
+    else:
+        res = dense_spectrum(op, dtype, False, dense_solver, progress)
+    if not ok and route == "auto":
+        res.info.setdefault("why_not_structured", why)
+    if k is not None:
+        keep = slice(None, k) if largest else slice(res.values.numel() - k, None)
+        res.values = res.values[keep]
+        if res.U is not None:
+            res.U, res.V = res.U[:, keep], res.V[:, keep]
     return res
 
 
