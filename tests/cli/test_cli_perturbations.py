@@ -30,13 +30,7 @@ def images():
 
 @pytest.fixture
 def tiny_cli(monkeypatch, net, images):
-    y = net.predict(images).argmax(1)
-    monkeypatch.setattr(linstab.cli.common, "network_from_args", lambda args: net)
-    monkeypatch.setattr(
-        linstab.cli.common,
-        "images_from_args",
-        lambda args, net=None: (images, y, [f"t{i}" for i in range(images.shape[0])]),
-    )
+    _labelled_cli(monkeypatch, net, images, net.predict(images).argmax(1))
 
 
 def test_cli_propagate_and_figures(tiny_cli, tmp_path, capsys):

@@ -927,23 +927,6 @@ def carlini_wagner(
     import foolbox as fb
 
     _check_net(net)
-    _check_cw(
-        binary_search_steps=binary_search_steps,
-        steps=steps,
-        stepsize=stepsize,
-        confidence=confidence,
-        initial_const=initial_const,
-        abort_early=abort_early,
-    )
-    x, labels = _check_batch(net, images, labels)
-    attack = fb.attacks.L2CarliniWagnerAttack(
-        binary_search_steps=binary_search_steps,
-        steps=steps,
-        stepsize=stepsize,
-        confidence=confidence,
-        initial_const=initial_const,
-        abort_early=abort_early,
-    )
     params = {
         "binary_search_steps": binary_search_steps,
         "steps": steps,
@@ -952,7 +935,10 @@ def carlini_wagner(
         "initial_const": initial_const,
         "abort_early": abort_early,
     }
-    return _minimization_attack(net, "cw", attack, x, labels, params)
+    _check_cw(**params)
+    x, labels = _check_batch(net, images, labels)
+    attack = fb.attacks.L2CarliniWagnerAttack(**params)
+    return _minimization_attack(net, "cw", attack, x, labels, dict(params))
 
 
 def fgsm_half(
