@@ -307,3 +307,18 @@ def test_float32_operators_close_to_float64():
     J32, J64 = l32.unit(2, 1), l64.unit(2, 1)
     assert J32.dtype == torch.float32
     assert rel(J32.materialize(torch.float64), J64.materialize()) < 1e-5
+
+
+def test_operators_of_other_dtypes_or_non_tensor_matrices_are_refused():
+    """A DenseOperator of an integer or half matrix was accepted (its products then truncated or
+    lost precision); operators are float32 or float64."""
+    import numpy as np
+
+    from linstab.operators import DenseOperator
+
+    for dtype in (torch.int64, torch.float16, torch.bfloat16, torch.complex128):
+        with pytest.raises(TypeError, match="float32 or torch.float64, got"):
+            DenseOperator(torch.ones(3, 2, dtype=dtype))
+    with pytest.raises(TypeError, match="expected a torch.Tensor, got ndarray"):
+        DenseOperator(np.ones((3, 2)))
+    assert DenseOperator(torch.ones(3, 2, dtype=torch.float32)).dtype == torch.float32

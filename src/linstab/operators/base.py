@@ -43,6 +43,8 @@ class LinearOperator:
         device: torch.device | str = "cpu",
         label: str | None = None,
     ) -> None:
+        if dtype not in (torch.float32, torch.float64):
+            raise TypeError(f"an operator works in torch.float32 or torch.float64, got {dtype}")
         self.in_shape = tuple(int(s) for s in in_shape)
         self.out_shape = tuple(int(s) for s in out_shape)
         self.dtype = dtype
@@ -359,6 +361,8 @@ class DenseOperator(LinearOperator):
         in_shape: Sequence[int] | None = None,
         out_shape: Sequence[int] | None = None,
     ) -> None:
+        if not isinstance(matrix, torch.Tensor):
+            raise TypeError(f"matrix: expected a torch.Tensor, got {type(matrix).__name__}")
         if matrix.ndim != 2:
             raise ValueError(f"expected a 2-D matrix, got shape {tuple(matrix.shape)}")
         in_shape = tuple(in_shape) if in_shape is not None else (matrix.shape[1],)
