@@ -43,7 +43,7 @@ class LinearOperator:
         device: torch.device | str = "cpu",
         label: str | None = None,
     ) -> None:
-        if dtype not in (torch.float32, torch.float64):
+        if dtype not in FLOAT_DTYPES:
             raise TypeError(f"an operator works in torch.float32 or torch.float64, got {dtype}")
         self.in_shape = tuple(int(s) for s in in_shape)
         self.out_shape = tuple(int(s) for s in out_shape)
