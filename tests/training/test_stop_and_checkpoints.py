@@ -303,3 +303,25 @@ def test_temporary_files_of_a_killed_save_are_removed_and_a_running_ones_kept(tm
         f.write_bytes(b"partial")
     training.train(8, "B", DATA, 1, out, stop_after=1, **COMMON)
     assert not stale.exists() and live.exists()
+
+
+@needs_data
+def test_a_second_run_on_a_checkpoint_in_use_is_refused_and_a_stale_lock_taken_over(tmp_path):
+    """A resumed run started while the stopping one still ran read its mid-epoch checkpoint, and
+    both then wrote the same file. The checkpoint is locked (``<ckpt>.lock`` with the pid) while
+    a run uses it: a second run is refused before it reads anything; a lock whose process is gone
+    (SIGKILL) is taken over; the lock is gone after the run."""
+    common = {"batch_size": 32, "seed": 3, "limit": 64, "progress": False}
+    out = tmp_path / "m.safetensors"
+    lock = tmp_path / "m.ckpt.pt.lock"
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock.write_text(f"{other.pid}\n")
+        with pytest.raises(ValueError, match=rf"checkpoint .*m\.ckpt\.pt is in use by process {other.pid}"):
+            training.train(8, "B", DATA, 1, out, **common)
+        assert lock.read_text() == f"{other.pid}\n" and not out.exists()
+    finally:
+        other.kill()
+        other.wait()
+    summary = training.train(8, "B", DATA, 1, out, **common)  # its process is gone: taken over
+    assert summary["completed"] and out.is_file() and not lock.exists()

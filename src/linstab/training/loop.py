@@ -21,6 +21,7 @@ from torch import nn
 
 from ..data.cifar10_jpeg import cifar10_jpeg_dir
 from ..data.images import default_images
+from ..io.processes import PidLock
 from ..io.validate import check_int
 from ..models.blocks import CIFAR10_MEAN_PYTORCHCV, CIFAR10_STD_PYTORCHCV, CifarResNet
 from ..models.device import resolve_device
@@ -614,17 +615,6 @@ def train(
     if init_record is not None:
         recipe["init"] = init_record
 
-    state = None  # the checkpoint to resume: read and compared with the recipe before any work
-    if resume and ckpt_path.is_file():
-        state = read_checkpoint(ckpt_path, RESUME_KEYS)
-        diff = _recipe_diff(state["recipe"], recipe)
-        if diff:
-            raise ValueError(
-                f"cannot resume from {ckpt_path}: its recipe differs from the requested one: "
-                + "; ".join(f"{k}: checkpoint {a}, requested {b}" for k, (a, b) in diff.items())
-            )
-        if schedule == "swa" and "average" not in state:
-            raise ValueError(f"cannot resume from {ckpt_path}: it holds no weight average (swa)")
     for folder in {out.parent, ckpt_path.parent}:  # before any work: a long run must be able to save
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -634,336 +624,360 @@ def train(
                 f"{str(ckpt_path)!r}: {exc.strerror or exc}"
             ) from exc
 
-    for target in (ckpt_path, out, json_path):  # temporary files of a run killed while saving
-        clean_stale_tmp(target)
-    stop = StopOnSignal()  # SIGTERM / Ctrl-C: save where the run is, then return
-    stopped_at: str | None = None  # where a stop signal ended the run
-    with stop:  # from here a signal is a stop request, answered at the next safe point
-        t_load = time.perf_counter()
-        x_train, y_train = load_split("train", root, limit)
-        x_test, y_test = load_split("test", root, None if limit is None else min(int(limit), 10000))
-        emit(
-            f"data: {x_train.shape[0]} train / {x_test.shape[0]} test JPEG images "
-            f"({time.perf_counter() - t_load:.1f} s)"
-        )
-        if limit is not None and x_train.shape[0] < limit:
-            raise ValueError(
-                f"limit {limit} exceeds the {x_train.shape[0]} training images of {root}: give at most "
-                f"{x_train.shape[0]}, or no limit for all of them"
-            )
-        if dev.type == "cuda":
-            x_train, y_train = x_train.to(dev), y_train.to(dev)
-            x_test, y_test = x_test.to(dev), y_test.to(dev)
-        n_train = x_train.shape[0]
-        steps_per_epoch = math.ceil(n_train / batch_size)
-
-        torch.manual_seed(seed)
-        model = CifarResNet(depth, shortcut)
-        if init_state is not None:
-            model.load_state_dict(init_state)
-        model = model.to(dev)
-        if channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        optimizer = torch.optim.SGD(
-            param_groups(model, weight_decay), lr=lr, momentum=DEFAULT_MOMENTUM, nesterov=True
-        )
-        if schedule == "swa":
-            scheduler = make_constant_scheduler(optimizer)
-            average: WeightAverage | None = WeightAverage(model)
-        else:
-            scheduler = make_scheduler(optimizer, lr, epochs * steps_per_epoch, warmup)
-            average = None
-        step_model = torch.compile(model) if compile else model
-        gen = torch.Generator().manual_seed(seed)
-        criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
-
-        start_epoch, history, train_seconds = 0, [], 0.0
-        partial: dict[str, Any] | None = None  # a mid-epoch checkpoint's place in its epoch
-        if state is not None:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            if average is not None:
-                average.load_state_dict(state["average"])
-            gen.set_state(state["rng"]["generator"])
-            torch.set_rng_state(state["rng"]["torch"])
-            if dev.type == "cuda" and state["rng"].get("cuda"):
-                torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-            start_epoch = int(state["epoch"])
-            history = list(state["history"])
-            train_seconds = float(state.get("train_seconds", 0.0))
-            partial = state.get("in_epoch")
-            where = f"after epoch {start_epoch}/{epochs}"
-            if partial is not None:
-                if int(partial["steps"]) != steps_per_epoch or partial["perm"].shape[0] != n_train:
+    # the lock keeps a second run off the checkpoint while this one runs (it would overwrite it)
+    with PidLock(ckpt_path, "checkpoint"):
+        stop = StopOnSignal()  # SIGTERM / Ctrl-C: save where the run is, then return
+        stopped_at: str | None = None  # where a stop signal ended the run
+        with stop:  # from here a signal is a stop request, answered at the next safe point
+            for target in (ckpt_path, out, json_path):  # temporary files of a run killed while saving
+                clean_stale_tmp(target)
+            state = None  # the checkpoint to resume: read and compared with the recipe before any work
+            if resume and ckpt_path.is_file():
+                state = read_checkpoint(ckpt_path, RESUME_KEYS)
+                diff = _recipe_diff(state["recipe"], recipe)
+                if diff:
                     raise ValueError(
-                        f"cannot resume from {ckpt_path}: its epoch has {partial['steps']} steps over "
-                        f"{partial['perm'].shape[0]} images, this run {steps_per_epoch} over {n_train}"
+                        f"cannot resume from {ckpt_path}: its recipe differs from the requested one: "
+                        + "; ".join(f"{k}: checkpoint {a}, requested {b}" for k, (a, b) in diff.items())
                     )
-                where += f", step {int(partial['step'])}/{steps_per_epoch} of epoch {start_epoch + 1}"
-            emit(f"resumed from {ckpt_path} {where}")
-        elif resume:
-            start = f"from the init weights {Path(init).name}" if init is not None else "from scratch"
-            emit(f"no checkpoint at {ckpt_path}; starting {start}")
-
-        bar_cls = None
-        if progress:
-            from tqdm.auto import tqdm as bar_cls
-
-        def save(epochs_done: int, in_epoch: dict[str, Any] | None = None) -> None:
-            rng = {"generator": gen.get_state(), "torch": torch.get_rng_state()}
-            if dev.type == "cuda":
-                rng["cuda"] = torch.cuda.get_rng_state_all()
-            ckpt_state = {
-                "version": CHECKPOINT_VERSION,
-                "recipe": recipe,
-                "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "epoch": epochs_done,
-                "rng": rng,
-                "history": history,
-                "train_seconds": train_seconds,
-            }
-            if average is not None:
-                ckpt_state["average"] = average.state_dict()
-            if in_epoch is not None:
-                ckpt_state["in_epoch"] = in_epoch
-            _atomic_torch_save(ckpt_state, ckpt_path)
-
-        epochs_run = 0
-        last_save = time.perf_counter()
-        for epoch in range(start_epoch, epochs):
-            if stop_after is not None and epochs_run >= stop_after:
-                break
-            if stop.requested:
-                stopped_at = f"after epoch {epoch}/{epochs}" if epochs_run else None  # None: see below
-                break
-            t0, c0 = time.perf_counter(), time.process_time()
-            model.train()
-            if partial is not None:  # continue the interrupted epoch where its checkpoint left it
-                perm = partial["perm"].to(dev)
-                loss_sum = partial["loss_sum"].to(dev)
-                correct = partial["correct"].to(dev)
-                seen, first_step = int(partial["seen"]), int(partial["step"])
-                batch_losses = list(partial["batch_losses"])
-                secs_before = float(partial["seconds"])
-                cpu_before = float(partial.get("cpu_seconds", 0.0))
-                partial = None
-            else:
-                perm = torch.randperm(n_train, generator=gen).to(dev)
-                loss_sum = torch.zeros((), device=dev)
-                correct = torch.zeros((), device=dev, dtype=torch.long)
-                seen, first_step, secs_before, cpu_before = 0, 0, 0.0, 0.0
-                batch_losses: list[float] = []
-            bar = (
-                bar_cls(
-                    total=steps_per_epoch,
-                    initial=first_step,
-                    desc=f"epoch {epoch + 1}/{epochs}",
-                    leave=False,
-                    dynamic_ncols=True,
-                    mininterval=1.0 if sys.stderr.isatty() else 10.0,
-                )
-                if bar_cls is not None
-                else None
-            )
-            for step in range(first_step, steps_per_epoch):
-                idx = perm[step * batch_size : (step + 1) * batch_size]
-                xb = augment(x_train[idx], gen)
-                yb = y_train[idx]
-                xb = normalize(xb, mean, std)
-                if channels_last:
-                    xb = xb.contiguous(memory_format=torch.channels_last)
-                with autocast(dev, prec):
-                    logits = step_model(xb)
-                    loss = criterion(logits.float(), yb)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                scheduler.step()
-                bs = yb.shape[0]
-                with torch.no_grad():
-                    loss_sum += loss.detach() * bs
-                    correct += (logits.argmax(1) == yb).sum()
-                seen += bs
-                batch_losses.append(float(loss.detach()) if dev.type == "cpu" else 0.0)
-                if bar is not None:
-                    bar.update(1)
-                    if step % 20 == 0 or step == steps_per_epoch - 1:
-                        bar.set_postfix(
-                            loss=f"{float(loss_sum) / seen:.3f}",
-                            acc=f"{100.0 * int(correct) / seen:.1f}%",
-                            refresh=False,
-                        )
-                due = checkpoint_seconds is not None and time.perf_counter() - last_save >= checkpoint_seconds
-                if step < steps_per_epoch - 1 and (stop.requested or due):  # the last step: with the epoch
-                    save(
-                        epoch,
-                        {
-                            "step": step + 1,
-                            "steps": steps_per_epoch,
-                            "perm": perm.cpu(),
-                            "loss_sum": loss_sum.detach().cpu(),
-                            "correct": correct.cpu(),
-                            "seen": seen,
-                            "batch_losses": batch_losses,
-                            "seconds": secs_before + time.perf_counter() - t0,
-                            "cpu_seconds": cpu_before + time.process_time() - c0,
-                        },
-                    )
-                    last_save = time.perf_counter()
-                    if stop.requested:
-                        stopped_at = f"at step {step + 1}/{steps_per_epoch} of epoch {epoch + 1}/{epochs}"
-                        break
-            if bar is not None:
-                bar.close()
-            if stopped_at is not None:
-                break
-            train_loss = float(loss_sum) / seen
-            train_acc = int(correct) / seen
-            test_acc, test_loss = _eval_pass(model, x_test, y_test, mean, std, 1000)
-            secs = secs_before + time.perf_counter() - t0
-            train_seconds += secs
-            q = max(1, steps_per_epoch // 4)
-            record = {
-                "epoch": epoch + 1,
-                "train_loss": train_loss,
-                "train_acc": train_acc,
-                "test_loss": test_loss,
-                "test_acc": test_acc,
-                "lr": optimizer.param_groups[0]["lr"],
-                "seconds": secs,
-                # CPU seconds of this process over all its threads (wall "seconds" also count any
-                # time it was paused or starved); threads: torch threads at the epoch's end
-                "cpu_seconds": round(cpu_before + time.process_time() - c0, 1),
-                "threads": torch.get_num_threads(),
-            }
-            if dev.type == "cpu":
-                record["loss_first_quarter"] = float(np.mean(batch_losses[:q]))
-                record["loss_last_quarter"] = float(np.mean(batch_losses[-q:]))
-            if average is not None:
-                average.update(model)
-                record["averaged"] = average.count
-            history.append(record)
+                if schedule == "swa" and "average" not in state:
+                    raise ValueError(f"cannot resume from {ckpt_path}: it holds no weight average (swa)")
+            t_load = time.perf_counter()
+            x_train, y_train = load_split("train", root, limit)
+            x_test, y_test = load_split("test", root, None if limit is None else min(int(limit), 10000))
             emit(
-                f"epoch {epoch + 1:3d}/{epochs}  train loss {train_loss:.4f}  "
-                f"train acc {100 * train_acc:6.2f}%  test acc {100 * test_acc:6.2f}%  "
-                f"lr {record['lr']:.5f}  {secs:6.1f} s (CPU {record['cpu_seconds']:.1f} s, "
-                f"{record['threads']} threads)"
+                f"data: {x_train.shape[0]} train / {x_test.shape[0]} test JPEG images "
+                f"({time.perf_counter() - t_load:.1f} s)"
             )
-            save(epoch + 1)
-            last_save = time.perf_counter()
-            epochs_run += 1
-    done = len(history)
-    saved = True  # whether this call saved the checkpoint where the signal stopped it
-    if stopped_at is None and stop.requested:
-        if epochs_run == 0:  # the signal came while the data loaded: no step was taken
-            stopped_at, saved = "before its first training step", False
-        elif done < epochs:  # in the evaluation of the epoch that --stop-after ends with
-            stopped_at = f"after epoch {done}/{epochs}"
-        else:  # in the last epoch's last step or evaluation: the final pass and files are left
-            stopped_at = f"after epoch {done}/{epochs}, before the final evaluation and output files"
-    summary: dict[str, Any] = {
-        "completed": done >= epochs and stopped_at is None,
-        "epoch": done,
-        "history": history,
-        "checkpoint": str(ckpt_path),
-        "recipe": recipe,
-        "stopped_by": stop.signal_name if stopped_at is not None else None,
-        "exit_status": stop.exit_status if stopped_at is not None else 0,
-    }
-    if stopped_at is not None:
-        state_note = (
-            "checkpoint saved"
-            if saved
-            else "nothing to save, the checkpoint is as it was"
-            if ckpt_path.is_file()
-            else "nothing to save yet"
-        )
-        emit(
-            f"{stop.signal_name}: stopped {stopped_at}, {state_note}; continue with resume "
-            f"(checkpoint {ckpt_path})"
-        )
-        return summary
-    if done < epochs:
-        emit(f"stopped after epoch {done}/{epochs}; continue with resume (checkpoint {ckpt_path})")
-        return summary
+            if limit is not None and x_train.shape[0] < limit:
+                raise ValueError(
+                    f"limit {limit} exceeds the {x_train.shape[0]} training images of {root}: give at most "
+                    f"{x_train.shape[0]}, or no limit for all of them"
+                )
+            if dev.type == "cuda":
+                x_train, y_train = x_train.to(dev), y_train.to(dev)
+                x_test, y_test = x_test.to(dev), y_test.to(dev)
+            n_train = x_train.shape[0]
+            steps_per_epoch = math.ceil(n_train / batch_size)
 
-    swa_record = None
-    if average is not None:
-        t_bn = time.perf_counter()
-        average.copy_to(model)
-        bn_gen = torch.Generator().manual_seed(seed)  # shuffled and augmented as in training
-        n_bn = recompute_bn_statistics(
-            model, x_train, mean, std, batch_size, transform=lambda b: augment(b, bn_gen), generator=bn_gen
-        )
-        swa_record = {
-            "epochs_averaged": average.count,
-            "batch_norm_layers_recomputed": n_bn,
-            "batch_norm_inputs": (
-                f"the {n_train} training images once, shuffled and augmented as in training "
-                f"({recipe['augmentation']}; generator seed {seed})"
-            ),
-            "batch_norm_seconds": round(time.perf_counter() - t_bn, 1),
-            "last_iterate_test_accuracy_jpeg": history[-1]["test_acc"],
+            torch.manual_seed(seed)
+            model = CifarResNet(depth, shortcut)
+            if init_state is not None:
+                model.load_state_dict(init_state)
+            model = model.to(dev)
+            if channels_last:
+                model = model.to(memory_format=torch.channels_last)
+            optimizer = torch.optim.SGD(
+                param_groups(model, weight_decay), lr=lr, momentum=DEFAULT_MOMENTUM, nesterov=True
+            )
+            if schedule == "swa":
+                scheduler = make_constant_scheduler(optimizer)
+                average: WeightAverage | None = WeightAverage(model)
+            else:
+                scheduler = make_scheduler(optimizer, lr, epochs * steps_per_epoch, warmup)
+                average = None
+            step_model = torch.compile(model) if compile else model
+            gen = torch.Generator().manual_seed(seed)
+            criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+
+            start_epoch, history, train_seconds = 0, [], 0.0
+            partial: dict[str, Any] | None = None  # a mid-epoch checkpoint's place in its epoch
+            if state is not None:
+                model.load_state_dict(state["model"])
+                optimizer.load_state_dict(state["optimizer"])
+                scheduler.load_state_dict(state["scheduler"])
+                if average is not None:
+                    average.load_state_dict(state["average"])
+                gen.set_state(state["rng"]["generator"])
+                torch.set_rng_state(state["rng"]["torch"])
+                if dev.type == "cuda" and state["rng"].get("cuda"):
+                    torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+                start_epoch = int(state["epoch"])
+                history = list(state["history"])
+                train_seconds = float(state.get("train_seconds", 0.0))
+                partial = state.get("in_epoch")
+                where = f"after epoch {start_epoch}/{epochs}"
+                if partial is not None:
+                    if int(partial["steps"]) != steps_per_epoch or partial["perm"].shape[0] != n_train:
+                        raise ValueError(
+                            f"cannot resume from {ckpt_path}: its epoch has {partial['steps']} steps over "
+                            f"{partial['perm'].shape[0]} images, this run {steps_per_epoch} over {n_train}"
+                        )
+                    where += f", step {int(partial['step'])}/{steps_per_epoch} of epoch {start_epoch + 1}"
+                emit(f"resumed from {ckpt_path} {where}")
+            elif resume:
+                start = f"from the init weights {Path(init).name}" if init is not None else "from scratch"
+                emit(f"no checkpoint at {ckpt_path}; starting {start}")
+
+            bar_cls = None
+            if progress:
+                from tqdm.auto import tqdm as bar_cls
+
+            def save(epochs_done: int, in_epoch: dict[str, Any] | None = None) -> None:
+                rng = {"generator": gen.get_state(), "torch": torch.get_rng_state()}
+                if dev.type == "cuda":
+                    rng["cuda"] = torch.cuda.get_rng_state_all()
+                ckpt_state = {
+                    "version": CHECKPOINT_VERSION,
+                    "recipe": recipe,
+                    "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "epoch": epochs_done,
+                    "rng": rng,
+                    "history": history,
+                    "train_seconds": train_seconds,
+                }
+                if average is not None:
+                    ckpt_state["average"] = average.state_dict()
+                if in_epoch is not None:
+                    ckpt_state["in_epoch"] = in_epoch
+                _atomic_torch_save(ckpt_state, ckpt_path)
+
+            epochs_run = 0
+            last_save = time.perf_counter()
+            for epoch in range(start_epoch, epochs):
+                if stop_after is not None and epochs_run >= stop_after:
+                    break
+                if stop.requested:
+                    stopped_at = f"after epoch {epoch}/{epochs}" if epochs_run else None  # None: see below
+                    break
+                t0, c0 = time.perf_counter(), time.process_time()
+                model.train()
+                if partial is not None:  # continue the interrupted epoch where its checkpoint left it
+                    perm = partial["perm"].to(dev)
+                    loss_sum = partial["loss_sum"].to(dev)
+                    correct = partial["correct"].to(dev)
+                    seen, first_step = int(partial["seen"]), int(partial["step"])
+                    batch_losses = list(partial["batch_losses"])
+                    secs_before = float(partial["seconds"])
+                    cpu_before = float(partial.get("cpu_seconds", 0.0))
+                    partial = None
+                else:
+                    perm = torch.randperm(n_train, generator=gen).to(dev)
+                    loss_sum = torch.zeros((), device=dev)
+                    correct = torch.zeros((), device=dev, dtype=torch.long)
+                    seen, first_step, secs_before, cpu_before = 0, 0, 0.0, 0.0
+                    batch_losses: list[float] = []
+                bar = (
+                    bar_cls(
+                        total=steps_per_epoch,
+                        initial=first_step,
+                        desc=f"epoch {epoch + 1}/{epochs}",
+                        leave=False,
+                        dynamic_ncols=True,
+                        mininterval=1.0 if sys.stderr.isatty() else 10.0,
+                    )
+                    if bar_cls is not None
+                    else None
+                )
+                for step in range(first_step, steps_per_epoch):
+                    idx = perm[step * batch_size : (step + 1) * batch_size]
+                    xb = augment(x_train[idx], gen)
+                    yb = y_train[idx]
+                    xb = normalize(xb, mean, std)
+                    if channels_last:
+                        xb = xb.contiguous(memory_format=torch.channels_last)
+                    with autocast(dev, prec):
+                        logits = step_model(xb)
+                        loss = criterion(logits.float(), yb)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    scheduler.step()
+                    bs = yb.shape[0]
+                    with torch.no_grad():
+                        loss_sum += loss.detach() * bs
+                        correct += (logits.argmax(1) == yb).sum()
+                    seen += bs
+                    batch_losses.append(float(loss.detach()) if dev.type == "cpu" else 0.0)
+                    if bar is not None:
+                        bar.update(1)
+                        if step % 20 == 0 or step == steps_per_epoch - 1:
+                            bar.set_postfix(
+                                loss=f"{float(loss_sum) / seen:.3f}",
+                                acc=f"{100.0 * int(correct) / seen:.1f}%",
+                                refresh=False,
+                            )
+                    due = (
+                        checkpoint_seconds is not None
+                        and time.perf_counter() - last_save >= checkpoint_seconds
+                    )
+                    if step < steps_per_epoch - 1 and (
+                        stop.requested or due
+                    ):  # the last step: with the epoch
+                        save(
+                            epoch,
+                            {
+                                "step": step + 1,
+                                "steps": steps_per_epoch,
+                                "perm": perm.cpu(),
+                                "loss_sum": loss_sum.detach().cpu(),
+                                "correct": correct.cpu(),
+                                "seen": seen,
+                                "batch_losses": batch_losses,
+                                "seconds": secs_before + time.perf_counter() - t0,
+                                "cpu_seconds": cpu_before + time.process_time() - c0,
+                            },
+                        )
+                        last_save = time.perf_counter()
+                        if stop.requested:
+                            stopped_at = f"at step {step + 1}/{steps_per_epoch} of epoch {epoch + 1}/{epochs}"
+                            break
+                if bar is not None:
+                    bar.close()
+                if stopped_at is not None:
+                    break
+                train_loss = float(loss_sum) / seen
+                train_acc = int(correct) / seen
+                test_acc, test_loss = _eval_pass(model, x_test, y_test, mean, std, 1000)
+                secs = secs_before + time.perf_counter() - t0
+                train_seconds += secs
+                q = max(1, steps_per_epoch // 4)
+                record = {
+                    "epoch": epoch + 1,
+                    "train_loss": train_loss,
+                    "train_acc": train_acc,
+                    "test_loss": test_loss,
+                    "test_acc": test_acc,
+                    "lr": optimizer.param_groups[0]["lr"],
+                    "seconds": secs,
+                    # CPU seconds of this process over all its threads (wall "seconds" also count any
+                    # time it was paused or starved); threads: torch threads at the epoch's end
+                    "cpu_seconds": round(cpu_before + time.process_time() - c0, 1),
+                    "threads": torch.get_num_threads(),
+                }
+                if dev.type == "cpu":
+                    record["loss_first_quarter"] = float(np.mean(batch_losses[:q]))
+                    record["loss_last_quarter"] = float(np.mean(batch_losses[-q:]))
+                if average is not None:
+                    average.update(model)
+                    record["averaged"] = average.count
+                history.append(record)
+                emit(
+                    f"epoch {epoch + 1:3d}/{epochs}  train loss {train_loss:.4f}  "
+                    f"train acc {100 * train_acc:6.2f}%  test acc {100 * test_acc:6.2f}%  "
+                    f"lr {record['lr']:.5f}  {secs:6.1f} s (CPU {record['cpu_seconds']:.1f} s, "
+                    f"{record['threads']} threads)"
+                )
+                save(epoch + 1)
+                last_save = time.perf_counter()
+                epochs_run += 1
+        done = len(history)
+        saved = True  # whether this call saved the checkpoint where the signal stopped it
+        if stopped_at is None and stop.requested:
+            if epochs_run == 0:  # the signal came while the data loaded: no step was taken
+                stopped_at, saved = "before its first training step", False
+            elif done < epochs:  # in the evaluation of the epoch that --stop-after ends with
+                stopped_at = f"after epoch {done}/{epochs}"
+            else:  # in the last epoch's last step or evaluation: the final pass and files are left
+                stopped_at = f"after epoch {done}/{epochs}, before the final evaluation and output files"
+        summary: dict[str, Any] = {
+            "completed": done >= epochs and stopped_at is None,
+            "epoch": done,
+            "history": history,
+            "checkpoint": str(ckpt_path),
+            "recipe": recipe,
+            "stopped_by": stop.signal_name if stopped_at is not None else None,
+            "exit_status": stop.exit_status if stopped_at is not None else 0,
         }
+        if stopped_at is not None:
+            state_note = (
+                "checkpoint saved"
+                if saved
+                else "nothing to save, the checkpoint is as it was"
+                if ckpt_path.is_file()
+                else "nothing to save yet"
+            )
+            emit(
+                f"{stop.signal_name}: stopped {stopped_at}, {state_note}; continue with resume "
+                f"(checkpoint {ckpt_path})"
+            )
+            return summary
+        if done < epochs:
+            emit(f"stopped after epoch {done}/{epochs}; continue with resume (checkpoint {ckpt_path})")
+            return summary
+
+        swa_record = None
+        if average is not None:
+            t_bn = time.perf_counter()
+            average.copy_to(model)
+            bn_gen = torch.Generator().manual_seed(seed)  # shuffled and augmented as in training
+            n_bn = recompute_bn_statistics(
+                model,
+                x_train,
+                mean,
+                std,
+                batch_size,
+                transform=lambda b: augment(b, bn_gen),
+                generator=bn_gen,
+            )
+            swa_record = {
+                "epochs_averaged": average.count,
+                "batch_norm_layers_recomputed": n_bn,
+                "batch_norm_inputs": (
+                    f"the {n_train} training images once, shuffled and augmented as in training "
+                    f"({recipe['augmentation']}; generator seed {seed})"
+                ),
+                "batch_norm_seconds": round(time.perf_counter() - t_bn, 1),
+                "last_iterate_test_accuracy_jpeg": history[-1]["test_acc"],
+            }
+            emit(
+                f"weight average of {average.count} epochs, batch-norm statistics recomputed over "
+                f"{n_train} shuffled, augmented training images ({swa_record['batch_norm_seconds']} s)"
+            )
+        model.eval()
+        test_acc = evaluate(model, x_test, y_test, mean, std)
+        imgs, labels = default_images()
+        default_acc = evaluate(model, imgs, labels, mean, std)
+        default_correct = round(default_acc * labels.shape[0])
+        model_cpu = model.to("cpu", memory_format=torch.contiguous_format)
+        test_error = round(100.0 * (1.0 - test_acc), 2)
+        registry = _write_model_file(model_cpu, out, name, depth, shortcut, test_error, mean, std)
+        sidecar = {
+            "model": recipe["architecture"],
+            "recipe": recipe,
+            "epochs": epochs,
+            "total_epochs": epochs + (init_record or {}).get("total_epochs", 0),
+            "seed": seed,
+            "dataset": DATASET_DESCRIPTION,
+            "train_images": int(n_train),
+            "test_images": int(x_test.shape[0]),
+            "training_wall_time_s": round(train_seconds, 1),
+            **_cpu_time(history),
+            "device": _device_name(dev),
+            "precision": recipe["precision"],
+            "cpu_native_bf16": cpu_has_native_bf16() if dev.type == "cpu" else None,
+            "machine": {
+                "platform": platform.platform(),
+                "processor": platform.processor() or platform.machine(),
+                "cpu_count": os.cpu_count(),
+                "threads": torch.get_num_threads(),
+            },
+            "torch_version": torch.__version__,
+            "python_version": platform.python_version(),
+            "test_accuracy_jpeg": test_acc,
+            "test_error_jpeg": test_error,
+            "default_images_accuracy": default_acc,
+            "default_images_correct": f"{default_correct}/{labels.shape[0]}",
+            "history": history,
+            "registry": registry,
+        }
+        if swa_record is not None:
+            sidecar["swa"] = swa_record
+        atomic_write_text(json_path, json.dumps(sidecar, indent=2) + "\n")
         emit(
-            f"weight average of {average.count} epochs, batch-norm statistics recomputed over "
-            f"{n_train} shuffled, augmented training images ({swa_record['batch_norm_seconds']} s)"
+            f"done: JPEG test accuracy {100 * test_acc:.2f}% on {x_test.shape[0]} images, "
+            f"default images {default_correct}/{labels.shape[0]}; wrote {out} and {json_path}"
         )
-    model.eval()
-    test_acc = evaluate(model, x_test, y_test, mean, std)
-    imgs, labels = default_images()
-    default_acc = evaluate(model, imgs, labels, mean, std)
-    default_correct = round(default_acc * labels.shape[0])
-    model_cpu = model.to("cpu", memory_format=torch.contiguous_format)
-    test_error = round(100.0 * (1.0 - test_acc), 2)
-    registry = _write_model_file(model_cpu, out, name, depth, shortcut, test_error, mean, std)
-    sidecar = {
-        "model": recipe["architecture"],
-        "recipe": recipe,
-        "epochs": epochs,
-        "total_epochs": epochs + (init_record or {}).get("total_epochs", 0),
-        "seed": seed,
-        "dataset": DATASET_DESCRIPTION,
-        "train_images": int(n_train),
-        "test_images": int(x_test.shape[0]),
-        "training_wall_time_s": round(train_seconds, 1),
-        **_cpu_time(history),
-        "device": _device_name(dev),
-        "precision": recipe["precision"],
-        "cpu_native_bf16": cpu_has_native_bf16() if dev.type == "cpu" else None,
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(),
-            "threads": torch.get_num_threads(),
-        },
-        "torch_version": torch.__version__,
-        "python_version": platform.python_version(),
-        "test_accuracy_jpeg": test_acc,
-        "test_error_jpeg": test_error,
-        "default_images_accuracy": default_acc,
-        "default_images_correct": f"{default_correct}/{labels.shape[0]}",
-        "history": history,
-        "registry": registry,
-    }
-    if swa_record is not None:
-        sidecar["swa"] = swa_record
-    atomic_write_text(json_path, json.dumps(sidecar, indent=2) + "\n")
-    emit(
-        f"done: JPEG test accuracy {100 * test_acc:.2f}% on {x_test.shape[0]} images, "
-        f"default images {default_correct}/{labels.shape[0]}; wrote {out} and {json_path}"
-    )
-    summary.update(
-        test_accuracy_jpeg=test_acc,
-        default_images_accuracy=default_acc,
-        out=str(out),
-        sidecar_path=str(json_path),
-        sidecar=sidecar,
-    )
-    return summary
+        summary.update(
+            test_accuracy_jpeg=test_acc,
+            default_images_accuracy=default_acc,
+            out=str(out),
+            sidecar_path=str(json_path),
+            sidecar=sidecar,
+        )
+        return summary
 
 
 def _check_snapshot_target(out: Path) -> None:
