@@ -63,7 +63,7 @@ _SMOOTH_OPS = frozenset(
         "sqrt", "rsqrt", "reciprocal", "erf", "erfc", "sin", "cos", "tan", "atan", "asin", "acos",
         "sinh", "cosh", "asinh", "acosh", "atanh", "sinc", "var", "std", "var_mean", "std_mean",
         "norm", "vector_norm", "matrix_norm", "logsumexp", "logaddexp", "prod", "cumprod",
-        "scaled_dot_product_attention", "multi_head_attention_forward", "sigmoid", "logit",
+        "scaled_dot_product_attention", "multi_head_attention_forward", "logit",
         "xlogy", "hypot", "atan2", "lerp",
     }
 )  # fmt: skip
@@ -71,34 +71,30 @@ _SMOOTH_OPS = frozenset(
 
 _LINEAR_OPS = frozenset(
     {
-        "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
-        "linear", "batch_norm", "add", "sub", "subtract", "rsub", "neg", "negative", "positive",
-        "sum", "mean", "nansum", "cumsum", "diff", "trace", "cat", "concat", "concatenate", "stack",
-        "hstack", "vstack", "dstack", "flatten", "unflatten", "view", "view_as", "reshape",
-        "reshape_as", "contiguous", "permute", "transpose", "swapaxes", "swapdims", "movedim",
-        "moveaxis", "t", "getitem", "setitem", "narrow", "select", "index_select", "take",
-        "gather", "index_add", "scatter_add", "split", "split_with_sizes", "tensor_split", "chunk",
-        "unbind", "pad", "avg_pool1d", "avg_pool2d", "avg_pool3d", "adaptive_avg_pool1d",
-        "adaptive_avg_pool2d", "adaptive_avg_pool3d", "lp_pool2d", "interpolate", "upsample",
-        "upsample_nearest", "upsample_bilinear", "grid_sample", "pixel_shuffle", "pixel_unshuffle",
-        "channel_shuffle", "native_channel_shuffle", "dropout", "dropout1d", "dropout2d",
-        "dropout3d", "alpha_dropout", "feature_alpha_dropout", "to", "float", "double", "half",
-        "bfloat16", "type", "type_as", "clone", "detach", "expand", "expand_as", "repeat",
-        "repeat_interleave", "tile", "squeeze", "unsqueeze", "roll", "flip", "fliplr", "flipud",
-        "rot90", "diagonal", "as_strided", "zeros_like", "ones_like", "empty_like", "full_like",
-        "rand_like", "randn_like", "new_zeros", "new_ones", "new_empty", "new_full", "new_tensor",
-        "size", "dim", "numel", "get", "len", "iter", "format", "repr", "stride",
-        "storage_offset", "data_ptr", "is_contiguous", "is_floating_point", "element_size",
-        "requires_grad_", "identity", "copy_", "fill_", "zero_", "unfold", "fold", "im2col",
-        "col2im", "masked_fill", "masked_select", "index_put", "put", "narrow_copy", "expand_copy",
-        "view_copy", "real", "conj", "resolve_conj", "resolve_neg", "einsum_path", "embedding",
-        "mul", "multiply", "matmul", "mm", "bmm", "mv", "dot", "vdot", "inner", "outer", "ger",
-        "kron", "tensordot", "einsum", "bilinear", "addmm", "addbmm", "baddbmm", "addmv", "addr",
-        "addcmul", "radd", "iadd", "isub", "pos", "requires_grad",
+        "batch_norm", "add", "sub", "subtract", "rsub", "neg", "negative", "positive", "sum", "mean",
+        "nansum", "cumsum", "diff", "trace", "cat", "concat", "concatenate", "stack", "hstack",
+        "vstack", "dstack", "flatten", "unflatten", "view", "view_as", "reshape", "reshape_as",
+        "contiguous", "permute", "transpose", "swapaxes", "swapdims", "movedim", "moveaxis", "t",
+        "getitem", "setitem", "narrow", "select", "index_select", "take", "gather", "index_add",
+        "scatter_add", "split", "split_with_sizes", "tensor_split", "chunk", "unbind", "pad",
+        "avg_pool1d", "avg_pool2d", "avg_pool3d", "adaptive_avg_pool1d", "adaptive_avg_pool2d",
+        "adaptive_avg_pool3d", "lp_pool2d", "interpolate", "upsample", "upsample_nearest",
+        "upsample_bilinear", "grid_sample", "pixel_shuffle", "pixel_unshuffle", "channel_shuffle",
+        "native_channel_shuffle", "dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout",
+        "feature_alpha_dropout", "to", "float", "double", "half", "bfloat16", "type", "type_as",
+        "clone", "detach", "expand", "expand_as", "repeat", "repeat_interleave", "tile", "squeeze",
+        "unsqueeze", "roll", "flip", "fliplr", "flipud", "rot90", "diagonal", "as_strided",
+        "zeros_like", "ones_like", "empty_like", "full_like", "rand_like", "randn_like", "new_zeros",
+        "new_ones", "new_empty", "new_full", "new_tensor", "size", "dim", "numel", "get", "len", "iter",
+        "format", "repr", "stride", "storage_offset", "data_ptr", "is_contiguous", "is_floating_point",
+        "element_size", "requires_grad_", "identity", "copy_", "fill_", "zero_", "unfold", "fold",
+        "im2col", "col2im", "masked_fill", "masked_select", "index_put", "put", "narrow_copy",
+        "expand_copy", "view_copy", "real", "conj", "resolve_conj", "resolve_neg", "einsum_path",
+        "embedding", "radd", "iadd", "isub", "pos", "requires_grad",
     }
 )  # fmt: skip
-"""Ops that are linear in each input-dependent argument (the products, divisions and powers
-among them are checked separately, see :func:`_product_kind`)."""
+"""Ops that are linear in each input-dependent argument (products, divisions and powers are
+checked by their own sets below)."""
 
 _PIECEWISE_OPS = frozenset(
     {
