@@ -55,6 +55,9 @@ def test_every_resnet_unit_kind_is_relu_and_piecewise_linear(kind):
         (lambda x: torch.where(x > 0, x, 0.1 * x), [], True),
         (lambda x: nn.functional.leaky_relu(x) + nn.functional.relu6(x), ["leaky_relu", "relu6"], True),
         (lambda x: nn.functional.batch_norm(x, None, None, training=True), ["batch_norm(training)"], False),
+        # in-place ops are named without their trailing underscore (they were labelled "copy?")
+        (lambda x: torch.empty_like(x).copy_(x.relu()).requires_grad_(False), ["relu"], True),
+        (lambda x: x.clone().zero_() + x.clone().fill_(1.0) + x, [], True),
     ],
 )
 def test_ops_on_the_input_are_classified(fn, names, piecewise):

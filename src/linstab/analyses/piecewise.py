@@ -87,14 +87,15 @@ _LINEAR_OPS = frozenset(
         "zeros_like", "ones_like", "empty_like", "full_like", "rand_like", "randn_like", "new_zeros",
         "new_ones", "new_empty", "new_full", "new_tensor", "size", "dim", "numel", "get", "len", "iter",
         "format", "repr", "stride", "storage_offset", "data_ptr", "is_contiguous", "is_floating_point",
-        "element_size", "requires_grad_", "identity", "copy_", "fill_", "zero_", "unfold", "fold",
+        "element_size", "identity", "copy", "fill", "zero", "unfold", "fold",
         "im2col", "col2im", "masked_fill", "masked_select", "index_put", "put", "narrow_copy",
         "expand_copy", "view_copy", "real", "conj", "resolve_conj", "resolve_neg", "einsum_path",
         "embedding", "radd", "iadd", "isub", "pos", "requires_grad",
     }
 )  # fmt: skip
 """Ops that are linear in each input-dependent argument (products, divisions and powers are
-checked by their own sets below)."""
+checked by their own sets below). Names are compared without underscores around them
+(:func:`_name`): in-place ``copy_`` is ``"copy"``."""
 
 _PIECEWISE_OPS = frozenset(
     {

@@ -59,14 +59,14 @@ def section_jacobian_tests(ctx: ReportContext, net, images) -> Section:
     items = [
         (
             "taylor",
-            # "ops": v2 labels by every op on the input (analyses.piecewise), not the activations alone
+            # "ops": v3 labels by every op on the input (analyses.piecewise; in-place copy_/fill_/zero_ known)
             {
                 "model": model,
                 "image": hashes[i],
                 "unit": u.address,
                 "smooth": smooth,
                 "what": "taylor",
-                "ops": 2,
+                "ops": 3,
             },
             functools.partial(compute, i, u, smooth),
         )
