@@ -40,3 +40,15 @@ def test_model_vs_architecture_checks_lengths_and_zero_arch():
     assert all(math.isinf(r["ratio"]) for r in out)
     with pytest.raises(ValueError, match="one entry per image"):
         model_vs_architecture(a, a[:1], rows, rows)
+
+
+def test_spectrum_distance_refuses_what_is_not_two_spectra():
+    """Two empty spectra were at distance 0.0 (identical), NaN values gave NaN silently."""
+    assert spectrum_distance([3.0, 1.0], [1.0, 3.0]) == 0.0
+    assert spectrum_distance([0.0, 0.0], [0.0, 0.0]) == 0.0
+    with pytest.raises(ValueError, match="two empty spectra"):
+        spectrum_distance([], [])
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        spectrum_distance([1.0, float("nan")], [1.0, 2.0])
+    with pytest.raises(ValueError, match="different lengths: 2 and 1"):
+        spectrum_distance([1.0, 2.0], [1.0])

@@ -108,6 +108,8 @@ def test_theil_sen_slope_matches_scipy():
     assert S.theil_sen_slope(x, y) == pytest.approx(stats.theilslopes(y, x).slope)
     assert S.theil_sen_slope([1.0, 2.0], [3.0, 1.0]) == pytest.approx(-2.0)
     assert math.isnan(S.theil_sen_slope([1.0], [1.0]))
+    with pytest.raises(ValueError, match=r"one length, got shapes \(3,\) and \(2,\)"):
+        S.theil_sen_slope([1.0, 2.0, 3.0], [1.0, 2.0])  # was numpy's broadcast error
 
 
 def test_bootstrap_means_matches_scipy_on_fixed_data():
@@ -128,3 +130,9 @@ def test_bootstrap_means_matches_scipy_on_fixed_data():
     assert mean[2] == pytest.approx(x[1:].mean(), rel=1e-14) and lo[2] < mean[2] < hi[2]
     _, lo, hi = S.bootstrap_means(np.full(5, 0.25), n_resamples=99)
     assert (lo[0], hi[0]) == (0.25, 0.25)
+    # one value in a column gives no interval (it was [v, v], as certain as can be), as bootstrap_ci
+    mean, lo, hi = S.bootstrap_means(np.array([[0.86, 1.0], [np.nan, 2.0]]), n_resamples=99)
+    assert mean[0] == 0.86 and np.isnan(lo[0]) and np.isnan(hi[0]) and lo[1] < hi[1]
+    assert np.isnan(S.bootstrap_ci([0.86]).low)
+    # no statistics at all: empty results (was "not enough values to unpack")
+    assert [a.shape for a in S.bootstrap_means(np.empty((3, 0)))] == [(0,), (0,), (0,)]

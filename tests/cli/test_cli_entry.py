@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -45,6 +46,29 @@ def test_output_paths_and_exclusive_options_are_refused_before_any_work(tmp_path
             cli.main(argv)
         assert exc.value.code == 2, argv
         assert why in capsys.readouterr().err, argv
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux /proc: a folder no one can write in")
+def test_output_folders_that_cannot_be_written_are_refused_before_any_work(tmp_path, capsys):
+    """An output under a folder where no file can be created (read-only mount, foreign folder;
+    here /proc, which refuses even root) was found only when the result was saved, after the
+    whole computation (an exact spectrum: 3 minutes lost). The folder is tried at parsing; the
+    test file is removed again."""
+    import linstab.cli as cli
+
+    for argv in (
+        ["spectrum", "--unit", "1.1", "--out", "/proc/linstab-test.npz"],
+        ["propagate", "--attacks", "fgsm", "--out", "/proc/linstab-test/p.csv"],
+        ["report", "--quick", "--out", "/proc/linstab-test"],
+    ):
+        with pytest.raises(SystemExit) as exc:
+            cli.main(argv)
+        assert exc.value.code == 2, argv
+        assert "cannot write in the folder /proc" in capsys.readouterr().err, argv
+    from linstab.cli.common import out_dir, out_file
+
+    assert out_file(str(tmp_path / "new" / "a.npz")) and out_dir(str(tmp_path / "r"))
+    assert list(tmp_path.iterdir()) == []  # no test file left, nothing created
 
 
 @pytest.mark.parametrize(

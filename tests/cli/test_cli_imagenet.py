@@ -53,7 +53,11 @@ def test_spectrum_topk_of_a_unit(image_file, tmp_path):
 def test_bad_inputs_are_refused(image_file, tmp_path, capsys):
     # CIFAR default images for a 64 x 64 ImageNet network
     assert main(["predict", *MODEL, "--images", "0-2"]) == 2
-    assert "32 x 32" in capsys.readouterr().err
+    assert "'0-2' are 32 x 32" in capsys.readouterr().err  # the ImageNet loader's own message
+    # an image file of another size for a CIFAR network: the hint names what the CLI can do
+    Image.new("RGB", (48, 40)).save(tmp_path / "wide.png")
+    assert main(["predict", "--model", "resnet20-linstab", "--images", str(tmp_path / "wide.png")]) == 2
+    assert "are 40 x 48; resnet20-linstab takes 32 x 32 images: resize them" in capsys.readouterr().err
     # a non-finite image
     bad = tmp_path / "nan.npy"
     arr = np.full((1, 3, 64, 64), 0.5, dtype=np.float32)

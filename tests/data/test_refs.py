@@ -79,3 +79,23 @@ def test_integer_arrays_other_than_uint8_are_refused_not_cast(tmp_path):
         load_image(refs.refs[0])
     np.save(tmp_path / "u8.npy", (ones * 255).astype(np.uint8))
     assert float(select_images(str(tmp_path / "u8.npy")).images.max()) == 1.0
+
+
+def test_hidden_files_in_a_folder_are_left_out(tmp_path):
+    """A folder copied from a Mac holds ``._x.png`` resource forks (not images): they stopped the
+    whole folder with an unreadable-image error. Hidden names are left out by every reader."""
+    from linstab.data.imagenet import preprocess
+    from linstab.data.images import image_files, load_images
+
+    Image.new("RGB", (32, 32), (10, 200, 30)).save(tmp_path / "x.png")
+    (tmp_path / "._x.png").write_bytes(b"\x00\x05\x16\x07 not a png")
+    Image.new("RGB", (32, 32)).save(tmp_path / ".thumb.png")
+    (tmp_path / "sub.png").mkdir()  # a folder named like an image
+    assert [p.name for p in image_files(tmp_path)] == ["x.png"]
+    assert load_images(tmp_path).shape == (1, 3, 32, 32)
+    sel = select_images(str(tmp_path))
+    assert sel.ids == ["x.png"] and sel.images.shape == (1, 3, 32, 32)
+    assert preprocess(tmp_path, size=32).shape == (1, 3, 32, 32)
+    (tmp_path / "x.png").unlink()
+    with pytest.raises(ValueError, match=r"empty selection: folder .* holds no image files \(\.png"):
+        select_images(str(tmp_path))

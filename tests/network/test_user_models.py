@@ -351,6 +351,25 @@ def test_non_finite_weights_and_activations_are_refused_before_any_spectrum():
         net.linearize(tiny_image(1), dtype=torch.float32)
 
 
+def test_negative_running_variances_and_non_finite_logits_are_refused():
+    """A state dict with a negative running variance loaded silently, and ``linstab predict``
+    printed class 0 for every image (the argmax of NaN logits)."""
+    model = _tv_net(0)
+    with torch.no_grad():
+        model.layer1[0].bn1.running_var[2] = -1.0
+    with pytest.raises(ValueError, match=r"negative running variances \(layer1\.0\.bn1\)"):
+        linstab.Network(model, input_shape=(3, 8, 8))
+    model = _tv_net(0)
+    net = linstab.Network(model, input_shape=(3, 8, 8))
+    images = torch.stack([tiny_image(1), tiny_image(2)])
+    assert net.predict(images).isfinite().all()
+    with torch.no_grad():
+        model.layer1[1].bn2.running_var.fill_(1e-80)  # overflows float32
+        model.layer1[1].bn2.eps = 1e-80
+    with pytest.raises(ValueError, match=r"NaN or infinite logits for 2 of 2 images \(positions \[0, 1\]\)"):
+        net.predict(images)
+
+
 def test_batch_norm_without_running_statistics_is_refused():
     """BatchNorm with ``track_running_stats=False`` uses the batch's statistics in eval mode too:
     refused when the network is built, naming the layer, instead of a batch-of-one Jacobian."""

@@ -22,12 +22,16 @@ def spectrum_distance(a, b) -> float:
     """Relative L2 distance of two sorted spectra of the same unit (0 when both are zero).
 
     Raises:
-        ValueError: for spectra of different lengths.
+        ValueError: for spectra of different lengths, empty or non-finite ones.
     """
-    x = np.sort(np.asarray(a, dtype=np.float64))[::-1]
-    y = np.sort(np.asarray(b, dtype=np.float64))[::-1]
+    x = np.sort(np.asarray(a, dtype=np.float64).ravel())[::-1]
+    y = np.sort(np.asarray(b, dtype=np.float64).ravel())[::-1]
     if x.shape != y.shape:
         raise ValueError(f"spectra of different lengths: {x.size} and {y.size}")
+    if x.size == 0:
+        raise ValueError("spectra: expected singular values, got two empty spectra")
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        raise ValueError("spectra: expected finite singular values, got NaN or infinite ones")
     scale = 0.5 * (np.linalg.norm(x) + np.linalg.norm(y))
     return float(np.linalg.norm(x - y) / scale) if scale > 0 else 0.0
 

@@ -258,9 +258,14 @@ def theil_sen_slope(x, y) -> float:
     """The median of the pairwise slopes ``(y_j - y_i) / (x_j - x_i)`` (robust trend of ``y`` on ``x``).
 
     Returns NaN with fewer than 2 distinct ``x``.
+
+    Raises:
+        ValueError: ``x`` and ``y`` are not 1-D arrays of the same length.
     """
     xa = np.asarray(x, dtype=np.float64)
     ya = np.asarray(y, dtype=np.float64)
+    if xa.ndim != 1 or xa.shape != ya.shape:
+        raise ValueError(f"x and y: expected 1-D arrays of one length, got shapes {xa.shape} and {ya.shape}")
     ok = np.isfinite(xa) & np.isfinite(ya)
     xa, ya = xa[ok], ya[ok]
     i, j = np.triu_indices(xa.size, k=1)
@@ -292,7 +297,8 @@ def bootstrap_means(
 
     Returns:
         ``(mean, low, high)``, each ``(S,)`` (scalars' arrays for a 1-D input); NaN where a
-        column has no value.
+        column has no value, and NaN bounds where it has only one (as :func:`bootstrap_ci`:
+        one image gives no interval).
     """
     x = np.asarray(values, dtype=np.float64)
     if x.ndim == 1:
@@ -309,7 +315,7 @@ def bootstrap_means(
     cnt = m.sum(0)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = np.where(cnt > 0, x0.sum(0) / np.maximum(cnt, 1), np.nan)
-    if n == 0:
+    if n == 0 or s == 0:
         return mean, np.full(s, np.nan), np.full(s, np.nan)
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     b = int(batch) if batch else max(1, min(n_resamples, 4_000_000 // n))
@@ -327,4 +333,5 @@ def bootstrap_means(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns give NaN
         lo, hi = np.nanpercentile(theta, [100 * alpha, 100 * (1 - alpha)], axis=0)
+    lo[cnt < 2], hi[cnt < 2] = np.nan, np.nan
     return mean, lo, hi

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import tempfile
 from pathlib import Path
 
 import torch
@@ -91,6 +93,13 @@ def images_from_args(
     if spec is None:
         spec = getattr(args, "image", "0")
     sel = select_images(str(spec), single=single, size=getattr(net, "input_size", None))
+    if net is not None and tuple(sel.images.shape[2:]) != tuple(net.input_shape[1:]):
+        h, w = sel.images.shape[2:]
+        nh, nw = net.input_shape[1:]
+        raise ValueError(  # ImageNet networks resize files and refuse CIFAR-10 images earlier
+            f"the images of {spec!r} are {h} x {w}; {net.name} takes {nh} x {nw} images: resize them "
+            f"to {nh} x {nw} (only ImageNet networks resize images, to --input-size)"
+        )
     return sel.images, sel.labels, sel.ids
 
 
@@ -103,11 +112,22 @@ def parse_dtype(name: str) -> torch.dtype:
 
 
 def _check_folders_above(text: str, paths) -> None:
-    """The first of ``paths`` that exists must be a folder (an output cannot go under a file)."""
+    """The first of ``paths`` that exists must be a folder (an output cannot go under a file) in
+    which files can be created: tried with a hidden empty file, removed at once, so that a
+    read-only or foreign folder is reported before any work, not after it.
+    """
     for q in paths:
         if q.exists():
             if not q.is_dir():
                 raise argparse.ArgumentTypeError(f"{text}: {q} is a file, not a folder")
+            try:
+                fd, probe = tempfile.mkstemp(prefix=".linstab-write-test-", dir=q)
+            except OSError as exc:
+                raise argparse.ArgumentTypeError(
+                    f"{text}: cannot write in the folder {q} ({exc.strerror or exc})"
+                ) from None
+            os.close(fd)
+            os.unlink(probe)
             return
 
 
@@ -118,6 +138,8 @@ def out_file(text: str) -> str:
     p = Path(text).expanduser()
     if p.is_dir():
         raise argparse.ArgumentTypeError(f"{text} is a folder; give the name of a file to write")
+    if p.exists() and not os.access(p, os.W_OK):
+        raise argparse.ArgumentTypeError(f"{text}: the existing file cannot be overwritten (not writable)")
     _check_folders_above(text, p.absolute().parents)
     return text
 

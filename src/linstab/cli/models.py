@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from ..analyses.taylor import jacobian_test
 from ..data.images import CIFAR10_CLASSES
+from ..io.jsonable import dumps
 from ..models.imagenet import known_models
 from ..models.registry import REGISTRY, default_model_name
 from ..models.weights import resolve_weights
@@ -56,7 +56,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             row["correct"] = bool(pred[i] == y[i])
         rows.append(row)
     if args.json:
-        print(json.dumps(rows, indent=1))
+        print(dumps(rows, indent=1))
     else:
         for r in rows:
             extra = f"  label {r['label']}  {'ok' if r['correct'] else 'WRONG'}" if "label" in r else ""
@@ -86,7 +86,7 @@ def _cmd_jacobian_test(args: argparse.Namespace) -> int:
     )
     if args.json:
         print(
-            json.dumps(
+            dumps(
                 {**res.to_dict(), "unit": args.unit, "provenance": common.provenance(net, ids[:1])}, indent=1
             )
         )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from pathlib import Path
@@ -18,6 +17,7 @@ from ..analyses.perturbations import (
 )
 from ..analyses.propagation import PERTURBATIONS, default_projection_units, parse_perturbations
 from ..data.selection import parse_index_spec
+from ..io.jsonable import dumps
 from . import common
 from .common import add_image_args, add_model_args, parse_dtype, parse_k
 
@@ -169,7 +169,7 @@ def _cmd_propagate(args) -> int:
         data = {n: [r.to_dict() for r in rr] for n, rr in res.attacks.items()}
         data["provenance"] = common.provenance(net, ids)
         Path(args.attacks_json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.attacks_json).write_text(json.dumps(data, indent=1))
+        Path(args.attacks_json).write_text(dumps(data, indent=1))
     print(summary_table(summary))
     return 0
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from ..io.jsonable import dumps
 from ..io.profile import profile_summary, profiling
 from ..models.registry import SHORTCUT_REFERENCE, default_report_models
 from ..report.build import build_report
@@ -47,7 +47,7 @@ def _cmd_report(args) -> int:
         summary["records"] = prof.to_dict()["records"]
         out = Path(args.profile)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(summary, indent=1, default=str))
+        out.write_text(dumps(summary, indent=1, default=str))
         print(f"profile written to {out}")
     else:
         path = build_report(cfg, sections)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 
 from ..analyses.network_spectra import scree_data, unit_bands, write_bands_csv
-from ..io.jsonable import to_jsonable
+from ..io.jsonable import dumps
 from ..linalg.band_estimates import estimate_bands
 from ..linalg.results import METHODS, PLATEAU, SOLVERS, ZERO_TOL
 from ..linalg.slq import slq
@@ -152,12 +151,12 @@ def _estimate(args: argparse.Namespace, net, image_id: str, what: str, op) -> in
     path = Path(args.out)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix.lower() == ".json":
-        path.write_text(json.dumps(to_jsonable(data), indent=1))
+        path.write_text(dumps(data, indent=1))
     else:
         path = path if path.suffix.lower() == ".npz" else path.with_name(path.name + ".npz")
         arrays = {k: np.asarray(v) for k, v in data.items() if isinstance(v, list) and k != "thresholds"}
         with open(path, "wb") as f:  # a file object: NumPy would append ".npz" to "x.NPZ"
-            np.savez(f, metadata=np.array(json.dumps(to_jsonable(data))), **arrays)
+            np.savez(f, metadata=np.array(dumps(data)), **arrays)
     print(f"{net.name} {image_id} {what} (n = {min(op.shape)}, estimated, not exact): {line}")
     print(f"wrote {path}")
     return 0

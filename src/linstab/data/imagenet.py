@@ -24,12 +24,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .images import IMAGE_SUFFIXES, image_files
+
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "preprocess", "resized_size", "center_crop_box"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 # PIL modes converted to RGB as torchvision's ImageFolder loader does (``img.convert("RGB")``);
 # ImageNet holds a few grayscale and CMYK JPEGs.
 _PIL_MODES = ("RGB", "RGBA", "L", "LA", "P", "PA", "CMYK", "YCbCr", "1")
@@ -84,13 +85,10 @@ def _items(images, label: str = "images") -> list[tuple[object, str]]:
     if isinstance(images, str | os.PathLike):
         path = Path(images).expanduser()
         if path.is_dir():
-            files = sorted(p for p in path.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
-            if not files:
-                raise ValueError(f"folder {path} holds no image files ({', '.join(_IMAGE_SUFFIXES)})")
-            return [(p, str(p)) for p in files]
+            return [(p, str(p)) for p in image_files(path)]
         if not path.is_file():
             raise ValueError(f"image file {path} does not exist")
-        if path.suffix.lower() not in _IMAGE_SUFFIXES:
+        if path.suffix.lower() not in IMAGE_SUFFIXES:
             raise ValueError(f"{path}: expected a PNG/JPEG/BMP image file, got suffix {path.suffix!r}")
         return [(path, str(path))]
     if isinstance(images, Image.Image):

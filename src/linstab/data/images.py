@@ -25,7 +25,25 @@ CIFAR10_CLASSES = (
 DEFAULT_LABELS = (3, 8, 8, 0, 6, 6, 1, 6, 3, 1, 0, 9, 5, 7, 9, 8, 5, 7, 8, 6)
 
 
-_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+"""Suffixes of the image files linstab reads (case-insensitive)."""
+
+
+def image_files(folder: Path) -> list[Path]:
+    """The image files of a folder, sorted by name: regular files with a suffix in
+    :data:`IMAGE_SUFFIXES`, hidden names (``.x.png``, macOS ``._x.png`` resource forks) left out.
+
+    Raises:
+        ValueError: the folder holds no such file (the message names the suffixes).
+    """
+    files = sorted(
+        p
+        for p in folder.iterdir()
+        if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()
+    )
+    if not files:
+        raise ValueError(f"folder {folder} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+    return files
 
 
 def check_images(
@@ -200,16 +218,13 @@ def load_images(source: str | os.PathLike) -> torch.Tensor:
     if not path.exists():
         raise ValueError(f"image source {path} does not exist")
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
-        if not files:
-            raise ValueError(f"folder {path} holds no image files ({', '.join(_IMAGE_SUFFIXES)})")
-        imgs = [_read_image_file(p) for p in files]
+        imgs = [_read_image_file(p) for p in image_files(path)]
         shapes = {tuple(t.shape) for t in imgs}
         if len(shapes) != 1:
             raise ValueError(f"images in {path} differ in size: {sorted(shapes)}")
         return check_images(torch.stack(imgs), name=str(path))
     suffix = path.suffix.lower()
-    if suffix in _IMAGE_SUFFIXES:
+    if suffix in IMAGE_SUFFIXES:
         return check_images(_read_image_file(path), name=str(path))
     if suffix in (".npy", ".npz"):
         arr = read_array(path)

@@ -18,7 +18,16 @@ import torch
 
 from ..io.hashing import sha256_file
 from .cifar10_jpeg import cifar10_jpeg_dir, jpeg_members
-from .images import DEFAULT_LABELS, channels_first, check_images, default_images, load_images, read_array
+from .images import (
+    DEFAULT_LABELS,
+    IMAGE_SUFFIXES,
+    channels_first,
+    check_images,
+    default_images,
+    image_files,
+    load_images,
+    read_array,
+)
 
 DEFAULT_SOURCE = "cifar10-test-lossless"
 JPEG_SOURCE = "cifar10-jpeg-test"
@@ -116,7 +125,6 @@ class ImageRefs:
     refs: tuple[ImageRef, ...]
 
 
-_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 _LOSSY_SUFFIXES = (".jpg", ".jpeg")
 
 
@@ -228,16 +236,15 @@ def image_refs(spec: str) -> ImageRefs:
         )
     path = path.resolve()
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in _IMAGE_SUFFIXES)
+        try:
+            files = image_files(path)
+        except ValueError as exc:
+            raise ValueError(f"empty selection: {exc}") from None
         # names and contents: a file rewritten with other pixels but the same size (BMP) is a change
         listing = "\n".join(f"{p.name}\t{sha256_file(p)}" for p in files)
         lossy = any(p.suffix.lower() in _LOSSY_SUFFIXES for p in files)
         digest = hashlib.sha256(listing.encode()).hexdigest()
         src = ImageSource("folder", f"folder:{path}", str(path), lossy, digest, len(files))
-        if not files:
-            raise ValueError(
-                f"empty selection: folder {path} holds no image files ({', '.join(_IMAGE_SUFFIXES)})"
-            )
         idx = parse_index_spec(sub, len(files)) if sub else list(range(len(files)))
         refs = [
             ImageRef(
@@ -254,7 +261,7 @@ def image_refs(spec: str) -> ImageRefs:
         ]
         return _selection(src, text, refs)
     suffix = path.suffix.lower()
-    if suffix in _IMAGE_SUFFIXES:
+    if suffix in IMAGE_SUFFIXES:
         if sub:
             raise ValueError(f"{path} is one image file: no index spec allowed")
         src = ImageSource("file", f"file:{path}", str(path), suffix in _LOSSY_SUFFIXES, sha256_file(path), 1)

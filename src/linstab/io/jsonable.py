@@ -1,7 +1,10 @@
-"""Conversion of results to JSON-able values (dtypes, NumPy scalars, tensors, non-finite floats)."""
+"""Conversion of results to JSON-able values (dtypes, NumPy scalars, tensors, non-finite floats)
+and strict JSON text of them.
+"""
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -26,14 +29,22 @@ def to_jsonable(obj):
     if isinstance(obj, np.integer):
         return int(obj)
     if isinstance(obj, np.floating):
-        return float(obj)
+        return to_jsonable(float(obj))
     if isinstance(obj, torch.Tensor):
-        return obj.detach().cpu().tolist()
+        return to_jsonable(obj.detach().cpu().tolist())
     if isinstance(obj, np.ndarray):
-        return obj.tolist()
+        return to_jsonable(obj.tolist())
     if isinstance(obj, float) and not math.isfinite(obj):
         return str(obj)
     return obj
+
+
+def dumps(obj, **kwargs) -> str:
+    """Strict JSON text of ``obj`` (through :func:`to_jsonable`: non-finite floats as the strings
+    ``"nan"``, ``"inf"``, ``"-inf"``), readable by every JSON parser (``NaN`` is not JSON);
+    ``kwargs`` go to :func:`json.dumps` (``indent``, ``default``, ...).
+    """
+    return json.dumps(to_jsonable(obj), allow_nan=False, **kwargs)
 
 
 def is_plain_json(v) -> bool:

@@ -279,9 +279,22 @@ class Network:
                 f"{type(self.model).__name__} has NaN or infinite values in {len(bad)} parameter(s) or "
                 f"buffer(s) (e.g. {', '.join(bad[:3])}): its Jacobians would be NaN"
             )
+        negative = [
+            n or "<model>"
+            for n, m in self.model.named_modules()
+            if isinstance(m, _BatchNorm)
+            and m.running_var is not None
+            and bool((m.running_var.detach() + m.eps < 0).any())
+        ]
+        if negative:
+            raise ValueError(
+                f"batch norm with negative running variances ({', '.join(negative[:3])}): "
+                "sqrt(running_var + eps) is NaN, so every output and Jacobian would be NaN; "
+                "the statistics are damaged (a variance is never negative)"
+            )
         g = torch.Generator().manual_seed(0)
-        x = torch.rand((1, *self.input_shape), generator=g).to(self._reference()[0])
         try:
+            x = torch.rand((1, *self.input_shape), generator=g).to(self._reference()[0])
             ins, outs, order = self._trace(
                 [m for _, m in found], x, torch.float32, names=[n for n, _ in found], discovering=True
             )
@@ -603,7 +616,12 @@ class Network:
             )
 
     def predict(self, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
-        """Logits for images in [0, 1] (``(C, H, W)`` or ``(N, C, H, W)``), normalization included."""
+        """Logits for images in [0, 1] (``(C, H, W)`` or ``(N, C, H, W)``), normalization included.
+
+        Raises:
+            ValueError: for images of the wrong shape or range, a model in training mode, or
+                NaN/infinite logits (naming the images' positions).
+        """
         check_int("batch_size", batch_size)
         x = self.check_input(images)
         self.check_eval()
@@ -612,7 +630,15 @@ class Network:
         with torch.no_grad():
             for s in range(0, x.shape[0], batch_size):
                 out.append(self.module(x[s : s + batch_size].to(device, dtype)))
-        return torch.cat(out)
+        logits = torch.cat(out)
+        bad = (~logits.isfinite()).flatten(1).any(1).nonzero().flatten().tolist()
+        if bad:
+            raise ValueError(
+                f"{self.name}: NaN or infinite logits for {len(bad)} of {logits.shape[0]} images "
+                f"(positions {bad[:10]}{' ...' if len(bad) > 10 else ''}): an overflow, or damaged "
+                "weights or statistics; no class can be read from them"
+            )
+        return logits
 
     def activations(
         self, images: torch.Tensor, dtype: torch.dtype = torch.float32

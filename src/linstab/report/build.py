@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import os
 import re
 import shutil
@@ -12,6 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..data.selection import ImageSelection, select_images
+from ..io.jsonable import dumps
 from ..io.processes import pid_alive
 from ..io.profile import scope, timed
 from ..io.tables import write_csv
@@ -309,7 +309,7 @@ def _build(
     env["timings"] = ctx.timings
     env["shortcut_reference"] = model_record(reference) if reference else None
     env["cache"] = {"hits": ctx.cache.hits, "misses": ctx.cache.misses}
-    (ctx.out / "environment.json").write_text(json.dumps(env, indent=1))
+    (ctx.out / "environment.json").write_text(dumps(env, indent=1))
     write_csv([f.row() for f in ctx.findings], ctx.data_dir / "findings.csv", FINDING_FIELDS, empty_nan=True)
     with timed("write-html"):
         return write_html(ctx, f"linstab report: {', '.join(n.name for n in nets)}", env)
