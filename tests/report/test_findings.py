@@ -172,6 +172,25 @@ def test_the_sweep_hook_refuses_other_weights_and_other_band_limits(tmp_path):
         sweep_band_rows(single, "tiny-B", sweep_checksums(same))
 
 
+def test_the_sweep_hook_names_damaged_task_files_and_other_formats(tmp_path):
+    """``report --sweep-dir`` read rows/ as one Parquet dataset: a truncated task file stopped it
+    with pyarrow's "magic bytes not found"; it reads the sweep's task files as the sweep does."""
+    import json
+    import re
+
+    d = _tiny_sweep(tmp_path, "damaged")
+    (task,) = (d / "rows").glob("*.parquet")
+    task.write_bytes(task.read_bytes()[:100])
+    with pytest.raises(
+        ValueError, match=rf"(?s){re.escape(task.name)} cannot be read.*run the sweep command again"
+    ):
+        sweep_band_rows(d, "tiny-B")
+    manifest = json.loads((d / "manifest.json").read_text())
+    (d / "manifest.json").write_text(json.dumps({**manifest, "format": 99}))
+    with pytest.raises(ValueError, match="sweep format 99"):
+        sweep_band_rows(d, "tiny-B")
+
+
 def test_a_missing_or_unfit_sweep_folder_is_refused_before_any_work(tmp_path, monkeypatch):
     """``--sweep-dir`` is checked before the report computes anything (it was read only after the
     Jacobian section: minutes of work, then the error)."""

@@ -31,6 +31,9 @@ Run the same command again to resume: finished tasks are skipped.
 """
 
 
+RESUME_HINT = "sweep interrupted: run the same command again to resume (finished tasks are kept)"
+
+
 def _cmd_sweep(args: argparse.Namespace) -> int:
 
     if not args.model:
@@ -79,8 +82,11 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
             argv=list(argv),
         )
     except KeyboardInterrupt:
-        print("sweep interrupted: run the same command again to resume", file=sys.stderr)
+        print(RESUME_HINT, file=sys.stderr)
         return 130
+    except SystemExit:  # SIGTERM (`kill PID`, a batch system's time limit): linstab.cli.main
+        print(RESUME_HINT, file=sys.stderr)
+        raise
     print(
         f"sweep: {res.ran} tasks run, {res.done_before} already done, {res.errors} with errors, "
         f"{res.seconds:.1f} s -> {res.out}",

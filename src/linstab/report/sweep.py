@@ -15,13 +15,13 @@ works as well (the tests use one).
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
 
 from ..io.parquet import read_parquet_rows
 from ..linalg.results import PLATEAU, ZERO_TOL
+from ..sweep.store import MANIFEST, ROWS, read_manifest, read_rows
 
 REPORT_BANDS = {"thresholds": list(PLATEAU), "zero_tol": ZERO_TOL}
 """The band limits of the report's own counts: a sweep folder counted with others is refused."""
@@ -62,10 +62,9 @@ def _check_manifest(root: Path, model: str, checksums: Iterable[str | None]) -> 
     (:data:`REPORT_BANDS_DTYPE`), or a model of this name with other weights (a checksum not
     among ``checksums``; an empty ``checksums`` skips that check).
     """
-    path = root / "manifest.json"
-    if not path.is_file():  # a hand-made table or a rows/ folder: nothing to compare
+    if not (root / MANIFEST).is_file():  # a hand-made table or a rows/ folder: nothing to compare
         return
-    manifest = json.loads(path.read_text())
+    manifest = read_manifest(root)  # its format checked
     recipe = manifest.get("recipe") or {}
     if "bands" in (recipe.get("analyses") or ()):
         got = {k: recipe.get(k) for k in REPORT_BANDS}
@@ -120,8 +119,11 @@ def sweep_band_rows(
     if not root.exists():
         raise FileNotFoundError(f"sweep folder {root} does not exist")
     _check_manifest(root, model, checksums)
-    rows_dir = root / "rows" if (root / "rows").is_dir() else root
-    raw = read_parquet_rows(rows_dir, SWEEP_BAND_COLUMNS)
+    if (root / MANIFEST).is_file() and (root / ROWS).is_dir():
+        # a sweep's own folder: only its task files, each checked (damaged or foreign files named)
+        raw = read_rows(root, columns=list(SWEEP_BAND_COLUMNS)).to_pylist()
+    else:
+        raw = read_parquet_rows(root / ROWS if (root / ROWS).is_dir() else root, SWEEP_BAND_COLUMNS)
     out = []
     for r in raw:
         if r["analysis"] != "bands" or r["status"] != "ok" or r["model"] != model:

@@ -21,7 +21,7 @@ client, by task name, so a retried task cannot duplicate rows); a task that fail
 an error row and does not stop the others; a directory holding another recipe is refused.
 """
 
-from .engine import SweepPlan, SweepResult, local_cluster, plan_sweep, run_sweep
+from .engine import SweepPlan, SweepResult, SweepWarning, local_cluster, plan_sweep, run_sweep
 from .store import RecipeMismatch, read_manifest, read_rows
 from .summary import summarize_sweep, sweep_statistics
 from .tasks import (
@@ -52,6 +52,7 @@ __all__ = [
     "RecipeMismatch",
     "SweepPlan",
     "SweepResult",
+    "SweepWarning",
     "factory_model",
     "get_network",
     "load_image",

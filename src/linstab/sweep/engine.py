@@ -11,6 +11,7 @@ import os
 import platform
 import time
 import uuid
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,6 +73,10 @@ class SweepPlan:
         return d
 
 
+class SweepWarning(UserWarning):
+    """Something a sweep repaired on its own (e.g. an unreadable task file moved aside and rerun)."""
+
+
 @dataclass
 class SweepResult:
     """What :func:`run_sweep` did.
@@ -83,7 +88,9 @@ class SweepResult:
         ran: tasks run and written by this call.
         errors: tasks of this call with at least one error row.
         seconds: wall time of this call.
-        interrupted: the run stopped early (KeyboardInterrupt).
+        interrupted: always ``False`` in a returned result: a run stopped early
+            (``KeyboardInterrupt``, ``SystemExit`` from SIGTERM) re-raises after recording
+            ``interrupted: true`` and ``stopped`` (no ``finished``) in its manifest run record.
     """
 
     out: Path
@@ -291,6 +298,13 @@ def run_sweep(
         argv: the command line, recorded in the manifest.
         callback: ``callback(task, rows)`` on the client after each task is written.
 
+    A task file that cannot be read (truncated, corrupt) or has another schema is moved to
+    ``out/unreadable/`` with a :class:`SweepWarning` naming it, and its task runs again.
+
+    A run stopped by ``KeyboardInterrupt`` (Ctrl-C) or ``SystemExit`` (the CLI turns SIGTERM into
+    ``SystemExit(143)``) records ``interrupted: true`` and ``stopped`` instead of ``finished`` in
+    its manifest record, then re-raises; a run that fails records ``error`` instead.
+
     Returns:
         a :class:`SweepResult`.
 
@@ -341,6 +355,15 @@ def _run_sweep(
     }
     manifest = store.open_sweep_dir(out, plan.recipe_dict(), header)
     store.clean_temporaries(out)
+    planned = {t["file"] for t in plan.tasks}
+    set_aside = store.set_aside_unreadable(out)
+    for name, problem, dest in set_aside:
+        again = "its task runs again" if name in planned else "its task runs again when its image is selected"
+        warnings.warn(
+            f"sweep task file {out / store.ROWS / name} {problem}: moved to {dest}; {again}",
+            SweepWarning,
+            stacklevel=3,
+        )
     done = store.done_tasks(out)
     if retry_errors:
         done -= store.error_tasks(out)
@@ -367,10 +390,13 @@ def _run_sweep(
         "retry_errors": retry_errors,
         "environment": _environment(),
     }
+    if set_aside:
+        run["set_aside"] = [{"file": n, "problem": why, "moved_to": str(dest)} for n, why, dest in set_aside]
     run_index = len(manifest.get("runs", []))
     store.append_run(out, run)
     ran = errors = 0
-    interrupted = False
+    interrupted = completed = False
+    failure = None
 
     def record(task: dict, rows: list[dict]) -> None:
         nonlocal ran, errors
@@ -391,21 +417,28 @@ def _run_sweep(
                 bar.set_postfix(errors=errors, refresh=False)
         else:
             _run_dask(todo, workers, client, threads, record, bar, lambda: errors)
-    except KeyboardInterrupt:
+        completed = True
+    except (KeyboardInterrupt, SystemExit):  # Ctrl-C; SIGTERM through the CLI's SystemExit(143)
         interrupted = True
+        raise
+    except BaseException as exc:
+        failure = f"{type(exc).__name__}: {exc}"[:2000]
         raise
     finally:
         bar.close()
+        end = {"finished": _now()} if completed else {"stopped": _now()}
+        if failure is not None:
+            end["error"] = failure
         store.update_run(
             out,
             run_index,
-            finished=_now(),
+            **end,
             ran=ran,
             errors=errors,
             interrupted=interrupted,
             seconds=round(time.perf_counter() - t0, 3),
         )
-    return SweepResult(out, len(plan.tasks), done_before, ran, errors, time.perf_counter() - t0, interrupted)
+    return SweepResult(out, len(plan.tasks), done_before, ran, errors, time.perf_counter() - t0)
 
 
 def _run_dask(todo, workers, client, threads, record, bar, n_errors) -> None:

@@ -9,8 +9,12 @@ Statistics (per model, means over the images with a value; ``status == "ok"`` ro
   stage's regular units before them, as in the report's findings; down-sampling units, whose
   raw-norm ratio is partly a dimension effect, excluded; > 1: a jump at the end, the paper's
   Figure 3), the attack radius ``attack_eps``
-  (L-inf, FGSM/PGD) and ``attack_l2``, and ``flipped``;
-* per image: ``margin`` (logit of the label minus the largest other logit), ``correct``;
+  (L-inf, FGSM/PGD) and ``attack_l2`` (images the attack flipped), and ``flipped``: the
+  fraction of attacked images whose label flipped (``ok`` rows, and ``skipped`` rows of an
+  attack that did not flip a correctly classified image; images that were not perturbed --
+  misclassified, or no reference norm for ``random`` -- have no value);
+* per image: ``margin`` (logit of the label minus the largest other logit), ``correct`` (over
+  the images with a label and a prediction: a failed task has no prediction);
 * Spearman correlations of the margin with the jump ratio and with the attack radius.
 
 Confidence intervals are percentile bootstrap intervals over images (seeded): resample the
@@ -18,7 +22,14 @@ images with replacement ``n_resamples`` times, take the mean of each statistic o
 resampled images that have a value, and report the ``(1 - confidence) / 2`` and
 ``(1 + confidence) / 2`` quantiles (linear interpolation). All statistics of a model share the
 same resamples. For one complete statistic this is exactly ``scipy.stats.bootstrap(...,
-method="percentile")`` with the same generator and batch (checked in the tests).
+method="percentile")`` with the same generator and batch (checked in the tests). A statistic
+with a value for fewer than 2 images has no interval (NaN bounds, printed ``(no interval)``
+beside ``n``), as :func:`linstab.analyses.statistics.bootstrap_ci` gives.
+
+The directory is checked first: a manifest of another format, a ``.parquet`` file in ``rows/``
+that is not a task file of the sweep (another name or schema), a task file that cannot be read,
+or rows of a model the manifest does not list (or with other weights) are refused with an
+error naming the file (:func:`linstab.sweep.store.read_rows`).
 
 Figures are built with ``matplotlib.figure.Figure`` (no pyplot, no backend is ever set) and
 written as PNG and SVG to the folder the caller gives.
@@ -36,7 +47,7 @@ import numpy as np
 from ..analyses.statistics import bootstrap_means
 from ..linalg.results import BANDS
 from ..plots.sweep import plot_sweep
-from .store import read_manifest, read_rows
+from .store import ROWS, done_tasks, read_manifest, read_rows
 
 __all__ = [
     "sweep_statistics",
@@ -47,11 +58,39 @@ __all__ = [
 
 
 # ============================================================================================
-# bootstrap
-# ============================================================================================
-# ============================================================================================
 # statistics
 # ============================================================================================
+def _check_models(out, manifest: dict, table) -> None:
+    """Refuse rows of a model the manifest does not list, or with another SHA-256.
+
+    Such rows come from a task file copied from another sweep; the message names the files.
+    """
+    import pyarrow.parquet as pq
+
+    models = manifest.get("models") or {}
+    if table.num_rows == 0 or not models:
+        return
+    expected = {name: (m or {}).get("sha256") for name, m in models.items()}
+
+    def foreign(t) -> bool:
+        pairs = zip(_col(t, "model").tolist(), _col(t, "model_sha256").tolist(), strict=True)
+        return any(m not in expected or bool(expected[m] and h != expected[m]) for m, h in pairs)
+
+    if not foreign(table):
+        return
+    rows_dir = Path(out) / ROWS
+    names = sorted(
+        n for n in done_tasks(out) if foreign(pq.read_table(rows_dir / n, columns=["model", "model_sha256"]))
+    )
+    listed = ", ".join(f"{n} ({h})" for n, h in expected.items())
+    raise ValueError(
+        f"{out}: rows of models or weights that the manifest does not list ({listed}), in "
+        + ", ".join(str(rows_dir / n) for n in names[:10])
+        + (" ..." if len(names) > 10 else "")
+        + ": task files of another sweep? Move them out of the directory"
+    )
+
+
 def _col(table, name: str) -> np.ndarray:
     return np.asarray(table.column(name).to_numpy(zero_copy_only=False))
 
@@ -125,8 +164,14 @@ def _unit_stats(ok, pos: dict[str, int], units: list[str], mat: _Matrix) -> None
                         mat.add((an, u, pert, stat), si[sel], arr[sel])
 
 
-def _image_stats(mt, pos: dict[str, int], margin: np.ndarray, mat: _Matrix) -> tuple[dict, list[dict]]:
-    """Per image and perturbation: jump ratio, attack radius, flipped; margin correlations."""
+def _image_stats(
+    mt, pos: dict[str, int], margin: np.ndarray, classified: np.ndarray, mat: _Matrix
+) -> tuple[dict, list[dict]]:
+    """Per image and perturbation: jump ratio, attack radius, flipped; margin correlations.
+
+    ``classified`` ``(images,)``: the image is correctly classified (or has no label), i.e. the
+    attacks perturbed it.
+    """
     import pyarrow.compute as pc
 
     per_image: dict = {}
@@ -153,8 +198,16 @@ def _image_stats(mt, pos: dict[str, int], margin: np.ndarray, mat: _Matrix) -> t
                 correlations.append(
                     {"perturbation": pert, "x": "margin", "y": stat, "spearman": rho, "p_value": p, "n": n}
                 )
-        flipped = np.array([1.0 if f else 0.0 for f in _col(prop, "attack_flipped")[rows]])
-        mat.add(("propagation", None, pert, "flipped"), idx, flipped)
+        # attacked images only: ok rows, and skipped rows of an attack that did not flip a
+        # correctly classified image; an image that was not perturbed has no outcome (its row
+        # has a null; directories written before that have False, hence the classification test)
+        raw = _col(prop, "attack_flipped")[rows]
+        st = status[rows]
+        has_value = np.array([f is not None for f in raw], dtype=bool)
+        attacked = (st == "ok") | ((st == "skipped") & has_value & classified[idx])
+        if attacked.any():
+            flipped = np.array([1.0 if f else 0.0 for f in raw[attacked]])
+            mat.add(("propagation", None, pert, "flipped"), idx[attacked], flipped)
         per_image[pert] = {k: v.tolist() for k, v in cols.items()}
     return per_image, correlations
 
@@ -180,6 +233,7 @@ def sweep_statistics(
 
     manifest = read_manifest(out)
     table = read_rows(out)
+    _check_models(out, manifest, table)
     result = {
         "directory": str(out),
         "manifest": {k: manifest.get(k) for k in ("linstab_version", "image_source", "lossy", "recipe")},
@@ -201,14 +255,17 @@ def sweep_statistics(
         units = sorted({u for u in _col(ok, "unit").tolist() if u}, key=_unit_key)
         mat = _Matrix(len(images))
         _unit_stats(ok, pos, units, mat)
-        per_image, correlations = _image_stats(mt, pos, margin, mat)
+        classified = ~np.isfinite(label) | (label == pred)
+        per_image, correlations = _image_stats(mt, pos, margin, classified, mat)
         mat.add(("image", None, None, "margin"), np.arange(mat.n), margin)
-        correct = np.where(np.isfinite(label), (label == pred).astype(np.float64), np.nan)
-        if np.isfinite(correct).any():
+        # images with a label and a prediction only (a failed task has a label, no prediction)
+        known = np.isfinite(label) & np.isfinite(pred)
+        correct = np.where(known, (label == pred).astype(np.float64), np.nan)
+        if known.any():
             mat.add(("image", None, None, "correct"), np.arange(mat.n), correct)
         V = mat.array()
         mean, lo, hi = bootstrap_means(V, n_resamples=n_resamples, confidence=confidence, seed=seed + mi)
-        counts = np.isfinite(V).sum(0)
+        counts = np.isfinite(V).sum(0)  # bootstrap_means: NaN bounds from fewer than 2 images
         stats = [
             {
                 "analysis": an,
@@ -248,6 +305,8 @@ def sweep_statistics(
 def _ci(s: dict | None, fmt: str = "{:.4g}") -> str:
     if s is None or not math.isfinite(s["mean"]):
         return "-"
+    if not (math.isfinite(s["ci_low"]) and math.isfinite(s["ci_high"])):
+        return f"{fmt.format(s['mean'])} (no interval)"  # fewer than 2 images; every line shows n
     return f"{fmt.format(s['mean'])} [{fmt.format(s['ci_low'])}, {fmt.format(s['ci_high'])}]"
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from ..analyses.attacks import ATTACKS
+from ..analyses.attacks import ATTACKS, CONTROLS, check_attack_params
 from ..analyses.perturbations import analyze, per_image_statistics, summarize
 from ..analyses.propagation import parse_perturbations, resolve_units
 from ..data.refs import ImageRef, ImageSource, load_image
@@ -265,7 +265,8 @@ class Recipe:
     Attributes:
         analyses: among :data:`ANALYSES`: ``"bands"`` (exact band counts, Figure 2),
             ``"topk"`` (the ``k`` largest singular values) and ``"propagation"`` (growth of
-            adversarial and random perturbations per unit, attack radius, jump ratio).
+            adversarial and random perturbations per unit, attack radius, jump ratio); kept in
+            the order of :data:`ANALYSES` without repeats, whatever the order given.
         attacks: perturbations of ``"propagation"`` (:data:`linstab.perturbations.PERTURBATIONS`).
         units: unit spec (:func:`linstab.perturbations.resolve_units`: ``all``, ``last``, a stage,
             addresses ``3.7``, comma lists).
@@ -274,7 +275,9 @@ class Recipe:
         zero_tol: singular values at or below it count as zero.
         dtype: ``"float64"`` or ``"float32"``: linearization, propagation and logits.
         seed: seed of the random perturbations, PGD and the top-k start block.
-        attack_params: per-attack keyword arguments (``{"pgd": {"steps": 10}}``).
+        attack_params: per-attack keyword arguments (``{"pgd": {"steps": 10}}``), checked here
+            with :func:`linstab.analyses.attacks.check_attack_params` (before any directory or
+            task exists).
         exact_ones: ``"bands"``: also count the values exactly ``|alpha|`` of units whose ``Q``
             is rank deficient, which takes their whole spectrum (tens of seconds to minutes on
             a 16,384-value unit, and uneven across images); ``False`` (default): ``exact_ones``
@@ -303,7 +306,7 @@ class Recipe:
             raise ValueError(f"unknown analysis {bad[0]!r}; expected among {', '.join(ANALYSES)}")
         if not analyses:
             raise ValueError(f"no analysis given; expected among {', '.join(ANALYSES)}")
-        object.__setattr__(self, "analyses", tuple(dict.fromkeys(analyses)))
+        object.__setattr__(self, "analyses", tuple(a for a in ANALYSES if a in analyses))
         attacks = tuple(parse_perturbations(self.attacks)) if "propagation" in analyses else ()
         object.__setattr__(self, "attacks", attacks)
         check_int("k", self.k)
@@ -317,14 +320,14 @@ class Recipe:
                 f"units must be a spec such as 'all', 'last', '3' or '1.1,3.9', got {self.units!r}"
             )
 
-        ap = json.loads(json.dumps(self.attack_params or {}))
-        unknown = sorted(set(ap) - set(ATTACKS))
-        if unknown:
-            raise ValueError(f"attack_params: unknown attacks {unknown}; expected among {', '.join(ATTACKS)}")
-        object.__setattr__(self, "attack_params", ap)
+        object.__setattr__(self, "attack_params", _check_attack_params(self.attack_params))
 
     def to_dict(self) -> dict:
-        """The recipe as a JSON-able dict (what a sweep directory is checked against)."""
+        """The recipe as a JSON-able dict.
+
+        A sweep directory is checked against it in the order-free form of
+        :func:`linstab.sweep.store.canonical_recipe`.
+        """
         d = asdict(self)
         d["analyses"] = list(self.analyses)
         d["attacks"] = list(self.attacks)
@@ -339,6 +342,43 @@ class Recipe:
             if k in kw:
                 kw[k] = tuple(kw[k])
         return cls(**kw)
+
+
+def _check_attack_params(params) -> dict:
+    """``attack_params`` checked as the attacks check them, as a JSON-able dict.
+
+    Raises:
+        TypeError: not a dict of dicts, or a parameter an attack does not take.
+        ValueError: an unknown attack, a value out of range, or something not JSON-able.
+    """
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise TypeError(
+            f'attack_params: expected a dict of per-attack parameters such as {{"pgd": {{"steps": 10}}}}, '
+            f"got {type(params).__name__}"
+        )
+    known = (*ATTACKS, *CONTROLS)
+    unknown = sorted(str(k) for k in params if k not in known)
+    if unknown:
+        raise ValueError(f"attack_params: unknown attacks {unknown}; expected among {', '.join(known)}")
+    try:
+        ap = json.loads(json.dumps(params))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"attack_params: expected JSON-able values (kept in the manifest): {exc}") from None
+    for name, kw in ap.items():
+        if not isinstance(kw, dict):
+            raise TypeError(
+                f"attack_params[{name!r}]: expected a dict of keyword arguments, "
+                f"got {type(kw).__name__} {kw!r}"
+            )
+        try:
+            check_attack_params(name, kw)
+        except TypeError as exc:
+            raise TypeError(f"attack_params: {exc}") from None
+        except ValueError as exc:
+            raise ValueError(f"attack_params: {name}: {exc}") from None
+    return ap
 
 
 # ============================================================================================
@@ -552,7 +592,8 @@ def _propagation_rows(net, x, label, units, base, recipe: Recipe, image_id: str,
         res = an.attacks[name][0]
         att = {
             "perturbation": name,
-            "attack_flipped": bool(res.flipped),
+            # null when the image was not perturbed (misclassified, or no reference norm): no outcome
+            "attack_flipped": None if res.skipped else bool(res.flipped),
             "attack_eps": _finite(res.eps) if res.success else None,
             "attack_l2": float(res.l2) if res.success else None,
             "attack_linf": float(res.linf) if res.success else None,
