@@ -64,6 +64,13 @@ def test_taylor_bad_arguments():
         jacobian_test(net, tiny_image(), 1, 1, steps=1)
     with pytest.raises(ValueError, match="eps0"):
         jacobian_test(net, tiny_image(), 1, 1, eps0=0)
+    # an overflow of 10**330 after the linearization, NaN/inf tables for infinite or huge steps
+    with pytest.raises(ValueError, match="steps: expected at most 30"):
+        jacobian_test(net, tiny_image(), 1, 1, steps=330)
+    for eps0 in (float("inf"), float("nan"), 1e300, True, "0.1"):
+        with pytest.raises(ValueError, match=r"eps0: expected a number in \(0, 10\]"):
+            jacobian_test(net, tiny_image(), 1, 1, eps0=eps0)
+    assert jacobian_test(net, tiny_image(), 1, 1, eps0=10.0, steps=30).passed
     with pytest.raises(ValueError, match="method"):
         jacobian_test(net, tiny_image(), 1, 1, method="x")
 

@@ -140,6 +140,41 @@ def test_fingerprint_follows_the_weights_not_the_name():
     assert d.fingerprint() != c.fingerprint()  # the normalization is part of the function
 
 
+class _Act(torch.nn.Module):
+    """``act(x + conv(x))`` with the activation chosen in ``forward`` (no module of its own)."""
+
+    def __init__(self, silu: bool = False, alpha: float = 1.0):
+        super().__init__()
+        self.c = torch.nn.Conv2d(4, 4, 3, padding=1)
+        self.alpha = alpha
+
+    def forward(self, x):
+        return torch.relu(self.alpha * x + self.c(x))
+
+
+class _SiluAct(_Act):
+    def forward(self, x):
+        return torch.nn.functional.silu(self.alpha * x + self.c(x))
+
+
+def _act_net(cls=_Act, **kw) -> linstab.Network:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), cls(**kw), cls(**kw)).eval()
+    return linstab.Network(model, input_shape=(3, 8, 8), unit_types=(cls,), name="act")
+
+
+def test_fingerprint_follows_the_architecture_not_only_the_weights():
+    """A SiLU twin of a ReLU network (same state dict) shared its cached results, in a report's
+    cache and within one run: the key now has the classes, attributes and code of the modules."""
+    relu, silu, half = _act_net(), _act_net(_SiluAct), _act_net(alpha=0.5)
+    assert relu.state_sha256() == silu.state_sha256() == half.state_sha256()
+    assert len({relu.fingerprint(), silu.fingerprint(), half.fingerprint()}) == 3
+    assert _act_net().fingerprint() == relu.fingerprint()  # rebuilt: the same key
+    relu.model[1].alpha = relu.model[2].alpha = 0.5  # a skip scale set on the model later is seen too
+    assert relu.architecture_sha256() != _act_net().architecture_sha256()
+    assert relu.architecture_sha256() == _act_net(alpha=0.5).architecture_sha256()
+
+
 def test_units_without_closed_form_fall_back_to_autodiff():
     """A float64 model, norm layers the closed form does not cover and blocks that only look like
     BasicBlocks (pre-activation: bn1 has the input's channels) are discovered, not crashed on;

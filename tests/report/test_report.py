@@ -318,3 +318,26 @@ def test_the_jacobian_section_tests_unrecognized_units_as_they_are(tmp_path):
     assert all(r["piecewise_linear"] == "False" and float(r["order"]) > 1.9 for r in rows), rows
     (finding,) = read_findings(index.parent / "data" / "findings.csv")
     assert finding["verdict"] == "reproduced" and finding["value"] != "", finding
+
+
+def test_labels_beyond_the_models_outputs_are_refused_before_any_work(tmp_path, monkeypatch):
+    """A 2-class model with 10-class labels failed a minute in, when the attacks started."""
+    import linstab.report.build as build
+
+    net = make_net("option-B", seed=0)
+    images = tmp_path / "lab.npz"
+    np.savez(images, images=torch.stack([tiny_image(s) for s in range(2)]).numpy(), labels=np.array([1, 12]))
+
+    class Reached(Exception):
+        pass
+
+    def reached(*a, **k):
+        raise Reached
+
+    monkeypatch.setattr(build, "_build", reached)
+    cfg = ReportConfig(models=[], images=str(images), quick=True, out=tmp_path / "out",
+                       cache_dir=tmp_path / "c", progress=False)  # fmt: skip
+    with pytest.raises(ValueError, match=r"class indices in 0\.\.9 .* got values in 1\.\.12"):
+        build_report(cfg, nets=[net])
+    with pytest.raises(Reached):
+        build_report(cfg, ("spectra",), nets=[net])  # no attacks: the labels are not used

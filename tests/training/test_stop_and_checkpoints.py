@@ -233,6 +233,24 @@ def test_arguments_of_the_wrong_type_are_refused_before_any_work(tmp_path, kwarg
     assert not list(tmp_path.iterdir())
 
 
+def test_a_finished_model_is_never_replaced_by_a_new_run(tmp_path):
+    """With no checkpoint of its own, a run replaced a finished model at ``out`` (and ``--init M
+    --out M`` its own start): refused before any work; only a resume of the run that wrote the
+    files (its checkpoint) rewrites them."""
+    out = tmp_path / "m.safetensors"
+    for existing in (out, out.with_suffix(".json")):
+        existing.write_text("finished")
+        for resume in (False, True):
+            with pytest.raises(ValueError, match=r"m\.(safetensors|json) exists .* give another --out"):
+                training.train(8, "B", tmp_path, 1, out, resume=resume, init=out, progress=False)
+        assert existing.read_text() == "finished"
+        existing.unlink()
+    with pytest.raises(ValueError, match="init and out are the same file"):
+        out.write_text("x")
+        (tmp_path / "m.ckpt.pt").write_text("x")  # a checkpoint lets the exists-check pass
+        training.train(8, "B", tmp_path, 1, out, resume=True, init=out, progress=False)
+
+
 def test_the_checkpoint_cannot_be_the_output(tmp_path):
     for ckpt in ("m.safetensors", "m.json"):
         with pytest.raises(ValueError, match="checkpoint must be another file than out"):

@@ -170,7 +170,18 @@ def _positive_float(name: str, v, allow_zero: bool = False) -> None:
         raise ValueError(f"{name}: expected a finite float {'>=' if allow_zero else '>'} 0, got {v!r}")
 
 
-def _check_batch(net, images, labels) -> tuple[torch.Tensor, torch.Tensor]:
+def check_batch(net, images, labels) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images and labels for an attack on ``net``, checked before any work: images of the
+    network's shape in [0, 1], one integer label per image within the model's outputs (one
+    forward pass of one image counts them).
+
+    Returns:
+        ``(x, labels)``: ``(N, C, H, W)`` images and ``(N,)`` int64 labels.
+
+    Raises:
+        TypeError: labels that are not an integer tensor or array.
+        ValueError: a wrong count of labels, or labels outside ``0..n_classes - 1``.
+    """
     _check_net(net)
     x = net.check_input(images)
     if labels is None:
@@ -591,7 +602,7 @@ def fgsm(
         One :class:`AttackResult` per image (``success=False`` when no grid value flips).
     """
     _check_fgsm(eps=eps, eps_grid=eps_grid, rtol=rtol, max_bisect=max_bisect)
-    x, labels = _check_batch(net, images, labels)
+    x, labels = check_batch(net, images, labels)
     grid = check_eps_grid(eps_grid)
     clean_pred, idx, direction = _fgsm_direction(net, x, labels)
 
@@ -775,7 +786,7 @@ def pgd(
         seed=seed,
         grid_search=grid_search,
     )
-    x, labels = _check_batch(net, images, labels)
+    x, labels = check_batch(net, images, labels)
     grid = check_eps_grid(eps_grid)
     fmodel = _fmodel(net)
     import eagerpy as ep
@@ -886,7 +897,7 @@ def deepfool(
     import foolbox as fb
 
     _check_deepfool(steps=steps, candidates=candidates, overshoot=overshoot, loss=loss)
-    x, labels = _check_batch(net, images, labels)
+    x, labels = check_batch(net, images, labels)
     attack = fb.attacks.L2DeepFoolAttack(steps=steps, candidates=candidates, overshoot=overshoot, loss=loss)
     params = {"steps": steps, "candidates": candidates, "overshoot": overshoot, "loss": loss}
     return _minimization_attack(net, "deepfool", attack, x, labels, params)
@@ -936,7 +947,7 @@ def carlini_wagner(
         "abort_early": abort_early,
     }
     _check_cw(**params)
-    x, labels = _check_batch(net, images, labels)
+    x, labels = check_batch(net, images, labels)
     attack = fb.attacks.L2CarliniWagnerAttack(**params)
     return _minimization_attack(net, "cw", attack, x, labels, dict(params))
 
@@ -970,7 +981,7 @@ def fgsm_half(
         progress: show progress bars.
     """
     _check_fgsm_half(scale=scale, eps_grid=eps_grid, rtol=rtol, max_bisect=max_bisect)
-    x, labels = _check_batch(net, images, labels)
+    x, labels = check_batch(net, images, labels)
     base = fgsm(net, x, labels, eps_grid=eps_grid, rtol=rtol, max_bisect=max_bisect, progress=progress)
     clean_pred, idx, direction = _fgsm_direction(net, x, labels)
     adv, eps, extra, notes = {}, {}, {}, {}
@@ -1000,7 +1011,7 @@ def fgsm_fixed(
         progress: unused (one batched call).
     """
     _check_fgsm_fixed(eps=eps)
-    x, labels = _check_batch(net, images, labels)
+    x, labels = check_batch(net, images, labels)
     clean_pred, idx, direction = _fgsm_direction(net, x, labels)
     adv = {i: (x[i] + eps * direction[i]).clamp(0, 1) for i in idx}
     found = dict.fromkeys(idx, float(eps))
@@ -1036,7 +1047,7 @@ def bim(
     _check_bim(eps=eps, step=step, steps=steps)
     if steps is None:
         steps = int(np.ceil(min(eps * 255 + 4, 1.25 * eps * 255)))
-    x, labels = _check_batch(net, images, labels)
+    x, labels = check_batch(net, images, labels)
     clean_pred = _predict(net, x)
     idx = [i for i in range(x.shape[0]) if int(clean_pred[i]) == int(labels[i])]
     adv: dict[int, torch.Tensor] = {}

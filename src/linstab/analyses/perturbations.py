@@ -54,8 +54,8 @@ from .attacks import (
     CONTROLS,
     SEED_MAX,
     AttackResult,
-    _check_batch,
     check_attack_params,
+    check_batch,
     check_seed,
     run_attack,
 )
@@ -347,7 +347,7 @@ def analyze(
     else:
         if isinstance(labels, (list, tuple)):
             labels = torch.as_tensor(labels)
-        x, labels = _check_batch(net, x, labels)
+        x, labels = check_batch(net, x, labels)
     ids = [str(i) for i in (ids if ids is not None else range(x.shape[0]))]
     if len(ids) != x.shape[0]:
         raise ValueError(f"ids: expected {x.shape[0]} ids, got {len(ids)}")

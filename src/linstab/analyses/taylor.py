@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import math
+import numbers
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -38,6 +39,10 @@ from ..operators.closed_form import UnitJacobian
 from .piecewise import OpRecorder
 
 SMOOTH = ("softplus", "gelu")
+MAX_STEPS = 30
+"""Most step sizes of one test (``eps0`` down to ``eps0 * 1e-29``)."""
+MAX_EPS0 = 10.0
+"""Largest first step: a perturbation ten times the norm of the unit's input."""
 
 
 @dataclass
@@ -200,13 +205,21 @@ def jacobian_test(
 
     Raises:
         TypeError: for a stage, index or steps that is not an int.
-        ValueError: for an address outside the network, ``steps < 2``, ``eps0 <= 0``, an unknown
+        ValueError: for an address outside the network, ``steps`` outside ``2..MAX_STEPS``,
+            ``eps0`` outside ``(0, MAX_EPS0]`` (NaN, infinite), an unknown
             ``smooth`` or ``method``, or ``smooth=``/``method="closed"`` on a unit whose form is
             not recognized; all before the linearization.
     """
     steps = check_int("steps", steps, 2)
-    if not eps0 > 0:
-        raise ValueError(f"eps0 must be positive, got {eps0}")
+    if steps > MAX_STEPS:  # eps0 / 10**k: far below round-off long before, and 10**330 overflows
+        raise ValueError(
+            f"steps: expected at most {MAX_STEPS} (eps down to eps0 * 1e-{MAX_STEPS - 1}), got {steps}"
+        )
+    if isinstance(eps0, bool) or not isinstance(eps0, numbers.Real) or not 0 < eps0 <= MAX_EPS0:
+        raise ValueError(
+            f"eps0: expected a number in (0, {MAX_EPS0:g}] (the largest step, relative to the norm of the "
+            f"unit's input), got {eps0!r}"
+        )
     if smooth is not None:
         _check_smooth(smooth, beta)
     if method not in ("closed", "autodiff", "auto"):  # before the linearization

@@ -79,6 +79,25 @@ def parse_unit(text: str) -> tuple[int, int]:
     return int(parts[0]), int(parts[1])
 
 
+def _plain(v) -> bool:
+    """A module attribute whose ``repr`` is its value: a scalar, a string, or a tuple of them."""
+    scalars = (bool, int, float, str, type(None))
+    return isinstance(v, scalars) or (isinstance(v, tuple) and all(isinstance(e, scalars) for e in v))
+
+
+def _code_digest(code, h) -> None:
+    """Feed a code object's bytecode, names and constants (nested code objects recursively,
+    never their addresses) into the hash ``h``.
+    """
+    h.update(code.co_code)
+    h.update(repr(code.co_names).encode())
+    for c in code.co_consts:
+        if hasattr(c, "co_code"):
+            _code_digest(c, h)
+        else:
+            h.update(repr(c).encode())
+
+
 def _check_eval(model: nn.Module) -> None:
     training = [n or "<model>" for n, m in model.named_modules() if m.training]
     if training:
@@ -556,13 +575,45 @@ class Network:
         self._state_hash = (probe, h.hexdigest())
         return self._state_hash[1]
 
+    def architecture_sha256(self) -> str:
+        """SHA-256 of the model's structure: every submodule's name, class, ``extra_repr`` and
+        plain attributes (``alpha``, ``eps``, ``stride``, ...), and the code of the methods of
+        every class that is not torch's own (a ``forward`` calling ``F.silu`` instead of
+        ``torch.relu``). Two models with the same weights but other activations or skip scales
+        get different values.
+        """
+        h = hashlib.sha256()
+        classes: dict[type, None] = {}
+        for name, m in self.module.named_modules():
+            cls = type(m)
+            classes.setdefault(cls)
+            h.update(f"{name}|{cls.__module__}.{cls.__qualname__}|{m.extra_repr()}".encode())
+            plain = sorted(
+                (k, repr(v))
+                for k, v in vars(m).items()
+                if not k.startswith("_") and k != "training" and _plain(v)
+            )
+            h.update(repr(plain).encode())
+        for cls in classes:
+            for klass in cls.__mro__:
+                if klass.__module__.startswith("torch.") or klass is object:
+                    continue
+                for attr, fn in sorted(vars(klass).items()):
+                    code = getattr(fn, "__code__", None)
+                    if code is not None:
+                        h.update(f"{klass.__qualname__}.{attr}".encode())
+                        _code_digest(code, h)
+        return h.hexdigest()
+
     def fingerprint(self) -> str:
-        """What the network computes, as a key for cached results: :meth:`state_sha256` and
-        the input normalization (never the name alone: two networks of one name, or one network
-        before and after an in-place change of its weights, get different keys).
+        """What the network computes, as a key for cached results: :meth:`state_sha256`, the
+        input normalization and :meth:`architecture_sha256` (never the name alone: two networks
+        of one name, one network before and after an in-place change of its weights, or two
+        models with one state dict but other activations or skip scales get different keys).
         """
         h = hashlib.sha256(self.state_sha256().encode())
         h.update(repr((self.mean, self.std)).encode())
+        h.update(self.architecture_sha256().encode())
         return h.hexdigest()[:32]
 
     def to(self, device: str | torch.device) -> Network:

@@ -10,6 +10,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from ..analyses.attacks import check_batch
 from ..data.selection import ImageSelection, select_images
 from ..io.jsonable import dumps
 from ..io.processes import pid_alive
@@ -272,6 +273,9 @@ def build_report(
     sel = report_images(cfg.images, getattr(nets[0], "input_size", None))
     for n in [*nets, *([reference] if reference is not None else [])]:
         n.check_input(sel.images[:1], name=f"the report's images for {n.name}")  # before any work
+    if sel.labels is not None and "propagation" in sections:
+        for n in nets:  # labels beyond a model's outputs (a 2-class head) stopped the attacks a minute in
+            check_batch(n, sel.images, sel.labels)  # one forward pass of one image
     t_start = time.perf_counter()
     stage = staging_dir(out)
     clean_stale_stages(out)

@@ -562,6 +562,14 @@ def train(
             f"a checkpoint of an earlier run exists at {ckpt_path}: pass --resume (resume=True) to "
             "continue it, or delete it (or give another --checkpoint) to start from scratch"
         )
+    finished = [p for p in (out, json_path) if p.exists()]
+    if finished and not (resume and ckpt_path.is_file()):  # only this run's own checkpoint rewrites it
+        raise ValueError(
+            f"{finished[0]} exists (a finished model, or its sidecar): training would replace it; give "
+            "another --out (out=), or delete the file to train anew"
+        )
+    if init is not None and Path(init).expanduser().absolute() == out.absolute():
+        raise ValueError(f"init and out are the same file ({str(out)!r}): the run would overwrite its start")
     emit = log if log is not None else (print if progress else (lambda _msg: None))
     if data_dir is not None and not Path(data_dir).expanduser().is_dir():
         raise ValueError(f"data folder {str(data_dir)!r} does not exist or is not a directory")
