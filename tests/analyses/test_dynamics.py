@@ -54,6 +54,8 @@ def test_eigenvalue_errors_and_dense_fallback():
         unit_eigenvalues(lin.unit(2, 1))
     with pytest.raises(ValueError, match="method"):
         unit_eigenvalues(lin.unit(1, 1), method="qr")
+    with pytest.raises(ValueError, match="batch_size"):  # was range()'s "arg 3 must not be zero"
+        unit_eigenvalues(lin.unit(1, 1), batch_size=0)
     Ja = lin.unit(1, 1, "autodiff")
     res = unit_eigenvalues(Ja)
     assert res.method == "dense"
@@ -83,3 +85,5 @@ def test_lyapunov_spectrum_matches_frame_products():
     assert set(res.stage_log_growth_top) == {1, 2, 3}
     with pytest.raises(ValueError, match="k must be"):
         lyapunov_spectrum(lin, k=10**6)
+    with pytest.raises(TypeError, match="k"):  # was torch.randn's TypeError
+        lyapunov_spectrum(lin, k=2.0)

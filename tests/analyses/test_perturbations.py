@@ -296,6 +296,8 @@ def test_analyze_errors(net, images):
         P.analyze(net, images - 1, None, "fgsm", progress=False)
     with pytest.raises(ValueError, match="k: expected a positive int"):
         proj.right_singular(net.linearize(images[0]).unit(1, 1), 0)
+    with pytest.raises(ValueError, match="k: expected a positive int"):  # was taken as k=1
+        proj.right_singular(net.linearize(images[0]).unit(1, 1), True)
 
 
 def test_analyze_checks_attack_settings_k_and_units_before_any_attack(net, images, monkeypatch):

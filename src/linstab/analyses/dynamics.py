@@ -38,6 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..io.validate import check_int
 from ..network.linearization import Linearization
 from ..operators.base import LinearOperator
 from ..operators.closed_form import UnitJacobian
@@ -78,7 +79,9 @@ def unit_eigenvalues(op: LinearOperator, method: str = "auto", batch_size: int =
         batch_size: impulses per block when building the reduced matrix.
 
     Raises:
-        ValueError: for a non-square operator or a method that does not apply.
+        ValueError: for a non-square operator, a method that does not apply or a
+            ``batch_size`` below 1.
+        TypeError: ``batch_size`` is not an int.
     """
     import time
 
@@ -87,8 +90,9 @@ def unit_eigenvalues(op: LinearOperator, method: str = "auto", batch_size: int =
     if op.in_shape != op.out_shape:
         raise ValueError(
             f"eigenvalues need a square operator; this one maps {op.in_shape} -> {op.out_shape} "
-            "(a down-sampling unit)"
+            "(a down-sampling unit, or a stage across one)"
         )
+    batch_size = check_int("batch_size", batch_size)
     if method not in ("auto", "structured", "dense"):
         raise ValueError(f"method must be 'auto', 'structured' or 'dense', got {method!r}")
     ok = structured_plan(op)[0] and op.out_deriv is not None
@@ -196,6 +200,8 @@ def lyapunov_spectrum(
         seed: seed of the initial random frame.
         method: unit Jacobian method (default: the linearization's).
     """
+    k = check_int("k", k)
+    seed = check_int("seed", seed, 0)
     net = lin.net
     dims = [(int(a[0].numel()), int(b[0].numel())) for a, b in zip(lin.inputs, lin.outputs, strict=True)]
     n_min = min(min(d) for d in dims)

@@ -60,7 +60,7 @@ def right_singular(op, k: int | None = None, *, seed: int = 0) -> RightSingular:
     """
     n_out, n_in = op.shape
     rank = min(n_out, n_in)
-    if k is not None and (not isinstance(k, int) or k < 1):
+    if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
         raise ValueError(f"k: expected a positive int or None (all), got {k!r}")
     exact = k is None or k >= rank
     kk = None if exact else k
