@@ -211,3 +211,27 @@ def test_a_missing_or_unfit_sweep_folder_is_refused_before_any_work(tmp_path, mo
         with pytest.raises(error, match=match):
             build_report(cfg, nets=[net])
     assert not (tmp_path / "out").exists()
+
+
+def test_stage_trend_claims_are_not_testable_on_one_stage():
+    """On a one-stage network the "third stage" trends were computed on stage 1 (the first stage as
+    well) and read "not reproduced"; the early-stage ones said "no finite value to test"."""
+    from types import SimpleNamespace
+
+    from linstab.report.spectra import _trend_findings
+
+    rows = []
+    for image in ("a", "b", "c"):
+        for k in range(1, 7):
+            f = {"above": 0.1, "plateau": 0.5 - 0.05 * k, "below": 0.2, "zero": 0.2 + 0.05 * k}
+            rows.append({"image": image, "stage": 1, "unit": k, "kind": "regular",
+                         **{f"frac_{b}": v for b, v in f.items()}})  # fmt: skip
+    one = SimpleNamespace(name="one-stage", stages=[list(range(6))])
+    found = _trend_findings("spectra", one, rows, "this run", 0)
+    staged = [f for f in found if "stage" in f.claim]
+    assert staged and all(f.verdict == "not testable" and "has one stage" in f.why for f in staged)
+    whole = [f for f in found if "stage" not in f.claim]
+    assert whole and all(f.verdict != "not testable" for f in whole)  # through the network: testable
+    two = SimpleNamespace(name="two-stage", stages=[list(range(6)), list(range(6))])
+    rows2 = rows + [{**r, "stage": 2} for r in rows]
+    assert all(f.verdict != "not testable" for f in _trend_findings("spectra", two, rows2, "this run", 0))

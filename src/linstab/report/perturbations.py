@@ -250,7 +250,9 @@ def _findings(ctx: ReportContext, net, stats: list[dict], ids: list[str]) -> lis
             section,
             claim,
             stat,
-            R.directional(est, test, "less", "the growth", null=1.0),
+            R.directional(est, test, "less", "the growth", null=1.0)
+            if nst >= 2
+            else R.not_testable("one stage only: the last stage is also the first"),
             est,
             test,
             test_what="log growth < 0",

@@ -659,10 +659,12 @@ def _findings(
         est = estimate(v, seed)
         dec = R.level_above(est, R.HIGH_RANK)
     else:
-        est, dec = (
-            estimate([]),
-            R.not_testable("no fifth unit of stages 1..L-1 in this run (quick mode limits units)"),
+        why = (
+            f"{net.name} has one stage (the claim is about stages 1..L-1)"
+            if nst < 2
+            else "no fifth unit of stages 1..L-1 in this run (quick mode limits units)"
         )
+        est, dec = estimate([]), R.not_testable(why)
     out.append(
         make_finding(
             section,
@@ -1046,6 +1048,9 @@ def _trend_findings(section: str, net, fig2: list[dict], source: str, seed: int)
         missing = [s for s in stages if not regular_units(first, s)]
         if not per:
             dec, est, test, measured = R.not_testable("no band rows"), estimate([]), None, ""
+        elif where != "all" and nst < 2:  # stages 1..L-1 and L would be one and the same stage
+            dec = R.not_testable(f"{net.name} has one stage: the paper's early stages and last one coincide")
+            est, test, measured = estimate([]), None, ""
         elif where == "all" and missing:
             dec = R.not_testable(
                 f"no band counts of the units of stage(s) {', '.join(map(str, missing))} in this run"
