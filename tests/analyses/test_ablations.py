@@ -165,6 +165,8 @@ def test_variants_share_names_and_give_band_counts_around_the_plateau():
         Variant("beta", 1.0)
     net = make_net("option-A", seed=6)
     x = tiny_image(3)
+    with pytest.raises(ValueError, match="no skip connection is left"):  # was zero_tol's internal message
+        variant_point(net, x, 1, 2, Variant("alpha", 0.0))
     for v in (Variant("alpha", 0.5), Variant("t", 0.5, 1), Variant("t-norm", 0.5, 1)):
         p = variant_point(net, x, 1, 2, v, spectrum_values=True)
         q = variant_point(net, x, 1, 2, v)

@@ -302,10 +302,18 @@ def variant_point(
     1), counted exactly by inertia, with the number of values exactly ``p`` from the structure
     (``n_plateau_exact``; ``None`` where the route does not expose it). With
     ``spectrum_values`` the exact spectrum is computed instead and the counts taken from it.
+
+    Raises:
+        ValueError: for ``alpha = 0`` (no plateau to count around), before any work.
     """
+    p = variant.plateau
+    if p == 0:  # before any work: [0.99 p, 1.01 p] would be the empty band [0, 0]
+        raise ValueError(
+            f"{variant.parameter} = {variant.value}: no skip connection is left, so there is no plateau "
+            "|alpha| to count around; skip_scaling_study gives the spectra of alpha = 0"
+        )
     info, x = _unit_input(net, image, stage, index, dtype)
     J = UnitJacobian(variant_unit(info, variant), x, dtype)
-    p = variant.plateau
     if spectrum_values:
         res = spectrum(J, method="exact", route=_exact_route(J))
         s = res.values.detach().cpu().double()
