@@ -121,6 +121,28 @@ def test_predict_unit_refuses_a_perturbation_of_another_size_or_kind(net, images
     assert proj.predict_unit(op, flat).in_norm == pytest.approx(flat.numel() ** 0.5)
 
 
+def test_predict_unit_refuses_singular_vectors_of_another_unit(net, images):
+    lin = net.linearize(images[0], torch.float64)
+    same = [u for u in net.units if u.stage == 1][:2]  # two units of one shape
+    op_a, op_b = (lin.unit(u.stage, u.index) for u in same)
+    assert op_a.shape == op_b.shape
+    spec_a = proj.right_singular(op_a, None)
+    dx = torch.randn(op_a.in_shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    with pytest.raises(ValueError, match="do not belong to this unit"):
+        proj.predict_unit(op_b, dx, spec_a)
+    # the same unit rebuilt (another operator object, float32 too) is accepted
+    again = net.linearize(images[0], torch.float32).unit(same[0].stage, same[0].index)
+    p = proj.predict_unit(again, dx, spec_a)
+    assert p.eq1 == pytest.approx(float((op_a @ dx).norm()), rel=1e-4)
+    other = [u for u in net.units if math.prod(lin.unit(u.stage, u.index).in_shape) != op_a.shape[1]][0]
+    op_c = lin.unit(other.stage, other.index)
+    dxc = torch.zeros(op_c.in_shape, dtype=torch.float64)
+    with pytest.raises(ValueError, match="V of shape"):
+        proj.predict_unit(op_c, dxc, spec_a)
+    with pytest.raises(TypeError, match="RightSingular"):
+        proj.predict_unit(op_a, dx, spec_a.values)
+
+
 def test_eq1_with_all_vectors_equals_linear_prediction(net, images):
     lin = net.linearize(images[0], torch.float64)
     g = torch.Generator().manual_seed(2)

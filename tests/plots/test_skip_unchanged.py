@@ -73,3 +73,41 @@ def test_a_figure_is_drawn_again_only_when_its_inputs_change(tmp_path, change):
     first[0].unlink()  # a missing file: drawn again
     draw(r2, tmp_path / "fig", title="other")
     assert len(calls) == (4 if change else 3)
+
+
+def test_an_unchanged_figure_of_an_earlier_folder_is_taken_over(tmp_path):
+    from linstab.plots import reuse_unchanged
+
+    calls = []
+
+    @skip_unchanged
+    def draw(data, out):
+        calls.append(1)
+        paths = [out.with_suffix(".png"), out.with_suffix(".svg")]
+        for p in paths:
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text(f"{p.suffix} {len(data)} {len(calls)}")
+        return paths
+
+    prev, cur = tmp_path / "report", tmp_path / ".report-partial"
+    first = draw(rows(), prev / "figures" / "fig")
+    with reuse_unchanged(prev, cur):
+        got = draw(rows(), cur / "figures" / "fig")
+        assert len(calls) == 1  # taken over, not drawn
+        assert got == [cur / "figures" / "fig.png", cur / "figures" / "fig.svg"]
+        assert [p.read_text() for p in got] == [p.read_text() for p in first]
+        assert draw(rows(), cur / "figures" / "fig") == got and len(calls) == 1  # now recorded beside it
+        changed = rows()
+        changed[0]["growth"] = 0.0
+        draw(changed, cur / "figures" / "fig2")  # no earlier figure of that name: drawn
+        assert len(calls) == 2
+        draw(changed, cur / "figures" / "other" / "fig")  # another relative place: drawn
+        assert len(calls) == 3
+        draw(rows(), tmp_path / "elsewhere" / "fig")  # outside the current folder: drawn
+        assert len(calls) == 4
+    for p in first:  # the earlier folder can go; the taken-over files stay
+        p.unlink()
+    assert all(p.is_file() for p in got)
+    with reuse_unchanged(prev, tmp_path / "third"):
+        draw(rows(), tmp_path / "third" / "figures" / "fig")  # the earlier files are gone: drawn
+    assert len(calls) == 5

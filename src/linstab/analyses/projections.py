@@ -35,6 +35,7 @@ class RightSingular:
     method: str
     tail_bound: float
     converged: bool = True
+    _source: object = field(default=None, repr=False, compare=False)
 
 
 def right_singular(op, k: int | None = None, *, seed: int = 0) -> RightSingular:
@@ -82,10 +83,44 @@ def right_singular(op, k: int | None = None, *, seed: int = 0) -> RightSingular:
         values, V = _fallback_right(op, kk, seed=seed)
         conv, method = True, method + "-fallback"
     if exact:
-        return RightSingular(values, V, complete=True, method=method, tail_bound=0.0, converged=conv)
+        return RightSingular(
+            values, V, complete=True, method=method, tail_bound=0.0, converged=conv, _source=op
+        )
     return RightSingular(
-        values, V, complete=False, method=method, tail_bound=float(values[-1]), converged=conv
+        values, V, complete=False, method=method, tail_bound=float(values[-1]), converged=conv, _source=op
     )
+
+
+MATCH_CHECK = 4  # leading pairs re-checked when vectors meet an operator they were not computed for
+MATCH_RTOL = 1e-2  # relative to s_1: loose enough for float32 twins of the same Jacobian
+
+
+def _check_match(op, spectrum: RightSingular) -> None:
+    """Refuse singular vectors that do not belong to ``op``: a wrong input size, or (for vectors
+    computed on another operator object) leading pairs with ``||J v_i||`` away from ``s_i``.
+    """
+    V = spectrum.V
+    n_in = op.shape[1]
+    if V.ndim != 2 or V.shape[0] != n_in or V.shape[1] != spectrum.values.numel():
+        raise ValueError(
+            f"spectrum: expected right singular vectors of this unit, V of shape ({n_in}, m) with m = "
+            f"len(values); got V of shape {tuple(V.shape)} and {spectrum.values.numel()} values "
+            "(vectors of another unit?)"
+        )
+    if spectrum._source is op or V.shape[1] == 0:
+        return
+    c = min(MATCH_CHECK, V.shape[1])
+    Vc = V[:, :c].T.to(op.dtype).reshape(c, *op.in_shape)
+    got = op.matmat_batch(Vc).reshape(c, -1).to(torch.float64).norm(dim=1)
+    want = spectrum.values[:c].to(torch.float64)
+    scale = max(float(want[0]), 1e-300)
+    err = float((got - want).abs().max()) / scale
+    if not math.isfinite(err) or err > MATCH_RTOL:
+        raise ValueError(
+            "spectrum: the singular vectors do not belong to this unit's Jacobian (max | ||J v_i|| - s_i "
+            f"| / s_1 = {err:.2e} over the top {c}, tolerance {MATCH_RTOL:g}); compute them with "
+            "right_singular(op) of the same unit at the same image"
+        )
 
 
 def _right_singular(op, k: int | None, *, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, bool]:
@@ -178,7 +213,9 @@ def predict_unit(op, dx: torch.Tensor, spectrum: RightSingular | None = None) ->
 
     Raises:
         TypeError: ``dx`` not a floating-point tensor.
-        ValueError: ``dx`` with another number of entries than the unit's input.
+        ValueError: ``dx`` with another number of entries than the unit's input, or a
+            ``spectrum`` that is not of ``op`` (wrong size, or its leading pairs do not satisfy
+            ``||J v_i|| = s_i``).
     """
     if not isinstance(dx, torch.Tensor) or not dx.is_floating_point():
         got = f"a {dx.dtype} tensor" if isinstance(dx, torch.Tensor) else type(dx).__name__
@@ -188,6 +225,11 @@ def predict_unit(op, dx: torch.Tensor, spectrum: RightSingular | None = None) ->
             f"dx must have the unit's input shape {tuple(op.in_shape)} ({math.prod(op.in_shape)} "
             f"entries); got shape {tuple(dx.shape)}"
         )
+    if spectrum is not None:
+        if not isinstance(spectrum, RightSingular):
+            got = type(spectrum).__name__
+            raise TypeError(f"spectrum: expected a RightSingular (from right_singular), got {got}")
+        _check_match(op, spectrum)
     dx = dx.reshape(op.in_shape)
     jdx = op @ dx.to(op.dtype)
     v = dx.reshape(-1).to(torch.float64)

@@ -4,18 +4,22 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import hashlib
 import inspect
 import json
+import os
 import pickle
-from collections.abc import Callable
+import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .._version import __version__
 from ..io.profile import timed
 
-__all__ = ["figure_file", "save_figure", "skip_unchanged"]
+__all__ = ["figure_file", "reuse_unchanged", "save_figure", "skip_unchanged"]
 
 
 def _feed(h, obj) -> None:
@@ -90,13 +94,92 @@ def _numbers(seq):
     return a.astype(np.float64, copy=False)
 
 
+_REUSE: contextvars.ContextVar[tuple[Path, Path] | None] = contextvars.ContextVar(
+    "linstab_reuse", default=None
+)
+
+
+@contextlib.contextmanager
+def reuse_unchanged(previous: str | Path, current: str | Path) -> Iterator[None]:
+    """Within this block, a figure that :func:`skip_unchanged` would draw under ``current`` is
+    taken from the same relative place under ``previous`` when the figure there was drawn from
+    the same arguments (its files are hard-linked, or copied across file systems, instead of
+    drawn again). Used when a report is built in a fresh folder that replaces an earlier one.
+
+    Args:
+        previous: the folder of an earlier run (need not exist).
+        current: the folder being written.
+    """
+    token = _REUSE.set((Path(os.path.abspath(previous)), Path(os.path.abspath(current))))
+    try:
+        yield
+    finally:
+        _REUSE.reset(token)
+
+
+def _sidecar(stem: Path) -> Path:
+    return stem.parent / f".{stem.name}.figkey.json"
+
+
+def _recorded(side: Path, key: str) -> list[Path] | None:
+    """The figure files that ``side`` records for ``key`` (beside it), if they all exist."""
+    try:
+        old = json.loads(side.read_text())
+        if old["key"] != key:
+            return None
+        paths = [side.parent / Path(p).name for p in old["paths"]]  # names; older sidecars: full paths
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return paths if paths and all(p.is_file() for p in paths) else None
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if dst.exists() or dst.is_symlink():
+        dst.unlink()
+    try:
+        os.link(src, dst)
+    except OSError:  # another file system, or links not allowed
+        shutil.copy2(src, dst)
+
+
+def _reused(stem: Path, key: str) -> list[Path] | None:
+    """The files of an unchanged figure of the earlier run (:func:`reuse_unchanged`), placed
+    beside ``stem``; ``None`` when there is none.
+    """
+    where = _REUSE.get()
+    if where is None:
+        return None
+    previous, current = where
+    try:
+        rel = Path(os.path.abspath(stem)).relative_to(current)
+    except ValueError:
+        return None
+    old = _recorded(_sidecar(previous / rel), key)
+    if old is None:
+        return None
+    try:
+        new = [stem.parent / p.name for p in old]
+        for src, dst in zip(old, new, strict=True):
+            _link_or_copy(src, dst)
+    except OSError:
+        return None
+    return new
+
+
+def _record(side: Path, key: str, paths) -> None:
+    side.write_text(json.dumps({"key": key, "paths": [Path(p).name for p in paths]}))
+
+
 def skip_unchanged(fn: Callable) -> Callable:
     """Decorator for plot functions with an ``out`` argument: when the files a previous call
     wrote for the same ``out`` still exist and every other argument is the same (SHA-256 of
     their pickle, with the function, linstab and matplotlib versions), return their paths
     without drawing again (values equal as float64 count as the same, so results read back from
     the cache match freshly computed ones). A hidden ``.<name>.figkey.json`` beside the figure
-    records the key and the paths. Arguments that cannot be hashed (:func:`_feed`) always draw.
+    records the key and the file names. Inside :func:`reuse_unchanged`, an unchanged figure of
+    the earlier folder is taken over instead of drawn. Arguments that cannot be hashed
+    (:func:`_feed`) always draw.
     """
     sig = inspect.signature(fn)
     if "out" not in sig.parameters:
@@ -108,7 +191,7 @@ def skip_unchanged(fn: Callable) -> Callable:
         bound.apply_defaults()
         out = Path(bound.arguments["out"])
         stem = out.with_suffix("") if out.suffix.lower() in (".png", ".svg", ".pdf") else out
-        side = stem.parent / f".{stem.name}.figkey.json"
+        side = _sidecar(stem)
         try:
             import matplotlib
 
@@ -118,15 +201,14 @@ def skip_unchanged(fn: Callable) -> Callable:
             key = h.hexdigest()
         except (pickle.PicklingError, TypeError, AttributeError):
             return fn(*args, **kwargs)
-        try:
-            old = json.loads(side.read_text())
-            if old["key"] == key and all(Path(p).is_file() for p in old["paths"]):
-                return [Path(p) for p in old["paths"]]
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
-        paths = fn(*args, **kwargs)
-        side.write_text(json.dumps({"key": key, "paths": [str(p) for p in paths]}))
-        return paths
+        paths = _recorded(side, key)
+        if paths is not None:
+            return paths
+        paths = _reused(stem, key)
+        if paths is None:
+            paths = fn(*args, **kwargs)
+        _record(side, key, paths)
+        return [Path(p) for p in paths]
 
     return inner
 

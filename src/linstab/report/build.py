@@ -20,6 +20,7 @@ from ..models.device import resolve_device
 from ..models.registry import REGISTRY, SHORTCUT_REFERENCE
 from ..models.weights import find_local_weights
 from ..network.loading import load_model
+from ..plots import reuse_unchanged
 from .ablations import section_ablations
 from .context import FINDING_FIELDS, SECTIONS, ReportConfig, ReportContext, Section
 from .dynamics import dynamics_items, section_dynamics
@@ -280,7 +281,8 @@ def build_report(
     stage = staging_dir(out)
     clean_stale_stages(out)
     try:
-        index = _build(replace(cfg, out=stage), sections, nets, sel, reference, reference_note, t_start)
+        with reuse_unchanged(out, stage):  # an unchanged figure of the report in out is not drawn again
+            index = _build(replace(cfg, out=stage), sections, nets, sel, reference, reference_note, t_start)
         publish(stage, out)
     finally:
         if stage.exists():  # a failed run: the earlier report in out stays as it was
