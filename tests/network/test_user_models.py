@@ -378,3 +378,217 @@ def test_batch_norm_without_running_statistics_is_refused():
                           nn.Linear(4, 10)).eval()  # fmt: skip
     with pytest.raises(ValueError, match=r"without running statistics \(1;.*InstanceNorm2d"):
         linstab.Network(model, input_shape=(3, 8, 8))
+
+
+def test_a_pre_hook_that_changes_a_units_input_is_part_of_the_unit():
+    """linstab's pre-hook ran after the user's: a unit whose pre-hook halves its input was recorded
+    at the halved input, so its Jacobian was taken at the wrong point (relative error 1.9, the
+    hook applied twice) and ``lin.stage(1)`` refused the 'unchained' units."""
+    model = _tv_net(0)
+    model.layer1[1].register_forward_pre_hook(lambda _m, args: (0.5 * args[0],))
+    net = linstab.Network(model, input_shape=(3, 8, 8))
+    lin = net.linearize(tiny_image(1), dtype=F64)
+    assert torch.equal(lin.inputs[1], lin.outputs[0])  # what the caller passed
+    assert net.unit(1, 2).canonical is None  # the hook is no conv + BN: autodiff
+    for i, u in enumerate(net.units):
+        D = lin.unit(u.stage, u.index).materialize()
+        assert _rel(D, dense_jacobian(u.module, lin.inputs[i][0])) < 1e-12, u.address
+    J = dense_jacobian(net.units[1].module, lin.inputs[1][0]) @ dense_jacobian(
+        net.units[0].module, lin.inputs[0][0]
+    )
+    assert _rel(lin.stage(1).materialize(), J) < 1e-12
+
+
+class _WSConv2d(nn.Conv2d):
+    """A weight-standardized convolution (BiT ResNets): its forward does not use ``weight`` as is."""
+
+    def forward(self, x):
+        w = self.weight
+        w = (w - w.mean((1, 2, 3), keepdim=True)) / (w.std((1, 2, 3), keepdim=True) + 1e-5)
+        return F.conv2d(x, w, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+
+def test_hooked_layers_and_layer_subclasses_of_a_recognized_block_get_autodiff_jacobians():
+    """The twin of a torchvision-style block ran its copied layers' forward passes (hooks and
+    subclass forwards included) and matched the module, but the closed form reads the layers'
+    weights: ``lin.unit`` raised 'closed form ... does not reproduce the module' for a forward
+    hook on a conv, a pre-hook on a conv, a hook on a batch norm and a weight-standardized conv."""
+    model = _tv_net(0)
+    model.layer1[0].conv2.register_forward_hook(lambda _m, _a, out: 0.5 * out)
+    model.layer1[1].conv1.register_forward_pre_hook(lambda _m, args: (2.0 * args[0],))
+    model.layer2[0].bn1.register_forward_hook(lambda _m, _a, out: out + 0.3)
+    ws = _WSConv2d(8, 8, 3, 1, 1, bias=False)
+    ws.weight.data.copy_(model.layer2[1].conv1.weight)
+    model.layer2[1].conv1 = ws
+    net = linstab.Network(model.eval(), input_shape=(3, 8, 8))
+    assert [u.canonical for u in net.units] == [None] * 4
+    assert [u.shortcut for u in net.units] == ["identity", "identity", "conv-bn", "identity"]
+    _assert_units_exact(net, tiny_image(1), closed=False)
+    # a hook that leaves the output alone keeps the closed form
+    model = _tv_net(0)
+    seen = []
+    model.layer1[0].conv1.register_forward_hook(lambda _m, _a, out: seen.append(out.shape))
+    net = linstab.Network(model, input_shape=(3, 8, 8))
+    _assert_units_exact(net, tiny_image(1), closed=True)
+
+
+class _CVBlock(nn.Module):
+    """pytorchcv's ``conv``/``bn``/``activ`` block."""
+
+    def __init__(self, cin: int, cout: int, k: int, stride: int, act: nn.Module | None) -> None:
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(cin, cout, k, stride, k // 2, bias=False), nn.BatchNorm2d(cout)
+        if act is not None:
+            self.activ = act
+
+    def forward(self, x):
+        x = self.bn(self.conv(x))
+        return self.activ(x) if hasattr(self, "activ") else x
+
+
+class _CVUnit(nn.Module):
+    """A pytorchcv-style ``ResUnit`` (``body.conv1``, ``body.conv2``, ``identity_conv``, ``activ``)."""
+
+    def __init__(self, cin: int, cout: int, stride: int, act) -> None:
+        super().__init__()
+        self.resize_identity = cin != cout or stride != 1
+        self.body = nn.Sequential()
+        self.body.add_module("conv1", _CVBlock(cin, cout, 3, stride, act()))
+        self.body.add_module("conv2", _CVBlock(cout, cout, 3, 1, None))
+        if self.resize_identity:
+            self.identity_conv = _CVBlock(cin, cout, 1, stride, None)
+        self.activ = act()
+
+    def forward(self, x):
+        identity = self.identity_conv(x) if self.resize_identity else x
+        return self.activ(self.body(x) + identity)
+
+
+class _CVNet(nn.Module):
+    def __init__(self, act) -> None:
+        super().__init__()
+        self.stem = _Stem()
+        self.stage1 = nn.Sequential(_CVUnit(4, 4, 1, act), _CVUnit(4, 8, 2, act))
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        return self.fc(self.stage1(self.stem(x)).mean((2, 3)))
+
+
+@pytest.mark.parametrize(
+    "act",
+    [lambda: nn.LeakyReLU(0.1, inplace=True), lambda: nn.SiLU(inplace=True), lambda: nn.ELU(inplace=True)],
+)
+def test_in_place_activations_of_a_pytorchcv_style_unit_keep_exact_closed_forms(act):
+    """The closed form's copies kept ``inplace=True`` for activations other than ReLU: the
+    derivative's jvp overwrote the pre-activations and the activation was applied twice, so
+    ``lin.unit`` raised 'closed form ... does not reproduce the module'."""
+    torch.manual_seed(0)
+    model = randomize_bn(_CVNet(act), 0).eval()
+    net = linstab.Network(model, input_shape=(3, 8, 8))
+    assert [u.shortcut for u in net.units] == ["identity", "conv-bn"]
+    _assert_units_exact(net, tiny_image(1), closed=True)
+    assert model.stage1[0].activ.inplace and model.stage1[0].body.conv1.activ.inplace  # the user's
+
+
+class _NoisyBlock(TVBasicBlock):
+    def forward(self, x):
+        out = F.dropout(self.relu(self.bn1(self.conv1(x))), 0.3)  # training=True by default: also in eval
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + (x if self.downsample is None else self.downsample(x)))
+
+
+def test_a_forward_pass_that_is_random_in_eval_mode_is_refused():
+    """``F.dropout(x, p)`` drops also in eval mode: each linearization was that of another random
+    map (relative error 1 against the Jacobian of a second pass), accepted silently."""
+    torch.manual_seed(0)
+    model = randomize_bn(TVResNet(_NoisyBlock, (2,), (4,)), 0).eval()
+    state = copy.deepcopy(model.state_dict())
+    with pytest.raises(
+        ValueError, match=r"TVResNet is not deterministic in eval mode.*training=self\.training"
+    ):
+        linstab.Network(model, input_shape=(3, 8, 8))
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
+    assert not model.training
+
+
+def test_weights_edited_through_data_are_caught_by_the_output_check():
+    """``param.data`` edits leave no trace in the version counters. After ``net.linearize()`` an
+    autodiff operator combined the new weights with the old activations, silently; between
+    building the network and linearizing, ``lin.unit`` (method 'auto') raised a RuntimeError from
+    the stale closed form instead of using the exact autodiff Jacobian."""
+    model = _tv_net(0)
+    net = linstab.Network(model, input_shape=(3, 8, 8))
+    lin = net.linearize(tiny_image(1), dtype=F64)
+    before = dense_jacobian(model.layer1[0], lin.inputs[0][0])
+    model.layer1[0].conv1.weight.data.mul_(2.0)
+    with pytest.raises(
+        ValueError, match=r"unit 1\.1 \(TVBasicBlock\): the module.*does not reproduce.*param\.data"
+    ):
+        lin.unit(1, 1, "autodiff")
+    # the closed form is the twin's snapshot: the Jacobian at the linearization point, old weights
+    assert _rel(lin.unit(1, 1, "closed").materialize(), before) < 1e-12
+    # edited before linearizing: the twin is stale, the module's own Jacobian is used
+    lin = net.linearize(tiny_image(1), dtype=F64)
+    after = dense_jacobian(model.layer1[0], lin.inputs[0][0])
+    assert _rel(lin.unit(1, 1).materialize(), after) < 1e-12 and _rel(after, before) > 0.1
+    with pytest.raises(ValueError, match=r"unit 1\.1.*closed form.*does not reproduce.*method='autodiff'"):
+        lin.unit(1, 1, "closed")
+
+
+class _NoFinalActBlock(TVBasicBlock):
+    """A torchvision-style block without the activation after the sum."""
+
+    def forward(self, x):
+        out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
+        return out + (x if self.downsample is None else self.downsample(x))
+
+
+def test_auto_falls_back_to_autodiff_where_a_twin_matched_only_at_discovery():
+    """A block without a final ReLU matched its ReLU twin at the discovery image (all sums
+    positive); at an image where sums are negative ``lin.unit`` (method 'auto') raised a
+    RuntimeError instead of giving the autodiff Jacobian."""
+
+    class Shifted(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Conv2d(3, 4, 1)
+            self.layer1 = nn.Sequential(_NoFinalActBlock(4, 4))
+            self.fc = nn.Linear(4, 10)
+
+        def forward(self, x):
+            return self.fc(self.layer1(self.stem(x)).mean((2, 3)))
+
+    torch.manual_seed(0)
+    model = randomize_bn(Shifted(), 0).eval()
+    with torch.no_grad():
+        model.stem.weight.fill_(10.0)  # 10 * (r + g + b) - 1: positive at the discovery image
+        model.stem.bias.fill_(-1.0)
+        model.layer1[0].bn2.weight.mul_(1e-3)
+        model.layer1[0].bn2.bias.zero_()
+    net = linstab.Network(model, input_shape=(3, 8, 8))
+    assert net.unit(1, 1).canonical is not None  # the twin matched where the network was built
+    lin = net.linearize(torch.zeros(3, 8, 8), dtype=F64)  # block input -1: every sum negative
+    D = lin.unit(1, 1).materialize()
+    assert _rel(D, dense_jacobian(model.layer1[0], lin.inputs[0][0])) < 1e-12
+    with pytest.raises(ValueError, match=r"closed form.*does not reproduce.*method='autodiff'"):
+        lin.unit(1, 1, "closed")
+
+
+def test_uninitialized_lazy_layers_are_refused_and_left_uninitialized():
+    class Lazy(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem, self.layer1, self.fc = (
+                nn.LazyConv2d(4, 3, 1, 1),
+                nn.Sequential(TVBasicBlock(4, 4)),
+                nn.Linear(4, 10),
+            )
+
+        def forward(self, x):
+            return self.fc(self.layer1(F.relu(self.stem(x))).mean((2, 3)))
+
+    model = Lazy().eval()
+    with pytest.raises(ValueError, match=r"uninitialized lazy parameters \(stem\.weight.*run it once"):
+        linstab.Network(model, input_shape=(3, 8, 8))
+    assert isinstance(model.stem.weight, nn.parameter.UninitializedParameter)

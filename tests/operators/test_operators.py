@@ -322,3 +322,64 @@ def test_operators_of_other_dtypes_or_non_tensor_matrices_are_refused():
     with pytest.raises(TypeError, match="expected a torch.Tensor, got ndarray"):
         DenseOperator(np.ones((3, 2)))
     assert DenseOperator(torch.ones(3, 2, dtype=torch.float32)).dtype == torch.float32
+
+
+@pytest.mark.parametrize("act", [torch.nn.LeakyReLU, torch.nn.SiLU, torch.nn.ELU])
+def test_closed_form_of_a_unit_with_in_place_activations(act):
+    """A ``ResidualUnit`` with ``act(inplace=True)`` (other than ReLU) had the derivative's jvp
+    overwrite its pre-activations and the activation applied twice: the closed form's output and
+    Jacobian were wrong."""
+    from factories import make_unit_module
+
+    from linstab.operators import UnitJacobian
+
+    unit, x = make_unit_module(act=lambda: act(inplace=True))
+    reference, _ = make_unit_module(act=act)
+    J = UnitJacobian(unit, x, torch.float64)
+    with torch.no_grad():
+        assert torch.allclose(J.output, reference(x)[0], atol=1e-13)
+        assert torch.allclose(
+            J.blocks[0].preactivation, reference.body.conv1.bn(reference.body.conv1.conv(x))[0]
+        )
+    assert rel(J.materialize(), dense_jacobian(reference, x[0])) < RTOL
+
+
+class _OldStyleSwish(torch.autograd.Function):
+    """An ``autograd.Function`` without ``setup_context`` (memory-efficient Swish, EfficientNet ports)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x * torch.sigmoid(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        s = torch.sigmoid(x)
+        return g * s * (1 + x * (1 - s))
+
+
+class _SwishConv(torch.nn.Module):
+    def __init__(self, checkpoint: bool = False) -> None:
+        super().__init__()
+        self.conv, self.checkpoint = torch.nn.Conv2d(2, 2, 3, padding=1), checkpoint
+
+    def forward(self, x):
+        if self.checkpoint:
+            from torch.utils.checkpoint import checkpoint
+
+            return x + checkpoint(self.conv, x, use_reentrant=False)
+        return x + _OldStyleSwish.apply(self.conv(x))
+
+
+@pytest.mark.parametrize("checkpoint", [False, True])
+def test_autodiff_refuses_forward_passes_torch_func_cannot_differentiate(checkpoint):
+    """An old-style ``autograd.Function`` or ``torch.utils.checkpoint`` in a unit raised torch's
+    RuntimeError from deep inside ``torch.func``, naming neither the unit nor a remedy."""
+    module = _SwishConv(checkpoint).eval()
+    x = torch.rand(2, 5, 5, dtype=torch.float64)
+    with pytest.raises(
+        ValueError, match=r"unit 9\.9: torch\.func cannot differentiate.*RuntimeError"
+    ) as info:
+        AutodiffJacobian(module, x, torch.float64, label="unit 9.9")
+    assert isinstance(info.value.__cause__, RuntimeError)

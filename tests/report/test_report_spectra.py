@@ -112,9 +112,31 @@ def test_units_above_exact_max_get_estimates_with_intervals(tmp_path):
     # the ablation unit (3.2, 64 values) above the limit: left out with the reason
     cfg2 = replace(cfg, out=tmp_path / "out2", exact_max=32)
     index2 = build_report(cfg2, ("ablations",), nets=[net])
-    assert "are left out" in index2.read_text()
+    assert "Ablations left out: unit 3.2 has 64 values" in index2.read_text()
+    (f,) = read_findings(index2.parent / "data" / "findings.csv")
+    assert f["verdict"] == "not testable" and "raise --exact-max" in f["why"], f
     with pytest.raises(ValueError, match="exact_max"):
         replace(cfg, exact_max=0)
+
+
+def test_quick_leaves_out_ablations_of_a_unit_above_its_band_count_limit(tmp_path, monkeypatch):
+    """Quick mode counts bands only up to 2 * QUICK_EXACT_MAX values; an ablation unit above that
+    (a shallow network whose only regular unit is in stage 1) is left out with the reason, and the
+    image-dependence finding says why it is not testable, instead of exact spectra per variant."""
+    import linstab.report.context as C
+
+    monkeypatch.setattr(C, "QUICK_EXACT_MAX", 16)  # limit 32 values; the ablation unit 3.2 has 64
+    net = make_net("option-B", seed=2)
+    small = tmp_path / "images.npy"
+    np.save(small, torch.stack([tiny_image(s) for s in range(3)]).numpy())
+    cfg = ReportConfig(models=[], images=str(small), quick=True, out=tmp_path / "out",
+                       cache_dir=tmp_path / "c", progress=False, workers=1)  # fmt: skip
+    assert cfg.whole_spectrum_max == 32 and replace(cfg, quick=False).whole_spectrum_max == cfg.exact_max
+    index = build_report(cfg, ("ablations",), nets=[net])
+    assert "Ablations left out: unit 3.2 has 64 values, more than the 32" in index.read_text()
+    (f,) = read_findings(index.parent / "data" / "findings.csv")
+    assert f["verdict"] == "not testable" and "run without --quick" in f["why"], f
+    assert not list((index.parent / "figures").rglob("figure5*"))
 
 
 def test_shortcut_reference_shows_its_downsampling_units_and_gets_the_finding(tmp_path):

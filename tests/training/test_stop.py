@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import threading
 
@@ -17,9 +16,11 @@ main_thread_only = pytest.mark.skipif(
 
 
 def _deliver(sig: signal.Signals) -> None:
-    """Send ``sig`` to this process; Python runs the handler before the next bytecode here."""
-    os.kill(os.getpid(), sig)
-    for _ in range(1000):  # a few bytecodes, in case delivery is late
+    """Raise ``sig`` in this thread (``raise()``: delivered before it returns, where ``os.kill``
+    of the process could land in another thread that a loaded machine runs only later, and the
+    handler ran after the test had looked); Python runs its handler before the next bytecodes."""
+    signal.raise_signal(sig)
+    for _ in range(1000):
         pass
 
 

@@ -74,9 +74,15 @@ def _copy_layer(layer: nn.Module) -> nn.Module:
 
 
 def _copy_activation(act: nn.Module) -> nn.Module:
+    """A copy of an activation that never works in place (``nn.LeakyReLU(inplace=True)``,
+    ``nn.SiLU(inplace=True)``, ...): the closed form applies it to pre-activations it keeps.
+    """
     if isinstance(act, nn.ReLU):
         return nn.ReLU()  # never in-place in linstab's copies
-    return copy.deepcopy(act)
+    new = copy.deepcopy(act)
+    if getattr(new, "inplace", False) is True:
+        new.inplace = False
+    return new
 
 
 def _is_pytorchcv_like(m: nn.Module) -> bool:

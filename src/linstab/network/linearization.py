@@ -36,6 +36,7 @@ class Linearization:
         self.outputs = outputs
         self.logits = logits
         self._cache: dict[tuple[int, str], LinearOperator] = {}
+        self._closed_missed: set[int] = set()  # units whose closed form missed the recorded output
         self._probe = network._state_probe()  # the model's state at the linearization point
 
     def _check_state(self) -> None:
@@ -50,19 +51,54 @@ class Linearization:
                 "old weights; linearize again"
             )
 
+    def _output_error(self, op: LinearOperator, i: int) -> str | None:
+        """``None`` when the operator's map, run at unit ``i``'s recorded input, gives the output
+        recorded at ``net.linearize()`` (to round-off in the operator's dtype); otherwise the size
+        of the difference, for a message.
+        """
+        ref = self.outputs[i][0].to(self.dtype)
+        out = op.output
+        if out.shape != ref.shape:
+            return f"output shape {tuple(out.shape)} instead of {tuple(ref.shape)}"
+        scale = float(ref.abs().max()) or 1.0
+        err = float((out - ref).abs().max())
+        tol = (1e-10 if self.dtype == torch.float64 else 1e-4) * scale
+        return None if err <= tol else f"max abs error {err:.3g}"
+
+    def _not_reproduced(self, i: int, what: str, err: str, hint: str = "") -> ValueError:
+        info = self.net.units[i]
+        return ValueError(
+            f"unit {info.address} ({type(info.module).__name__}): {what}, run at the unit's input, does "
+            f"not reproduce the output recorded by net.linearize() ({err}): the model's weights changed "
+            "since (also through param.data, which leaves no trace), or its forward pass is random; "
+            f"linearize again after a change{hint}"
+        )
+
     def _index(self, stage: int, index: int) -> int:
         info = self.net.unit(stage, index)
         return self.net.units.index(info)
 
     def unit(self, stage: int, index: int, method: str | None = None) -> LinearOperator:
-        """The Jacobian of unit ``stage.index`` (1-based) at this image."""
+        """The Jacobian of unit ``stage.index`` (1-based) at this image.
+
+        Every operator is checked, when built, to reproduce the unit's output recorded at
+        ``net.linearize()``. With ``"auto"``, a unit whose closed form does not reproduce it (its
+        twin matched the module where the network was built, but not at this image) gets the
+        autodiff Jacobian.
+
+        Raises:
+            ValueError: an unknown method, ``"closed"`` for a unit without a closed form, or an
+                operator that does not reproduce the recorded output (weights changed since the
+                linearization, a random forward pass).
+        """
         method = method or self.method
         if method not in JACOBIAN_METHODS:
             raise ValueError(f"method must be one of {JACOBIAN_METHODS}, got {method!r}")
         i = self._index(stage, index)
         info = self.net.units[i]
-        if method == "auto":
-            method = "closed" if info.canonical is not None else "autodiff"
+        auto = method == "auto"
+        if auto:
+            method = "closed" if info.canonical is not None and i not in self._closed_missed else "autodiff"
         key = (i, method)
         if key not in self._cache:
             self._check_state()
@@ -73,19 +109,24 @@ class Linearization:
                         "use method='autodiff'"
                     )
                 op = UnitJacobian(info.canonical, self.inputs[i], self.dtype, label=info.address)
-                ref = self.outputs[i][0].to(self.dtype)
-                scale = float(ref.abs().max()) or 1.0
-                err = float((op.output - ref).abs().max())
-                tol = (1e-10 if self.dtype == torch.float64 else 1e-4) * scale
-                if err > tol:
-                    raise RuntimeError(
-                        f"closed form of unit {info.address} does not reproduce the module "
-                        f"(max abs error {err:.3g}): if the model's weights changed after "
-                        "net.linearize(), linearize again; otherwise use method='autodiff'"
+                err = self._output_error(op, i)
+                if err is not None and auto:
+                    self._closed_missed.add(i)
+                    return self.unit(stage, index, "autodiff")
+                if err is not None:
+                    raise self._not_reproduced(
+                        i,
+                        "its closed form",
+                        err,
+                        "; otherwise use method='autodiff' (the closed form's "
+                        "twin does not reproduce this module at this image)",
                     )
             else:
                 self.net.check_eval()  # autodiff runs the user's module: it must still be in eval mode
                 op = AutodiffJacobian(info.module, self.inputs[i], self.dtype, label=info.address)
+                err = self._output_error(op, i)
+                if err is not None:
+                    raise self._not_reproduced(i, "the module", err)
             self._cache[key] = op
         return self._cache[key]
 

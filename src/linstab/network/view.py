@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.parameter import is_lazy
 
 from .. import models as _models
 from ..data.images import check_images
@@ -125,9 +126,10 @@ def _check_eval(model: nn.Module) -> None:
 def _closed_form_twin(m: nn.Module, xi: torch.Tensor, yi: torch.Tensor) -> tuple[nn.Module | None, str]:
     """The unit's :class:`~linstab.models.ResidualUnit` twin for the closed-form Jacobian and
     its shortcut kind. The twin is ``None`` (autodiff only) when the form is not recognized,
-    the twin does not reproduce the module's output at ``xi`` (in the twin's dtype), or a layer
-    has no closed form (GroupNorm, batch norm without running statistics, ...); the shortcut
-    kind is ``"unknown"`` unless a twin reproduced the module.
+    the twin or its closed form does not reproduce the module's output at ``xi`` (in float64:
+    hooks on its layers, layer subclasses with their own forward), or a layer has no closed form
+    (GroupNorm, batch norm without running statistics, ...); the shortcut kind is ``"unknown"``
+    unless a twin reproduced the module.
     """
     in_shape, out_shape = tuple(xi.shape[1:]), tuple(yi.shape[1:])
     shortcut = "unknown"
@@ -148,7 +150,17 @@ def _closed_form_twin(m: nn.Module, xi: torch.Tensor, yi: torch.Tensor) -> tuple
                 if not float((y - ref).abs().max()) <= 1e-5 * scale:
                     return None, shortcut
             shortcut = canon.shortcut_kind
-            UnitJacobian(canon, xi, xi.dtype)
+            # the closed form reads the layers' weights and skips their forward passes (and their
+            # hooks): it must reproduce the module too, or a forward hook on a conv, a pre-hook,
+            # or a Conv2d/BatchNorm2d subclass with its own forward (weight standardization)
+            # would be linearized as the plain layer
+            out = UnitJacobian(canon, xi, torch.float64).output
+            ref = yi[0].double()
+            if out.shape != ref.shape:
+                return None, shortcut
+            scale = max(1.0, float(ref.abs().max()))
+            if not float((out - ref).abs().max()) <= 1e-5 * scale:
+                return None, shortcut
     except (NotImplementedError, RuntimeError, AttributeError, TypeError, ValueError):
         # e.g. a pre-activation block with conv1/bn1/conv2/bn2 names whose bn1 has the input's
         # channels, or a norm layer the closed form does not cover
@@ -220,6 +232,15 @@ class Network:
         while isinstance(model, nn.DataParallel | nn.parallel.DistributedDataParallel) or _is_compiled(model):
             model = model._orig_mod if _is_compiled(model) else model.module
         _check_eval(model)
+        lazy = [n for n, t in model.state_dict(keep_vars=True).items() if is_lazy(t)]
+        if lazy:
+            # linstab's first forward pass would initialize them (changing the user's model), and
+            # the checks of the weights before it cannot read them
+            raise ValueError(
+                f"the model has uninitialized lazy parameters ({', '.join(lazy[:3])}; nn.LazyConv2d, "
+                "nn.LazyLinear, ...): run it once on a batch of its inputs, e.g. model(torch.zeros(1, C, H, "
+                "W)), before passing it to linstab"
+            )
         meta = [n for n, t in model.state_dict(keep_vars=True).items() if t.device.type == "meta"]
         if meta:
             raise ValueError(
@@ -334,6 +355,7 @@ class Network:
                 "logits as one tensor (N, classes): wrap the model in a module whose forward returns "
                 "that tensor (e.g. its first output)"
             )
+        self._check_deterministic(x)
         skipped = [name for i, (name, _) in enumerate(found) if i not in order]
         if skipped:
             warnings.warn(
@@ -402,6 +424,48 @@ class Network:
             t = next((b for b in self.module.buffers() if b.is_floating_point()), None)
         return (t.device, t.dtype) if t is not None else (torch.device("cpu"), torch.float32)
 
+    def _forward(self, x: torch.Tensor, dtype: torch.dtype):
+        """The model's output on ``x`` in ``dtype`` (its state cast for a functional call where
+        the model's own dtype differs), without gradients.
+        """
+        with torch.no_grad():
+            if dtype == torch.float32 and all(p.dtype == torch.float32 for p in self.module.parameters()):
+                return self.module(x.to(dtype))
+            state = cast_state(self.module, dtype)
+            with kept_tensor_attributes(self.module):
+                return torch.func.functional_call(self.module, state, (x.to(dtype),))
+
+    def _check_deterministic(self, x: torch.Tensor) -> None:
+        """Refuse a model whose output on one input changes from one call to the next (dropout
+        called as ``F.dropout(x, p)``, whose ``training`` defaults to True also in eval mode, or
+        noise added in ``forward``): each linearization would be that of another random map.
+
+        Raises:
+            ValueError: the logits of a second pass on ``x`` differ from the first's.
+        """
+        first = self._last_logits
+        again = self._forward(x, torch.float32)
+        if not isinstance(again, torch.Tensor) or again.shape != first.shape:
+            return  # refused by the caller (not one tensor of logits)
+        # non-finite logits (refused later, by name) must only sit at the same places
+        fin = first.isfinite()
+        if torch.equal(fin, again.isfinite()) and torch.equal(
+            first[~fin].nan_to_num(), again[~fin].nan_to_num()
+        ):
+            a, b = first[fin], again[fin]
+            scale = max(1.0, float(a.abs().max())) if a.numel() else 1.0
+            diff = float((b - a).abs().max()) if a.numel() else 0.0
+        else:
+            scale, diff = 1.0, float("inf")
+        if not diff <= 1e-4 * scale:  # device round-off (atomics) stays far below
+            raise ValueError(
+                f"{type(self.model).__name__} is not deterministic in eval mode: two forward passes on "
+                f"the same image give logits {diff:.3g} apart, so its Jacobians would be those of one "
+                "random draw. Remove the randomness from forward: call dropout as "
+                "F.dropout(x, p, training=self.training) or use nn.Dropout modules, and add no noise "
+                "in eval mode"
+            )
+
     def _trace(
         self,
         mods: list[nn.Module],
@@ -462,16 +526,12 @@ class Network:
                 elif i not in outs:
                     outs[i] = record(out)
 
-            handles.append(m.register_forward_pre_hook(pre, with_kwargs=True))
+            # first of the pre-hooks: the unit's input is what its caller passed, before any
+            # hook of the user's changes it (the unit's map, module(x), includes those hooks)
+            handles.append(m.register_forward_pre_hook(pre, with_kwargs=True, prepend=True))
             handles.append(m.register_forward_hook(post))
         try:
-            with torch.no_grad():
-                if dtype == torch.float32 and all(p.dtype == torch.float32 for p in self.module.parameters()):
-                    logits = self.module(x.to(dtype))
-                else:
-                    state = cast_state(self.module, dtype)
-                    with kept_tensor_attributes(self.module):
-                        logits = torch.func.functional_call(self.module, state, (x.to(dtype),))
+            logits = self._forward(x, dtype)
         finally:
             for h in handles:
                 h.remove()

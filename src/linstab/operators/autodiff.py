@@ -32,7 +32,10 @@ class AutodiffJacobian(LinearOperator):
         in_shape: the shape of one input, when ``x``'s shape alone leaves it ambiguous.
 
     Raises:
-        ValueError: ``x`` is neither ``in_shape`` nor ``(1, *in_shape)``.
+        ValueError: ``x`` is neither ``in_shape`` nor ``(1, *in_shape)``, or ``torch.func`` cannot
+            differentiate the module's forward pass (an in-place change of a tensor autograd needs,
+            ``torch.utils.checkpoint``, an ``autograd.Function`` without ``setup_context``); the
+            message names the module and torch's error.
     """
 
     def __init__(
@@ -60,19 +63,29 @@ class AutodiffJacobian(LinearOperator):
             with kept_tensor_attributes(module):  # e.g. a pruned conv's ``weight``, set by a hook
                 return torch.func.functional_call(module, state, (z.unsqueeze(0).clone(),))[0]
 
-        self.output, vjp_fn = torch.func.vjp(f, x)
-        self._vjp = lambda w: vjp_fn(w)[0]
-        try:  # runs the backward once
-            _, jvp_fn = torch.func.vjp(self._vjp, torch.zeros_like(self.output))
+        name = label or type(module).__name__
+        try:
+            self.output, vjp_fn = torch.func.vjp(f, x)
+            self._vjp = lambda w: vjp_fn(w)[0]
+            _, jvp_fn = torch.func.vjp(self._vjp, torch.zeros_like(self.output))  # runs the backward once
+            self._jvp = lambda v: jvp_fn(v)[0]
         except RuntimeError as exc:
-            if "inplace" not in str(exc):
+            if isinstance(exc, torch.OutOfMemoryError):
                 raise
+            if "inplace" in str(exc):
+                raise ValueError(
+                    f"{name}: its forward pass changes in place a tensor that autograd needs (e.g. "
+                    "`x += out` or `out.add_(x)` before a layer that keeps it): write it out of place "
+                    "(`x = x + out`) for an autodiff Jacobian"
+                ) from None
             raise ValueError(
-                f"{label or type(module).__name__}: its forward pass changes in place a tensor that "
-                "autograd needs (e.g. `x += out` or `out.add_(x)` before a layer that keeps it): write it "
-                "out of place (`x = x + out`) for an autodiff Jacobian"
-            ) from None
-        self._jvp = lambda v: jvp_fn(v)[0]
+                f"{name}: torch.func cannot differentiate its forward pass in {dtype} "
+                f"({type(exc).__name__}: {exc}); autodiff Jacobians are vector-Jacobian products of "
+                "vector-Jacobian products under torch.func.vjp and torch.vmap, which refuse "
+                "torch.utils.checkpoint, saved-tensor hooks and autograd.Functions without "
+                "setup_context (or without a double backward): run the plain forward computation "
+                "in eval mode"
+            ) from exc
         self.point = x
         super().__init__(x.shape, self.output.shape, dtype, x.device, label=label)
 

@@ -35,7 +35,8 @@ def activation_derivative(act: torch.nn.Module | None, z: torch.Tensor) -> torch
     if isinstance(act, torch.nn.ReLU):
         return (z > 0).to(z.dtype)
     if isinstance(act, _SMOOTH_ELEMENTWISE):
-        return torch.func.jvp(act, (z,), (torch.ones_like(z),))[1]
+        # on a copy: an in-place activation (``nn.SiLU(inplace=True)``) would overwrite ``z``
+        return torch.func.jvp(act, (z.clone(),), (torch.ones_like(z),))[1]
     raise NotImplementedError(f"no closed-form derivative for activation {type(act).__name__}")
 
 
@@ -81,7 +82,7 @@ class ConvBNLinearization:
         self.preactivation = z[0]
         act = getattr(block, "activ", None)
         self.deriv = activation_derivative(act, z[0])
-        self.output = act(z) if act is not None else z
+        self.output = act(z.clone()) if act is not None else z  # ``preactivation`` kept (in-place act)
         self.in_hw = tuple(z_in.shape[-2:])
         self.out_hw = tuple(z.shape[-2:])
 
@@ -187,7 +188,7 @@ class UnitJacobian(LinearOperator):
         self.alpha = float(getattr(unit, "alpha", 1.0))
         pre = self.alpha * skip + h
         self.out_deriv = activation_derivative(unit.activ, pre[0])
-        self.output = unit.activ(pre)[0]
+        self.output = unit.activ(pre.clone())[0]
         self.point = x[0]
         super().__init__(x.shape[1:], self.output.shape, dtype, x.device, label=label)
 

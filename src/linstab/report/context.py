@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..analyses.attacks import ATTACKS
+from ..analyses.network_spectra import QUICK_EXACT_MAX
 from ..io.cache import ResultCache
 from ..io.parallel import usable_cpus
 from ..io.tables import write_csv
@@ -107,6 +108,14 @@ class ReportConfig:
     def estimated(self, unit) -> bool:
         """Whether the full report estimates ``unit`` (more than :attr:`exact_max` outputs)."""
         return not self.quick and unit.n_out > self.exact_max
+
+    @property
+    def whole_spectrum_max(self) -> int:
+        """Most output values of a unit whose whole spectrum (or exact band counts) the report
+        computes at several skip scales and weights (ablations, image dependence):
+        :attr:`exact_max`; quick: ``2 * QUICK_EXACT_MAX``, the largest units with quick band counts.
+        """
+        return 2 * QUICK_EXACT_MAX if self.quick else self.exact_max
 
     def estimated_units(self, net) -> list[str]:
         """Addresses of the units of ``net`` the report estimates (:meth:`estimated`)."""

@@ -53,6 +53,7 @@ from .variants import (
     dependence_images,
     prefetch_variants,
     variant_cached,
+    variant_unit,
 )
 
 N_SCREE = (5, 2)
@@ -340,8 +341,8 @@ def _whole(panel: dict, i: int) -> bool:
 
 def _dependence(ctx: ReportContext, net, images, ids: list[str]) -> tuple[list[dict], str, int]:
     """Per-image distances of the image-dependence test on the unit of Figure 5."""
-    u = ablation_unit(net)
-    if u is None or ctx.cfg.estimated(u):
+    u, _ = variant_unit(ctx, net)
+    if u is None:
         return [], "", 0
     k = dependence_images(ctx, images.shape[0])
     seeds = [ctx.cfg.seed + s for s in range(1 if ctx.cfg.quick else 2)]
@@ -727,7 +728,7 @@ def _findings(
                 measured=est.text(".3g", 100, " points"),
             )
         )
-    out.append(_dependence_finding(section, ctx, dep, dep_unit, dep_seeds, seed))
+    out.append(_dependence_finding(section, ctx, dep, dep_unit, dep_seeds, seed, variant_unit(ctx, net)[1]))
     out.extend(_scree_findings(section, ctx, net, scree, n_scree, seed))
     out.extend(_trend_findings(section, net, fig2, fig2_source, seed))
     return out
@@ -795,7 +796,9 @@ def _below_one(text: tuple[str, str, str], values, paired, seed: int, what: str,
     )
 
 
-def _dependence_finding(section: str, ctx: ReportContext, dep, unit: str, n_seeds: int, seed: int) -> Finding:
+def _dependence_finding(
+    section: str, ctx: ReportContext, dep, unit: str, n_seeds: int, seed: int, why_not: str = ""
+) -> Finding:
     claim = (
         "The spectra differ only slightly between images, in contrast with changes of the unit's "
         "architecture "
@@ -808,9 +811,7 @@ def _dependence_finding(section: str, ctx: ReportContext, dep, unit: str, n_seed
         "seeds); relative L2 distance; median over images"
     )
     if len(dep) < 2:
-        return make_finding(
-            section, claim, stat, R.not_testable("needs at least 2 images and a regular unit")
-        )
+        return make_finding(section, claim, stat, R.not_testable(why_not or "needs at least 2 images"))
     d_img = np.array([r["d_image"] for r in dep])
     d_arch = np.array([r["d_arch"] for r in dep])
     return _below_one(

@@ -39,6 +39,24 @@ def ablation_unit(net):
     return next((v for v in net.stages[-1] if v.address in addresses), regular[0])
 
 
+def variant_unit(ctx: ReportContext, net):
+    """``(unit, why)``: the :func:`ablation_unit` of ``net`` when the report can compute its whole
+    spectrum at every skip scale and weight (at most :attr:`ReportConfig.whole_spectrum_max`
+    values), else ``(None, why not)``.
+    """
+    u = ablation_unit(net)
+    if u is None:
+        return None, "no regular unit with a closed form"
+    limit = ctx.cfg.whole_spectrum_max
+    if u.n_out > limit:
+        how = "run without --quick" if ctx.cfg.quick else "raise --exact-max"
+        return None, (
+            f"unit {u.address} has {u.n_out:,} values, more than the {limit:,} whose whole spectra this "
+            f"report computes at several skip scales and weights ({how})"
+        )
+    return u, ""
+
+
 def _variant_item(ctx: ReportContext, net, image, unit, variant: Variant, spectrum_values: bool):
     """``(kind, parts, compute)`` of a unit variant's cache entry."""
     c = variant.canonical()
