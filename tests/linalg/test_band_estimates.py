@@ -346,3 +346,34 @@ def test_resnet56_unit_1_5_bands_covered(shared_weights, monkeypatch):
     assert all(be.covers(exact).values()), (exact.counts, be.counts)
     for b in ("above", "plateau", "below"):
         assert be.band(b).upper - be.band(b).lower < 0.05 * be.n  # informative: < 5% of n
+
+
+@pytest.mark.parametrize(
+    ("kw", "err", "match"),
+    [
+        (dict(confidence=1.5), ValueError, "confidence"),
+        (dict(confidence=float("nan")), ValueError, "confidence"),
+        (dict(interval="normal"), ValueError, "interval"),
+        (dict(rounding_margin=-1.0), ValueError, "rounding_margin"),
+        (dict(rounding_margin=float("nan")), ValueError, "rounding_margin"),
+        (dict(seed=2.5), TypeError, "seed must be an int"),
+        (dict(seed=True), TypeError, "seed must be an int"),
+    ],
+)
+def test_estimate_bands_checks_its_arguments_before_any_product(kw, err, match):
+    """``confidence``, ``interval`` and ``rounding_margin`` were checked by ``band_estimate``
+    only after all Lanczos runs (minutes on a real unit); a float seed was truncated to an int
+    (``seed=2.5`` ran as ``seed=2``)."""
+    from linstab.operators import CallableOperator
+
+    A = torch.randn(30, 30, generator=torch.Generator().manual_seed(0), dtype=F64)
+    calls = []
+    op = CallableOperator(
+        lambda V: calls.append(1) or V @ A.T, lambda W: calls.append(1) or W @ A, (30,), (30,), F64
+    )
+    with pytest.raises(err, match=match):
+        estimate_bands(op, n_probes=4, **kw)
+    assert not calls
+    with pytest.raises(TypeError, match="seed must be an int"):
+        slq(op, n_probes=2, steps=2, seed=1.5)
+    assert not calls

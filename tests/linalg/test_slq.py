@@ -120,10 +120,13 @@ def test_deflation_by_top_triplets_composes_with_spectrum_topk():
     res = slq(op, n_probes=20, steps=40, exact=ex, deflate=top, bins=EDGES)
     assert res.lanczos.reorth == "selective"
     assert res.nodes.shape == (20, 50) and res.deflated_values.shape == (10,)
-    # (the block Krylov solver may return fewer than the 10 copies of 2.2: the rest are found
-    # by SLQ on the complement)
+    # the block Krylov solver returns all 10 copies of 2.2 (before its verification cycle it
+    # returned 6 of them and 4 smaller values, as converged)
+    assert torch.allclose(top.values, torch.full((10,), 2.2, dtype=F64), atol=1e-10)
     assert torch.allclose(res.deflated_values, top.values**2, atol=1e-12)
-    assert torch.allclose(res.deflated_weights.sum(dim=0) / 20, torch.ones(10, dtype=F64), atol=0.6)
+    # per probe the deflated weights sum to |P z|^2 for the projector P onto the 10 vectors:
+    # mean 10, standard deviation at most sqrt(2 * 10 / 20) = 1 over 20 probes
+    assert abs(float(res.deflated_weights.sum(dim=1).mean()) - 10) < 3
     ref = exact_hist(s, EDGES)
     assert bool(((res.hist - ref).abs() <= 4 * res.hist_stderr + 3).all()), (res.hist, ref)
     # with the deflated atoms the rule stays exact per probe: moments = mean of z^T A^j z

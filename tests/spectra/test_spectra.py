@@ -620,3 +620,199 @@ def test_krylov_sizes_are_checked_and_save_keeps_an_upper_case_suffix(nets, tmp_
     assert res.info["block"] == 3
     path = res.save(tmp_path / "r.NPZ")
     assert path.name == "r.NPZ" and torch.equal(S.SpectrumResult.load(path).values, res.values)
+
+
+# --------------------------------------------------------------------------------------------
+# dense operators no network produces: repeats, non-finite products, SciPy solver failures
+# --------------------------------------------------------------------------------------------
+def _planted(s, seed: int = 3) -> DenseOperator:
+    """``Q1 diag(s) Q2^T`` with random orthogonal ``Q1``, ``Q2`` (float64, square)."""
+    g = torch.Generator().manual_seed(seed)
+    n = len(s)
+    q1, _ = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=F64))
+    q2, _ = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=F64))
+    return DenseOperator(q1 @ torch.diag(torch.as_tensor(s, dtype=F64)) @ q2.T)
+
+
+@pytest.mark.parametrize(
+    ("method", "k", "block"),
+    [("topk", 10, None), ("topk", 40, None), ("topk", 40, 8), ("bottomk", 10, None), ("bottomk", 40, 8)],
+)
+def test_block_krylov_finds_repeats_wider_than_the_block(method, k, block):
+    """A plateau of values exactly 1 (and exact zeros) wider than the block size, on a dense
+    operator with no structure to check against: the residuals of a Krylov space holding only
+    ``block_size`` copies were all below tol and the run returned wrong values as converged
+    (topk k=10: error 0.13; bottomk of 50 zeros k=10: error 0.52); a verification cycle from
+    fresh directions now finds the missing copies."""
+    g = torch.Generator().manual_seed(1)
+    if method == "topk":  # 3 values 3, 100 values exactly 1, the rest below 0.9
+        s = torch.cat([torch.full((3,), 3.0), torch.ones(100), 0.9 * torch.rand(197, generator=g)])
+    else:  # 50 exact zeros under values in [0.5, 2]
+        s = torch.cat([0.5 + 1.5 * torch.rand(250, generator=g), torch.zeros(50)])
+    op = _planted(s.double())
+    ref = torch.linalg.svdvals(op.matrix)
+    ref = ref[:k] if method == "topk" else ref[-k:]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", S.ConvergenceWarning)
+        res = S.spectrum(op, method, k=k, block_size=block, solver="block-krylov", vectors=True)
+    assert res.converged and (res.values - ref).abs().max() < 1e-7, (res.values - ref).abs().max()
+    assert res.info["missed_repeats_found"] >= 1
+    eye = torch.eye(k, dtype=F64)
+    assert (res.V.T @ res.V - eye).abs().max() < 1e-8
+    nz = res.values > 1e-6  # U columns of values at rounding level of zero are zero (documented)
+    U = res.U[:, nz]
+    assert U.shape[1] == 0 or (U.T @ U - torch.eye(U.shape[1], dtype=F64)).abs().max() < 1e-8
+    assert (res.U[:, ~nz] == 0).all()
+
+
+def test_block_krylov_verification_leaves_a_complete_result_unchanged():
+    """Nothing missed: the verification cycle returns the converged values, vectors, residuals
+    and iteration count exactly as they were (the cached results of the report stay valid)."""
+    g = torch.Generator().manual_seed(2)
+    op = _planted(torch.cat([torch.linspace(3, 1.5, 20), torch.rand(180, generator=g)]).double())
+    kw = dict(k=6, solver="block-krylov", vectors=True, seed=5)
+    res = S.spectrum(op, "topk", **kw)
+    from linstab.linalg import block_krylov
+
+    plain = block_krylov(
+        op, 6, True, block=None, ncv=None, tol=1e-8, max_iter=60, seed=5, vectors=True, verify=False
+    )
+    assert res.info["missed_repeats_found"] == 0 and res.iterations == plain.iterations
+    for a, b in (
+        (res.values, plain.values),
+        (res.U, plain.U),
+        (res.V, plain.V),
+        (res.residuals, plain.residuals),
+    ):
+        assert torch.equal(a, b)
+    assert res.info["products"]["forward"] > plain.info["products"]["forward"]
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(method="exact"),
+        dict(method="exact", vectors=True),
+        dict(method="exact", dense_solver="gram"),
+        dict(method="topk", k=2),
+        dict(method="topk", k=2, solver="block-krylov"),
+        dict(method="bottomk", k=2, solver="block-krylov"),
+        dict(method="topk", k=2, solver="arpack"),
+        dict(method="topk", k=2, solver="propack"),
+        dict(method="topk", k=2, solver="lobpcg"),
+    ],
+)
+def test_non_finite_operator_is_refused_by_every_route(bad, kw):
+    """NaN or Inf in the operator's products: a ValueError naming them, on every route. Before,
+    Inf gave a silent NaN spectrum (exact routes), NaN a LinAlgError/ArpackError/SystemError,
+    and PROPACK returned zeros."""
+    A = torch.randn(20, 15, generator=torch.Generator().manual_seed(0), dtype=F64)
+    A[3, 4] = bad
+    with pytest.raises(ValueError, match="non-finite values"):
+        S.spectrum(DenseOperator(A), **kw)
+
+
+def test_non_finite_adjoint_is_refused_by_block_krylov():
+    """Only the adjoint product is broken (an autodiff Jacobian with a NaN backward, say): the
+    Krylov run raised no error and returned values with NaN residuals."""
+    from linstab.operators import CallableOperator
+
+    A = torch.randn(20, 15, generator=torch.Generator().manual_seed(0), dtype=F64)
+    op = CallableOperator(lambda V: V @ A.T, lambda W: (W @ A) * math.nan, (15,), (20,), F64)
+    with pytest.raises(ValueError, match="non-finite values .* J\\^T J q"):
+        S.spectrum(op, "topk", k=2, solver="block-krylov")
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_bands_refuse_non_finite_values(bad):
+    """``bands`` of an operator with an Inf entry counted all its values as zero (NaN compares
+    false with every edge); ``count_from_values`` now refuses NaN/Inf too."""
+    A = torch.eye(6, dtype=F64)
+    A[0, 1] = bad
+    with pytest.raises(ValueError, match="non-finite values"):
+        S.bands(DenseOperator(A))
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        S.count_from_values(torch.tensor([1.0, bad], dtype=F64), 2, 0.99, 1.01, 1e-6)
+
+
+def test_exact_band_counts_on_band_edges():
+    """Values exactly on the edges (0.99, 1.0, 1.01, zero_tol, 0, -0.0, negative entries) are
+    counted as the dense truth by every dense route, in every orientation."""
+    d = torch.tensor(
+        [0.0, -0.0, 1e-6, 1e-7, 0.99, -0.99, 1.0, 1.0, -1.0, 1.01, -1.01, 0.5, 2.0, 5e-7], dtype=F64
+    )
+    want = {"above": 1, "plateau": 7, "below": 1, "zero": 5}
+    perm = torch.randperm(d.numel(), generator=torch.Generator().manual_seed(0))
+    for M in (
+        torch.diag(d),
+        torch.diag(d)[perm],
+        torch.cat([torch.diag(d), torch.zeros(14, 3, dtype=F64)], 1),
+    ):
+        op = DenseOperator(M)
+        assert S.bands(op).counts == want
+        for ds in ("svd", "gram"):
+            n = min(M.shape)
+            counts = S.count_from_values(S.spectrum(op, dense_solver=ds).values, n, 0.99, 1.01, 1e-6)
+            assert counts == tuple(want.values()), (ds, counts)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "err", "match"),
+    [
+        ("tol", math.inf, ValueError, "tol must be a positive finite number"),
+        ("tol", math.nan, ValueError, "tol must be a positive finite number"),
+        ("tol", True, TypeError, "tol must be a positive finite number"),
+        ("tol", "1e-3", TypeError, "tol must be a positive finite number"),
+        ("max_iter", 2.5, TypeError, "max_iter must be an int"),
+        ("max_iter", True, TypeError, "max_iter must be an int"),
+        ("max_iter", "5", TypeError, "max_iter must be an int"),
+        ("max_iter", 0, ValueError, "max_iter must be an int >= 1"),
+        ("seed", 2**70, ValueError, "seed must be in"),
+        ("seed", True, TypeError, "seed must be an int"),
+    ],
+)
+def test_iterative_arguments_are_checked_before_any_product(name, value, err, match):
+    """tol=inf/True and max_iter=2.5/True ran (inf: 'converged' at once); max_iter='5' and
+    seed=2**70 failed inside with messages that did not name the argument."""
+    calls = []
+    A = torch.randn(30, 20, generator=torch.Generator().manual_seed(0), dtype=F64)
+    from linstab.operators import CallableOperator
+
+    op = CallableOperator(
+        lambda V: calls.append(1) or V @ A.T, lambda W: calls.append(1) or W @ A, (20,), (30,), F64
+    )
+    with pytest.raises(err, match=match):
+        S.spectrum(op, "topk", k=2, solver="block-krylov", **{name: value})
+    assert not calls
+
+
+def test_iterative_accepts_numpy_scalars():
+    """``seed=np.int64(3)`` (accepted by the check, then refused by torch's generator) and
+    ``tol=np.float32(...)`` work as their Python equivalents."""
+    op = _planted(torch.linspace(2, 0.1, 30).double())
+    a = S.spectrum(op, "topk", k=2, solver="block-krylov", seed=np.int64(3), tol=np.float32(1e-6))
+    b = S.spectrum(op, "topk", k=2, solver="block-krylov", seed=3, tol=float(np.float32(1e-6)))
+    assert torch.equal(a.values, b.values)
+
+
+def test_propack_failures_are_reported_not_raised_or_silent():
+    """PROPACK's ``which='SM'`` on a tall operator returned a spurious 0 with a zero vector
+    (tiny residual: converged, wrong values, no warning); its non-convergence raised a
+    LinAlgError; ``max_iter < k`` failed with SciPy's message about ``kmax``."""
+    A = torch.randn(40, 30, generator=torch.Generator().manual_seed(0), dtype=F64)
+    op = DenseOperator(A)
+    ref = torch.linalg.svdvals(A)
+    with pytest.warns(S.ConvergenceWarning, match="not orthonormal"):
+        res = S.spectrum(op, "bottomk", k=29, solver="propack")
+    assert not res.converged and (res.values - ref[-29:]).abs().max() > 0.1  # the wrong values are flagged
+    op2 = _planted(
+        torch.cat([torch.ones(150), 3 * torch.rand(150, generator=torch.Generator().manual_seed(2))]).double()
+    )
+    with pytest.warns(S.ConvergenceWarning, match="did not converge"):
+        res = S.spectrum(op2, "topk", k=5, solver="propack", seed=3)
+    assert not res.converged and torch.isnan(res.values).all()
+    with pytest.raises(ValueError, match="max_iter >= k"):
+        S.spectrum(op, "topk", k=3, solver="propack", max_iter=2)
+    with pytest.raises(ValueError, match="seed must be in .* for solver='arpack'"):
+        S.spectrum(op, "topk", k=3, solver="arpack", seed=-1)

@@ -43,6 +43,7 @@ quadrature is then exact and the interval collapses to the exact count.
 from __future__ import annotations
 
 import math
+import numbers
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -217,6 +218,22 @@ def _check_thresholds(thresholds, zero_tol) -> tuple[float, float, float]:
     if not all(math.isfinite(v) for v in (lo, hi, zt)) or not (0 < zt < lo <= hi):
         raise ValueError(f"need 0 < zero_tol < lo <= hi (finite), got zero_tol={zt}, thresholds=({lo}, {hi})")
     return lo, hi, zt
+
+
+def _check_interval_args(confidence, interval, n_boot, rounding_margin) -> None:
+    """The interval arguments of :func:`band_estimate` (checked before any Lanczos run)."""
+    if isinstance(confidence, bool) or not isinstance(confidence, numbers.Real) or not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
+    if interval not in INTERVALS:
+        raise ValueError(f"interval must be one of {INTERVALS}, got {interval!r}")
+    check_int("n_boot", n_boot, 10)
+    if rounding_margin is not None and not (
+        isinstance(rounding_margin, numbers.Real)
+        and not isinstance(rounding_margin, bool)
+        and math.isfinite(rounding_margin)
+        and rounding_margin >= 0
+    ):
+        raise ValueError(f"rounding_margin must be a finite number >= 0 (or None), got {rounding_margin!r}")
 
 
 def _edge_bounds(res: SLQResult, t: float, margin: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -395,18 +412,12 @@ def band_estimate(
     if not isinstance(res, SLQResult):
         raise TypeError(f"expected an SLQResult (from linalg.slq), got {type(res).__name__}")
     lo, hi, zt = _check_thresholds(thresholds, zero_tol)
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
-    if interval not in INTERVALS:
-        raise ValueError(f"interval must be one of {INTERVALS}, got {interval!r}")
+    _check_interval_args(confidence, interval, n_boot, rounding_margin)
     N = res.n_probes
     if N < 2:
         raise ValueError(f"a confidence interval needs at least 2 probes, got n_probes={N}")
-    check_int("n_boot", n_boot, 10)
     ex = res.exact
     p = ex.n_probe_space
-    if rounding_margin is not None and not rounding_margin >= 0:
-        raise ValueError(f"rounding_margin must be >= 0, got {rounding_margin!r}")
     per, rounding_margin = _band_samples(res, (lo, hi, zt), rounding_margin)
     v = ex.plateau_value
     home = None
@@ -530,6 +541,7 @@ def estimate_bands(
         n_probes = DEFAULT_PROBES
     _check_op(op)
     _check_thresholds(thresholds, zero_tol)
+    _check_interval_args(confidence, interval, 2000, rounding_margin)
     stop = None
     if steps is None:
         stop = steps_rule(

@@ -10,7 +10,7 @@ import time
 import torch
 
 from ..operators.base import LinearOperator
-from .results import SpectrumResult
+from .results import SpectrumResult, check_finite
 
 
 def row_products(op: LinearOperator, transpose: bool):
@@ -76,6 +76,7 @@ def block_krylov(
     max_iter: int,
     seed: int,
     vectors: bool,
+    verify: bool = True,
 ) -> SpectrumResult:
     """Thick-restart block Lanczos on ``J^T J`` (on the smaller side).
 
@@ -86,6 +87,17 @@ def block_krylov(
     ``J q`` and ``J^T J q`` are stored for every basis vector: Ritz values, vectors and residuals
     cost no extra products. Rayleigh-Ritz uses the small Gram ``(J Q^T)^T (J Q^T)`` for the
     largest values and the SVD of ``J Q^T`` (no squaring) for the smallest.
+
+    A Krylov space holds at most ``block`` copies of an exactly repeated value, so residuals
+    below ``tol`` do not show copies it never reached (a plateau of values exactly 1 wider than
+    the block): with ``verify`` (the default) a converged run takes one more cycle from a fresh
+    random block orthogonal to its Ritz vectors. When the ``k`` values stay within
+    ``10 tol s_max`` the converged result is returned unchanged (values, vectors, residuals,
+    ``iterations``; only the product counts grow); otherwise the values it found are kept,
+    the iteration goes on and verifies again (``info["missed_repeats_found"]`` counts those
+    cycles). This catches a missed copy whose value the fresh block's Krylov space resolves
+    from the others within one cycle (a repeat separated from the values below it); it is
+    not a proof that none is missed.
     """
     t0 = time.perf_counter()
     n_out0, n_in0 = op.shape
@@ -110,11 +122,15 @@ def block_krylov(
         Qb[p : p + q] = W
         Yb[p : p + q] = A(W)
         Zb[p : p + q] = At(Yb[p : p + q])
+        # NaN/Inf from the operator would otherwise surface as a LAPACK failure (or NaN values)
+        check_finite(Yb[p : p + q], "the products J q of block-krylov")
+        check_finite(Zb[p : p + q], "the products J^T J q of block-krylov")
         return p + q
 
     p = append(X0, 0)
     last = (0, p)
     converged, it = False, 0
+    saved, missed = None, 0  # converged state under verification; verifications that found more
     while True:
         while p < ncv:
             W = _orth_against(Zb[last[0] : last[1]], Qb[:p], drop_tol)[: ncv - p]
@@ -152,24 +168,52 @@ def block_krylov(
         sdiv = torch.where(nz, s, torch.ones_like(s))
         res_sv = torch.where(nz, (AV / sdiv[:, None] - s[:, None] * V_rows).norm(dim=1), JV.norm(dim=1))
         exhausted = p >= n or last[1] == last[0]
-        if bool((res_sv[:k] <= tol * max(smax, 1e-300)).all()) or exhausted:
+        if saved is not None:
+            # end of a verification cycle: the basis held the converged Ritz vectors and the
+            # Krylov space of a fresh random block orthogonal to them. Unchanged k values: no
+            # copy was missed, return the converged result as it was
+            if float((s[:k] - saved[0][:k]).abs().max()) <= 10 * tol * max(smax, 1e-300):
+                s, V_rows, smax, tiny, it = saved
+                converged = True
+                break
+            # a value the converged run did not see (an exact repeat of multiplicity above the
+            # block size): iterate on, then verify again
+            missed += 1
+            saved = None
+        ok = bool((res_sv[:k] <= tol * max(smax, 1e-300)).all())
+        fresh = None
+        if ok and not exhausted and verify:
+            fresh = torch.randn((b, n), generator=g, dtype=dtype).to(device)
+        elif ok or exhausted:
             converged = True
             break
-        if it >= max_iter:
+        elif it >= max_iter:
             break
-        # thick restart: keep the best Ritz vectors, continue from their residual block
-        R = AV - (s**2)[:, None] * V_rows
-        for _ in range(2):
-            R = R - (R @ V_rows.T) @ V_rows
-        lam, F_ = torch.linalg.eigh(R @ R.T)
-        top = torch.arange(lam.numel() - 1, -1, -1, device=device)[:b]
-        lam, F_ = lam[top], F_[:, top]
-        good = lam > (drop_tol**2) * max(float(lam[0]) if lam.numel() else 0.0, 1e-300)
-        W = (F_[:, good].T @ R) / torch.sqrt(lam[good])[:, None]
+        if fresh is not None:
+            # the residuals alone cannot show copies of a repeated value that the Krylov space
+            # does not reach (it holds at most block-size copies of one value): one more cycle
+            # from fresh random directions, compared with the converged values
+            saved = (s, V_rows, smax, tiny, it)
+            W = fresh
+        else:
+            # thick restart: keep the best Ritz vectors, continue from their residual block
+            R = AV - (s**2)[:, None] * V_rows
+            for _ in range(2):
+                R = R - (R @ V_rows.T) @ V_rows
+            lam, F_ = torch.linalg.eigh(R @ R.T)
+            top = torch.arange(lam.numel() - 1, -1, -1, device=device)[:b]
+            lam, F_ = lam[top], F_[:, top]
+            good = lam > (drop_tol**2) * max(float(lam[0]) if lam.numel() else 0.0, 1e-300)
+            W = (F_[:, good].T @ R) / torch.sqrt(lam[good])[:, None]
         kk = V_rows.shape[0]
         Qb[:kk], Yb[:kk], Zb[:kk] = V_rows, JV, AV
         p = kk
         W = _orth_against(W, Qb[:p], drop_tol) if W.shape[0] else W
+        if fresh is not None and W.shape[0] == 0:
+            # the kept vectors span the whole space: nothing left to miss
+            s, V_rows, smax, tiny, it = saved
+            converged = True
+            break
         if W.shape[0] == 0:
             last = (p, p)
             continue
@@ -214,5 +258,12 @@ def block_krylov(
         timings={"total": time.perf_counter() - t0},
         shape=op.shape,
         tol=tol,
-        info={"block": b, "ncv": ncv, "keep": keep, "products": dict(counts), "max_iter": max_iter},
+        info={
+            "block": b,
+            "ncv": ncv,
+            "keep": keep,
+            "products": dict(counts),
+            "max_iter": max_iter,
+            "missed_repeats_found": missed,
+        },
     )

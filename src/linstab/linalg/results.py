@@ -5,6 +5,8 @@ warning and the shared argument checks.
 from __future__ import annotations
 
 import json
+import math
+import numbers
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,7 +55,10 @@ class SpectrumResult:
 
     Attributes:
         values: singular values, descending, ``(k,)`` (``k = min(n_out, n_in)`` for ``"exact"``).
-        U: left singular vectors as columns ``(n_out, k)``, or ``None``.
+        U: left singular vectors as columns ``(n_out, k)``, or ``None``. The block Krylov
+            solver returns a zero column for a value it finds at rounding level of zero
+            (below ``sqrt(eps) s_max``): ``J^T u = 0`` there needs a left null vector it does
+            not compute; the other columns are orthonormal.
         V: right singular vectors as columns ``(n_in, k)``, or ``None``.
         method: the requested method, ``"exact"``, ``"topk"`` or ``"bottomk"``.
         route: how it was computed: ``"structured"``, ``"gram"``, ``"dense-gram"``,
@@ -277,3 +282,50 @@ def check_k(k, n: int, method: str) -> int:
     if not 1 <= k <= n:
         raise ValueError(f"k must be in 1..{n} (= min(n_out, n_in)) for method={method!r}, got {k}")
     return k
+
+
+def check_finite(x: torch.Tensor, what: str) -> None:
+    """Raise ValueError if ``x`` (a product of an operator) holds NaN or Inf.
+
+    Args:
+        x: the tensor to check.
+        what: where it came from, for the message (e.g. ``"block-krylov products"``).
+    """
+    if not bool(torch.isfinite(x).all()):
+        bad = int((~torch.isfinite(x)).sum())
+        raise ValueError(
+            f"the operator returned non-finite values (NaN or Inf; {bad} of {x.numel()} entries) in "
+            f"{what}: check the operator (e.g. the linearization point or its weights); no spectrum "
+            "of it is computed"
+        )
+
+
+def check_tol(tol) -> float:
+    """``tol`` as a float after checking it is a finite real number ``> 0`` (not a bool)."""
+    if isinstance(tol, bool) or not isinstance(tol, numbers.Real):
+        raise TypeError(f"tol must be a positive finite number, got {type(tol).__name__} {tol!r}")
+    tol = float(tol)
+    if not (math.isfinite(tol) and tol > 0):
+        raise ValueError(f"tol must be a positive finite number, got {tol!r}")
+    return tol
+
+
+SEED_RANGE = (-(2**63), 2**64)
+"""Seeds the block Krylov solver's torch generator accepts (``lo <= seed < hi``)."""
+
+
+SCIPY_SEED_RANGE = (0, 2**32)
+"""Seeds SciPy's ``svds`` accepts (``lo <= seed < hi``)."""
+
+
+def check_seed(seed, bounds: tuple[int, int] = SEED_RANGE, what: str = "") -> int:
+    """``seed`` as an int after checking it is a Python or NumPy integer (not a bool) in
+    ``bounds`` (``lo <= seed < hi``); ``what`` names the solver in the message.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__} {seed!r}")
+    seed = int(seed)
+    lo, hi = bounds
+    if not lo <= seed < hi:
+        raise ValueError(f"seed must be in [{lo}, {hi}){what}, got {seed}")
+    return seed

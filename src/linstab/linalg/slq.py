@@ -27,7 +27,7 @@ from ..operators import LinearOperator
 from .exact_parts import ExactParts, exact_parts
 from .lanczos import REORTH, LanczosResult, _check_op, lanczos
 from .quadrature import gauss_quadrature, largest_ritz
-from .results import ConvergenceWarning, SpectrumResult
+from .results import ConvergenceWarning, SpectrumResult, check_seed
 
 __all__ = [
     "AccuracyWarning",
@@ -71,6 +71,7 @@ def rademacher_probes(
         ``(dim, N)`` tensor on ``device``; every column has squared norm ``#support``.
     """
     n_probes = check_int("n_probes", n_probes)
+    seed = check_seed(seed)
     device = torch.device(device)
     try:
         g = torch.Generator(device=device)
@@ -480,6 +481,7 @@ def slq(
     """
     t0 = time.perf_counter()
     _check_op(op)
+    seed = check_seed(seed)
     if reorth not in REORTH:
         raise ValueError(f"reorth must be one of {REORTH}, got {reorth!r}")
     ex = _resolve_exact(op, exact)

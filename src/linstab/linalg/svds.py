@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from ..operators.base import LinearOperator
-from .results import SpectrumResult
+from .results import SpectrumResult, check_finite
 
 
 def scipy_svds(
@@ -26,28 +26,41 @@ def scipy_svds(
     """Top-k or bottom-k singular triplets by SciPy's ``svds`` on the operator's SciPy export,
     returned as a :class:`SpectrumResult` with residuals (the baseline of the benchmarks).
     """
+    from scipy.linalg import LinAlgError
     from scipy.sparse.linalg import ArpackNoConvergence, svds
     from scipy.sparse.linalg import LinearOperator as SciPyOperator
 
     t0 = time.perf_counter()
     base = op.to_scipy()
     counts = {"forward": 0, "adjoint": 0}
+    bad: list[ValueError] = []
+
+    def finite(x: np.ndarray, what: str) -> np.ndarray:
+        # refused here, by name: SciPy would fail later with an unrelated error (ARPACK -9999,
+        # LOBPCG "array must not contain infs") or, PROPACK, return zeros
+        if not np.isfinite(x).all():
+            try:
+                check_finite(torch.from_numpy(np.asarray(x)), f"{solver}'s {what} products")
+            except ValueError as exc:
+                bad.append(exc)  # PROPACK's Fortran callback turns it into a SystemError
+                raise
+        return x
 
     def mv(v):
         counts["forward"] += 1 if np.ndim(v) == 1 else np.shape(v)[1]
-        return base.matvec(v)
+        return finite(base.matvec(v), "forward")
 
     def rmv(w):
         counts["adjoint"] += 1 if np.ndim(w) == 1 else np.shape(w)[1]
-        return base.rmatvec(w)
+        return finite(base.rmatvec(w), "adjoint")
 
     def mm(V):
         counts["forward"] += V.shape[1]
-        return base.matmat(V)
+        return finite(base.matmat(V), "forward")
 
     def rmm(W):
         counts["adjoint"] += W.shape[1]
-        return base.rmatmat(W)
+        return finite(base.rmatmat(W), "adjoint")
 
     A = SciPyOperator(base.shape, matvec=mv, rmatvec=rmv, matmat=mm, rmatmat=rmm, dtype=base.dtype)
     converged, err = True, None
@@ -67,6 +80,19 @@ def scipy_svds(
     except ArpackNoConvergence as exc:
         converged, err = False, str(exc)
         u = s = vt = None
+    except SystemError:
+        if bad:
+            raise bad[0] from None
+        raise
+    except LinAlgError as exc:
+        # PROPACK reports non-convergence (and an invariant subspace it cannot continue from)
+        # by raising: a result that did not converge, as ARPACK's
+        if solver != "propack":
+            raise
+        converged, err = False, str(exc)
+        u = s = vt = None
+    if bad:
+        raise bad[0]
     if s is None:
         vals = torch.full((k,), float("nan"), dtype=op.dtype)
         return SpectrumResult(
@@ -91,6 +117,17 @@ def scipy_svds(
     smax = float(st.max()) if st.numel() else 0.0
     rtol = max(tol, math.sqrt(torch.finfo(op.dtype).eps)) if tol else math.sqrt(torch.finfo(op.dtype).eps)
     converged = bool((resid <= rtol * max(smax, 1e-300)).all())
+    # the residual alone passes a "triplet" with a zero vector (PROPACK's which="SM" on a tall
+    # operator returns such spurious zeros): the vectors must be orthonormal too
+    eye = torch.eye(st.numel(), dtype=torch.float64)
+    orth = max(
+        float((U.to(torch.float64).T @ U.to(torch.float64) - eye).abs().max()),
+        float((V.to(torch.float64).T @ V.to(torch.float64) - eye).abs().max()),
+    )
+    info = {"products": counts}
+    if not orth <= rtol:
+        converged = False
+        info["error"] = f"singular vectors not orthonormal (max |X^T X - I| = {orth:.3g})"
     return SpectrumResult(
         values=st,
         U=U if vectors else None,
@@ -104,5 +141,5 @@ def scipy_svds(
         timings={"total": time.perf_counter() - t0},
         shape=op.shape,
         tol=tol,
-        info={"products": counts},
+        info=info,
     )

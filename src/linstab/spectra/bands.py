@@ -34,8 +34,15 @@ def _check_bands_args(thresholds, zero_tol) -> tuple[float, float, float]:
 
 
 def count_from_values(s: torch.Tensor, n: int, lo: float, hi: float, zt: float) -> tuple[int, int, int, int]:
-    """Band counts ``(above, plateau, below, zero)`` from computed singular values ``s``."""
+    """Band counts ``(above, plateau, below, zero)`` from computed singular values ``s``.
+
+    Raises:
+        ValueError: ``s`` holds NaN or Inf (a NaN compares false with every edge and would be
+            counted as zero).
+    """
     s = s.to(torch.float64)
+    if not bool(torch.isfinite(s).all()):
+        raise ValueError(f"count_from_values: the singular values hold NaN or Inf: {s.tolist()[:8]}")
     above = int((s > hi).sum())
     plateau = int(((s >= lo) & (s <= hi)).sum())
     below = int(((s > zt) & (s < lo)).sum())

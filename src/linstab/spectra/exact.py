@@ -13,7 +13,7 @@ import torch
 from ..linalg.dense_svd import svd, svdvals
 from ..linalg.eigh import eigvalsh
 from ..linalg.gram import gram
-from ..linalg.results import SpectrumResult
+from ..linalg.results import SpectrumResult, check_finite
 from ..operators.base import LinearOperator
 from ..operators.closed_form import UnitJacobian
 from ..operators.factors import UnitFactors, unit_factors, unit_products
@@ -180,6 +180,7 @@ def gram_spectrum(op: UnitJacobian, dtype: torch.dtype, f: UnitFactors | None = 
     npd = np.float64 if dtype == torch.float64 else np.float32
     # products in float64, each entry rounded once to dtype (no dense float64 copy)
     G = ((JS @ JS.T) if m <= n_in else (JS.T @ JS)).astype(npd, copy=False).toarray()
+    check_finite(torch.from_numpy(G), "the Gram matrix of the active rows")
     t2 = time.perf_counter()
     lam = eigvalsh(torch.from_numpy(G), overwrite=True)
     t3 = time.perf_counter()
@@ -242,6 +243,7 @@ def dense_spectrum(
     info: dict = {}
     if vectors:
         M = op.materialize(dtype=dtype, progress=progress).cpu()
+        check_finite(M, "the dense matrix of the exact route")
         t1 = time.perf_counter()
         U, s, Vh = svd(M)
         t2 = time.perf_counter()
@@ -258,6 +260,7 @@ def dense_spectrum(
         )
     rows = active_rows(op)
     M = dense_rows(op, rows, dtype, progress).cpu()
+    check_finite(M, "the dense matrix of the exact route")
     t1 = time.perf_counter()
     m = M.shape[0]
     if solver == "auto":

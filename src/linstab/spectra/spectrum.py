@@ -6,7 +6,6 @@ import math
 import time
 import warnings
 
-import numpy as np
 import torch
 
 from ..io.profile import timed
@@ -17,12 +16,16 @@ from ..linalg.results import (
     EXACT_MAX,
     METHODS,
     ROUTES,
+    SCIPY_SEED_RANGE,
+    SEED_RANGE,
     SOLVERS,
     ConvergenceWarning,
     SpectrumResult,
     check_dtype,
     check_k,
     check_op,
+    check_seed,
+    check_tol,
 )
 from ..linalg.svds import scipy_svds
 from ..linalg.threads import torch_threads
@@ -97,8 +100,10 @@ def spectrum(
             Krylov degree per product; docs/spectra.md compares block sizes). A Krylov method
             finds at most ``block_size`` copies of one exactly repeated value: copies the
             structure predicts (the plateau at ``|alpha|``, structural zeros) are checked and
-            warned about; other exact repeats (rare in trained networks, seen in tiny symmetric
-            ones) may be missed silently: use ``"exact"`` or a larger ``block_size`` there.
+            warned about; for other exact repeats a converged run takes one more cycle from
+            fresh random directions and iterates on when it finds more copies
+            (:func:`~linstab.linalg.block_krylov`), which catches a repeat separated from the
+            values below it but proves nothing: ``"exact"`` or a larger ``block_size`` there.
         ncv: largest basis before a restart (default ``max(3 k, k + 3 block_size, 16)``).
         seed: seed of the random start.
         products: iterative methods: ``"auto"`` (``"topk"``: the operator's own products,
@@ -198,18 +203,24 @@ def _spectrum(
             f"dtype={dtype}. Linearize in {dtype} (net.linearize(x, dtype=...)) instead."
         )
     eps = torch.finfo(op.dtype).eps
-    tol = tol if tol is not None else (1e-8 if op.dtype == torch.float64 else 1e-4)
-    if not (isinstance(tol, float | int) and tol > 0):
-        raise ValueError(f"tol must be a positive number, got {tol!r}")
+    tol = check_tol(tol if tol is not None else (1e-8 if op.dtype == torch.float64 else 1e-4))
     largest = method == "topk"
     if products not in ("auto", "operator", "factors"):
         raise ValueError(f"products must be 'auto', 'operator' or 'factors', got {products!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
-        raise TypeError(f"seed must be an int, got {seed!r}")
+    scipy_solver = solver in ("arpack", "propack", "lobpcg")
+    seed = check_seed(
+        seed,
+        SCIPY_SEED_RANGE if scipy_solver else SEED_RANGE,
+        f" for solver={solver!r}" if scipy_solver else "",
+    )
     for name, v in (("block_size", block_size), ("ncv", ncv)):
         check_int(name, v, optional=True)
-    if max_iter is not None and max_iter < 1:
-        raise ValueError(f"max_iter must be >= 1, got {max_iter}")
+    max_iter = check_int("max_iter", max_iter, optional=True)
+    if solver == "propack" and max_iter is not None and max_iter < k:
+        raise ValueError(
+            "solver='propack' needs max_iter >= k (its Krylov basis size kmax), "
+            f"got max_iter={max_iter}, k={k}"
+        )
     large_k = k * AUTO_EXACT_FRACTION > n_vals
     if solver == "auto" and n_vals <= EXACT_MAX and (large_k or n_vals <= AUTO_EXACT_SMALL):
         why = (
@@ -309,7 +320,8 @@ def _spectrum(
         warnings.warn(
             f"{res.route} did not reach tol={tol:g} for {method} k={k} "
             f"(iterations {res.iterations}, max residual {worst:.3g}, largest value "
-            f"{float(res.values.max()) if res.values.numel() else math.nan:.4g}); "
+            f"{float(res.values.max()) if res.values.numel() else math.nan:.4g}"
+            f"{'; ' + str(res.info['error']) if res.info.get('error') else ''}); "
             "increase max_iter or block_size",
             ConvergenceWarning,
             stacklevel=3,
