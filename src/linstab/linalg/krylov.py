@@ -65,6 +65,15 @@ def _orth_against(Z: torch.Tensor, Q: torch.Tensor | None, drop_tol: float) -> t
     return X
 
 
+def _block_repeat(values: torch.Tensor, block: int, atol: float) -> bool:
+    """Whether the sorted ``values`` hold ``block`` or more within ``atol`` of each other: a value
+    whose copies may fill every direction the Krylov space has for it (more may exist)."""
+    if block < 1 or values.numel() < block:
+        return False
+    v = values.sort(descending=True).values
+    return bool(((v[: v.numel() - block + 1] - v[block - 1 :]) <= atol).any())
+
+
 def block_krylov(
     op: LinearOperator,
     k: int,
@@ -90,8 +99,12 @@ def block_krylov(
 
     A Krylov space holds at most ``block`` copies of an exactly repeated value, so residuals
     below ``tol`` do not show copies it never reached (a plateau of values exactly 1 wider than
-    the block): with ``verify`` (the default) a converged run takes one more cycle from a fresh
-    random block orthogonal to its Ritz vectors. When the ``k`` values stay within
+    the block). Such a value shows as ``block`` converged copies among the ``k`` values (a
+    generic start block reaches ``min(block, multiplicity)`` of them): with ``verify`` (the
+    default) a converged run whose ``k`` values hold ``block`` or more copies of one value
+    (within ``10 tol s_max``) takes one more cycle from a fresh random block orthogonal to its
+    Ritz vectors; runs without such a cluster (the top-k of trained networks' units) cost
+    nothing more. When the ``k`` values stay within
     ``10 tol s_max`` the converged result is returned unchanged (values, vectors, residuals,
     ``iterations``; only the product counts grow); otherwise the values it found are kept,
     the iteration goes on and verifies again (``info["missed_repeats_found"]`` counts those
@@ -182,7 +195,7 @@ def block_krylov(
             saved = None
         ok = bool((res_sv[:k] <= tol * max(smax, 1e-300)).all())
         fresh = None
-        if ok and not exhausted and verify:
+        if ok and not exhausted and verify and _block_repeat(s[:k], b, 10 * tol * max(smax, 1e-300)):
             fresh = torch.randn((b, n), generator=g, dtype=dtype).to(device)
         elif ok or exhausted:
             converged = True

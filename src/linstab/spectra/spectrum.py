@@ -100,8 +100,9 @@ def spectrum(
             Krylov degree per product; docs/spectra.md compares block sizes). A Krylov method
             finds at most ``block_size`` copies of one exactly repeated value: copies the
             structure predicts (the plateau at ``|alpha|``, structural zeros) are checked and
-            warned about; for other exact repeats a converged run takes one more cycle from
-            fresh random directions and iterates on when it finds more copies
+            warned about; for other exact repeats a converged run whose ``k`` values hold
+            ``block_size`` copies of one value takes one more cycle from fresh random
+            directions and iterates on when it finds more copies
             (:func:`~linstab.linalg.block_krylov`), which catches a repeat separated from the
             values below it but proves nothing: ``"exact"`` or a larger ``block_size`` there.
         ncv: largest basis before a restart (default ``max(3 k, k + 3 block_size, 16)``).
