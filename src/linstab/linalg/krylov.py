@@ -67,7 +67,8 @@ def _orth_against(Z: torch.Tensor, Q: torch.Tensor | None, drop_tol: float) -> t
 
 def _block_repeat(values: torch.Tensor, block: int, atol: float) -> bool:
     """Whether the sorted ``values`` hold ``block`` or more within ``atol`` of each other: a value
-    whose copies may fill every direction the Krylov space has for it (more may exist)."""
+    whose copies may fill every direction the Krylov space has for it (more may exist).
+    """
     if block < 1 or values.numel() < block:
         return False
     v = values.sort(descending=True).values
