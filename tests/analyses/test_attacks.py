@@ -445,3 +445,55 @@ def test_attack_parameters_are_checked_before_any_work(net, batch, monkeypatch):
         attacks.check_attack_params("jsma")
     full = attacks.check_attack_params("pgd", {"eps": 0.1})
     assert full["eps"] == 0.1 and full["steps"] == 40 and "net" not in full
+
+
+def test_numpy_scalars_are_accepted_like_python_numbers_and_bools_are_not(net, batch):
+    """eps/rtol/steps/labels from NumPy (e.g. a config loaded with numpy) are real numbers."""
+    import numpy as np
+
+    x, y = batch
+    full = attacks.check_attack_params("fgsm", {"eps": np.float32(0.1), "rtol": np.float64(0.01)})
+    assert full["eps"] == pytest.approx(0.1)
+    attacks.check_attack_params("fgsm-half", {"scale": np.float32(0.5)})
+    attacks.check_attack_params("bim", {"eps": np.float32(0.03), "step": np.float32(0.01)})
+    res = attacks.run_attack(net, x[:1], np.int64(int(y[0])), "bim", steps=np.int64(2))
+    assert res[0].params["steps"] == 2 and type(res[0].params["steps"]) is int
+    assert res[0].label == int(y[0])
+    with pytest.raises(ValueError, match="steps: expected an integer >= 1"):
+        attacks.check_attack_params("bim", {"steps": True})
+    with pytest.raises(ValueError, match=r"eps: expected a float in \(0, 1\]"):
+        attacks.check_attack_params("fgsm", {"eps": np.bool_(True)})
+    with pytest.raises(TypeError, match="labels"):
+        attacks.fgsm(net, x[:1], True)
+
+
+def test_a_library_all_zero_image_is_reported_as_no_perturbation_not_as_a_flip(net, batch, monkeypatch):
+    """foolbox's CW returns its all-zero start for an image it could not attack: that is "nothing
+    found" (x_adv = x, not flipped, zero norm), not the zero image's prediction and ||x||."""
+    import foolbox as fb
+
+    x, y = batch
+    zero_pred = int(net.predict(torch.zeros_like(x[:1])).argmax(1))
+    assert any(int(v) != zero_pred for v in y[:3])  # the zero image would "flip" these
+
+    def zeros(self, model, inputs, criterion, *, epsilons, **kw):
+        z = torch.zeros_like(inputs)
+        return z, z, torch.zeros(inputs.shape[0], dtype=torch.bool)
+
+    monkeypatch.setattr(fb.attacks.L2CarliniWagnerAttack, "__call__", zeros)
+    for r in attacks.carlini_wagner(net, x[:3], y[:3]):
+        assert not r.success and not r.flipped and "all-zero" in r.note
+        assert r.adv_pred == r.clean_pred
+        assert torch.equal(r.x_adv, r.x) and r.l2 == 0 and r.linf == 0
+
+
+def test_fgsm_that_clips_a_dark_image_to_zero_is_a_valid_perturbation(net, monkeypatch):
+    """An image that the FGSM step legitimately clips to all zero is a real perturbation (the
+    all-zero guard is for library outputs only)."""
+    x = torch.full((1, 3, 8, 8), 0.01)
+    y = net.predict(x).argmax(1)
+    monkeypatch.setattr(attacks, "_sign_gradient", lambda net, x, labels: -torch.ones_like(x))
+    (r,) = attacks.fgsm_fixed(net, x, y, eps=0.05)
+    assert torch.equal(r.x_adv, torch.zeros_like(x[0]))
+    assert r.success, r.note
+    assert r.l2 == pytest.approx(0.01 * 192**0.5) and r.linf == pytest.approx(0.01)

@@ -470,3 +470,33 @@ def test_random_repeats_and_controls_are_perturbation_names(net, images):
     d0 = [a.delta for a in res.attacks["random"] if a.success]
     d1 = [a.delta for a in res.attacks["random:1"] if a.success]
     assert d0 and not any(torch.equal(a, b) for a, b in zip(d0, d1, strict=True))
+
+
+def test_random_perturbation_norm_accepts_numpy_scalars_and_refuses_bools():
+    import numpy as np
+
+    x = tiny_image(1)
+    d = pg.random_perturbation(x, np.float32(0.5), seed=3)
+    assert float(d.norm()) == pytest.approx(0.5, rel=1e-12)
+    with pytest.raises(ValueError, match="norm: expected a finite float > 0, got True"):
+        pg.random_perturbation(x, True)
+
+
+def test_a_random_norm_the_box_cannot_hold_is_refused_before_any_attack(net, images, monkeypatch):
+    y = net.predict(images).argmax(1)
+
+    def no_attack(*a, **k):
+        raise AssertionError("an attack ran before random_norm was checked")
+
+    monkeypatch.setattr(P, "run_attack", no_attack)
+    with pytest.raises(
+        ValueError, match=r"random_norm: too large for image 0 \(random\).*larger than the image box"
+    ):
+        P.analyze(net, images, y, "fgsm,random", random_norm=100.0, progress=False)
+
+
+def test_a_reference_norm_the_box_cannot_hold_is_reported_not_a_crash(net, images):
+    y = net.predict(images).argmax(1)
+    res = P._random_results(images, y, {0: 100.0, 1: 0.5}, 0, net)
+    assert not res[0].success and "no random perturbation of the reference norm" in res[0].note
+    assert res[1].success and res[1].l2 == pytest.approx(0.5, rel=1e-12)

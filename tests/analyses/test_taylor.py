@@ -279,3 +279,14 @@ def test_cli_jacobian_test_labels_a_smooth_unit(monkeypatch, capsys):
     assert out["order"] >= 1.9 and out["unit"] == "1.2"
     assert main(["jacobian-test", "--unit", "1.2"]) == 0
     assert "activation as-is (silu, relu)" in capsys.readouterr().out
+
+
+def test_a_seed_that_is_not_an_int_is_refused_before_the_linearization(monkeypatch):
+    def no_work(*a, **k):
+        raise AssertionError("linearized before the seed was checked")
+
+    net = make_net("option-A")
+    monkeypatch.setattr(net, "linearize", no_work)
+    for seed in (1.5, True, "0"):
+        with pytest.raises(TypeError, match="seed: expected an int"):
+            jacobian_test(net, tiny_image(), 1, 1, seed=seed)

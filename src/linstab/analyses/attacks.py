@@ -65,9 +65,11 @@ ATTACKS: tuple[str, ...] = ("fgsm", "pgd", "deepfool", "cw")
 CONTROLS: tuple[str, ...] = ("fgsm-half", "fgsm-fixed", "bim")
 """Control perturbations: the adversarial direction without (or regardless of) a label flip."""
 
-ATTACK_REVISION = 2
+ATTACK_REVISION = 3
 """Revision of the attacks' results (part of cached results' keys): 2 = PGD bisects the eps grid
-and draws each image's random start on its own."""
+and draws each image's random start on its own; 3 = a library's all-zero "nothing found" image
+(DeepFool, CW) is reported as no perturbation (``x_adv = x``, not flipped), and an image that
+FGSM or a control legitimately clips to all zero is no longer refused."""
 
 KURAKIN_EPS = 8 / 255
 """The default L-inf budget of the fixed-eps controls (a common budget of Kurakin et al.)."""
@@ -164,8 +166,13 @@ def _check_net(net) -> torch.nn.Module:
     return net.module
 
 
+def _is_real(v) -> bool:
+    """A real number (Python or NumPy int/float scalar), not a ``bool``."""
+    return isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))
+
+
 def _positive_float(name: str, v, allow_zero: bool = False) -> None:
-    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
+    ok = _is_real(v) and bool(np.isfinite(v))
     if not ok or v < 0 or (v == 0 and not allow_zero):
         raise ValueError(f"{name}: expected a finite float {'>=' if allow_zero else '>'} 0, got {v!r}")
 
@@ -188,8 +195,8 @@ def check_batch(net, images, labels) -> tuple[torch.Tensor, torch.Tensor]:
         raise TypeError("labels: expected an int tensor of shape (N,), got None")
     if isinstance(labels, np.ndarray):
         labels = torch.from_numpy(labels)
-    if isinstance(labels, int):
-        labels = torch.tensor([labels])
+    if isinstance(labels, numbers.Integral) and not isinstance(labels, (bool, np.bool_)):
+        labels = torch.tensor([int(labels)])
     if not isinstance(labels, torch.Tensor):
         raise TypeError(f"labels: expected a torch.Tensor of ints, got {type(labels).__name__}")
     if labels.is_floating_point() or labels.dtype == torch.bool:
@@ -240,13 +247,13 @@ def _check_unit_interval(name: str, v, *, optional: bool = False) -> None:
     """``v`` a finite float in (0, 1] (or ``None`` when ``optional``)."""
     if v is None and optional:
         return
-    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 1
+    ok = _is_real(v) and 0 < v <= 1
     if not ok:
         raise ValueError(f"{name}: expected a float in (0, 1]{' or None' if optional else ''}, got {v!r}")
 
 
 def _check_rtol(rtol) -> None:
-    if not (isinstance(rtol, (int, float)) and not isinstance(rtol, bool) and 0 < rtol < 1):
+    if not (_is_real(rtol) and 0 < rtol < 1):
         raise ValueError(f"rtol: expected a float in (0, 1), got {rtol!r}")
 
 
@@ -316,7 +323,7 @@ def _check_cw(*, binary_search_steps, steps, stepsize, confidence, initial_const
 
 
 def _check_fgsm_half(*, scale, eps_grid, rtol, max_bisect) -> None:
-    ok = isinstance(scale, (int, float)) and not isinstance(scale, bool) and 0 < scale < 1
+    ok = _is_real(scale) and 0 < scale < 1
     if not ok:
         raise ValueError(f"scale: expected a float in (0, 1), got {scale!r}")
     _check_fgsm(eps=None, eps_grid=eps_grid, rtol=rtol, max_bisect=max_bisect)
@@ -329,7 +336,8 @@ def _check_fgsm_fixed(*, eps) -> None:
 def _check_bim(*, eps, step, steps) -> None:
     _check_unit_interval("eps", eps)
     _positive_float("step", step)
-    if steps is not None and not (isinstance(steps, int) and not isinstance(steps, bool) and steps >= 1):
+    integer = isinstance(steps, numbers.Integral) and not isinstance(steps, (bool, np.bool_))
+    if steps is not None and not (integer and steps >= 1):
         raise ValueError(f"steps: expected an integer >= 1 (or None: the default count), got {steps!r}")
 
 
@@ -354,11 +362,17 @@ def _finish(
     extra: dict[int, dict] | None = None,
     notes: dict[int, str] | None = None,
     flip: str = "required",
+    zero_sentinel: bool = False,
 ) -> list[AttackResult]:
     """Build results; verify flips with ``net.predict`` and sanity-check the adversarials.
 
     ``flip``: ``"required"`` (an adversarial), ``"any"`` (a control of fixed size) or
     ``"forbidden"`` (a control that must not flip) decides what counts as ``success``.
+    ``zero_sentinel``: an all-zero ``x_adv`` (for a clean image that is not all zero) is the
+    library's "nothing found" (foolbox's CW starts from zeros and returns them for a failed
+    image): it is reported as no perturbation (``x_adv = x``, ``flipped=False``), not as the
+    zero image's prediction and norm. Only for library attacks: the attacks computed here can
+    legitimately clip a dark image to zero.
     """
     extra = extra or {}
     notes = notes or {}
@@ -390,12 +404,16 @@ def _finish(
             rng = f"[{float(xa.min()):.3g}, {float(xa.max()):.3g}]"
             note = note or f"attack returned values outside [0, 1] ({rng})"
             xa = xa.clamp(0, 1)
+        sentinel = zero_sentinel and bool((xa == 0).all()) and not bool((x[i] == 0).all())
+        if sentinel:
+            note = note or "attack returned an all-zero image (the library found no adversarial)"
+            xa = x[i].clone()
         d = xa - x[i]
-        ap = adv_pred.get(i, cp) if finite else cp
+        ap = adv_pred.get(i, cp) if finite and not sentinel else cp
         flipped = ap != lab
-        degenerate = bool((xa == 0).all()) or float(d.abs().max()) == 0.0
+        degenerate = float(d.abs().max()) == 0.0
         if degenerate:
-            note = note or "attack returned an all-zero image or no perturbation"
+            note = note or "attack returned no perturbation (x_adv == x)"
         valid = finite and in_box and not degenerate
         if flip == "required":
             success = flipped and valid
@@ -868,7 +886,7 @@ def _minimization_attack(net, name: str, attack, x, labels, params) -> list[Atta
         clipped = clipped.detach().cpu().to(x.dtype)
         for j, i in enumerate(idx):
             adv[i] = clipped[j]
-    return _finish(net, name, x, labels, clean_pred, adv, {}, params, None, notes)
+    return _finish(net, name, x, labels, clean_pred, adv, {}, params, None, notes, zero_sentinel=True)
 
 
 def deepfool(
@@ -1045,8 +1063,7 @@ def bim(
         progress: unused.
     """
     _check_bim(eps=eps, step=step, steps=steps)
-    if steps is None:
-        steps = int(np.ceil(min(eps * 255 + 4, 1.25 * eps * 255)))
+    steps = int(np.ceil(min(eps * 255 + 4, 1.25 * eps * 255))) if steps is None else int(steps)
     x, labels = check_batch(net, images, labels)
     clean_pred = _predict(net, x)
     idx = [i for i in range(x.shape[0]) if int(clean_pred[i]) == int(labels[i])]

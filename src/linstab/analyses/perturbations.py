@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -198,6 +199,12 @@ def check_spectral_settings(
     return addrs
 
 
+def _draw_random(x: torch.Tensor, i: int, norm: float, seed: int) -> torch.Tensor:
+    """The random perturbation of image ``i`` (seeded by ``seed`` and ``i``) with L2 norm ``norm``."""
+    g = torch.Generator().manual_seed(int(seed) * 1_000_003 + i)
+    return random_perturbation(x[i], norm, generator=g)
+
+
 def _random_results(
     x: torch.Tensor,
     labels: torch.Tensor,
@@ -206,13 +213,19 @@ def _random_results(
     net,
     name: str = "random",
 ) -> list[AttackResult]:
+    """Random perturbations of the reference norms; an image whose norm the box cannot hold in
+    the drawn direction is reported (not perturbed) instead of ending the analysis.
+    """
     out: list[AttackResult] = []
     clean_pred = net.predict(x).argmax(1)
     todo = {}
+    notes: dict[int, str] = {}
     for i in range(x.shape[0]):
         if i in norms and int(clean_pred[i]) == int(labels[i]):
-            g = torch.Generator().manual_seed(int(seed) * 1_000_003 + i)
-            todo[i] = random_perturbation(x[i], norms[i], generator=g)
+            try:
+                todo[i] = _draw_random(x, i, norms[i], seed)
+            except ValueError as exc:
+                notes[i] = f"no random perturbation of the reference norm: {exc}"
     preds = {}
     if todo:
         keys = sorted(todo)
@@ -222,7 +235,7 @@ def _random_results(
     for i in range(x.shape[0]):
         lab, cp = int(labels[i]), int(clean_pred[i])
         if i not in todo:
-            note = "no reference norm (reference attack failed)"
+            note = notes.get(i, "no reference norm (reference attack failed)")
             if cp != lab:
                 note = "clean image misclassified: skipped"
             out.append(AttackResult.unattacked(name, i, x[i], lab, cp, note))
@@ -289,7 +302,8 @@ def analyze(
         seed: seed of the random perturbations (per image: ``seed * 1000003 + position``;
             ``random:r`` uses ``seed + r``) and of PGD's random start and the top-k start blocks.
         random_ref: attack whose per-image L2 norm the random perturbation copies.
-        random_norm: a fixed L2 norm for the random perturbations instead.
+        random_norm: a fixed L2 norm for the random perturbations instead (checked before the
+            attacks: a norm the image box cannot hold in an image's drawn direction is refused).
         attack_params: per-attack keyword arguments, e.g. ``{"pgd": {"eps": 0.01}}`` (all
             checked with :func:`~linstab.analyses.attacks.check_attack_params` before any
             attack runs).
@@ -312,7 +326,7 @@ def analyze(
     if random_ref not in ATTACKS:
         raise ValueError(f"random_ref: expected one of {', '.join(ATTACKS)}, got {random_ref!r}")
     if random_norm is not None and not (
-        isinstance(random_norm, (int, float))
+        isinstance(random_norm, numbers.Real)
         and not isinstance(random_norm, bool)
         and math.isfinite(random_norm)
         and random_norm > 0
@@ -353,6 +367,16 @@ def analyze(
         raise ValueError(f"ids: expected {x.shape[0]} ids, got {len(ids)}")
     spectral = set(check_spectral_settings(net, k, spectral_units))
     keep = set(_check_unit_spec(net, keep_alphas, "keep_alphas"))
+    if randoms and random_norm is not None:  # a norm the image box cannot hold: before the attacks
+        clean_pred = net.predict(x).argmax(1)
+        for name in randoms:
+            for i in range(x.shape[0]):
+                if int(clean_pred[i]) != int(labels[i]):
+                    continue
+                try:
+                    _draw_random(x, i, float(random_norm), seed + random_repeat(name))
+                except ValueError as exc:
+                    raise ValueError(f"random_norm: too large for image {ids[i]} ({name}): {exc}") from None
 
     # ---- perturbations ----------------------------------------------------------------------
     results: dict[str, list[AttackResult]] = {}

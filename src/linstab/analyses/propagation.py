@@ -8,6 +8,7 @@ depend on the attack?).
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 
 import torch
@@ -31,7 +32,7 @@ def random_perturbation(
 
     Args:
         image: ``(C, H, W)`` in [0, 1] (any number of channels ``C``).
-        norm: the requested L2 norm (> 0).
+        norm: the requested L2 norm (a finite real > 0, NumPy scalars included; not a bool).
         seed: seed of the noise (ignored when ``generator`` is given).
         generator: a torch generator to draw from.
 
@@ -46,7 +47,8 @@ def random_perturbation(
     if x.shape[0] != 1:
         raise ValueError(f"image: expected one image (C, H, W), got a batch of {x.shape[0]}")
     x = x[0].to(torch.float64)
-    if not isinstance(norm, (int, float)) or not math.isfinite(norm) or norm <= 0:
+    real = isinstance(norm, numbers.Real) and not isinstance(norm, bool)
+    if not real or not math.isfinite(norm) or norm <= 0:
         raise ValueError(f"norm: expected a finite float > 0, got {norm!r}")
     g = generator if generator is not None else torch.Generator().manual_seed(int(seed))
     u = torch.rand(x.shape, generator=g, dtype=torch.float64) * 2 - 1

@@ -204,7 +204,7 @@ def jacobian_test(
         seed: seed of the direction ``dx``.
 
     Raises:
-        TypeError: for a stage, index or steps that is not an int.
+        TypeError: for a stage, index, steps or seed that is not an int.
         ValueError: for an address outside the network, ``steps`` outside ``2..MAX_STEPS``,
             ``eps0`` outside ``(0, MAX_EPS0]`` (NaN, infinite), an unknown
             ``smooth`` or ``method``, or ``smooth=``/``method="closed"`` on a unit whose form is
@@ -220,6 +220,8 @@ def jacobian_test(
             f"eps0: expected a number in (0, {MAX_EPS0:g}] (the largest step, relative to the norm of the "
             f"unit's input), got {eps0!r}"
         )
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"seed: expected an int, got {type(seed).__name__} {seed!r}")
     if smooth is not None:
         _check_smooth(smooth, beta)
     if method not in ("closed", "autodiff", "auto"):  # before the linearization
@@ -266,7 +268,7 @@ def jacobian_test(
         with torch.no_grad():
             return torch.func.functional_call(module, state, (z.unsqueeze(0).clone(),))[0]
 
-    g = torch.Generator(device="cpu").manual_seed(seed)
+    g = torch.Generator(device="cpu").manual_seed(int(seed))
     dx = torch.randn(x.shape, generator=g, dtype=dtype).to(x.device)
     dx = dx * (x.norm() / dx.norm())
     with OpRecorder(x) as rec:  # the nonlinearities the tested module really applies to x
