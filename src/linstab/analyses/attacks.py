@@ -56,7 +56,7 @@ import torch.nn.functional as F
 
 from ..io.jsonable import is_plain_json
 from ..io.profile import timed
-from ..io.validate import check_int
+from ..io.validate import check_int, is_real
 from ..network.view import Network
 
 ATTACKS: tuple[str, ...] = ("fgsm", "pgd", "deepfool", "cw")
@@ -166,13 +166,8 @@ def _check_net(net) -> torch.nn.Module:
     return net.module
 
 
-def _is_real(v) -> bool:
-    """A real number (Python or NumPy int/float scalar), not a ``bool``."""
-    return isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))
-
-
 def _positive_float(name: str, v, allow_zero: bool = False) -> None:
-    ok = _is_real(v) and bool(np.isfinite(v))
+    ok = is_real(v) and bool(np.isfinite(v))
     if not ok or v < 0 or (v == 0 and not allow_zero):
         raise ValueError(f"{name}: expected a finite float {'>=' if allow_zero else '>'} 0, got {v!r}")
 
@@ -247,13 +242,13 @@ def _check_unit_interval(name: str, v, *, optional: bool = False) -> None:
     """``v`` a finite float in (0, 1] (or ``None`` when ``optional``)."""
     if v is None and optional:
         return
-    ok = _is_real(v) and 0 < v <= 1
+    ok = is_real(v) and 0 < v <= 1
     if not ok:
         raise ValueError(f"{name}: expected a float in (0, 1]{' or None' if optional else ''}, got {v!r}")
 
 
 def _check_rtol(rtol) -> None:
-    if not (_is_real(rtol) and 0 < rtol < 1):
+    if not (is_real(rtol) and 0 < rtol < 1):
         raise ValueError(f"rtol: expected a float in (0, 1), got {rtol!r}")
 
 
@@ -323,7 +318,7 @@ def _check_cw(*, binary_search_steps, steps, stepsize, confidence, initial_const
 
 
 def _check_fgsm_half(*, scale, eps_grid, rtol, max_bisect) -> None:
-    ok = _is_real(scale) and 0 < scale < 1
+    ok = is_real(scale) and 0 < scale < 1
     if not ok:
         raise ValueError(f"scale: expected a float in (0, 1), got {scale!r}")
     _check_fgsm(eps=None, eps_grid=eps_grid, rtol=rtol, max_bisect=max_bisect)

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import json
 import math
-import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +48,7 @@ import numpy as np
 import torch
 
 from ..io.tables import read_csv, write_csv
-from ..io.validate import check_int
+from ..io.validate import check_int, is_real
 from .attacks import (
     ATTACKS,
     CONTROLS,
@@ -325,12 +324,8 @@ def analyze(
     names = parse_perturbations(perturbations)
     if random_ref not in ATTACKS:
         raise ValueError(f"random_ref: expected one of {', '.join(ATTACKS)}, got {random_ref!r}")
-    if random_norm is not None and not (
-        isinstance(random_norm, numbers.Real)
-        and not isinstance(random_norm, bool)
-        and math.isfinite(random_norm)
-        and random_norm > 0
-    ):
+    finite_positive = is_real(random_norm) and math.isfinite(random_norm) and random_norm > 0
+    if random_norm is not None and not finite_positive:
         raise ValueError(f"random_norm: expected a finite float > 0, got {random_norm!r}")
     seed = check_seed("seed", seed)
     randoms = [n for n in names if random_repeat(n) is not None]

@@ -8,12 +8,12 @@ depend on the attack?).
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass, field
 
 import torch
 
 from ..data.images import check_images
+from ..io.validate import is_real
 from ..network.view import parse_unit
 from .attacks import ATTACKS, CONTROLS
 
@@ -47,8 +47,7 @@ def random_perturbation(
     if x.shape[0] != 1:
         raise ValueError(f"image: expected one image (C, H, W), got a batch of {x.shape[0]}")
     x = x[0].to(torch.float64)
-    real = isinstance(norm, numbers.Real) and not isinstance(norm, bool)
-    if not real or not math.isfinite(norm) or norm <= 0:
+    if not is_real(norm) or not math.isfinite(norm) or norm <= 0:
         raise ValueError(f"norm: expected a finite float > 0, got {norm!r}")
     g = generator if generator is not None else torch.Generator().manual_seed(int(seed))
     u = torch.rand(x.shape, generator=g, dtype=torch.float64) * 2 - 1

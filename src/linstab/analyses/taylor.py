@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from ..io.validate import check_int
+from ..io.validate import check_int, is_real
 from ..models.state import cast_state
 from ..operators.autodiff import AutodiffJacobian
 from ..operators.closed_form import UnitJacobian
@@ -215,7 +215,7 @@ def jacobian_test(
         raise ValueError(
             f"steps: expected at most {MAX_STEPS} (eps down to eps0 * 1e-{MAX_STEPS - 1}), got {steps}"
         )
-    if isinstance(eps0, bool) or not isinstance(eps0, numbers.Real) or not 0 < eps0 <= MAX_EPS0:
+    if not is_real(eps0) or not 0 < eps0 <= MAX_EPS0:
         raise ValueError(
             f"eps0: expected a number in (0, {MAX_EPS0:g}] (the largest step, relative to the norm of the "
             f"unit's input), got {eps0!r}"

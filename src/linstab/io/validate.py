@@ -1,8 +1,17 @@
-"""Argument checks shared by every layer: the one definition of "an integer of at least N"."""
+"""Argument checks shared by every layer: the one definition of "an integer of at least N" and
+of "a real number".
+"""
 
 from __future__ import annotations
 
 import numbers
+
+
+def is_real(value) -> bool:
+    """Whether ``value`` is a real number: a Python or NumPy int or float, not a ``bool`` (nor a
+    NumPy bool), a string or a tensor. Finiteness and range are the caller's to check.
+    """
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def check_int(name: str, value, minimum: int = 1, *, optional: bool = False) -> int | None:

@@ -43,14 +43,13 @@ quadrature is then exact and the interval collapses to the exact count.
 from __future__ import annotations
 
 import math
-import numbers
 import time
 import warnings
 from dataclasses import dataclass, field
 
 import torch
 
-from ..io.validate import check_int
+from ..io.validate import check_int, is_real
 from ..operators import LinearOperator
 from .lanczos import _check_op
 from .quadrature import largest_ritz, radau_bounds
@@ -222,16 +221,13 @@ def _check_thresholds(thresholds, zero_tol) -> tuple[float, float, float]:
 
 def _check_interval_args(confidence, interval, n_boot, rounding_margin) -> None:
     """The interval arguments of :func:`band_estimate` (checked before any Lanczos run)."""
-    if isinstance(confidence, bool) or not isinstance(confidence, numbers.Real) or not 0 < confidence < 1:
+    if not is_real(confidence) or not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
     if interval not in INTERVALS:
         raise ValueError(f"interval must be one of {INTERVALS}, got {interval!r}")
     check_int("n_boot", n_boot, 10)
     if rounding_margin is not None and not (
-        isinstance(rounding_margin, numbers.Real)
-        and not isinstance(rounding_margin, bool)
-        and math.isfinite(rounding_margin)
-        and rounding_margin >= 0
+        is_real(rounding_margin) and math.isfinite(rounding_margin) and rounding_margin >= 0
     ):
         raise ValueError(f"rounding_margin must be a finite number >= 0 (or None), got {rounding_margin!r}")
 

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..io.jsonable import dtype_name, to_jsonable
+from ..io.validate import is_real
 from ..operators.base import LinearOperator
 
 METHODS = ("exact", "topk", "bottomk")
@@ -302,7 +303,7 @@ def check_finite(x: torch.Tensor, what: str) -> None:
 
 def check_tol(tol) -> float:
     """``tol`` as a float after checking it is a finite real number ``> 0`` (not a bool)."""
-    if isinstance(tol, bool) or not isinstance(tol, numbers.Real):
+    if not is_real(tol):
         raise TypeError(f"tol must be a positive finite number, got {type(tol).__name__} {tol!r}")
     tol = float(tol)
     if not (math.isfinite(tol) and tol > 0):

@@ -22,7 +22,7 @@ from torch import nn
 from ..data.cifar10_jpeg import cifar10_jpeg_dir
 from ..data.images import default_images
 from ..io.processes import PidLock
-from ..io.validate import check_int
+from ..io.validate import check_int, is_real
 from ..models.blocks import CIFAR10_MEAN_PYTORCHCV, CIFAR10_STD_PYTORCHCV, CifarResNet
 from ..models.device import resolve_device
 from ..models.weights import load_state_dict_file, sha256_file
@@ -324,7 +324,7 @@ def _device_name(device: torch.device) -> str:
 
 def _check_real(name: str, value: Any) -> float:
     """``value`` as a ``float`` after checking that it is a real number (not a bool or a string)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    if not is_real(value):
         raise TypeError(f"{name} must be a number; got {type(value).__name__} {value!r}")
     return float(value)
 
