@@ -110,8 +110,7 @@ def _check_match(op, spectrum: RightSingular) -> None:
     if spectrum._source is op or V.shape[1] == 0:
         return
     c = min(MATCH_CHECK, V.shape[1])
-    Vc = V[:, :c].T.to(op.dtype).reshape(c, *op.in_shape)
-    got = op.matmat_batch(Vc).reshape(c, -1).to(torch.float64).norm(dim=1)
+    got = _image_norms(op, V[:, :c])
     want = spectrum.values[:c].to(torch.float64)
     scale = max(float(want[0]), 1e-300)
     err = float((got - want).abs().max()) / scale
@@ -149,9 +148,14 @@ def _pair_error(op, values: torch.Tensor, V: torch.Tensor) -> float:
     if not math.isfinite(s1) or s1 <= 0:
         return math.inf
     orth = float((V.T @ V - torch.eye(V.shape[1], dtype=V.dtype)).abs().max())
+    return max(orth, float((_image_norms(op, V) - values).abs().max()) / s1)
+
+
+def _image_norms(op, V: torch.Tensor) -> torch.Tensor:
+    """``(c,)`` float64 ``||J v_i||`` of the columns of ``V`` ``(n_in, c)``, in one batched product."""
     c = V.shape[1]
-    JV = op.matmat_batch(V.T.reshape(c, *op.in_shape).to(op.dtype)).reshape(c, -1).to(torch.float64)
-    return max(orth, float((JV.norm(dim=1) - values).abs().max()) / s1)
+    JV = op.matmat_batch(V.T.reshape(c, *op.in_shape).to(op.dtype)).reshape(c, -1)
+    return JV.to(torch.float64).norm(dim=1)
 
 
 DENSE_FALLBACK_MAX = 4096  # a failed check is redone by a dense SVD up to this many values
