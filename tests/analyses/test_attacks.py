@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -11,7 +12,7 @@ from linstab.analyses import attacks
 from linstab.analyses.attacks import check_eps_grid, default_eps_grid
 
 # a short grid and cheap PGD settings keep the fast tier fast
-GRID = torch.from_numpy(__import__("numpy").geomspace(1e-3, 0.5, 16))
+GRID = torch.from_numpy(np.geomspace(1e-3, 0.5, 16))
 FAST_PGD = {"steps": 10, "eps_grid": GRID, "rtol": 0.05}
 
 
@@ -167,7 +168,18 @@ def test_user_errors(net, batch):
         attacks.fgsm(net, x, y[:2])
     with pytest.raises(TypeError, match="linstab.Network"):
         attacks.fgsm(net.module, x, y)
+    with pytest.raises(TypeError, match="sequence of ints"):
+        attacks.fgsm(net, x, [0.0] * x.shape[0])
+    with pytest.raises(ValueError, match="expected 6 labels"):
+        attacks.fgsm(net, x, [int(v) for v in y[:2]])
     assert default_eps_grid().numel() == 33
+
+
+def test_labels_as_a_list_or_array_match_the_tensor(net, batch):
+    x, y = batch
+    ref = [r.eps for r in attacks.fgsm(net, x[:2], y[:2])]
+    assert [r.eps for r in attacks.fgsm(net, x[:2], [int(v) for v in y[:2]])] == ref
+    assert [r.eps for r in attacks.fgsm(net, x[:2], y[:2].numpy().astype(np.int32))] == ref
 
 
 def test_training_mode_is_refused():
@@ -449,7 +461,6 @@ def test_attack_parameters_are_checked_before_any_work(net, batch, monkeypatch):
 
 def test_numpy_scalars_are_accepted_like_python_numbers_and_bools_are_not(net, batch):
     """eps/rtol/steps/labels from NumPy (e.g. a config loaded with numpy) are real numbers."""
-    import numpy as np
 
     x, y = batch
     full = attacks.check_attack_params("fgsm", {"eps": np.float32(0.1), "rtol": np.float64(0.01)})

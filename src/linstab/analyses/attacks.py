@@ -181,13 +181,18 @@ def check_batch(net, images, labels) -> tuple[torch.Tensor, torch.Tensor]:
         ``(x, labels)``: ``(N, C, H, W)`` images and ``(N,)`` int64 labels.
 
     Raises:
-        TypeError: labels that are not an integer tensor or array.
+        TypeError: labels that are not an integer tensor, array or sequence of ints.
         ValueError: a wrong count of labels, or labels outside ``0..n_classes - 1``.
     """
     _check_net(net)
     x = net.check_input(images)
     if labels is None:
         raise TypeError("labels: expected an int tensor of shape (N,), got None")
+    if isinstance(labels, (list, tuple)):
+        arr = np.asarray(labels)
+        if arr.size and arr.dtype.kind not in "iu":
+            raise TypeError(f"labels: expected a sequence of ints, got elements of dtype {arr.dtype}")
+        labels = arr.astype(np.int64)
     if isinstance(labels, np.ndarray):
         labels = torch.from_numpy(labels)
     if isinstance(labels, numbers.Integral) and not isinstance(labels, (bool, np.bool_)):

@@ -354,8 +354,6 @@ def analyze(
     if labels is None:
         labels = net.predict(x).argmax(1)
     else:
-        if isinstance(labels, (list, tuple)):
-            labels = torch.as_tensor(labels)
         x, labels = check_batch(net, x, labels)
     ids = [str(i) for i in (ids if ids is not None else range(x.shape[0]))]
     if len(ids) != x.shape[0]:
