@@ -19,13 +19,14 @@ from linstab.report import ReportConfig, build_report
 from linstab.report.findings import read_findings
 
 
-@pytest.mark.slow  # 20 s (quick) and 50 s (full) on one thread
 @pytest.mark.parametrize("quick", [True, False], ids=["quick", "full"])
 def test_stage_plateau_finding_needs_whole_stage_spectra(tmp_path, quick):
     """Quick mode has only top-k stage values: the plateau is not judged from them."""
-    cfg = ReportConfig(models=[], images=[0, 1], quick=quick, out=tmp_path / "out", cache_dir=tmp_path / "c",
-                       progress=False)  # fmt: skip
-    index = build_report(cfg, ("spectra",), nets=[make_net("option-A", seed=2, hw=32)])
+    small = tmp_path / "images.npy"
+    np.save(small, torch.stack([tiny_image(s, hw=16) for s in range(2)]).numpy())
+    cfg = ReportConfig(models=[], images=str(small), quick=quick, out=tmp_path / "out",
+                       cache_dir=tmp_path / "c", progress=False)  # fmt: skip
+    index = build_report(cfg, ("spectra",), nets=[make_net("option-A", seed=2, hw=16)])
     rows = read_findings(index.parent / "data" / "findings.csv")
     stage = [r for r in rows if r["claim"].startswith("The stage Jacobians")]
     assert len(stage) == 1

@@ -547,13 +547,12 @@ def resnet56_stage3(request):
     lin = net.linearize(x[0], dtype=F64)
     op = lin.unit(3, 5)
     M = dense(op)
-    U, s, Vh = torch.linalg.svd(M)
-    return lin, op, U, s, Vh
+    return lin, op, M, torch.linalg.svdvals(M)
 
 
 @pytest.mark.slow
 def test_real_stage3_unit_exact_bands_topk(resnet56_stage3):
-    lin, op, U, s, Vh = resnet56_stage3
+    lin, op, M, s = resnet56_stage3
     res = S.spectrum(op, "exact")
     assert res.route == "structured"
     assert (res.values - s).abs().max() < 1e-8
@@ -563,10 +562,11 @@ def test_real_stage3_unit_exact_bands_topk(resnet56_stage3):
     assert bc.n_exact_ones == res.n_exact_ones
     top = S.spectrum(op, "topk", k=16, vectors=True)
     assert top.converged and (top.values - s[:16]).abs().max() < 1e-8
-    for i in range(16):
-        gap = min(float(s[i - 1] - s[i]) if i else math.inf, float(s[i] - s[i + 1]))
-        if gap > 1e-4:
-            assert abs(float(top.V[:, i] @ Vh[i])) > 1 - 1e-7
+    # each vector is a right singular vector of the dense matrix: M^T M v = s^2 v to rounding
+    # (with the values equal, a residual r puts v within r / gap of the true one)
+    V = top.V.reshape(M.shape[1], -1)
+    resid = torch.linalg.vector_norm(M.T @ (M @ V) - V * s[:16] ** 2, dim=0)
+    assert float(resid.max()) < 1e-9 * float(s[0]) ** 2
 
 
 @pytest.mark.slow
