@@ -235,6 +235,21 @@ def test_input_errors():
         lanczos(nan_operator(20), rademacher_probes(20, 2, dtype=F64), 3)
 
 
+def test_an_operator_that_turns_nan_fails_at_the_first_check_point_not_after_all_steps():
+    """NaN from the 20th product on: the run stops at the check after step 32, not after 400."""
+    A = torch.randn(500, 500, generator=torch.Generator().manual_seed(0), dtype=F64)
+    calls = []
+
+    def mm(V):
+        calls.append(1)
+        return V @ A.T if len(calls) < 20 else torch.full_like(V, float("nan"))
+
+    op = CallableOperator(mm, lambda W: W @ A, (500,), (500,), F64)
+    with pytest.raises(ValueError, match="NaN.*within the first 32 steps"):
+        lanczos(op, rademacher_probes(500, 2, dtype=F64), 400)
+    assert len(calls) == 32
+
+
 def test_many_steps_without_reorth_keep_the_moments():
     """Past loss of orthogonality (k > n), the rule still reproduces the low moments."""
     vals = levels({0.3: 20, 1.0: 20, 1.7: 20})

@@ -3,8 +3,9 @@
 ``B`` probes run their own (independent, not block) Lanczos recurrences side by side: every
 step is one batched product ``J (.)`` and one batched adjoint product ``J^T (.)`` on all ``B``
 vectors at once. Vectors live on the operator's device in its dtype; no value is copied to
-the host inside the iteration (breakdowns are handled with masks, NaN checks happen once at
-the end). The recurrence coefficients (``(B, k)`` numbers) are returned in float64 on the CPU.
+the host inside the iteration (breakdowns are handled with masks) except at a few check points
+(16, 32, 64, ... steps), where a stop rule is asked and non-finite coefficients end the run.
+The recurrence coefficients (``(B, k)`` numbers) are returned in float64 on the CPU.
 
 Shapes: the Gram space has dimension ``dim`` (``n_in`` for ``side="right"``, i.e. ``J^T J``,
 ``n_out`` for ``side="left"``, i.e. ``J J^T``); a block of vectors is ``(dim, B)`` (columns, as
@@ -177,9 +178,11 @@ def lanczos(
         return_basis: keep the Lanczos vectors (``reorth="full"`` only).
         stop: optional rule for ending early: called with the :class:`LanczosResult` of the
             steps so far after each step count in ``check_at``; the iteration ends when it
-            returns ``True`` (``steps`` is then the count reached). These checks are the only
-            host round trips of the iteration.
-        check_at: step counts at which ``stop`` is asked (default: 16, 32, 64, ..., doubling).
+            returns ``True`` (``steps`` is then the count reached).
+        check_at: step counts at which ``stop`` is asked and the coefficients so far are checked
+            for NaN/Inf (default: 16, 32, 64, ..., doubling). These checks are the only host
+            round trips of the iteration: an operator that returns NaN fails there, not after
+            all ``steps`` products.
 
     Returns:
         a :class:`LanczosResult`.
@@ -218,7 +221,7 @@ def lanczos(
     n_support = dim if support is None else int(support.sum())
     k = min(steps, max(n_support - (0 if L is None else L.shape[1]), 1))
     B = start.shape[1]
-    checks = _check_points(check_at, k) if stop is not None else set()
+    checks = _check_points(check_at, k)
     eps = torch.finfo(dtype).eps
     tol = 100 * eps
 
@@ -265,8 +268,10 @@ def lanczos(
         A_[j] = a
         B_[j] = b
         b_prev = b
-        if stop is not None and j + 1 < k and (j + 1) in checks:
-            if stop(_result(A_[: j + 1], B_[: j + 1], X, side, reorth, dim, n_support, None, t0)):
+        if j + 1 < k and (j + 1) in checks:
+            if stop is None:
+                _check_finite(A_[: j + 1], B_[: j + 1])
+            elif stop(_result(A_[: j + 1], B_[: j + 1], X, side, reorth, dim, n_support, None, t0)):
                 k = j + 1
                 break
     res = _result(A_[:k], B_[:k], X, side, reorth, dim, n_support, basis[:k] if return_basis else None, t0)
@@ -289,16 +294,21 @@ def _check_points(check_at, k: int) -> set[int]:
     return pts
 
 
+def _check_finite(A_: torch.Tensor, B_: torch.Tensor) -> None:
+    """Raise ``ValueError`` if the coefficients so far hold a NaN or an Inf."""
+    if not bool(torch.isfinite(A_).all()) or not bool(torch.isfinite(B_).all()):
+        raise ValueError(
+            f"the operator returned non-finite values (NaN or Inf) during Lanczos (within the "
+            f"first {A_.shape[0]} steps): check the operator (e.g. the linearization point or its weights)"
+        )
+
+
 def _result(A_, B_, X, side, reorth, dim, n_support, basis, t0) -> LanczosResult:
     """The :class:`LanczosResult` of the coefficients ``A_``, ``B_`` (``(k, B)``, device)."""
     k, B = A_.shape
+    _check_finite(A_, B_)
     alpha = A_.T.to(device="cpu", dtype=torch.float64)
     beta = B_.T.to(device="cpu", dtype=torch.float64)
-    if not bool(torch.isfinite(alpha).all()) or not bool(torch.isfinite(beta).all()):
-        raise ValueError(
-            "the operator returned non-finite values (NaN or Inf) during Lanczos: check the "
-            "operator (e.g. the linearization point or its weights)"
-        )
     # the squared start norms are the total masses of the probes' spectral measures: summed in
     # float64 (exact for +-1 probes) rather than taken from the working-precision norm
     start_norm = X.to(torch.float64).pow(2).sum(dim=1).sqrt().to(device="cpu")
