@@ -500,3 +500,13 @@ def test_a_reference_norm_the_box_cannot_hold_is_reported_not_a_crash(net, image
     res = P._random_results(images, y, {0: 100.0, 1: 0.5}, 0, net)
     assert not res[0].success and "no random perturbation of the reference norm" in res[0].note
     assert res[1].success and res[1].l2 == pytest.approx(0.5, rel=1e-12)
+
+
+def test_geometric_mean_of_growths_counts_a_vanished_perturbation():
+    """A unit that kills the perturbation (growth 0) makes the geometric mean 0; undefined
+    growths after it (0/0: NaN) are left out; before, zeros were skipped like NaN."""
+    from linstab.analyses.perturbations import _gmean
+
+    assert _gmean([2.0, 0.5, 4.0]) == pytest.approx(math.exp(math.log(4.0) / 3))
+    assert _gmean([2.0, 0.0, math.nan]) == 0.0
+    assert math.isnan(_gmean([math.nan, math.inf]))

@@ -499,8 +499,17 @@ def _f(v) -> float:
 
 
 def _gmean(vals: list[float]) -> float:
-    v = [x for x in vals if x > 0 and math.isfinite(x)]
-    return math.exp(sum(math.log(x) for x in v) / len(v)) if v else math.nan
+    """Geometric mean of the finite values (NaN: none). A growth of exactly 0 (the perturbation
+    vanished in that unit) makes it 0, not a mean over the other units.
+    """
+    v = [x for x in vals if math.isfinite(x)]
+    if not v:
+        return math.nan
+    if any(x < 0 for x in v):
+        raise ValueError(f"geometric mean of growths: expected values >= 0, got {min(v)}")
+    if any(x == 0 for x in v):
+        return 0.0
+    return math.exp(sum(math.log(x) for x in v) / len(v))
 
 
 def _mean(vals: list[float]) -> float:
