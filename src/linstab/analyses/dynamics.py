@@ -174,7 +174,9 @@ class LyapunovResult:
 
     Attributes:
         units: unit addresses in order.
-        log_growth: ``(n_units, k)`` array, ``log |R_kk|`` per unit and direction.
+        log_growth: ``(n_units, k)`` array, ``log |R_kk|`` per unit and direction. A direction the
+            unit annihilates exactly (``R_kk = 0``, e.g. ``k`` above the unit's rank) is floored at
+            ``log(1e-300) = -690.8``; values below about ``log(eps |R_11|)`` are rounding.
         cumulative: ``(n_units, k)`` cumulative sums.
         k: number of directions.
         seed: frame seed.
