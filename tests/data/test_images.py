@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 import linstab
-from linstab.data import DEFAULT_LABELS, check_images, load_cifar10_jpeg, load_images
+from linstab.data import DEFAULT_LABELS, check_images, default_images, load_cifar10_jpeg, load_images
 
 JPEG_DIR = Path(
     os.environ.get("LINSTAB_CIFAR10_JPEG", Path(__file__).parents[3] / "shared/data/cifar10-jpeg")
@@ -133,3 +133,23 @@ def test_transparent_images_are_refused_and_opaque_rgba_is_read(tmp_path):
     Image.fromarray(rgba, "RGBA").save(tmp_path / "clear.png")
     with pytest.raises(ValueError, match="transparent pixels"):
         load_images(tmp_path / "clear.png")
+
+
+@pytest.mark.parametrize(
+    "indices, error, message",
+    [
+        ([2.9], TypeError, "got an element float 2.9"),  # was: image 2
+        ([True], TypeError, "got an element bool"),  # was: image 1
+        ("12", TypeError, "got str '12'"),  # was: images 1 and 2, the characters
+        (np.array([1.0]), TypeError, "got an element float64"),
+        ([], ValueError, "empty selection"),  # was: torch.stack's RuntimeError
+    ],
+)
+def test_default_image_indices_are_integers(indices, error, message):
+    with pytest.raises(error, match=message):
+        default_images(indices)
+    x, y = default_images(np.array([4, 2]))
+    assert (
+        torch.equal(x, default_images([4, 2])[0])
+        and y.tolist() == default_images(range(4, 1, -2))[1].tolist()
+    )

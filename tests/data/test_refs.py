@@ -7,7 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from linstab.data.refs import image_refs, load_image
+from linstab.data.imagenet import preprocess
+from linstab.data.refs import image_refs, load_image, parse_index_spec
 from linstab.data.selection import select_images
 
 
@@ -64,7 +65,7 @@ def test_bad_specs(spec):
 
 def test_bad_jpeg_index_spec_is_named_before_the_folder_is_looked_for(monkeypatch, tmp_path):
     monkeypatch.setenv("LINSTAB_CIFAR10_JPEG", str(tmp_path / "missing"))
-    for spec in ("jpeg:-1", "jpeg:5-2", "jpeg:a"):
+    for spec in ("jpeg:-1", "jpeg:5-2", "jpeg:a", "jpeg:ALL"):
         with pytest.raises(ValueError, match="bad index"):
             image_refs(spec)
 
@@ -99,3 +100,80 @@ def test_hidden_files_in_a_folder_are_left_out(tmp_path):
     (tmp_path / "x.png").unlink()
     with pytest.raises(ValueError, match=r"empty selection: folder .* holds no image files \(\.png"):
         select_images(str(tmp_path))
+
+
+# ---- found by a probe of odd specs and files -------------------------------------------------------
+def test_a_range_is_checked_before_it_is_expanded():
+    with pytest.raises(ValueError, match=r"indices 0-200000 of '0-200000' out of range 0\.\.19") as info:
+        parse_index_spec("0-200000", 20)  # was: a list of 200,001 ints first, all named in the message
+    assert len(str(info.value)) < 100
+    with pytest.raises(ValueError, match="reversed"):
+        parse_index_spec("7-3", 20)
+    assert parse_index_spec(" 2 - 4 ,7", 20) == [2, 3, 4, 7]
+
+
+@pytest.mark.parametrize("spec", ["\u0663", "\u00b2", "1-\u00b2"])  # Arabic-Indic three, superscript two
+def test_indices_are_ascii_digits(spec):
+    with pytest.raises(ValueError, match="bad index"):
+        parse_index_spec(spec, 20)  # was: 3 accepted, or int()'s message without the spec
+
+
+@pytest.mark.parametrize(
+    "labels, message",
+    [
+        (np.array([1.5, 2.0]), "not whole numbers"),  # was: silently truncated to 1
+        (np.array([np.nan, 2.0]), "not whole numbers"),  # was: int()'s message, no file named
+        (np.array([True, False]), "dtype bool"),  # was: read as 1, 0
+        (np.array([-1, 2]), "negative labels"),
+        (np.array(["a", "b"]), "dtype <U1"),
+    ],
+)
+def test_npz_labels_must_be_class_indices(tmp_path, labels, message):
+    path = tmp_path / "x.npz"
+    np.savez(path, images=np.random.default_rng(0).random((2, 3, 4, 4)).astype(np.float32), labels=labels)
+    with pytest.raises(ValueError, match=f"x.npz: .*{message}"):
+        image_refs(str(path))
+    np.savez(path, images=np.zeros((2, 3, 4, 4), np.float32), labels=np.array([3.0, 0.0]))
+    assert [r.label for r in image_refs(str(path)).refs] == [3, 0]
+
+
+def test_an_index_spec_that_names_a_path_here_is_ambiguous(tmp_path, monkeypatch):
+    (tmp_path / "3").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "3" / "a.png")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=r"'3' is ambiguous.*\./3"):
+        image_refs("3")  # was: the folder, silently, instead of default image 3
+    assert [r.id for r in image_refs("./3").refs] == ["a.png"]
+    assert [r.id for r in image_refs("4").refs] == ["cifar10-test-4"]
+
+
+def test_jpeg_data_is_lossy_whatever_the_suffix(tmp_path):
+    arr = np.random.default_rng(0).integers(0, 255, (8, 8, 3), dtype=np.uint8)
+    Image.fromarray(arr).save(tmp_path / "a.png", format="JPEG")  # was: lossless, by its suffix
+    Image.fromarray(arr).save(tmp_path / "b.jpg", format="PNG")
+    assert image_refs(str(tmp_path / "a.png")).source.lossy
+    assert not image_refs(str(tmp_path / "b.jpg")).source.lossy
+    refs = image_refs(str(tmp_path))
+    assert refs.source.lossy and [r.lossy for r in refs.refs] == [True, False]
+    assert select_images(str(tmp_path / "a.png")).lossy
+
+
+def test_huge_and_truncated_files_are_value_errors_naming_the_file(tmp_path, monkeypatch):
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(tmp_path / "big.png")
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(
+        tmp_path / "cut.png"
+    )
+    (tmp_path / "cut.png").write_bytes((tmp_path / "cut.png").read_bytes()[:-2000])
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)  # PIL refuses images of twice that
+    for load in (select_images, lambda p: select_images(p, size=16), preprocess):
+        with pytest.raises(ValueError, match="big.png: .*decompression bomb"):  # was: DecompressionBombError
+            load(str(tmp_path / "big.png"))
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="cut.png: not a readable image file"):  # was: OSError, no file named
+        preprocess(str(tmp_path / "cut.png"), size=16)
+
+
+def test_an_empty_index_spec_after_a_path_is_named(tmp_path):
+    np.save(tmp_path / "x.npy", np.zeros((2, 3, 4, 4), np.float32))
+    with pytest.raises(ValueError, match="empty index spec after ':'"):
+        image_refs(f"{tmp_path / 'x.npy'}:")

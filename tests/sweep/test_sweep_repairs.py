@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from factories import make_net, tiny_image
+from PIL import Image
 from torch import nn
 
 import linstab
@@ -333,3 +334,110 @@ def test_one_image_gives_no_interval(tiny_spec, images_npz, tmp_path):
     out = _sweep(tmp_path, tiny_spec, f"{images_npz}:0-1", name="two")
     _, res, _ = summarize_sweep(out, n_resamples=99)
     assert all(s["ci_low"] <= s["mean"] <= s["ci_high"] for s in res["models"]["tiny-B"]["stats"])
+
+
+# ---- 9. found by a probe: checked when planned, damage the footer does not show ------------------
+def test_images_of_another_shape_or_units_are_refused_when_planned(tiny_spec, tmp_path):
+    with pytest.raises(
+        ValueError, match=r"tiny-B takes images of shape 3 x 8 x 8 .*2 of the 2 .*3 x 32 x 32"
+    ):
+        plan_sweep([tiny_spec], "0-1", BANDS_11)  # was: planned; every task an error row
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for name, size in (("a.png", 8), ("b.png", 16), ("c.png", 8)):
+        Image.fromarray(np.zeros((size, size, 3), np.uint8)).save(folder / name)
+    (folder / "d.png").write_bytes(b"\x89PNG\r\n\x1a\n not a png")  # left to its task (an error row)
+    with pytest.raises(ValueError, match=r"1 of the 4 images .*3 x 16 x 16 \(1, e\.g\. b\.png\)"):
+        plan_sweep([tiny_spec], str(folder), BANDS_11)
+    assert len(plan_sweep([tiny_spec], f"{folder}:0,2,3", BANDS_11).tasks) == 3
+    np.save(tmp_path / "hwc.npy", np.zeros((2, 8, 8, 3), np.float32))  # channels-last, as load_image reads it
+    assert len(plan_sweep([tiny_spec], str(tmp_path / "hwc.npy"), BANDS_11).tasks) == 2
+    with pytest.raises(ValueError, match="units '4.1' of tiny-B: stage must be in 1..3"):
+        plan_sweep([tiny_spec], str(tmp_path / "hwc.npy"), Recipe(units="4.1"))
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        ({"analyses": ("propagation",), "seed": 10**20}, ValueError, "seed: expected an int in"),
+        ({"analyses": ("topk",), "seed": 2**64}, ValueError, r"seed must be in \["),
+        ({"seed": "0"}, TypeError, "seed must be an int, got str"),
+        ({"seed": True}, TypeError, "seed must be an int, got bool"),
+    ],
+)
+def test_a_seed_the_analyses_refuse_is_refused_by_the_recipe(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        Recipe(**kwargs)  # was: accepted; every task an error row
+
+
+def test_a_task_file_damaged_inside_is_set_aside_and_rerun(tiny_spec, images_npz, tmp_path):
+    plan = plan_sweep([tiny_spec], f"{images_npz}:0-1", BANDS_11)
+    out = tmp_path / "out"
+    run_sweep(out, plan, workers=0, progress=False)
+    before = read_rows(out, columns=["image", "frac_above"]).to_pylist()
+    victim = out / store.ROWS / plan.tasks[1]["file"]
+    meta = pq.ParquetFile(victim).metadata.row_group(0)
+    (chunk,) = [
+        meta.column(i) for i in range(meta.num_columns) if meta.column(i).path_in_schema == "frac_above"
+    ]
+    data = bytearray(victim.read_bytes())
+    for i in range(chunk.data_page_offset + 3, chunk.data_page_offset + chunk.total_compressed_size - 2):
+        data[i] ^= 0x5A  # the page, not the footer
+    victim.write_bytes(bytes(data))
+    assert store.task_file_problem(victim) is None  # the footer is whole
+    with pytest.raises(ValueError, match=rf"{victim.name} cannot be read"):
+        read_rows(out)
+    with pytest.warns(SweepWarning, match=rf"{victim.name} cannot be read .*moved to"):
+        res = run_sweep(out, plan, workers=0, progress=False)  # was: counted as done, never rerun
+    assert (res.done_before, res.ran) == (1, 1)
+    assert sorted(read_rows(out, columns=["image", "frac_above"]).to_pylist(), key=str) == sorted(
+        before, key=str
+    )
+
+
+def test_a_manifest_without_recipe_or_a_rows_file_is_refused(tiny_spec, images_npz, tmp_path, capsys):
+    out = _sweep(tmp_path, tiny_spec, f"{images_npz}:0")
+    plan = plan_sweep([tiny_spec], f"{images_npz}:0", BANDS_11)
+    path = out / store.MANIFEST
+    good = path.read_text()
+    path.write_text(json.dumps({k: v for k, v in json.loads(good).items() if k != "recipe"}))
+    with pytest.raises(ValueError, match="holds no recipe") as info:
+        run_sweep(out, plan, workers=0, progress=False)  # was: "another recipe", differences ": null"
+    assert not isinstance(info.value, RecipeMismatch)
+    path.write_text(good)
+    rows = out / store.ROWS
+    for p in rows.iterdir():
+        p.unlink()
+    rows.rmdir()
+    rows.write_text("")
+    with pytest.raises(ValueError, match="rows is not a folder"):
+        run_sweep(out, plan, workers=0, progress=False)  # was: FileExistsError after the first task
+    with pytest.raises(ValueError, match="rows is not a folder"):
+        sweep_statistics(out, n_resamples=9)  # was: "no rows written yet"
+    assert len(read_manifest(out)["runs"]) == 1
+
+
+def test_a_negative_summary_seed_is_named(tiny_spec, images_npz, tmp_path):
+    out = _sweep(tmp_path, tiny_spec, f"{images_npz}:0-1")
+    with pytest.raises(ValueError, match="seed must be an int >= 0; got -1"):
+        sweep_statistics(out, n_resamples=9, seed=-1)  # was: numpy's "expected non-negative integer"
+
+
+def test_the_cli_prints_a_repair_as_one_line(tmp_path, monkeypatch, capsys):
+    (tmp_path / "tinymod.py").write_text(
+        "from factories import make_net\n\n\ndef net():\n    return make_net('option-B', 0)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    np.save(tmp_path / "imgs.npy", torch.stack([tiny_image(s) for s in range(2)]).numpy())
+    out = tmp_path / "out"
+    argv = ["sweep", "--model", "tinymod:net", "--images", str(tmp_path / "imgs.npy"), "--units", "1.1"]
+    argv += ["--workers", "0", "--no-progress", "--out", str(out)]
+    assert cli_main(argv) == 0
+    victim = sorted((out / store.ROWS).iterdir())[0]
+    victim.write_bytes(victim.read_bytes()[:100])
+    capsys.readouterr()
+    assert cli_main(argv) == 0
+    err = capsys.readouterr().err
+    (line,) = [x for x in err.splitlines() if "warning" in x.lower()]
+    assert line.startswith("linstab sweep: warning: sweep task file") and "moved to" in line
+    assert "SweepWarning" not in err and "run_sweep(" not in err

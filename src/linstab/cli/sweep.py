@@ -10,9 +10,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 
 from ..linalg.results import PLATEAU, ZERO_TOL
-from ..sweep.engine import Recipe, plan_sweep, run_sweep
+from ..sweep.engine import Recipe, SweepWarning, plan_sweep, run_sweep
 from ..sweep.summary import summarize_sweep
 from . import common
 
@@ -32,6 +33,21 @@ Run the same command again to resume: finished tasks are skipped.
 
 
 RESUME_HINT = "sweep interrupted: run the same command again to resume (finished tasks are kept)"
+
+
+def _show_sweep_warnings(show):
+    """A ``warnings.showwarning`` that prints a :class:`SweepWarning` (something the run repaired,
+    e.g. an unreadable task file moved aside) as one line, without a source line; others as
+    ``show`` does.
+    """
+
+    def _show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, SweepWarning):
+            print(f"linstab sweep: warning: {' '.join(str(message).split())}", file=sys.stderr)
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    return _show
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
@@ -71,16 +87,18 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     )
     argv = getattr(args, "_argv", None) or sys.argv
     try:
-        res = run_sweep(
-            args.out,
-            plan,
-            workers=args.workers,
-            scheduler=args.scheduler,
-            threads=args.threads,
-            progress=not args.no_progress,
-            retry_errors=args.retry_errors,
-            argv=list(argv),
-        )
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_sweep_warnings(warnings.showwarning)
+            res = run_sweep(
+                args.out,
+                plan,
+                workers=args.workers,
+                scheduler=args.scheduler,
+                threads=args.threads,
+                progress=not args.no_progress,
+                retry_errors=args.retry_errors,
+                argv=list(argv),
+            )
     except KeyboardInterrupt:
         print(RESUME_HINT, file=sys.stderr)
         return 130

@@ -221,8 +221,13 @@ def preprocess(images, size: int | tuple[int, int] = 224, resize: int | None = N
                 im = Image.open(obj)
             except OSError as exc:
                 raise ValueError(f"{label}: not a readable image file ({exc})") from None
+            except Image.DecompressionBombError as exc:  # not an OSError: more pixels than PIL's limit
+                raise ValueError(f"{label}: {exc}") from None
             with im:
-                out.append(_pil_to_tensor(im, crop, short, label))
+                try:
+                    out.append(_pil_to_tensor(im, crop, short, label))
+                except OSError as exc:  # decoded only here: a truncated or damaged file
+                    raise ValueError(f"{label}: not a readable image file ({exc})") from None
         elif isinstance(obj, Image.Image):
             out.append(_pil_to_tensor(obj, crop, short, label))
         else:

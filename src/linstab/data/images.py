@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import operator
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -102,19 +104,46 @@ def _foolbox_data_dir() -> Path:
     return Path(spec.origin).parent / "data"
 
 
+def _indices(indices) -> list[int]:
+    """``indices`` as a list of ints, each checked to be an integer (never truncated, never a bool)."""
+    expected = "expected a list, range or 1-D array of ints in 0..19"
+    if isinstance(indices, str | bytes) or not isinstance(indices, Iterable):
+        raise TypeError(f"default image indices: {expected}, got {type(indices).__name__} {indices!r}")
+    out = []
+    for i in indices:
+        is_bool = isinstance(i, bool | np.bool_) or (isinstance(i, torch.Tensor) and i.dtype == torch.bool)
+        try:
+            if is_bool:
+                raise TypeError
+            out.append(operator.index(i))
+        except TypeError:
+            raise TypeError(
+                f"default image indices: {expected}, got an element {type(i).__name__} {i!r}"
+            ) from None
+    return out
+
+
 def default_images(indices: list[int] | range | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The 20 lossless CIFAR-10 test images (test-set indices 0-19) shipped with foolbox.
 
     Args:
-        indices: a subset of 0..19 (default: all 20).
+        indices: a subset of 0..19 (default: all 20): a list, tuple, range or 1-D array of
+            integers (Python, NumPy or torch; not bools, floats or a string such as ``"0-4"``:
+            :func:`~linstab.data.select_images` parses those).
 
     Returns:
         ``(images, labels)``: ``(N, 3, 32, 32)`` float32 in [0, 1] and ``(N,)`` int64.
+
+    Raises:
+        TypeError: indices that are not a sequence of integers.
+        ValueError: indices outside 0..19, or none.
     """
     from PIL import Image
 
+    idx = list(range(20)) if indices is None else _indices(indices)
+    if not idx:
+        raise ValueError("default image indices: empty selection; give indices in 0..19 (or None for all)")
     root = _foolbox_data_dir()
-    idx = list(range(20)) if indices is None else [int(i) for i in indices]
     bad = [i for i in idx if not 0 <= i < 20]
     if bad:
         raise ValueError(f"default image indices must lie in 0..19, got {bad}")
@@ -148,6 +177,8 @@ def _read_image_file(path: Path) -> torch.Tensor:
             arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
     except OSError as exc:  # PIL.UnidentifiedImageError, truncated or unreadable files
         raise ValueError(f"{path}: not a readable image file ({exc})") from None
+    except Image.DecompressionBombError as exc:  # not an OSError: more pixels than PIL's limit
+        raise ValueError(f"{path}: {exc}") from None
     return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
 
 

@@ -33,8 +33,14 @@ DEFAULT_SOURCE = "cifar10-test-lossless"
 JPEG_SOURCE = "cifar10-jpeg-test"
 
 
+_INDEX = re.compile(r"[0-9]+")
+
+
 def parse_index_spec(spec: str, n: int) -> list[int]:
     """Parse ``"3"``, ``"0-9"``, ``"0,2,5-7"`` or ``"all"`` into indices in ``0..n-1``.
+
+    Indices are ASCII digits; a range ``a-b`` needs ``a <= b``. Every part is checked against
+    ``n`` before it is expanded, so a range such as ``0-99999999999`` is refused at once.
 
     Raises:
         ValueError: for malformed specs or indices out of range.
@@ -42,21 +48,27 @@ def parse_index_spec(spec: str, n: int) -> list[int]:
     text = str(spec).strip()
     if text == "all":
         return list(range(n))
+    expected = "expected e.g. 0, 0-9, 0,2,5-7 or all (indices >= 0)"
     out: list[int] = []
     for part in text.split(","):
         part = part.strip()
         if "-" in part:
-            a, b = part.split("-", 1)
-            if not (a.isdigit() and b.isdigit()) or int(a) > int(b):
-                raise ValueError(f"bad index range {part!r} in {spec!r}")
-            out.extend(range(int(a), int(b) + 1))
-        elif part.isdigit():
-            out.append(int(part))
+            a, b = (t.strip() for t in part.split("-", 1))
+            if not (_INDEX.fullmatch(a) and _INDEX.fullmatch(b)):
+                raise ValueError(f"bad index range {part!r} in {spec!r}: {expected}")
+            lo, hi = int(a), int(b)
+            if lo > hi:
+                raise ValueError(
+                    f"bad index range {part!r} in {spec!r}: reversed ({lo} > {hi}); write {hi}-{lo}"
+                )
+        elif _INDEX.fullmatch(part):
+            lo = hi = int(part)
         else:
-            raise ValueError(f"bad index {part!r} in {spec!r}: expected e.g. 0, 0-9, 0,2,5-7 or all")
-    bad = [i for i in out if not 0 <= i < n]
-    if bad:
-        raise ValueError(f"indices {bad} out of range 0..{n - 1}")
+            raise ValueError(f"bad index {part!r} in {spec!r}: {expected}")
+        if hi >= n:
+            what = f"index {hi}" if lo == hi else f"indices {lo}-{hi}"
+            raise ValueError(f"{what} of {spec!r} out of range 0..{n - 1}")
+        out.extend(range(lo, hi + 1))
     return out
 
 
@@ -69,7 +81,8 @@ class ImageSource:
             CIFAR-10 test set), ``"folder"``, ``"file"`` or ``"array"`` (``.npy``/``.npz``).
         name: ``image_source`` in the rows.
         path: absolute path of the zip, folder, file or array (``None`` for default).
-        lossy: the images went through lossy compression (JPEG set; ``.jpg`` files).
+        lossy: the images went through lossy compression (JPEG set; files holding JPEG data,
+            by content, whatever their suffix).
         sha256: checksum of the zip/file/array, or of a folder's sorted file names and contents.
         size: number of images in the source.
     """
@@ -126,6 +139,20 @@ class ImageRefs:
 
 
 _LOSSY_SUFFIXES = (".jpg", ".jpeg")
+_LOSSY_FORMATS = ("JPEG", "MPO", "JPEG2000")  # PIL's names of JPEG data (MPO: multi-picture JPEG)
+
+
+def _is_lossy(path: Path) -> bool:
+    """Whether an image file holds JPEG data, by its content (a JPEG saved as ``.png`` is lossy);
+    by its suffix where the header cannot be read (the worker then records the error).
+    """
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im.format in _LOSSY_FORMATS
+    except (OSError, Image.DecompressionBombError):
+        return path.suffix.lower() in _LOSSY_SUFFIXES
 
 
 def _jpeg_entries(zpath: Path) -> list[tuple[int, int, str]]:
@@ -134,12 +161,33 @@ def _jpeg_entries(zpath: Path) -> list[tuple[int, int, str]]:
 
 
 def _array_labels(path: Path) -> np.ndarray | None:
+    """The ``labels`` of an ``.npz`` (``None``: none), checked to be class indices: integers
+    ``>= 0`` (floats only where every value is a whole number), never truncated or cast from bool.
+
+    Raises:
+        ValueError: labels that are no class indices, or cannot be read; the message names the file.
+    """
     if path.suffix.lower() != ".npz":
         return None
     with np.load(path, allow_pickle=False) as z:
         if "labels" not in z.files:
             return None
-        return np.asarray(z["labels"]).reshape(-1)
+        try:
+            raw = np.asarray(z["labels"])
+        except ValueError as exc:  # pickled objects
+            raise ValueError(
+                f"{path}: labels cannot be read ({exc}); expected integer class indices"
+            ) from None
+    labels = raw.reshape(-1)
+    expected = "expected integer class indices >= 0"
+    if raw.dtype.kind not in "iuf":
+        raise ValueError(f"{path}: labels of dtype {raw.dtype}; {expected}")
+    if raw.dtype.kind == "f" and not np.all(np.isfinite(labels) & (labels == np.round(labels))):
+        bad = labels[~(np.isfinite(labels) & (labels == np.round(labels)))]
+        raise ValueError(f"{path}: labels are not whole numbers (e.g. {bad[:3].tolist()}); {expected}")
+    if labels.size and labels.min() < 0:
+        raise ValueError(f"{path}: negative labels (e.g. {labels[labels < 0][:3].tolist()}); {expected}")
+    return labels.astype(np.int64)
 
 
 def _array_len(path: Path) -> int:
@@ -175,7 +223,9 @@ def image_refs(spec: str) -> ImageRefs:
       file, or a ``.npy``/``.npz`` array (``.npz``: ``images`` and optional ``labels``).
 
     Raises:
-        ValueError: for a malformed spec, indices out of range or an empty selection.
+        ValueError: for a malformed spec, indices out of range, an empty selection, ``.npz``
+            labels that are not class indices (integers >= 0), or indices such as ``3`` that also
+            name an existing path here (write ``./3`` for the path).
         FileNotFoundError: when the JPEG set is not found.
     """
     text = str(spec).strip()
@@ -185,7 +235,7 @@ def image_refs(spec: str) -> ImageRefs:
         sub = text[len("jpeg:") :].strip()
         if not sub:
             raise ValueError("empty selection 'jpeg:': give indices, e.g. jpeg:0-99 or jpeg:all")
-        if sub.lower() != "all":  # the syntax first: a bad spec is named before any folder is looked for
+        if sub != "all":  # the syntax first: a bad spec is named before any folder is looked for
             parse_index_spec(sub, 10**6)
         zpath = (cifar10_jpeg_dir() / "test.zip").resolve()
         if not zpath.is_file():
@@ -209,8 +259,14 @@ def image_refs(spec: str) -> ImageRefs:
                 )
             )
         return _selection(src, text, refs)
-    looks_like_indices = text == "all" or all(c.isdigit() or c in ",- " for c in text)
-    if looks_like_indices and not Path(text).exists():
+    looks_like_indices = text == "all" or all(c in "0123456789,- " for c in text)
+    if looks_like_indices and Path(text).exists():
+        raise ValueError(
+            f"image spec {text!r} is ambiguous: default-image indices, and the path "
+            f"{Path(text).resolve()} exists; write ./{text} for the path, or run from another folder "
+            "for the default images"
+        )
+    if looks_like_indices:
         idx = parse_index_spec(text, 20)
         src = ImageSource("default", DEFAULT_SOURCE, None, False, None, 20)
         refs = [
@@ -229,6 +285,8 @@ def image_refs(spec: str) -> ImageRefs:
         return _selection(src, text, refs)
     raw, sub = _split_path_spec(text)
     path = Path(raw).expanduser()
+    if not path.exists() and text.endswith(":") and Path(text[:-1]).expanduser().exists():
+        raise ValueError(f"empty index spec after ':' in {text!r}: give e.g. {text}0-9 or {text}all")
     if not path.exists():
         raise ValueError(
             f"bad image spec {text!r}: not default-image indices (0-19, all), not jpeg:SPEC and "
@@ -242,7 +300,8 @@ def image_refs(spec: str) -> ImageRefs:
             raise ValueError(f"empty selection: {exc}") from None
         # names and contents: a file rewritten with other pixels but the same size (BMP) is a change
         listing = "\n".join(f"{p.name}\t{sha256_file(p)}" for p in files)
-        lossy = any(p.suffix.lower() in _LOSSY_SUFFIXES for p in files)
+        lossy_files = [_is_lossy(p) for p in files]
+        lossy = any(lossy_files)
         digest = hashlib.sha256(listing.encode()).hexdigest()
         src = ImageSource("folder", f"folder:{path}", str(path), lossy, digest, len(files))
         idx = parse_index_spec(sub, len(files)) if sub else list(range(len(files)))
@@ -255,7 +314,7 @@ def image_refs(spec: str) -> ImageRefs:
                 path=str(files[i]),
                 member=None,
                 source=src.name,
-                lossy=files[i].suffix.lower() in _LOSSY_SUFFIXES,
+                lossy=lossy_files[i],
             )
             for i in idx
         ]
@@ -264,7 +323,7 @@ def image_refs(spec: str) -> ImageRefs:
     if suffix in IMAGE_SUFFIXES:
         if sub:
             raise ValueError(f"{path} is one image file: no index spec allowed")
-        src = ImageSource("file", f"file:{path}", str(path), suffix in _LOSSY_SUFFIXES, sha256_file(path), 1)
+        src = ImageSource("file", f"file:{path}", str(path), _is_lossy(path), sha256_file(path), 1)
         ref = ImageRef(path.name, 0, None, "file", str(path), None, src.name, src.lossy)
         return _selection(src, text, [ref])
     if suffix in (".npy", ".npz"):
@@ -316,6 +375,33 @@ def _array(path: str) -> np.ndarray:
         _ARRAYS.clear()  # one array per worker process
         _ARRAYS[path] = arr
     return _ARRAYS[path]
+
+
+def image_shape(ref: ImageRef | dict) -> tuple[int, int, int] | None:
+    """The ``(C, H, W)`` that :func:`load_image` gives for ``ref``, from headers only (nothing
+    decoded); ``None`` where the header cannot be read (loading the image reports that).
+    """
+    from PIL import Image
+
+    ref = ref if isinstance(ref, ImageRef) else ImageRef(**ref)
+    if ref.kind in ("default", "jpeg"):
+        return (3, 32, 32)
+    if ref.kind == "file":
+        try:
+            with Image.open(ref.path) as im:
+                w, h = im.size
+        except (OSError, Image.DecompressionBombError):
+            return None
+        return (3, int(h), int(w))
+    if ref.kind == "array":
+        try:
+            arr = read_array(ref.path, mmap=True)  # the header; not the workers' cached array
+        except (ValueError, OSError):
+            return None
+        shape = arr.shape if arr.ndim == 3 else arr.shape[1:]
+        # the layout load_image reads, without touching the data
+        return tuple(int(v) for v in channels_first(np.broadcast_to(np.zeros((), np.uint8), shape)).shape)
+    return None
 
 
 def load_image(ref: ImageRef | dict) -> tuple[torch.Tensor, int | None]:

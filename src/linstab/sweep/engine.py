@@ -18,6 +18,7 @@ from pathlib import Path
 from .._version import __version__
 from ..analyses.attacks import ATTACK_REVISION
 from ..analyses.propagation import resolve_units
+from ..data.refs import image_shape
 from ..io.validate import check_int
 from ..models.blocks import CifarResNet
 from ..models.registry import REGISTRY, is_model_file, trained_model_spec
@@ -132,7 +133,8 @@ def plan_sweep(
         **recipe_kwargs: fields of :class:`Recipe` when ``recipe`` is not given.
 
     Raises:
-        ValueError: unknown model, analysis or attack, bad image or unit spec, empty selection.
+        ValueError: unknown model, analysis or attack, bad image or unit spec, empty selection,
+            images of another ``(C, H, W)`` than a model takes (read from the files' headers).
         FileNotFoundError: weights (with ``check_weights``) or the JPEG set not found.
     """
     if recipe is None:
@@ -148,13 +150,19 @@ def plan_sweep(
     if len(set(names)) != len(names):
         raise ValueError(f"model names must be distinct, got {names}")
 
-    units = {}
+    units, shapes = {}, {}
     for s in specs:
-        addr = resolve_units(_structure(s), recipe.units)
+        net = _structure(s)
+        try:
+            addr = resolve_units(net, recipe.units)
+        except ValueError as exc:
+            raise ValueError(f"units {recipe.units!r} of {s.name}: {exc}") from None
         if not addr:
             raise ValueError(f"unit spec {recipe.units!r} selects no unit of {s.name}")
         units[s.name] = addr
+        shapes[s.name] = tuple(net.input_shape)
     sel = images if isinstance(images, SweepImages) else parse_images(images)
+    _check_image_shapes(sel, shapes)
     rec = recipe.to_dict()
     tasks = []
     for s in specs:
@@ -173,6 +181,34 @@ def plan_sweep(
     if len(set(files)) != len(files):  # pragma: no cover - ids are unique, names hashed
         raise ValueError("task file names collide")
     return SweepPlan(recipe, tuple(specs), sel, units, tasks)
+
+
+def _check_image_shapes(sel: SweepImages, shapes: dict[str, tuple]) -> None:
+    """Refuse images of another ``(C, H, W)`` than a model takes (read from headers), before any
+    task runs: every task of such an image would be an error row. Images whose header cannot be
+    read are left to their task (an error row naming the problem).
+    """
+    by_shape: dict[tuple, list[str]] = {}
+    arrays: dict[str, tuple | None] = {}  # one header per array file
+    for ref in sel.refs:
+        if ref.kind == "array":
+            shape = arrays[ref.path] if ref.path in arrays else arrays.setdefault(ref.path, image_shape(ref))
+        else:
+            shape = image_shape(ref)
+        if shape is not None:
+            by_shape.setdefault(shape, []).append(ref.id)
+    for name, want in shapes.items():
+        bad = {shape: ids for shape, ids in by_shape.items() if shape != want}
+        if bad:
+            n = sum(len(ids) for ids in bad.values())
+            got = "; ".join(
+                f"{' x '.join(map(str, shape))} ({len(ids)}, e.g. {ids[0]})"
+                for shape, ids in list(bad.items())[:3]
+            )
+            raise ValueError(
+                f"{name} takes images of shape {' x '.join(map(str, want))} (C x H x W); {n} of the "
+                f"{len(sel.refs)} images of {sel.spec!r} are not: {got}"
+            )
 
 
 def _environment() -> dict:

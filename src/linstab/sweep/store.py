@@ -86,11 +86,21 @@ def is_task_file_name(name: str) -> bool:
     return _TASK_FILE.fullmatch(name) is not None
 
 
-def task_file_problem(path: str | os.PathLike) -> str | None:
+def _one_line(exc: BaseException) -> str:
+    """An exception's text on one line (Arrow's messages hold newlines)."""
+    return " ".join(str(exc).split())
+
+
+def task_file_problem(path: str | os.PathLike, *, full: bool = False) -> str | None:
     """Why a ``.parquet`` file under ``DIR/rows`` is not a readable task file (``None``: it is one).
 
-    Reads the file's footer only: the name must be a task file name (:func:`task_file_name`) and
-    the schema that of :data:`SCHEMA` (same columns, same types, same order).
+    The name must be a task file name (:func:`task_file_name`) and the schema that of
+    :data:`SCHEMA` (same columns, same types, same order).
+
+    Args:
+        path: the file.
+        full: also decode every row (damage inside the data pages, which the footer does not
+            show); otherwise the footer only is read.
     """
     path = Path(path)
     if not is_task_file_name(path.name):
@@ -98,10 +108,15 @@ def task_file_problem(path: str | os.PathLike) -> str | None:
     try:
         schema = pq.read_schema(path)
     except (pa.ArrowException, OSError) as exc:
-        return f"cannot be read (truncated or corrupt: {exc})"
+        return f"cannot be read (truncated or corrupt: {_one_line(exc)})"
     got = {f.name: f.type for f in schema}
     want = {f.name: f.type for f in SCHEMA}
     if got == want and list(got) == list(want):
+        if full:
+            try:
+                pq.read_table(path)
+            except (pa.ArrowException, OSError) as exc:
+                return f"cannot be read (corrupt: {_one_line(exc)})"
         return None
     missing = [c for c in want if c not in got]
     extra = [c for c in got if c not in want]
@@ -117,8 +132,10 @@ def task_file_problem(path: str | os.PathLike) -> str | None:
 def set_aside_unreadable(out: str | os.PathLike) -> list[tuple[str, str, Path]]:
     """Move task files that cannot be read (or have another schema) to ``DIR/unreadable/``.
 
-    Their tasks are then not done, so the run that calls this runs them again. Files whose name is
-    not a task file name are left alone (they never count as done).
+    Every task file is read whole (:func:`task_file_problem` with ``full``): a file damaged inside
+    its data pages would otherwise count as done, and only :func:`read_rows` would find it. Their
+    tasks are then not done, so the run that calls this runs them again. Files whose name is not a
+    task file name are left alone (they never count as done).
 
     Returns:
         ``(file name, problem, new path)`` per file moved.
@@ -128,7 +145,7 @@ def set_aside_unreadable(out: str | os.PathLike) -> list[tuple[str, str, Path]]:
     for name in sorted(done_tasks(out)):
         if not is_task_file_name(name):
             continue
-        problem = task_file_problem(rows_dir / name)
+        problem = task_file_problem(rows_dir / name, full=True)
         if problem is None:
             continue
         dest_dir = Path(out) / UNREADABLE
@@ -214,9 +231,11 @@ def read_rows(out: str | os.PathLike, columns: list[str] | None = None, filter=N
 
     Raises:
         ValueError: a ``.parquet`` file in ``DIR/rows`` that is not a task file (another name or
-            schema) or that cannot be read (truncated, corrupt); the message names the file.
+            schema) or that cannot be read (truncated, corrupt), the message naming the file; or
+            ``DIR/rows`` that is a file.
     """
     rows_dir = Path(out) / ROWS
+    _check_rows_dir(out)
     names = sorted(done_tasks(out))
     if not rows_dir.is_dir() or not names:
         return SCHEMA.empty_table().select(columns) if columns else SCHEMA.empty_table()
@@ -251,6 +270,13 @@ def _refuse(out, problems: list[tuple[Path, str]]) -> None:
         + "\n"
         + "; ".join(advice)
     )
+
+
+def _check_rows_dir(out: str | os.PathLike) -> None:
+    """``DIR/rows`` must be a folder where it exists (a file there would hide every task file)."""
+    rows_dir = Path(out) / ROWS
+    if rows_dir.exists() and not rows_dir.is_dir():
+        raise ValueError(f"{rows_dir} is not a folder: a sweep keeps its task files there; move it away")
 
 
 def read_manifest(out: str | os.PathLike) -> dict:
@@ -329,8 +355,9 @@ def open_sweep_dir(out: str | os.PathLike, recipe: dict, header: dict) -> dict:
 
     Raises:
         RecipeMismatch: when the directory holds another recipe (the differences are listed).
-        ValueError: when ``out`` is a non-empty directory that is not a sweep directory, or a
-            sweep directory of another format (:func:`read_manifest`).
+        ValueError: when ``out`` is a non-empty directory that is not a sweep directory, a
+            sweep directory of another format (:func:`read_manifest`), a manifest without a
+            recipe, or ``DIR/rows`` that is a file.
     """
     out = Path(out)
     recipe = json.loads(json.dumps(recipe))
@@ -338,8 +365,14 @@ def open_sweep_dir(out: str | os.PathLike, recipe: dict, header: dict) -> dict:
     if path.is_file():
         manifest = read_manifest(out)
         old = manifest.get("recipe")
-        if not isinstance(old, dict) or canonical_recipe(old) != canonical_recipe(recipe):
-            diffs = _diff(canonical_recipe(old) if isinstance(old, dict) else old, canonical_recipe(recipe))
+        if not isinstance(old, dict):
+            raise ValueError(
+                f"{path} holds no recipe (expected a JSON object under 'recipe', got "
+                f"{type(old).__name__}): a damaged manifest; refusing to add results to it"
+            )
+        _check_rows_dir(out)
+        if canonical_recipe(old) != canonical_recipe(recipe):
+            diffs = _diff(canonical_recipe(old), canonical_recipe(recipe))
             raise RecipeMismatch(
                 f"{out} holds a sweep with another recipe; refusing to mix results. Differences:\n  "
                 + "\n  ".join(diffs[:20])

@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from ..analyses.statistics import bootstrap_means
+from ..io.validate import check_int
 from ..linalg.results import BANDS
 from ..plots.sweep import plot_sweep
 from .store import ROWS, done_tasks, read_manifest, read_rows
@@ -231,6 +232,8 @@ def sweep_statistics(
     """
     import pyarrow.compute as pc
 
+    check_int("n_resamples", n_resamples)
+    check_int("seed", seed, 0)  # model i is resampled with numpy's generator of seed + i (>= 0)
     manifest = read_manifest(out)
     table = read_rows(out)
     _check_models(out, manifest, table)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 import time
 import warnings
@@ -25,6 +26,7 @@ from pathlib import Path
 import torch
 
 from ..analyses.attacks import ATTACKS, CONTROLS, check_attack_params
+from ..analyses.attacks import check_seed as check_attack_seed
 from ..analyses.perturbations import analyze, per_image_statistics, summarize
 from ..analyses.propagation import parse_perturbations, resolve_units
 from ..data.refs import ImageRef, ImageSource, load_image
@@ -33,6 +35,7 @@ from ..data.refs import image_refs as parse_images
 from ..io.hashing import sha256_file
 from ..io.validate import check_int
 from ..linalg.results import PLATEAU, ZERO_TOL, ConvergenceWarning
+from ..linalg.results import check_seed as check_solver_seed
 from ..models.registry import REGISTRY, is_model_file, trained_model_spec
 from ..models.weights import resolve_weights
 from ..network.factories import call_factory, is_factory_spec, load_factory
@@ -274,7 +277,8 @@ class Recipe:
         thresholds: ``(lo, hi)`` of the plateau band.
         zero_tol: singular values at or below it count as zero.
         dtype: ``"float64"`` or ``"float32"``: linearization, propagation and logits.
-        seed: seed of the random perturbations, PGD and the top-k start block.
+        seed: seed of the random perturbations, PGD and the top-k start block; an int in the
+            range those accept (checked here, not in every task).
         attack_params: per-attack keyword arguments (``{"pgd": {"steps": 10}}``), checked here
             with :func:`linstab.analyses.attacks.check_attack_params` (before any directory or
             task exists).
@@ -310,6 +314,7 @@ class Recipe:
         attacks = tuple(parse_perturbations(self.attacks)) if "propagation" in analyses else ()
         object.__setattr__(self, "attacks", attacks)
         check_int("k", self.k)
+        self._check_seed(analyses)
         lo, hi, zt = _check_bands_args(self.thresholds, self.zero_tol)
         object.__setattr__(self, "thresholds", (lo, hi))
         object.__setattr__(self, "zero_tol", zt)
@@ -321,6 +326,16 @@ class Recipe:
             )
 
         object.__setattr__(self, "attack_params", _check_attack_params(self.attack_params))
+
+    def _check_seed(self, analyses: list[str]) -> None:
+        """The seed as the analyses that use it check it, here rather than in every task."""
+        if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral):
+            raise TypeError(f"seed must be an int, got {type(self.seed).__name__} {self.seed!r}")
+        if "propagation" in analyses:
+            check_attack_seed("seed", self.seed)
+        if "topk" in analyses:
+            check_solver_seed(self.seed)
+        object.__setattr__(self, "seed", int(self.seed))
 
     def to_dict(self) -> dict:
         """The recipe as a JSON-able dict.
