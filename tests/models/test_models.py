@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 from pathlib import Path
 
@@ -195,10 +196,91 @@ def test_a_corrupt_weights_file_is_a_clear_error(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("field", "value"), [("name", None), ("name", 5), ("depth", "abc"), ("sha256", None), ("shortcut", 2)]
-)
+    ("field", "value"),
+    [("name", None), ("name", 5), ("depth", "abc"), ("depth", 9), ("sha256", None), ("shortcut", 2),
+     ("shortcut", "C")],
+)  # fmt: skip
 def test_a_damaged_sidecar_is_named(tmp_path, field, value):
     """A sidecar whose record has a field of the wrong type is refused, naming the sidecar and the field."""
     path = _model_file(tmp_path, "net", **{field: value})
     with pytest.raises(ValueError, match=rf"net\.json: damaged 'registry' record: {field} "):
         linstab.load_model(str(path))
+
+
+def test_a_model_file_with_tensors_of_another_shape_is_named(tmp_path):
+    """Keys that fit the sidecar's architecture but shapes that do not (a 100-class head)."""
+    from safetensors.torch import save_file
+
+    sd = {k: v.contiguous() for k, v in CifarResNet(8, "B").state_dict().items()}
+    sd["output.weight"], sd["output.bias"] = torch.zeros(100, 64), torch.zeros(100)
+    save_file(sd, str(tmp_path / "wide.bin"))
+    path = _model_file(tmp_path, "wide", (tmp_path / "wide.bin").read_bytes())
+    with pytest.raises(
+        ValueError, match=r"wide\.safetensors does not fit .*output\.weight: file \(100, 64\)"
+    ):
+        linstab.load_model(str(path))
+
+
+def test_a_damaged_pytorch_checkpoint_is_a_value_error(tmp_path):
+    """Truncated or junk ``.th``/``.pth`` files (read without a checksum through the public
+    ``load_state_dict_file``) are ValueErrors naming the file, not torch's EOFError or
+    UnpicklingError."""
+    whole = tmp_path / "whole.th"
+    torch.save(
+        {"state_dict": {"conv1.weight": torch.randn(16, 3, 3, 3), "linear.bias": torch.randn(10)}}, whole
+    )
+    cut = tmp_path / "cut.th"
+    cut.write_bytes(whole.read_bytes()[:3000])
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(bytes(range(256)) * 8)
+    for path, fmt in ((cut, "akamaster"), (junk, "pytorchcv"), (junk, "state_dict")):
+        with pytest.raises(ValueError, match=rf"{path.name} is not a readable PyTorch checkpoint"):
+            models.load_state_dict_file(path, fmt)
+    assert set(models.load_state_dict_file(whole, "akamaster")) == {
+        "features.init_block.conv.weight",
+        "output.bias",
+    }
+
+
+def test_load_state_dict_file_checks_its_format_and_entries(tmp_path):
+    path = tmp_path / "sd.pth"
+    torch.save(CifarResNet(8, "B").state_dict(), path)
+    with pytest.raises(ValueError, match=r"fmt must be one of .*got 'pth'"):
+        models.load_state_dict_file(path, "pth")
+    torch.save({"conv.weight": torch.zeros(1), "epoch": 3}, path)
+    with pytest.raises(ValueError, match=r"entries that are not: \['epoch'\]"):
+        models.load_state_dict_file(path, "state_dict")
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["layerX.0.conv1.weight", "layer1.0.shortcut.x.weight", "layer1.0.conv1", "conv1", "layer1.a.bn1.bias"],
+)
+def test_malformed_akamaster_keys_are_named(key):
+    """Keys of another layout are refused with the expected forms, not mapped to a key ending
+    in a dot or failing inside int()."""
+    with pytest.raises(ValueError, match=rf"unexpected akamaster key '{key}': expected conv1\.\*"):
+        models.convert_akamaster_state_dict({key: torch.zeros(1)})
+
+
+def test_weights_argument_of_the_wrong_kind(tmp_path, monkeypatch):
+    spec = REGISTRY["resnet20-akamaster"]
+    with pytest.raises(ValueError, match="is a folder; expected the weights file"):
+        resolve_weights(spec, tmp_path)
+    with pytest.raises(TypeError, match="weights must be a file path .*got int 5"):
+        linstab.load_model("resnet20-akamaster", weights=5)
+
+
+@pytest.mark.parametrize(
+    ("exists", "note"),
+    [(False, "LINSTAB_WEIGHTS_DIR={} is not a folder."), (True, "It is not in LINSTAB_WEIGHTS_DIR={}.")],
+)
+def test_missing_weights_name_the_weights_dir(tmp_path, monkeypatch, exists, note):
+    """A LINSTAB_WEIGHTS_DIR that does not exist, or lacks the file, is said in the message."""
+    wdir = tmp_path / "weights"
+    if exists:
+        wdir.mkdir()
+    monkeypatch.setenv("LINSTAB_WEIGHTS_DIR", str(wdir))
+    monkeypatch.setenv("LINSTAB_CACHE_DIR", str(tmp_path / "cache"))
+    with pytest.raises(FileNotFoundError, match=re.escape(note.format(wdir))):
+        resolve_weights(REGISTRY["resnet20-akamaster"], download=False)

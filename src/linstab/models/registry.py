@@ -174,8 +174,15 @@ def trained_model_spec(path: str | os.PathLike) -> CheckpointSpec:
         f"{key} {reg[key]!r}, expected {expected}"
         for key, ok, expected in (
             ("name", isinstance(reg["name"], str) and reg["name"].strip(), "a non-empty string"),
-            ("depth", isinstance(reg["depth"], int) and not isinstance(reg["depth"], bool), "an integer"),
-            ("shortcut", isinstance(reg["shortcut"], str), "'A' or 'B'"),
+            (
+                "depth",
+                isinstance(reg["depth"], int)
+                and not isinstance(reg["depth"], bool)
+                and reg["depth"] >= 8
+                and (reg["depth"] - 2) % 6 == 0,
+                "an integer 6n+2 (8, 14, 20, ...)",
+            ),
+            ("shortcut", reg["shortcut"] in ("A", "B"), "'A' or 'B'"),
             ("sha256", isinstance(reg["sha256"], str) and len(reg["sha256"]) == 64, "64 hex digits"),
         )
         if not ok

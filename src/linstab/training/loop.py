@@ -11,6 +11,7 @@ import pickle
 import platform
 import sys
 import time
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data.cifar10_jpeg import cifar10_jpeg_dir
+from ..data.cifar10_jpeg import cifar10_jpeg_dir, jpeg_members
 from ..data.images import default_images
 from ..io.processes import PidLock
 from ..io.validate import check_int, is_real
@@ -322,6 +323,24 @@ def _device_name(device: torch.device) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+def check_model_name(name: Any) -> None:
+    """Check a ``name=`` for a model's sidecar: ``None`` (the file's stem) or a non-blank string.
+
+    Raises:
+        TypeError: ``name`` is neither ``None`` nor a string.
+        ValueError: ``name`` is blank (a sidecar with it could not be loaded again).
+    """
+    if name is None:
+        return
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a string or None; got {type(name).__name__} {name!r}")
+    if not name.strip():
+        raise ValueError(
+            f"name must be a non-blank string (the model's name in its sidecar), or None for the file's "
+            f"stem; got {name!r}"
+        )
+
+
 def _check_real(name: str, value: Any) -> float:
     """``value`` as a ``float`` after checking that it is a real number (not a bool or a string)."""
     if not is_real(value):
@@ -398,8 +417,16 @@ def _load_init(
     record: dict[str, Any] = {"file": path.name, "sha256": sha256_file(path), "total_epochs": 0}
     sidecar = path.with_suffix(".json")
     if sidecar.is_file():
-        meta = json.loads(sidecar.read_text())
-        record["total_epochs"] = int(meta.get("total_epochs", meta.get("epochs", 0)))
+        try:
+            meta = json.loads(sidecar.read_text(encoding="utf-8"))
+            if not isinstance(meta, dict):
+                raise ValueError(f"it holds a JSON {type(meta).__name__}")
+            record["total_epochs"] = int(meta.get("total_epochs", meta.get("epochs", 0)))
+        except (ValueError, TypeError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            raise ValueError(
+                f"init {path}: its sidecar {sidecar.name} is damaged ({_short(str(exc), 120)}); expected the "
+                "JSON object linstab train writes (with the run's epochs), or no sidecar beside the model"
+            ) from exc
         record["recipe"] = meta.get("recipe")
         record["history"] = meta.get("history")
         record["test_accuracy_jpeg"] = meta.get("test_accuracy_jpeg")
@@ -507,8 +534,11 @@ def train(
         accuracies, output paths and the sidecar.
 
     Raises:
-        ValueError: for invalid arguments, a missing data folder or zip, or a checkpoint whose
-            recipe differs from the requested one.
+        ValueError: for invalid arguments (also a ``limit`` above the training images, checked
+            before decoding), a missing data folder or zip, an ``init`` that does not fit or
+            whose sidecar is damaged, or a checkpoint whose recipe differs from the requested one
+            or whose saved state is damaged.
+        TypeError: for an argument of the wrong type (e.g. a float ``epochs``, a non-string ``name``).
     """
     checked = _check_args(
         depth,
@@ -530,6 +560,7 @@ def train(
     lr, weight_decay, warmup, label_smoothing = (
         checked[k] for k in ("lr", "weight_decay", "warmup", "label_smoothing")
     )
+    check_model_name(name)
     if checkpoint_seconds is not None and not (
         isinstance(checkpoint_seconds, int | float)
         and not isinstance(checkpoint_seconds, bool)
@@ -580,6 +611,16 @@ def train(
     for split in ("train", "test"):
         if not (root / f"{split}.zip").is_file():
             raise ValueError(f"data folder {root} lacks {split}.zip")
+    if limit is not None:  # counted in the zip's directory: a limit above it is refused before decoding
+        try:
+            n_available = len(jpeg_members(root / "train.zip"))
+        except zipfile.BadZipFile as exc:
+            raise ValueError(f"{root / 'train.zip'} is not a readable zip file: {exc}") from exc
+        if limit > n_available:
+            raise ValueError(
+                f"limit {limit} exceeds the {n_available} training images of {root}: give at most "
+                f"{n_available}, or no limit for all of them"
+            )
 
     init_state, init_record = (None, None) if init is None else _load_init(init, depth, shortcut)
     mean, std = CIFAR10_MEAN_PYTORCHCV, CIFAR10_STD_PYTORCHCV
@@ -657,11 +698,6 @@ def train(
                 f"data: {x_train.shape[0]} train / {x_test.shape[0]} test JPEG images "
                 f"({time.perf_counter() - t_load:.1f} s)"
             )
-            if limit is not None and x_train.shape[0] < limit:
-                raise ValueError(
-                    f"limit {limit} exceeds the {x_train.shape[0]} training images of {root}: give at most "
-                    f"{x_train.shape[0]}, or no limit for all of them"
-                )
             if dev.type == "cuda":
                 x_train, y_train = x_train.to(dev), y_train.to(dev)
                 x_test, y_test = x_test.to(dev), y_test.to(dev)
@@ -691,25 +727,34 @@ def train(
             start_epoch, history, train_seconds = 0, [], 0.0
             partial: dict[str, Any] | None = None  # a mid-epoch checkpoint's place in its epoch
             if state is not None:
-                model.load_state_dict(state["model"])
-                optimizer.load_state_dict(state["optimizer"])
-                scheduler.load_state_dict(state["scheduler"])
-                if average is not None:
-                    average.load_state_dict(state["average"])
-                gen.set_state(state["rng"]["generator"])
-                torch.set_rng_state(state["rng"]["torch"])
-                if dev.type == "cuda" and state["rng"].get("cuda"):
-                    torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-                start_epoch = int(state["epoch"])
-                history = list(state["history"])
-                train_seconds = float(state.get("train_seconds", 0.0))
-                partial = state.get("in_epoch")
+                try:  # a checkpoint of the right recipe whose saved state is damaged: no traceback
+                    model.load_state_dict(state["model"])
+                    optimizer.load_state_dict(state["optimizer"])
+                    scheduler.load_state_dict(state["scheduler"])
+                    if average is not None:
+                        average.load_state_dict(state["average"])
+                    gen.set_state(state["rng"]["generator"])
+                    torch.set_rng_state(state["rng"]["torch"])
+                    if dev.type == "cuda" and state["rng"].get("cuda"):
+                        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+                    start_epoch = int(state["epoch"])
+                    history = list(state["history"])
+                    train_seconds = float(state.get("train_seconds", 0.0))
+                    partial = state.get("in_epoch")
+                    if partial is not None:
+                        steps, n_perm = int(partial["steps"]), partial["perm"].shape[0]
+                except (KeyError, IndexError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+                    raise ValueError(
+                        f"cannot resume from {ckpt_path}: its saved state does not fit this run "
+                        f"({type(exc).__name__}: {_short(str(exc), 200)}); the checkpoint is damaged or "
+                        "not written by linstab train"
+                    ) from exc
                 where = f"after epoch {start_epoch}/{epochs}"
                 if partial is not None:
-                    if int(partial["steps"]) != steps_per_epoch or partial["perm"].shape[0] != n_train:
+                    if steps != steps_per_epoch or n_perm != n_train:
                         raise ValueError(
-                            f"cannot resume from {ckpt_path}: its epoch has {partial['steps']} steps over "
-                            f"{partial['perm'].shape[0]} images, this run {steps_per_epoch} over {n_train}"
+                            f"cannot resume from {ckpt_path}: its epoch has {steps} steps over "
+                            f"{n_perm} images, this run {steps_per_epoch} over {n_train}"
                         )
                     where += f", step {int(partial['step'])}/{steps_per_epoch} of epoch {start_epoch + 1}"
                 emit(f"resumed from {ckpt_path} {where}")
@@ -1028,6 +1073,7 @@ def export_checkpoint(
             that does not end in ``.safetensors``, or an ``out`` (or sidecar) that exists and is not
             an earlier snapshot (a finished model is never overwritten; a snapshot is replaced).
     """
+    check_model_name(name)
     ckpt, out = Path(checkpoint).expanduser(), Path(out).expanduser()
     if out.suffix != ".safetensors":
         raise ValueError(f"out must be a .safetensors file, got {str(out)!r}")

@@ -51,12 +51,20 @@ def make_scheduler(
     """One-cycle schedule: cosine warm-up from ``max_lr / 10`` to ``max_lr`` over the first
     ``warmup`` fraction of the steps, then cosine annealing to ``max_lr / 1e4``. Stepped per
     batch; momentum is kept fixed.
+
+    A warm-up of exactly one step (``warmup * total_steps == 1``, e.g. 4 steps at the default
+    0.25) is an empty phase that ``OneCycleLR`` divides by; it is shortened by a relative 1e-9,
+    so the run starts at the peak and anneals from there, as ``OneCycleLR`` does for any
+    warm-up shorter than one step.
     """
+    pct_start = warmup
+    if float(pct_start * total_steps) - 1 == 0:  # OneCycleLR: (step - 0) / (0 - 0)
+        pct_start = warmup * (1.0 - 1e-9)
     return torch.optim.lr_scheduler.OneCycleLR(
         optimizer,
         max_lr=max_lr,
         total_steps=total_steps,
-        pct_start=warmup,
+        pct_start=pct_start,
         anneal_strategy="cos",
         cycle_momentum=False,
         div_factor=10.0,
