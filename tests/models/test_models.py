@@ -63,6 +63,15 @@ def test_registry_entries():
         linstab.load_model("resnet57-nowhere")
 
 
+def test_a_misspelled_or_empty_model_name_gets_a_suggestion_or_the_list():
+    with pytest.raises(ValueError, match="did you mean 'resnet56-akamaster'"):
+        linstab.load_model("resnet56-akamster")
+    with pytest.raises(ValueError, match="did you mean 'resnet20-linstab'"):
+        linstab.load_model("ResNet20-linstab")
+    with pytest.raises(ValueError, match="model name is empty; give a registered name"):
+        linstab.load_model("  ")
+
+
 def test_missing_weights_fail_fast_with_three_ways(monkeypatch, tmp_path):
     monkeypatch.setenv("LINSTAB_WEIGHTS_DIR", str(tmp_path / "empty"))
     monkeypatch.setenv("LINSTAB_CACHE_DIR", str(tmp_path / "cache"))

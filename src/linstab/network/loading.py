@@ -4,6 +4,7 @@ model factories.
 
 from __future__ import annotations
 
+import difflib
 import os
 from pathlib import Path
 
@@ -53,6 +54,11 @@ def _load_model(name: str, weights, input_size: int | None) -> Network:
             "model name must be a str (a registry name, a .safetensors file or a factory "
             f"'module:function'), got {name!r}"
         )
+    if not name.strip():
+        raise ValueError(
+            f"model name is empty; give a registered name ({', '.join(list_models())}), a .safetensors "
+            "file written by `linstab train`, or a factory 'module:function'"
+        )
     if name.lower().startswith("torchvision:"):
         return imagenet_network(name, weights=weights, input_size=224 if input_size is None else input_size)
     if is_factory_spec(name):  # checked before any import: the factory builds the whole network
@@ -87,6 +93,9 @@ def _load_model(name: str, weights, input_size: int | None) -> Network:
                 "function returns linstab.Network(model, mean, std, input_shape=(C, H, W)), or "
                 "analysed from Python"
             )
+        close = difflib.get_close_matches(name.lower(), list_models(), n=3, cutoff=0.6)
+        if close and not hint:
+            hint = f"; did you mean {' or '.join(repr(c) for c in close)}?"
         raise ValueError(f"unknown model {name!r}{hint}; registered: {', '.join(list_models())}")
     spec = _models.REGISTRY[name]
     model, path = _models.build_from_spec(spec, weights)
