@@ -7,6 +7,7 @@ here, so they need no shared data.
 from __future__ import annotations
 
 import io
+import json
 import zipfile
 from pathlib import Path
 
@@ -70,6 +71,12 @@ def test_a_one_step_warm_up_schedule_runs(total, warmup):
 def test_a_four_step_run_completes(four_step_run):
     out, summary = four_step_run
     assert summary["completed"] and out.is_file()
+
+
+def test_the_history_records_the_learning_rate_of_the_epochs_last_step(four_step_run):
+    """Not the next step's (past the end of the cycle for the last epoch: 0.05 here)."""
+    meta = json.loads(four_step_run[0].with_suffix(".json").read_text())
+    assert meta["history"][-1]["lr"] == pytest.approx(meta["recipe"]["final_lr"])
 
 
 def test_a_limit_above_the_training_set_is_refused_before_decoding(fake_data, tmp_path, monkeypatch, capsys):

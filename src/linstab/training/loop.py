@@ -529,7 +529,8 @@ def train(
 
     Returns:
         A summary dict: ``completed``, ``epoch`` (epochs done), ``history`` (one dict per
-        epoch), ``stopped_by`` (the signal that stopped the run, else ``None``) and
+        epoch: losses, accuracies, ``lr`` the learning rate of the epoch's last step, seconds),
+        ``stopped_by`` (the signal that stopped the run, else ``None``) and
         ``exit_status`` (128 + that signal's number, else 0), and when completed the final
         accuracies, output paths and the sidecar.
 
@@ -824,6 +825,7 @@ def train(
                     if bar_cls is not None
                     else None
                 )
+                lr_step = optimizer.param_groups[0]["lr"]  # the learning rate of the epoch's last step
                 for step in range(first_step, steps_per_epoch):
                     idx = perm[step * batch_size : (step + 1) * batch_size]
                     xb = augment(x_train[idx], gen)
@@ -836,6 +838,7 @@ def train(
                         loss = criterion(logits.float(), yb)
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
+                    lr_step = optimizer.param_groups[0]["lr"]
                     optimizer.step()
                     scheduler.step()
                     bs = yb.shape[0]
@@ -893,7 +896,7 @@ def train(
                     "train_acc": train_acc,
                     "test_loss": test_loss,
                     "test_acc": test_acc,
-                    "lr": optimizer.param_groups[0]["lr"],
+                    "lr": lr_step,
                     "seconds": secs,
                     # CPU seconds of this process over all its threads (wall "seconds" also count any
                     # time it was paused or starved); threads: torch threads at the epoch's end
