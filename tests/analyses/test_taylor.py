@@ -288,5 +288,7 @@ def test_a_seed_that_is_not_an_int_is_refused_before_the_linearization(monkeypat
     net = make_net("option-A")
     monkeypatch.setattr(net, "linearize", no_work)
     for seed in (1.5, True, "0"):
-        with pytest.raises(TypeError, match="seed: expected an int"):
+        with pytest.raises(TypeError, match="seed must be an int"):
             jacobian_test(net, tiny_image(), 1, 1, seed=seed)
+    with pytest.raises(ValueError, match=r"seed must be in \[.*torch.Generator"):
+        jacobian_test(net, tiny_image(), 1, 1, seed=2**70)  # was torch's 'Overflow when unpacking'

@@ -26,13 +26,13 @@ from __future__ import annotations
 
 import copy
 import math
-import numbers
 from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
 
 from ..io.validate import check_int, is_real
+from ..linalg.results import check_seed
 from ..models.state import cast_state
 from ..operators.autodiff import AutodiffJacobian
 from ..operators.closed_form import UnitJacobian
@@ -220,8 +220,7 @@ def jacobian_test(
             f"eps0: expected a number in (0, {MAX_EPS0:g}] (the largest step, relative to the norm of the "
             f"unit's input), got {eps0!r}"
         )
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise TypeError(f"seed: expected an int, got {type(seed).__name__} {seed!r}")
+    seed = check_seed(seed, what=" (torch.Generator)")
     if smooth is not None:
         _check_smooth(smooth, beta)
     if method not in ("closed", "autodiff", "auto"):  # before the linearization
