@@ -9,7 +9,7 @@ export LINSTAB_WEIGHTS_DIR ?= $(SHARED)/weights
 export LINSTAB_CIFAR10_JPEG ?= $(SHARED)/data/cifar10-jpeg
 OUT     ?= out
 
-.PHONY: run test test-all test-fast test-slow lint venv
+.PHONY: run test test-all test-fast test-slow test-heavy lint venv
 
 $(BIN)/linstab: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -30,7 +30,11 @@ test-fast: venv
 	$(BIN)/python -m pytest -q -n auto --dist loadfile
 
 test-slow: venv
-	$(BIN)/python -m pytest -q -m slow -n auto --dist loadfile || [ $$? -eq 5 ]
+	$(BIN)/python -m pytest -q -m "slow and not heavy" -n auto --dist loadfile || [ $$? -eq 5 ]
+
+# exact routes and estimates against dense LAPACK on full-size ResNet-56 units (minutes; not in CI)
+test-heavy: venv
+	$(BIN)/python -m pytest -q -m heavy -n auto --dist loadfile
 
 lint: venv
 	$(BIN)/ruff check src tests benchmarks examples
@@ -38,7 +42,7 @@ lint: venv
 # both tiers in one run: the workers fill the slow tier's long files with fast tests
 # (tests/conftest.py hands out the slow files first)
 test-all: venv
-	$(BIN)/python -m pytest -q -m "slow or not slow" -n auto --dist loadfile --durations=30
+	$(BIN)/python -m pytest -q -m "not heavy" -n auto --dist loadfile --durations=30
 
 test: test-all lint
 	$(BIN)/python examples/unit_svds.py

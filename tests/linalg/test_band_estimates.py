@@ -329,6 +329,7 @@ def test_input_errors():
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_resnet56_unit_1_5_bands_covered(shared_weights, monkeypatch):
     """Unit 1.5 of ResNet-56 at image 0 (n = 16384): intervals cover the exact inertia counts."""
     monkeypatch.setenv("LINSTAB_WEIGHTS_DIR", str(shared_weights))

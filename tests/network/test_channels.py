@@ -102,14 +102,14 @@ def test_gray_attacks_and_propagation(gray):
 
 
 def test_gray_array_files_load_and_a_report_runs_on_them(gray, tmp_path):
-    x = _gray_images(2, hw=32, seed=7).numpy()
+    x = _gray_images(2, hw=16, seed=7).numpy()
     np.save(tmp_path / "last.npy", np.transpose(x, (0, 2, 3, 1)))  # channels last
     np.save(tmp_path / "first.npy", x)
     for f in ("last.npy", "first.npy"):
         got = load_images(tmp_path / f)
-        assert got.shape == (2, 1, 32, 32)
+        assert got.shape == (2, 1, 16, 16)
         assert torch.equal(got, torch.from_numpy(x))
-    net = make_gray_net(seed=1, hw=32)
+    net = make_gray_net(seed=1, hw=16)
     cfg = ReportConfig(
         models=[],
         images=str(tmp_path / "first.npy"),
@@ -122,7 +122,7 @@ def test_gray_array_files_load_and_a_report_runs_on_them(gray, tmp_path):
     index = build_report(cfg, ("jacobian", "dynamics"), nets=[net])
     assert index.is_file()
     # RGB images for a grayscale network: refused before any work
-    np.save(tmp_path / "rgb.npy", np.random.default_rng(0).random((2, 3, 32, 32)).astype(np.float32))
+    np.save(tmp_path / "rgb.npy", np.random.default_rng(0).random((2, 3, 16, 16)).astype(np.float32))
     rgb = str(tmp_path / "rgb.npy")
     cfg2 = ReportConfig(models=[], images=rgb, quick=True, out=tmp_path / "o2", cache_dir=tmp_path / "c2")
     with pytest.raises(ValueError, match="report's images for gray1.*with 1 channel"):

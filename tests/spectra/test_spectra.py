@@ -1,7 +1,8 @@
 """Singular-value spectra, band counts and figures (linstab.spectra) against dense float64 SVD.
 
-Fast tier: tiny seeded networks of every unit kind (conftest) and hand-made units. Slow tier
-(``-m slow``, needs ``LINSTAB_WEIGHTS_DIR``): real stage-3 units of ResNet-56 (n = 4096).
+Fast tier: tiny seeded networks of every unit kind (conftest) and hand-made units. Heavy tier
+(``-m heavy``, ``make test-heavy``, not in CI; needs ``LINSTAB_WEIGHTS_DIR``): real stage-3 units
+of ResNet-56 (n = 4096) against LAPACK.
 """
 
 from __future__ import annotations
@@ -551,6 +552,7 @@ def resnet56_stage3(request):
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_real_stage3_unit_exact_bands_topk(resnet56_stage3):
     lin, op, M, s = resnet56_stage3
     res = S.spectrum(op, "exact")
@@ -570,6 +572,7 @@ def test_real_stage3_unit_exact_bands_topk(resnet56_stage3):
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_real_stage3_downsampling_unit(resnet56_stage3):
     lin = resnet56_stage3[0]
     op = lin.unit(3, 1)
