@@ -78,8 +78,8 @@ def test_resnet20_float32_panels_within_their_bound_and_exact_fractions():
     net = load_model("resnet20-linstab")
     lin = linearizer(net, select_images("0").images[0])
     ref_plan = PanelPlan(dtype=torch.float64)
-    panels = [Panel("unit", 2, "unit 2.3", "2.3"), Panel("downsampling", 2, "unit 2.1", "2.1")]
-    panels += [Panel("unit", 3, "unit 3.3", "3.3"), Panel("downsampling", 3, "unit 3.1", "3.1")]
+    # one panel of each kind (the stage-2 units, twice the size, take the same routes)
+    panels = [Panel("unit", 3, "unit 3.3", "3.3"), Panel("downsampling", 3, "unit 3.1", "3.1")]
     panels += [Panel("stage", 3, "stage 3")]
     for p in panels:
         new, ref = panel_spectrum(lin, p, FULL_PLAN), panel_spectrum(lin, p, ref_plan)
