@@ -130,3 +130,20 @@ def test_sigterm_ends_a_report_through_its_cleanup(tmp_path, monkeypatch):
     ]  # neither a report nor a staging folder
     assert signal.getsignal(signal.SIGTERM) is before
     sys.modules.pop("sigterm_models", None)
+
+
+def test_ctrl_c_in_any_command_is_one_line_and_status_130(monkeypatch, capsys):
+    """KeyboardInterrupt came out of every command but report and sweep as a traceback."""
+    import linstab.cli.common as cli_common
+    from linstab.cli.main import main
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_common, "network_from_args", interrupted)
+    try:
+        rc = main(["predict", "--model", "resnet20-linstab", "--images", "0"])
+    except KeyboardInterrupt:
+        pytest.fail("the interrupt came out of the command (a traceback)")
+    assert rc == 130
+    assert capsys.readouterr().err.strip() == "linstab predict: interrupted"

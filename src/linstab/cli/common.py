@@ -192,9 +192,47 @@ def parse_k(text: str) -> int | None:
 
 
 def networks_from_args(args: argparse.Namespace) -> list[Network]:
-    """The networks named by one or more ``--model`` (and matching ``--weights``) options."""
+    """The networks named by one or more ``--model`` (and matching ``--weights``) options.
+
+    Raises:
+        ValueError: a ``--weights`` count that does not match, or two networks of the same name
+            (a figure keys its panels by the name: their bars and lines would be drawn as one).
+    """
     names = args.model or [default_model_name()]
     weights = args.weights or []
     if weights and len(weights) != len(names):
         raise ValueError(f"give one --weights per --model ({len(names)} models, {len(weights)} weights)")
-    return [load_model(n, weights=weights[i] if weights else None) for i, n in enumerate(names)]
+    nets = [load_model(n, weights=weights[i] if weights else None) for i, n in enumerate(names)]
+    seen: dict[str, str] = {}
+    for given, net in zip(names, nets, strict=True):
+        if net.name in seen and seen[net.name] == given:
+            raise ValueError(f"--model {given} is given twice: expected each model once")
+        if net.name in seen:
+            raise ValueError(
+                f"--model {seen[net.name]} and --model {given} are both the network {net.name!r}: "
+                "expected models of distinct names (the figure tells them apart by name)"
+            )
+        seen[net.name] = given
+    return nets
+
+
+def check_distinct_outputs(outputs: dict[str, list[str | os.PathLike]]) -> None:
+    """Refuse two options that would write the same file (the later would overwrite the earlier).
+
+    Args:
+        outputs: option (e.g. ``"--out"``) -> the files it writes (``None`` entries: not given).
+
+    Raises:
+        ValueError: two options write one file, naming both and the file.
+    """
+    owner: dict[Path, tuple[str, str]] = {}
+    for flag, paths in outputs.items():
+        for p in paths:
+            if p is None:
+                continue
+            key = Path(os.path.abspath(Path(p).expanduser()))
+            if key in owner and owner[key][0] != flag:
+                raise ValueError(
+                    f"{owner[key][0]} and {flag} would both write {p}: expected a different file for each"
+                )
+            owner.setdefault(key, (flag, str(p)))

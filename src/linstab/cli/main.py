@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"linstab {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     fig = sub.add_parser("figure", help="draw one of the paper's figures (PNG and SVG)")
-    figsub = fig.add_subparsers(dest="figure", metavar="FIGURE")
+    figsub = fig.add_subparsers(dest="figure", metavar="FIGURE", required=True)
     for mod in COMMAND_MODULES:
         mod.add_parser(sub)
         if hasattr(mod, "add_figure_parser"):
@@ -80,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with guard:
             return int(args.func(args) or 0)
+    except KeyboardInterrupt:  # Ctrl-C: one line, no traceback (report and sweep say what is kept)
+        print(f"linstab {args.command}: interrupted", file=sys.stderr)
+        return 130
     except BrokenPipeError:  # `linstab ... | head`: the reader left; no traceback
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1

@@ -69,9 +69,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def _cmd_jacobian_test(args: argparse.Namespace) -> int:
     if args.beta != 20.0 and args.smooth != "softplus":
         raise ValueError("--beta is the softplus sharpness: it needs --smooth softplus (it would be ignored)")
-    net = common.network_from_args(args)
-    x, _, ids = common.images_from_args(args, net)
     s, k = parse_unit(args.unit)
+    net = common.network_from_args(args)
+    net.unit(s, k)  # an address outside the network: refused before the images are read
+    x, _, ids = common.images_from_args(args, net)
     res = jacobian_test(
         net,
         x[0],

@@ -126,6 +126,9 @@ def _attack_params(args) -> dict[str, dict]:
 
 
 def _cmd_propagate(args) -> int:
+    common.check_distinct_outputs(
+        {"--out": [args.out], "--summary": [args.summary], "--attacks-json": [args.attacks_json]}
+    )
     net = common.network_from_args(args)
     check_spectral_settings(net, args.k, args.spectral_units, k_name="--k", units_name="--spectral-units")
     x, y, ids = common.images_from_args(args, net)
@@ -219,10 +222,30 @@ def add_parser(sub) -> None:
     p.set_defaults(func=_cmd_propagate)
 
 
+# options of `figure propagation` that compute the rows: ignored when they are read --from-csv
+_COMPUTE_FLAGS = (
+    ("--model", "model", None), ("--weights", "weights", None), ("--input-size", "input_size", None),
+    ("--dtype", "dtype", "float64"), ("--seed", "seed", 0), ("--random-ref", "random_ref", "fgsm"),
+    ("--random-norm", "random_norm", None), ("--pgd-eps", "pgd_eps", None), ("--cw-steps", "cw_steps", 200),
+    ("--cw-search-steps", "cw_search_steps", 5),
+)  # fmt: skip
+
+
 def _cmd_figure_propagation(args) -> int:
     wanted = parse_perturbations(args.attack)
     if args.from_csv:
+        for flag, attr, default in _COMPUTE_FLAGS:
+            if getattr(args, attr) != default:
+                raise ValueError(
+                    f"{flag} does not apply with --from-csv (it would be ignored: the figure is drawn from "
+                    f"the rows of {args.from_csv}, computed with that run's settings)"
+                )
         rows = read_rows(args.from_csv)
+        if not rows:
+            raise ValueError(
+                f"--from-csv {args.from_csv} holds no rows (its header only: no perturbation succeeded in "
+                "that run), so there is nothing to draw"
+            )
         present = {int(r["image_pos"]) for r in rows}
         keep = set(parse_index_spec(args.images, max(present, default=0) + 21)) & present
         if not keep:
@@ -269,6 +292,9 @@ def _cmd_figure_propagation(args) -> int:
 
 
 def _cmd_figure_projections(args) -> int:
+    name = parse_perturbations(args.attack)
+    if len(name) != 1 or name[0] not in ATTACKS:
+        raise ValueError(f"--attack: expected one attack of {', '.join(ATTACKS)}, got {args.attack!r}")
     net = common.network_from_args(args)
     x, y, ids = common.images_from_args(args, net)
     stage = args.stage if args.stage is not None else len(net.stages)
@@ -283,9 +309,6 @@ def _cmd_figure_projections(args) -> int:
         idx = default_projection_units(net, stage)
         print(f"units of stage {stage} (default for {len(net.stages[stage - 1])} units per stage): {idx}")
     addrs = [net.unit(stage, i).address for i in idx]
-    name = parse_perturbations(args.attack)
-    if len(name) != 1 or name[0] == "random":
-        raise ValueError(f"--attack takes one attack of {', '.join(ATTACKS)}, got {args.attack!r}")
     check_spectral_settings(net, args.k, addrs, k_name="--k", units_name="--units")
     _check_classified(net, x, y, ids)
     res = analyze(

@@ -58,13 +58,17 @@ def _cmd_spectrum(args: argparse.Namespace) -> int:
             f"--out: --method {args.method} writes .npz (values, vectors, metadata), got {args.out!r}; "
             "the matrix-free estimates (--method density/bands-estimate) also write .json"
         )
+    address = parse_unit(args.unit) if args.unit is not None else None
     net = common.network_from_args(args)
+    if address is not None:
+        net.unit(*address)  # an address outside the network: refused before the forward pass
+    elif args.stage is not None:
+        net.unit(args.stage, 1)  # a stage outside the network: refused the same way
     x, _, ids = common.images_from_args(args, net)
     dtype = parse_dtype(args.dtype)
     lin = net.linearize(x[0], dtype=dtype)
-    if args.unit is not None:
-        s, k = parse_unit(args.unit)
-        op = lin.unit(s, k)
+    if address is not None:
+        op = lin.unit(*address)
         what = f"unit {args.unit}"
     elif args.stage is not None:
         op = lin.stage(args.stage)
@@ -219,6 +223,9 @@ def _cmd_figure_scree(args: argparse.Namespace) -> int:
 
 
 def _cmd_figure_bands(args: argparse.Namespace) -> int:
+    from ..plots import figure_paths
+
+    common.check_distinct_outputs({"--csv": [args.csv], "--out": figure_paths(args.out)})
     x, _, ids = common.images_from_args(args)
     rows = []
     for net in common.networks_from_args(args):

@@ -19,7 +19,7 @@ from pathlib import Path
 from .._version import __version__
 from ..io.profile import timed
 
-__all__ = ["figure_file", "reuse_unchanged", "save_figure", "skip_unchanged"]
+__all__ = ["figure_file", "figure_paths", "reuse_unchanged", "save_figure", "skip_unchanged"]
 
 
 def _feed(h, obj) -> None:
@@ -190,7 +190,7 @@ def skip_unchanged(fn: Callable) -> Callable:
         bound = sig.bind(*args, **kwargs)
         bound.apply_defaults()
         out = Path(bound.arguments["out"])
-        stem = out.with_suffix("") if out.suffix.lower() in (".png", ".svg", ".pdf") else out
+        stem = out.with_suffix("") if out.suffix.lower() in FIGURE_SUFFIXES else out
         side = _sidecar(stem)
         try:
             import matplotlib
@@ -213,22 +213,52 @@ def skip_unchanged(fn: Callable) -> Callable:
     return inner
 
 
+FIGURE_SUFFIXES = (".png", ".svg", ".pdf")
+
+
+def figure_paths(out: str | Path, formats: tuple[str, ...] = ("png", "svg")) -> list[Path]:
+    """The files :func:`save_figure` writes for ``out``: a figure suffix of ``out`` (``.png``,
+    ``.svg``, ``.pdf``) is replaced by each format, any other name gets the format appended
+    (``fig.v2`` -> ``fig.v2.png``: two such names must not both become ``fig.png``).
+
+    Raises:
+        TypeError: ``formats`` is a single string instead of a sequence of them.
+        ValueError: no formats, or an empty one.
+    """
+    if isinstance(formats, str):
+        raise TypeError(
+            f"formats: expected a sequence of format names such as ('png', 'svg'), got {formats!r}"
+        )
+    fmts = [str(f).strip().lstrip(".").lower() for f in formats]
+    if not fmts or not all(fmts):
+        raise ValueError(
+            f"formats: expected one or more format names such as ('png', 'svg'), got {formats!r}"
+        )
+    out = Path(out)
+    stem = out.with_suffix("") if out.suffix.lower() in FIGURE_SUFFIXES else out
+    return [stem.with_name(f"{stem.name}.{fmt}") for fmt in dict.fromkeys(fmts)]
+
+
 def save_figure(
     fig, out: str | Path, formats: tuple[str, ...] = ("png", "svg"), dpi: int = 150
 ) -> list[Path]:
     """Save a figure as ``out`` with each suffix in ``formats``; returns the written paths.
 
-    ``out`` may carry a suffix (it is replaced) or not. Parent folders are created.
+    ``out`` may carry a figure suffix (it is replaced) or not (:func:`figure_paths`). Parent
+    folders are created.
+
+    Raises:
+        ValueError: no formats, or one matplotlib cannot write (before any file is written).
     """
-    out = Path(out)
-    stem = out.with_suffix("") if out.suffix.lower() in (".png", ".svg", ".pdf") else out
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    paths = []
-    with timed("plot", name=stem.name):
-        for fmt in formats:
-            path = stem.with_suffix("." + fmt)
+    paths = figure_paths(out, formats)
+    supported = fig.canvas.get_supported_filetypes()
+    bad = [p.suffix[1:] for p in paths if p.suffix[1:] not in supported]
+    if bad:
+        raise ValueError(f"formats: expected some of {', '.join(sorted(supported))}, got {', '.join(bad)}")
+    paths[0].parent.mkdir(parents=True, exist_ok=True)
+    with timed("plot", name=paths[0].stem):
+        for path in paths:
             fig.savefig(path, dpi=dpi, bbox_inches="tight")
-            paths.append(path)
     return paths
 
 

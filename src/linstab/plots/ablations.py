@@ -33,9 +33,11 @@ def plot_ablations(alpha_points, t_points, out: str | Path, title: str = "") -> 
     ax1.set_xlabel("index i")
     ax1.set_ylabel("singular value sigma_i")
     ax1.set_title("Skip-connection scaling: plateau moves to alpha")
-    ax1.legend(fontsize=8)
+    _legend(ax1, fontsize=8)
     ax1.grid(alpha=0.3)
-    smax = max((float(np.max(p.singular_values)) for p in t_points), default=1.0)
+    # the largest finite value (an empty or all-NaN spectrum has none: it adds nothing to the bins)
+    finite = [s[np.isfinite(s)] for s in (np.asarray(p.singular_values, dtype=float) for p in t_points)]
+    smax = max((float(s.max()) for s in finite if s.size), default=1.0) or 1.0
     bins = np.linspace(0, smax * 1.02, 80)
     for i, p in enumerate(t_points):
         s = np.asarray(p.singular_values)
@@ -47,15 +49,22 @@ def plot_ablations(alpha_points, t_points, out: str | Path, title: str = "") -> 
             color=_color(i, len(t_points), cmap),
             label=f"t = {p.value:g}",
         )
-    ax2.set_yscale("log")
+    if any(s.size for s in finite):  # a log axis of empty histograms warns and shows nothing
+        ax2.set_yscale("log")
     ax2.set_xlabel("singular value")
     ax2.set_ylabel("count")
     ax2.set_title("Weights t*theta + (1-t)*noise")
-    ax2.legend(fontsize=8)
+    _legend(ax2, fontsize=8)
     ax2.grid(alpha=0.3)
     if title:
         fig.suptitle(title)
     return save_figure(fig, out)
+
+
+def _legend(ax, **kwargs) -> None:
+    """A legend when ``ax`` has labelled artists (no empty box, no matplotlib warning)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(**kwargs)
 
 
 def _color(i: int, n: int, cmap):
@@ -124,7 +133,7 @@ def plot_lyapunov(res, out: str | Path, title: str = "") -> list[Path]:
         ax.set_xlabel("unit")
         ax.set_ylabel(lab)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        _legend(ax, fontsize=7)
     if title:
         fig.suptitle(title)
     return save_figure(fig, out)

@@ -61,6 +61,9 @@ def _ticks(layer_rows: list[dict]) -> tuple[list[int], list[str]]:
     return pos, lab
 
 
+_PROPAGATION_FIELDS = ("perturbation", "image", "position", "address", "stage", "normalized", "pert_l2")
+
+
 def propagation_figure(
     rows: list[dict],
     perturbations: Sequence[str] | None = None,
@@ -81,8 +84,23 @@ def propagation_figure(
         title: figure title.
 
     Raises:
-        ValueError: when none of the requested perturbations has rows.
+        ValueError: when none of the requested perturbations has rows, or rows lack a field.
     """
+    for i, r in enumerate(rows):
+        missing = [k for k in _PROPAGATION_FIELDS if k not in r]
+        if missing:
+            raise ValueError(
+                f"propagation_figure: row {i} lacks {', '.join(missing)} (rows of linstab propagate expected)"
+            )
+    seen: dict[tuple, int] = {}
+    for i, r in enumerate(rows):
+        key = (str(r["perturbation"]), str(r["image"]), int(r["position"]))
+        if key in seen:
+            raise ValueError(
+                f"propagation_figure: rows {seen[key]} and {i} are both {key[0]} of image {key[1]} at layer "
+                f"{r['address']} (rows of two runs? expected one row per perturbation, image and layer)"
+            )
+        seen[key] = i
     present = []
     for r in rows:
         if r["perturbation"] not in present:
@@ -98,22 +116,26 @@ def propagation_figure(
         for r in rr:
             if r["image"] not in images:
                 images.append(r["image"])
-        l2s = []
+        l2s, hidden = [], 0
         for im in images:
             ir = sorted(_by(rr, image=im), key=lambda r: int(r["position"]))
             xs = [int(r["position"]) for r in ir]
             ys = [float(r["normalized"]) for r in ir]
+            if log:  # a log axis cannot show 0: a gap, counted in the title, not a silent drop
+                hidden += sum(1 for y in ys if y <= 0)
+                ys = [y if y > 0 else math.nan for y in ys]
             ax.plot(xs, ys, "-", lw=1.0, marker=".", ms=3, color=_COLORS.get(name), alpha=0.75)
             l2s.append(float(ir[0]["pert_l2"]))
         layer_rows = sorted(_by(rr, image=images[0]), key=lambda r: int(r["position"]))
         for b in _stage_bounds(layer_rows):
             ax.axvline(b, color="k", ls=":", lw=0.8)
         label = "random (uniform, same L2 as adversarial)" if name == "random" else name
+        gap = f"; {hidden} values <= 0 not shown (log axis)" if hidden else ""
         ax.set_title(
-            f"{label}: {len(images)} images, mean input ||delta||_2 = {np.mean(l2s):.3g}", fontsize=9
+            f"{label}: {len(images)} images, mean input ||delta||_2 = {np.mean(l2s):.3g}{gap}", fontsize=9
         )
         ax.set_ylabel("||dx_k|| / sqrt(n_k)")
-        if log:
+        if log and any(math.isfinite(y) and y > 0 for line in ax.get_lines() for y in line.get_ydata()):
             ax.set_yscale("log")
         ax.grid(alpha=0.3)
     pos, lab = _ticks(layer_rows)

@@ -32,6 +32,35 @@ def _figure(width: float, height: float):
     return Figure(figsize=(width, height), layout="constrained")
 
 
+def _line_colors(n: int) -> list:
+    """``n`` distinct line colors: the default cycle up to 10, ``tab20`` up to 20, then evenly
+    spaced ``turbo`` colors (with 11 or more images, ``C{i % 10}`` gave two images one color).
+    """
+    if n <= 10:
+        return [f"C{i}" for i in range(n)]
+    from matplotlib import colormaps
+
+    if n <= 20:
+        return [colormaps["tab20"](i) for i in range(n)]
+    return [colormaps["turbo"](x) for x in np.linspace(0.05, 0.95, n)]
+
+
+def _check_scree_data(datas: list) -> None:
+    """A ValueError/TypeError naming what a :func:`plot_scree` argument lacks."""
+    for i, d in enumerate(datas):
+        if not isinstance(d, dict) or not isinstance(d.get("rows"), dict):
+            raise TypeError(
+                f"plot_scree: expected scree_data results (dicts with 'rows', 'images', 'model'), got "
+                f"{type(d).__name__} at position {i}"
+            )
+        keys = [k for k in ROW_TITLES if d["rows"].get(k)]
+        if not keys:
+            raise ValueError(
+                f"plot_scree: result {i} ({d.get('model', '?')}) has no panels: expected rows "
+                f"{', '.join(ROW_TITLES)}, got {sorted(d['rows'])}"
+            )
+
+
 @skip_unchanged
 def plot_scree(
     data: dict | list[dict], out: str | Path, formats: tuple[str, ...] = ("png", "svg")
@@ -54,10 +83,11 @@ def plot_scree(
     """
     from matplotlib.ticker import MaxNLocator
 
-    datas = [data] if isinstance(data, dict) else list(data)
+    datas = [data] if isinstance(data, dict) else list(data) if isinstance(data, list | tuple) else [data]
     if not datas:
         raise ValueError("plot_scree needs at least one scree_data result")
-    row_keys = [k for k in ("unit", "downsampling", "stage") if k in datas[0]["rows"]]
+    _check_scree_data(datas)
+    row_keys = [k for k in ("unit", "downsampling", "stage") if any(d["rows"].get(k) for d in datas)]
 
     def placed(d: dict) -> dict[str, dict[int, dict]]:  # row key -> stage -> panel
         return {k: {p.get("stage", j + 1): p for j, p in enumerate(d["rows"].get(k, []))} for k in row_keys}
@@ -72,7 +102,9 @@ def plot_scree(
     for m, d in enumerate(datas):
         axes = subfigs[m].subplots(len(row_keys), len(cols[m]), squeeze=False)
         first_axes = axes[0, 0] if first_axes is None else first_axes
-        subfigs[m].suptitle(d.get("title") or d["model"], fontsize=10, weight="bold", x=0.02, ha="left")
+        subfigs[m].suptitle(
+            d.get("title") or d.get("model", ""), fontsize=10, weight="bold", x=0.02, ha="left"
+        )
         for i, key in enumerate(row_keys):
             for j, stage in enumerate(cols[m]):
                 ax = axes[i, j]
@@ -82,7 +114,7 @@ def plot_scree(
                     ax.set_visible(False)
                     continue
                 spectra = p.get("spectra", [])
-                colors = [f"C{c % 10}" for c in range(len(spectra))]
+                colors = _line_colors(len(spectra))
                 for c, (s, img) in enumerate(zip(spectra, d.get("images", []), strict=False)):
                     s = np.asarray(s, dtype=float)
                     ax.plot(
@@ -122,6 +154,29 @@ def plot_scree(
     return save_figure(fig, out, formats)
 
 
+_BAND_FIELDS = ("stage", "unit", "frac_zero", "frac_below", "frac_plateau", "frac_above")
+
+
+def _check_band_rows(rows: list[dict]) -> None:
+    """A ValueError for rows :func:`plot_bands` cannot draw: a missing field, a stage or unit
+    below 1, or two rows for the same model, stage and unit (their bars would cover each other).
+    """
+    seen: dict[tuple, int] = {}
+    for i, r in enumerate(rows):
+        missing = [k for k in _BAND_FIELDS if k not in r]
+        if missing:
+            raise ValueError(f"plot_bands: row {i} lacks {', '.join(missing)} (rows of unit_bands expected)")
+        key = (r.get("model", ""), int(r["stage"]), int(r["unit"]))
+        if key[1] < 1 or key[2] < 1:
+            raise ValueError(f"plot_bands: row {i}: expected a 1-based stage and unit, got {key[1]}.{key[2]}")
+        if key in seen:
+            raise ValueError(
+                f"plot_bands: rows {seen[key]} and {i} are both unit {key[1]}.{key[2]} of model {key[0]!r} "
+                "(one row per model and unit: give models distinct names)"
+            )
+        seen[key] = i
+
+
 @skip_unchanged
 def plot_bands(rows: list[dict], out: str | Path, formats: tuple[str, ...] = ("png", "svg")) -> list[Path]:
     """Figure 2: stacked fractions of singular values per band for each unit through the network.
@@ -140,9 +195,10 @@ def plot_bands(rows: list[dict], out: str | Path, formats: tuple[str, ...] = ("p
     """
     if not rows:
         raise ValueError("plot_bands needs at least one row")
+    _check_band_rows(rows)
     models = list(dict.fromkeys(r.get("model", "") for r in rows))
     nst = max(int(r["stage"]) for r in rows)
-    lo, hi = rows[0].get("thresholds", PLATEAU)
+    lo, hi = rows[0].get("thresholds") or PLATEAU
     fig = _figure(3.6 * nst, 2.6 * len(models) + 0.6)
     axes = fig.subplots(len(models), nst, squeeze=False, sharey=True)
     labels = {
@@ -257,6 +313,8 @@ def plot_band_fractions(
             legend_ax = ax if legend_ax is None else legend_ax
             for band in ("above", "plateau", "below", "zero"):
                 br = sorted((r for r in rs if r["band"] == band), key=lambda r: int(r["unit"]))
+                if not br:  # a band without rows (e.g. a summary of some bands only): nothing to draw
+                    continue
                 x = np.array([int(r["unit"]) for r in br])
                 med = np.array([float(r["median"]) for r in br])
                 low = np.array([float(r["low"]) for r in br])
