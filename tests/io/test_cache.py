@@ -66,3 +66,28 @@ def test_tensor_hash():
     assert tensor_hash(x) == tensor_hash(x.clone())
     assert tensor_hash(x) != tensor_hash(x.double())
     assert tensor_hash(x) != tensor_hash(x.reshape(3, 2))
+
+
+def test_truncated_damaged_or_foreign_entries_are_recomputed(tmp_path):
+    """A truncated entry (a copy cut short, a full disk) raised ``BadZipFile``/``EOFError`` from
+    the lookup instead of being recomputed; an entry whose metadata belongs to other parts (a
+    file copied under another name) was returned as if it were this one's."""
+    c = ResultCache(tmp_path)
+    parts = {"x": 1}
+    c.store("k", parts, {"a": np.arange(100.0)}, {"m": 1})
+    p = c.path("k", parts)
+    raw = p.read_bytes()
+    flipped = bytearray(raw)
+    flipped[raw.index(b"NUMPY") + 40] ^= 0xFF  # inside the first array: a bad CRC
+    other = tmp_path / "other.npz"
+    c.store("k", {"x": 2}, {"a": np.zeros(3)})
+    c.path("k", {"x": 2}).replace(other)
+    for data in (raw[: len(raw) // 2], raw[:-5], b"", b"PK\x03\x04", bytes(flipped), other.read_bytes()):
+        p.write_bytes(data)
+        assert c.load("k", parts) is None
+        out, meta = c.get_or_compute("k", parts, lambda: ({"a": np.ones(2)}, {"m": 2}))
+        assert np.array_equal(out["a"], np.ones(2)) and meta["m"] == 2
+        assert c.load("k", parts)[1]["m"] == 2  # stored again, whole
+    for meta in ("[1, 2]", "5", '"text"'):  # metadata that is no JSON object
+        np.savez(p, __meta__=np.array(meta), a=np.ones(2))
+        assert c.load("k", parts) is None

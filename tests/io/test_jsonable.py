@@ -49,3 +49,11 @@ def test_what_cannot_be_json_is_refused_not_written():
     with pytest.raises(TypeError, match="not JSON serializable"):
         dumps({"x": object()})
     assert _strict(dumps({"x": object()}, default=lambda o: "obj")) == {"x": "obj"}
+
+
+def test_numpy_bools_are_json_bools():
+    """``np.bool_`` (a comparison of NumPy values) was refused, or written as the string
+    ``"True"`` under ``default=str`` (the report's ``--profile`` file)."""
+    obj = {"flag": np.bool_(True), "flags": [np.bool_(False)], "a": np.array([True])}
+    assert to_jsonable(obj) == {"flag": True, "flags": [False], "a": [True]}
+    assert _strict(dumps(obj, default=str)) == {"flag": True, "flags": [False], "a": [True]}

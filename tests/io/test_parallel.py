@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -201,3 +202,84 @@ def test_a_cancelled_prefetch_stores_nothing(tmp_path):
     pre.cancel()
     pre.wait()
     assert cache.load("t", {"k": 0}) is None and cache.misses == 0
+
+
+_KILLED_WORKER = """
+import os, signal
+from linstab.io.parallel import fork_map
+
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+try:
+    fork_map([lambda: 1, die, lambda: 3], 2)
+except ChildProcessError as exc:
+    print("refused:", exc)
+"""
+
+
+@needs_fork
+def test_a_killed_worker_is_an_error_not_a_hang():
+    """A worker killed mid-item (the out-of-memory killer, a user's ``kill``) left a Pool waiting
+    forever for its result: the report hung. Run in a child so that a hang fails the test."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run(
+        [sys.executable, "-c", _KILLED_WORKER], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert res.returncode == 0, res.stderr
+    assert "refused: a worker process died without its result" in res.stdout, res.stdout + res.stderr
+
+
+_PARENT_KILLED = """
+import os, signal, threading, time
+from linstab.io.parallel import fork_map, fork_start
+
+def item():
+    os.write(1, f"{os.getpid()}\\n".encode())  # one write: lines of several processes do not mix
+    time.sleep(300)
+
+def kill_me():
+    time.sleep(3)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+threading.Thread(target=kill_me, daemon=True).start()
+fork_start(item)
+fork_map([item] * 4, 2)
+"""
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+@needs_fork
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux /proc")
+def test_workers_end_with_a_killed_parent():
+    """A report killed with SIGKILL (or SIGTERM from the Python API: no cleanup runs) left its
+    workers and its background process running as orphans, computing results no one collects
+    or waiting forever for items."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    p = subprocess.Popen([sys.executable, "-c", _PARENT_KILLED], stdout=subprocess.PIPE, text=True, env=env)
+    pids = [int(p.stdout.readline()) for _ in range(3)]  # the background process and two workers
+    try:
+        p.wait(timeout=120)
+        for _ in range(600):  # they end at once; wait up to a minute on a loaded machine
+            if not any(_running(pid) for pid in pids):
+                break
+            time.sleep(0.1)
+        assert not [pid for pid in pids if _running(pid)], "orphaned workers still run"
+    finally:
+        for pid in pids:
+            if _running(pid):
+                os.kill(pid, 9)
+        p.stdout.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from ..io.jsonable import dumps
@@ -40,17 +41,22 @@ def _cmd_report(args) -> int:
         shortcut_reference=None if args.no_shortcut_reference else args.shortcut_reference,
     )
     sections = tuple(s.strip() for s in args.sections.split(",")) if args.sections else SECTIONS
-    if args.profile:
-        with profiling() as prof:
+    try:
+        if args.profile:
+            with profiling() as prof:
+                path = build_report(cfg, sections)
+            summary = {"command": getattr(args, "_argv", None), **profile_summary(prof)}
+            summary["records"] = prof.to_dict()["records"]
+            out = Path(args.profile)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(dumps(summary, indent=1, default=str))
+            print(f"profile written to {out}")
+        else:
             path = build_report(cfg, sections)
-        summary = {"command": getattr(args, "_argv", None), **profile_summary(prof)}
-        summary["records"] = prof.to_dict()["records"]
-        out = Path(args.profile)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(dumps(summary, indent=1, default=str))
-        print(f"profile written to {out}")
-    else:
-        path = build_report(cfg, sections)
+    except KeyboardInterrupt:  # Ctrl-C: no traceback; the work done so far is in the cache
+        cached = "" if args.no_cache else "; the results computed so far are cached: run it again to resume"
+        print(f"linstab report: interrupted, no report written{cached}", file=sys.stderr)
+        return 130
     print(f"report written to {path}")
     return 0
 

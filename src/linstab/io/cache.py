@@ -50,6 +50,11 @@ def tensor_hash(x: torch.Tensor | np.ndarray) -> str:
     return h.hexdigest()[:16]
 
 
+def _canonical(parts) -> str:
+    """The JSON text by which stored ``parts`` are compared with asked ones (as :meth:`ResultCache.key`)."""
+    return json.dumps(parts, sort_keys=True, default=str)
+
+
 def default_cache_dir() -> Path:
     """``$LINSTAB_CACHE_DIR/results`` or ``~/.cache/linstab/results``."""
     return cache_root() / "results"
@@ -85,7 +90,10 @@ class ResultCache:
         return self.root / kind / f"{self.key(parts)}.npz"
 
     def load(self, kind: str, parts: dict) -> tuple[dict[str, np.ndarray], dict] | None:
-        """The stored ``(arrays, meta)`` or ``None`` when absent or unreadable."""
+        """The stored ``(arrays, meta)`` or ``None`` when absent or unreadable: truncated or
+        damaged (not a zip file, a bad CRC, a bad array header), with metadata that is not a
+        JSON object, or made for other ``parts`` (a file copied under another name).
+        """
         if not self.enabled:
             return None
         p = self.path(kind, parts)
@@ -95,7 +103,9 @@ class ResultCache:
             with np.load(p, allow_pickle=False) as z:
                 arrays = {k: z[k] for k in z.files if k != "__meta__"}
                 meta = json.loads(str(z["__meta__"])) if "__meta__" in z.files else {}
-        except (OSError, ValueError, KeyError, json.JSONDecodeError):
+        except Exception:  # noqa: BLE001 - zipfile.BadZipFile, EOFError, zlib.error, ...: recomputed
+            return None
+        if not isinstance(meta, dict) or ("parts" in meta and _canonical(meta["parts"]) != _canonical(parts)):
             return None
         return arrays, meta
 

@@ -26,6 +26,8 @@ import sys
 import traceback
 import warnings
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 
 import torch
 
@@ -53,9 +55,26 @@ def can_fork() -> bool:
     return sys.platform.startswith("linux") and "fork" in mp.get_all_start_methods()
 
 
-def _init_worker() -> None:
-    # a worker ends on SIGTERM (Pool.terminate, Background.cancel), whatever the parent's handler
+def _die_with_parent(parent: int) -> None:
+    """Linux: have this worker sent SIGTERM when its parent ends, also when the parent is killed
+    without running any cleanup (SIGKILL, or SIGTERM outside the ``linstab`` command): a worker
+    would otherwise wait forever for items, or compute a result no one collects.
+    """
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux, or no prctl: best effort
+        return
+    if os.getppid() != parent:  # the parent ended before prctl
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _init_worker(parent: int | None = None) -> None:
+    # a worker ends on SIGTERM (terminate, Background.cancel), whatever the parent's handler
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if parent is not None:
+        _die_with_parent(parent)
     torch.set_num_threads(1)
     os.environ["LINSTAB_BLAS_THREADS"] = "1"
 
@@ -81,6 +100,9 @@ def fork_map(items: Sequence[Callable], workers: int, on_done: Callable[[int], N
 
     Raises:
         ValueError: for a negative or non-integer ``workers``.
+        ChildProcessError: a worker process died without a result (killed, e.g. by the
+            out-of-memory killer); the items finished before are not lost (their ``on_done``
+            has run), the others are stopped.
         Exception: the first exception an item raised (the other workers are stopped).
     """
     global _ITEMS, _PROFILING
@@ -94,17 +116,40 @@ def fork_map(items: Sequence[Callable], workers: int, on_done: Callable[[int], N
                 on_done(k)
         return out
     _ITEMS, _PROFILING = items, active()
+    # an executor, not a Pool: a Pool waits forever for the item of a worker that was killed
+    pool = ProcessPoolExecutor(
+        min(workers, len(items)),
+        mp_context=mp.get_context("fork"),
+        initializer=_init_worker,
+        initargs=(os.getpid(),),
+    )
+    finished = False
     try:
-        ctx = mp.get_context("fork")
-        with ctx.Pool(min(workers, len(items)), initializer=_init_worker) as pool:
-            for k, val, recs in pool.imap_unordered(_call, range(len(items))):
-                out[k] = val
-                for cat, sec, parts, labels in recs:
-                    record(cat, sec, parts, **{**labels, "worker": True})
-                if on_done is not None:
-                    on_done(k)
+        futures = [pool.submit(_call, k) for k in range(len(items))]
+        n_done = 0
+        for fut in as_completed(futures):
+            try:
+                k, val, recs = fut.result()
+            except BrokenProcessPool:
+                raise ChildProcessError(
+                    f"a worker process died without its result (killed, or out of memory?) after "
+                    f"{n_done} of {len(items)} items: run again (finished work that was cached is kept), "
+                    "with fewer workers if memory ran out"
+                ) from None
+            out[k] = val
+            n_done += 1
+            for cat, sec, parts, labels in recs:
+                record(cat, sec, parts, **{**labels, "worker": True})
+            if on_done is not None:
+                on_done(k)
+        finished = True
     finally:
         _ITEMS, _PROFILING = (), False
+        if not finished:  # an error or an interrupt: stop the items still running
+            for proc in list((getattr(pool, "_processes", None) or {}).values()):
+                if proc.is_alive():
+                    proc.terminate()
+        pool.shutdown(wait=True, cancel_futures=True)
     return out
 
 
@@ -174,8 +219,8 @@ class Background:
         self.done = True
 
 
-def _background_main(fn: Callable, conn, profiling_on: bool) -> None:
-    _init_worker()
+def _background_main(fn: Callable, conn, profiling_on: bool, parent: int) -> None:
+    _init_worker(parent)
     recs: list = []
     try:
         if profiling_on:
@@ -205,7 +250,7 @@ def fork_start(fn: Callable, enabled: bool = True) -> Background:
         return Background(fn)
     ctx = mp.get_context("fork")
     recv, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_background_main, args=(fn, send, active()), daemon=True)
+    proc = ctx.Process(target=_background_main, args=(fn, send, active(), os.getpid()), daemon=True)
     proc.start()
     send.close()
     return Background(fn, proc, recv)

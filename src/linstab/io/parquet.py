@@ -22,7 +22,8 @@ def read_parquet_rows(path: str | os.PathLike, columns: Sequence[str] | None = N
     Raises:
         FileNotFoundError: when ``path`` does not exist.
         ImportError: when ``pyarrow`` is not installed (with the command that installs it).
-        ValueError: when a requested column is missing (the missing ones are named).
+        ValueError: when a requested column is missing (the missing ones are named), or a file
+            is not Parquet or is damaged (truncated, ...).
     """
     p = Path(path)
     if not p.exists():
@@ -31,9 +32,14 @@ def read_parquet_rows(path: str | os.PathLike, columns: Sequence[str] | None = N
         import pyarrow.dataset as ds
     except ImportError as exc:  # pragma: no cover - pyarrow is installed with the test extras
         raise ImportError("reading Parquet needs pyarrow: pip install pyarrow") from exc
-    dataset = ds.dataset(str(p), format="parquet")
-    names = set(dataset.schema.names)
-    missing = [c for c in (columns or ()) if c not in names]
-    if missing:
-        raise ValueError(f"{p}: missing columns {missing}; it has {sorted(names)}")
-    return dataset.to_table(columns=list(columns) if columns else None).to_pylist()
+    import pyarrow as pa
+
+    try:
+        dataset = ds.dataset(str(p), format="parquet")
+        names = set(dataset.schema.names)
+        missing = [c for c in (columns or ()) if c not in names]
+        if missing:
+            raise ValueError(f"{p}: missing columns {missing}; it has {sorted(names)}")
+        return dataset.to_table(columns=list(columns) if columns else None).to_pylist()
+    except (pa.ArrowException, OSError) as exc:  # a damaged, truncated or foreign file
+        raise ValueError(f"{p}: not readable as Parquet ({exc})") from None

@@ -69,11 +69,26 @@ def read_csv(path: str | os.PathLike, required: Sequence[str] = ()) -> list[dict
         required: columns the file must have.
 
     Raises:
-        ValueError: when a required column is missing.
+        ValueError: when a required column is missing, a row has more or fewer fields than the
+            header (a truncated or hand-edited file; the line is named), or the file is not UTF-8
+            text (a UTF-8 byte-order mark, as spreadsheets write it, is fine).
     """
-    with open(path, newline="") as fh:
-        reader = csv.DictReader(fh)
-        missing = [c for c in required if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ValueError(f"{path}: missing columns {missing[:4]}{'...' if len(missing) > 4 else ''}")
-        return list(reader)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            header = reader.fieldnames or []
+            missing = [c for c in required if c not in header]
+            if missing:
+                raise ValueError(f"{path}: missing columns {missing[:4]}{'...' if len(missing) > 4 else ''}")
+            rows = []
+            for row in reader:
+                if None in row or None in row.values():
+                    n = len(header) + len(row.get(None, ())) - sum(v is None for v in row.values())
+                    raise ValueError(
+                        f"{path}, line {reader.line_num}: {n} fields, the header has {len(header)} "
+                        "(a truncated or damaged file?)"
+                    )
+                rows.append(row)
+            return rows
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise ValueError(f"{path}: not a CSV text file ({exc})") from None

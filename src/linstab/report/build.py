@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
 import re
 import shutil
+import tempfile
 import time
+from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 
 from ..analyses.attacks import check_batch
 from ..data.selection import ImageSelection, select_images
+from ..io.cache import default_cache_dir
 from ..io.jsonable import dumps
-from ..io.processes import pid_alive
+from ..io.processes import PidLock, pid_alive
 from ..io.profile import scope, timed
 from ..io.tables import write_csv
 from ..models.device import resolve_device
@@ -180,6 +184,56 @@ def _run_sections(ctx: ReportContext, nets, sections, per_net, images, reference
         ctx.sections.extend(secs)
 
 
+def check_writable_folder(name: str, path: Path) -> None:
+    """Refuse, before any work, a folder that cannot be created or written: the first of
+    ``path`` and its parents that exists must be a folder in which a file can be created (tried
+    with a hidden empty file, removed at once).
+
+    Raises:
+        ValueError: naming ``name``, the path and what is in the way.
+    """
+    for q in (path, *Path(os.path.abspath(path)).parents):
+        if not q.exists():
+            continue
+        if not q.is_dir():
+            where = "it is a file" if q == path else f"{str(q)!r} is a file"
+            raise ValueError(f"{name} {str(path)!r} cannot be a folder: {where}")
+        try:
+            fd, probe = tempfile.mkstemp(prefix=".linstab-write-test-", dir=q)
+        except OSError as exc:
+            raise ValueError(
+                f"{name} {str(path)!r}: cannot write in the folder {str(q)!r} ({exc.strerror or exc})"
+            ) from None
+        os.close(fd)
+        os.unlink(probe)
+        return
+
+
+REPORT_ENTRIES = ("index.html", "environment.json", "data", "figures")
+"""What a report writes into its folder (and replaces there when it runs again)."""
+
+
+def _check_not_foreign(out: Path) -> None:
+    """Refuse a folder whose ``data/``, ``figures/`` or ``index.html`` a report would replace but
+    which holds no earlier report (no ``environment.json`` written by linstab): a user's own
+    ``data/`` folder is never deleted.
+    """
+    taken = [e for e in REPORT_ENTRIES if e != "environment.json" and (out / e).exists()]
+    if not taken:
+        return
+    env = out / "environment.json"
+    try:
+        ours = env.is_file() and "linstab" in json.loads(env.read_text())
+    except (OSError, ValueError, TypeError):
+        ours = False
+    if not ours:
+        raise ValueError(
+            f"out {str(out)!r} holds {', '.join(taken)} but no earlier linstab report (its environment.json "
+            f"is missing or not linstab's); a report replaces {', '.join(REPORT_ENTRIES)} whole: give a new "
+            "or empty folder, or a report's own folder"
+        )
+
+
 def staging_dir(out: Path) -> Path:
     """Where a report is built before it replaces the one in ``out``: a hidden sibling folder
     (usually the same file system, so publishing it is a rename).
@@ -195,9 +249,13 @@ def clean_stale_stages(out: Path) -> int:
     mine = staging_dir(out)
     prefix = mine.name.rsplit("-", 1)[0] + "-"
     n = 0
-    for old in mine.parent.glob(prefix + "*"):
+    if not mine.parent.is_dir():
+        return 0
+    for old in mine.parent.iterdir():  # not glob: a name with [ or * in it is no pattern
         pid = old.name[len(prefix) :]
-        if old.is_dir() and pid.isdigit() and (int(pid) == os.getpid() or not pid_alive(int(pid))):
+        if not old.name.startswith(prefix) or not pid.isdigit():
+            continue
+        if old.is_dir() and (int(pid) == os.getpid() or not pid_alive(int(pid))):
             shutil.rmtree(old, ignore_errors=True)
             n += 1
     return n
@@ -228,7 +286,9 @@ def build_report(
     The report is built in a hidden sibling folder of ``cfg.out`` and moved into ``cfg.out``
     only when it is complete: a failed or killed run leaves an earlier report there as it was,
     and a finished one replaces its ``index.html``, ``environment.json``, ``data/`` and
-    ``figures/`` whole (no stale file of the earlier run remains).
+    ``figures/`` whole (no stale file of the earlier run remains). A folder holding such entries
+    but no earlier report is refused, as is a folder another running report writes (the lock
+    file ``<out>.lock`` beside it), before any work.
 
     Args:
         cfg: what to compute and where to write it.
@@ -238,12 +298,24 @@ def build_report(
         reference: an already built network to use as the shortcut reference instead of
             ``cfg.shortcut_reference`` (:func:`shortcut_reference`).
     """
+    if isinstance(sections, str) or not isinstance(sections, Iterable):
+        raise TypeError(f"sections must be a sequence of section names from {SECTIONS}; got {sections!r}")
+    sections = tuple(sections)
     bad = [s for s in sections if s not in SECTIONS]
     if bad:
         raise ValueError(f"unknown sections {bad}; choose from {SECTIONS}")
+    if len(set(sections)) != len(sections):
+        raise ValueError(f"sections: each section once, got {list(sections)}")
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"out {str(out)!r} is a file; the report needs a folder")
+    check_writable_folder("out", out)
+    check_writable_folder(
+        "out's parent (the report is built beside out, then moved in)", staging_dir(out).parent
+    )
+    _check_not_foreign(out)
+    if cfg.use_cache:
+        check_writable_folder("cache_dir", Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir())
     if not cfg.models and not nets:
         raise ValueError("at least one model is needed")
     dev = resolve_device(cfg.device) if cfg.device is not None else None
@@ -279,14 +351,19 @@ def build_report(
             check_batch(n, sel.images, sel.labels)  # one forward pass of one image
     t_start = time.perf_counter()
     stage = staging_dir(out)
-    clean_stale_stages(out)
-    try:
-        with reuse_unchanged(out, stage):  # an unchanged figure of the report in out is not drawn again
-            index = _build(replace(cfg, out=stage), sections, nets, sel, reference, reference_note, t_start)
-        publish(stage, out)
-    finally:
-        if stage.exists():  # a failed run: the earlier report in out stays as it was
-            shutil.rmtree(stage, ignore_errors=True)
+    stage.parent.mkdir(parents=True, exist_ok=True)
+    # one report at a time per folder: two publishing at once could leave a mix of both
+    with PidLock(Path(os.path.abspath(out)), what="report folder"):
+        clean_stale_stages(out)
+        try:
+            with reuse_unchanged(out, stage):  # an unchanged figure of the report in out is not drawn again
+                index = _build(
+                    replace(cfg, out=stage), sections, nets, sel, reference, reference_note, t_start
+                )
+            publish(stage, out)
+        finally:
+            if stage.exists():  # a failed run: the earlier report in out stays as it was
+                shutil.rmtree(stage, ignore_errors=True)
     return out / index.name
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,20 +92,40 @@ class ReportConfig:
     shortcut_reference: str | None = "auto"
 
     def __post_init__(self) -> None:
+        self.models = _names("models", self.models)
+        self.images = _image_spec(self.images)
+        for name in ("quick", "use_cache", "progress"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be True or False; got {getattr(self, name)!r}")
+        self.out = _folder("out", self.out)
+        self.cache_dir = _folder("cache_dir", self.cache_dir, optional=True)
+        self.sweep_dir = _folder("sweep_dir", self.sweep_dir, optional=True)
+        check_int("seed", self.seed, 0)
+        check_int("input_size", self.input_size, optional=True)
+        w = self.weights
+        if w is not None:
+            files = isinstance(w, Sequence) and all(x is None or isinstance(x, str | os.PathLike) for x in w)
+            if isinstance(w, str) or not files:
+                raise TypeError(
+                    f"weights must be a list of files (or None entries), one per model; got {w!r}"
+                )
+            self.weights = [None if x is None else str(x) for x in w]
         check_int("workers", self.workers, optional=True)
         check_int("exact_max", self.exact_max)
         r = self.shortcut_reference
         if r is not None and not (isinstance(r, str) and r.strip()):
             raise TypeError(f"shortcut_reference must be a model name, 'auto' or None, got {r!r}")
         check_int("seeds", self.seeds, optional=True)
-        if isinstance(self.attacks, str) or not all(isinstance(a, str) for a in self.attacks):
+        if isinstance(self.attacks, str) or not isinstance(self.attacks, Iterable):
+            raise TypeError(f"attacks must be a sequence of attack names, got {self.attacks!r}")
+        self.attacks = tuple(self.attacks)
+        if not all(isinstance(a, str) for a in self.attacks):
             raise TypeError(f"attacks must be a sequence of attack names, got {self.attacks!r}")
         unknown = [a for a in self.attacks if a not in ATTACKS]
         if unknown:
             raise ValueError(f"unknown attacks {unknown}; choose from {', '.join(ATTACKS)}")
         if len(set(self.attacks)) != len(self.attacks):
             raise ValueError(f"attacks: each attack once, got {list(self.attacks)}")
-        self.attacks = tuple(self.attacks)
 
     def estimated(self, unit) -> bool:
         """Whether the full report estimates ``unit`` (more than :attr:`exact_max` outputs)."""
@@ -272,6 +294,43 @@ class ReportContext:
         from tqdm.auto import tqdm
 
         return tqdm(total=total, desc=desc, leave=False, disable=not self.cfg.progress)
+
+
+def _names(name: str, value) -> list[str]:
+    """``value`` as a list of model names, after checking that it is a sequence of non-empty strings."""
+    if isinstance(value, str) or not isinstance(value, Sequence):
+        raise TypeError(f"{name} must be a list of model names (e.g. ['resnet56-linstab']); got {value!r}")
+    bad = [v for v in value if not (isinstance(v, str) and v.strip())]
+    if bad:
+        raise TypeError(f"{name} must be a list of non-empty model names; got {bad[0]!r} in {list(value)!r}")
+    return list(value)
+
+
+def _image_spec(value) -> list[int] | str:
+    """``value`` as the report's images: a spec string (a path given as a ``Path`` is one) or a
+    list of default-image indices (ints >= 0; no bools or floats).
+    """
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, str):
+        return value
+    if not isinstance(value, Sequence):
+        shown = " ".join(repr(value).split())[:60]
+        raise TypeError(
+            "images must be default-image indices (e.g. [0, 1, 2]) or a spec string (e.g. '0-19', "
+            f"'jpeg:0-99', a folder or an array file); got {type(value).__name__} {shown}"
+        )
+    return [check_int("images: each index", i, 0) for i in value]
+
+
+def _folder(name: str, value, optional: bool = False) -> Path | None:
+    """``value`` as a folder ``Path``, after checking that it is a non-empty path."""
+    if value is None and optional:
+        return None
+    if not isinstance(value, str | os.PathLike) or not str(value).strip():
+        expected = "a folder path" + (" or None" if optional else "")
+        raise TypeError(f"{name} must be {expected}; got {value!r}")
+    return Path(value).expanduser()
 
 
 def describe_images(ids: list[str]) -> str:
