@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # one thread per xdist worker (``make test`` runs one worker per core) also in the BLAS and
+    # LAPACK of NumPy/SciPy (OpenBLAS reads these when it loads, below): with its own thread per
+    # core in each worker, SLQ's many small tridiagonal eigenproblems took twice as long (61 s vs
+    # 34 s for tests/cli/test_cli_imagenet.py's report with two workers, measured 2026-12-02)
+    for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
+
+from pathlib import Path  # noqa: E402
 
 import pytest
 import torch
