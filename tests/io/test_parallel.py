@@ -53,6 +53,23 @@ def test_workers_run_one_thread():
     assert [r[0] for r in res] == [1, 1, 1, 1]
 
 
+def _blas_threads() -> list[int]:
+    import scipy.linalg  # noqa: F401  (its OpenBLAS too)
+    from threadpoolctl import threadpool_info
+
+    return [d["num_threads"] for d in threadpool_info()]
+
+
+def test_workers_run_numpy_and_scipy_blas_at_one_thread():
+    """Not only torch: NumPy/SciPy's OpenBLAS kept a thread per core in every worker."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(2):  # as outside pytest-xdist (its workers start at one thread)
+        assert set(_blas_threads()) == {2}
+        res = fork_map([_blas_threads, _blas_threads], 2)
+    assert all(r and set(r) == {1} for r in res), res
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_an_error_surfaces(workers):
     with pytest.raises(ValueError, match="item 3 failed"):

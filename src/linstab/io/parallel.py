@@ -30,6 +30,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 
 import torch
+from threadpoolctl import threadpool_limits
 
 from .profile import active, profiling, record
 from .validate import check_int
@@ -77,6 +78,9 @@ def _init_worker(parent: int | None = None) -> None:
         _die_with_parent(parent)
     torch.set_num_threads(1)
     os.environ["LINSTAB_BLAS_THREADS"] = "1"
+    # NumPy/SciPy's own BLAS (OpenBLAS) too: with a thread per core in every worker, SciPy's small
+    # LAPACK problems (SLQ's tridiagonal eigenproblems) ran at half speed beside other workers
+    threadpool_limits(1)
 
 
 def _call(k: int):
