@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 
 from ..data.selection import select_images
+from ..io.validate import check_first_folder_writable
 from ..models.registry import default_model_name
 from ..network.loading import load_model
 from ..network.view import Network
@@ -112,23 +112,11 @@ def parse_dtype(name: str) -> torch.dtype:
 
 
 def _check_folders_above(text: str, paths) -> None:
-    """The first of ``paths`` that exists must be a folder (an output cannot go under a file) in
-    which files can be created: tried with a hidden empty file, removed at once, so that a
-    read-only or foreign folder is reported before any work, not after it.
-    """
-    for q in paths:
-        if q.exists():
-            if not q.is_dir():
-                raise argparse.ArgumentTypeError(f"{text}: {q} is a file, not a folder")
-            try:
-                fd, probe = tempfile.mkstemp(prefix=".linstab-write-test-", dir=q)
-            except OSError as exc:
-                raise argparse.ArgumentTypeError(
-                    f"{text}: cannot write in the folder {q} ({exc.strerror or exc})"
-                ) from None
-            os.close(fd)
-            os.unlink(probe)
-            return
+    """:func:`~linstab.io.validate.check_first_folder_writable` as an argparse error."""
+    try:
+        check_first_folder_writable(paths)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text}: {exc}") from None
 
 
 def out_file(text: str) -> str:

@@ -5,6 +5,10 @@ of "a real number".
 from __future__ import annotations
 
 import numbers
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
 
 
 def is_real(value) -> bool:
@@ -42,3 +46,26 @@ def check_int(name: str, value, minimum: int = 1, *, optional: bool = False) -> 
     if value < minimum:
         raise ValueError(f"{name} must be {expected}; got {value!r}")
     return int(value)
+
+
+def check_first_folder_writable(paths: Iterable[str | os.PathLike]) -> None:
+    """The first of ``paths`` that exists (e.g. an output folder, then its parents) must be a
+    folder in which a file can be created: tried with a hidden empty file, removed at once, so
+    that an output under a file or in a read-only folder is refused before any work.
+
+    Raises:
+        ValueError: ``"<q> is a file, not a folder"`` or ``"cannot write in the folder <q> (...)"``
+            (callers prefix what the folder is for).
+    """
+    for q in map(Path, paths):
+        if not q.exists():
+            continue
+        if not q.is_dir():
+            raise ValueError(f"{q} is a file, not a folder")
+        try:
+            fd, probe = tempfile.mkstemp(prefix=".linstab-write-test-", dir=q)
+        except OSError as exc:
+            raise ValueError(f"cannot write in the folder {q} ({exc.strerror or exc})") from None
+        os.close(fd)
+        os.unlink(probe)
+        return

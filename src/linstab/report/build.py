@@ -7,7 +7,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 import time
 from collections.abc import Iterable
 from dataclasses import replace
@@ -20,6 +19,7 @@ from ..io.jsonable import dumps
 from ..io.processes import PidLock, pid_alive
 from ..io.profile import scope, timed
 from ..io.tables import write_csv
+from ..io.validate import check_first_folder_writable
 from ..models.device import resolve_device
 from ..models.registry import REGISTRY, SHORTCUT_REFERENCE
 from ..models.weights import find_local_weights
@@ -185,28 +185,16 @@ def _run_sections(ctx: ReportContext, nets, sections, per_net, images, reference
 
 
 def check_writable_folder(name: str, path: Path) -> None:
-    """Refuse, before any work, a folder that cannot be created or written: the first of
-    ``path`` and its parents that exists must be a folder in which a file can be created (tried
-    with a hidden empty file, removed at once).
+    """Refuse, before any work, a folder that cannot be created or written
+    (:func:`~linstab.io.validate.check_first_folder_writable` on ``path`` and its parents).
 
     Raises:
         ValueError: naming ``name``, the path and what is in the way.
     """
-    for q in (path, *Path(os.path.abspath(path)).parents):
-        if not q.exists():
-            continue
-        if not q.is_dir():
-            where = "it is a file" if q == path else f"{str(q)!r} is a file"
-            raise ValueError(f"{name} {str(path)!r} cannot be a folder: {where}")
-        try:
-            fd, probe = tempfile.mkstemp(prefix=".linstab-write-test-", dir=q)
-        except OSError as exc:
-            raise ValueError(
-                f"{name} {str(path)!r}: cannot write in the folder {str(q)!r} ({exc.strerror or exc})"
-            ) from None
-        os.close(fd)
-        os.unlink(probe)
-        return
+    try:
+        check_first_folder_writable((path, *Path(os.path.abspath(path)).parents))
+    except ValueError as exc:
+        raise ValueError(f"{name} {str(path)!r}: {exc}") from None
 
 
 REPORT_ENTRIES = ("index.html", "environment.json", "data", "figures")
