@@ -28,6 +28,7 @@ from linstab.report.build import clean_stale_stages
         ({"models": None}, TypeError, "models must be a list of model names"),
         ({"models": ["a", ""]}, TypeError, "non-empty model names; got ''"),
         ({"attacks": None}, TypeError, "attacks must be a sequence of attack names, got None"),
+        ({"attacks": ()}, ValueError, "attacks: expected at least one of fgsm"),  # IndexError after work
         ({"seed": "a"}, TypeError, "seed must be an int >= 0; got str 'a'"),
         ({"seed": 1.5}, TypeError, "seed must be an int >= 0; got float 1.5"),
         ({"seed": -1}, ValueError, "seed must be an int >= 0; got -1"),

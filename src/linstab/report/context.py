@@ -121,6 +121,11 @@ class ReportConfig:
         self.attacks = tuple(self.attacks)
         if not all(isinstance(a, str) for a in self.attacks):
             raise TypeError(f"attacks must be a sequence of attack names, got {self.attacks!r}")
+        if not self.attacks:
+            raise ValueError(
+                f"attacks: expected at least one of {', '.join(ATTACKS)} (the propagation section compares "
+                "them with random noise), got none; to skip that section, leave it out of the sections"
+            )
         unknown = [a for a in self.attacks if a not in ATTACKS]
         if unknown:
             raise ValueError(f"unknown attacks {unknown}; choose from {', '.join(ATTACKS)}")
