@@ -147,3 +147,11 @@ def test_ctrl_c_in_any_command_is_one_line_and_status_130(monkeypatch, capsys):
         pytest.fail("the interrupt came out of the command (a traceback)")
     assert rc == 130
     assert capsys.readouterr().err.strip() == "linstab predict: interrupted"
+
+
+def test_an_empty_attacks_value_is_refused_not_taken_as_the_default(tmp_path, capsys):
+    from linstab.cli.main import main
+
+    assert main(["report", "--quick", "--attacks", "", "--out", str(tmp_path / "r")]) == 2
+    assert "unknown attacks ['']" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()

@@ -18,7 +18,7 @@ def _cmd_report(args) -> int:
     images = args.images or ("0-4" if args.quick else "0-19")
     attacks = (
         tuple(a.strip() for a in args.attacks.split(","))
-        if args.attacks
+        if args.attacks is not None  # an empty value names no attack: refused by ReportConfig
         else (("fgsm", "pgd") if args.quick else ("fgsm", "pgd", "deepfool", "cw"))
     )
     cfg = ReportConfig(
