@@ -51,7 +51,9 @@ def tensor_hash(x: torch.Tensor | np.ndarray) -> str:
 
 
 def _canonical(parts) -> str:
-    """The JSON text by which stored ``parts`` are compared with asked ones (as :meth:`ResultCache.key`)."""
+    """The JSON text of ``parts`` that :meth:`ResultCache.key` hashes and by which stored parts
+    are compared with asked ones.
+    """
     return json.dumps(parts, sort_keys=True, default=str)
 
 
@@ -82,8 +84,7 @@ class ResultCache:
     @staticmethod
     def key(parts: dict) -> str:
         """The entry key of a dict of JSON-able parts (the linstab version is added)."""
-        payload = json.dumps({"linstab": __version__, **parts}, sort_keys=True, default=str)
-        return hashlib.sha256(payload.encode()).hexdigest()[:32]
+        return hashlib.sha256(_canonical({"linstab": __version__, **parts}).encode()).hexdigest()[:32]
 
     def path(self, kind: str, parts: dict) -> Path:
         """The file of the entry for ``parts`` under ``root/kind/``."""

@@ -171,6 +171,15 @@ def _record(side: Path, key: str, paths) -> None:
     side.write_text(json.dumps({"key": key, "paths": [Path(p).name for p in paths]}))
 
 
+FIGURE_SUFFIXES = (".png", ".svg", ".pdf")
+
+
+def _figure_stem(out: str | Path) -> Path:
+    """``out`` without its figure suffix (``.png``, ``.svg``, ``.pdf``); any other suffix stays."""
+    out = Path(out)
+    return out.with_suffix("") if out.suffix.lower() in FIGURE_SUFFIXES else out
+
+
 def skip_unchanged(fn: Callable) -> Callable:
     """Decorator for plot functions with an ``out`` argument: when the files a previous call
     wrote for the same ``out`` still exist and every other argument is the same (SHA-256 of
@@ -189,8 +198,7 @@ def skip_unchanged(fn: Callable) -> Callable:
     def inner(*args, **kwargs):
         bound = sig.bind(*args, **kwargs)
         bound.apply_defaults()
-        out = Path(bound.arguments["out"])
-        stem = out.with_suffix("") if out.suffix.lower() in FIGURE_SUFFIXES else out
+        stem = _figure_stem(bound.arguments["out"])
         side = _sidecar(stem)
         try:
             import matplotlib
@@ -213,9 +221,6 @@ def skip_unchanged(fn: Callable) -> Callable:
     return inner
 
 
-FIGURE_SUFFIXES = (".png", ".svg", ".pdf")
-
-
 def figure_paths(out: str | Path, formats: tuple[str, ...] = ("png", "svg")) -> list[Path]:
     """The files :func:`save_figure` writes for ``out``: a figure suffix of ``out`` (``.png``,
     ``.svg``, ``.pdf``) is replaced by each format, any other name gets the format appended
@@ -234,8 +239,7 @@ def figure_paths(out: str | Path, formats: tuple[str, ...] = ("png", "svg")) -> 
         raise ValueError(
             f"formats: expected one or more format names such as ('png', 'svg'), got {formats!r}"
         )
-    out = Path(out)
-    stem = out.with_suffix("") if out.suffix.lower() in FIGURE_SUFFIXES else out
+    stem = _figure_stem(out)
     return [stem.with_name(f"{stem.name}.{fmt}") for fmt in dict.fromkeys(fmts)]
 
 
