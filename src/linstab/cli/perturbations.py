@@ -223,19 +223,19 @@ def add_parser(sub) -> None:
 
 
 # options of `figure propagation` that compute the rows: ignored when they are read --from-csv
+# (their parser defaults are recorded with the parser, as ``args.compute_defaults``)
 _COMPUTE_FLAGS = (
-    ("--model", "model", None), ("--weights", "weights", None), ("--input-size", "input_size", None),
-    ("--dtype", "dtype", "float64"), ("--seed", "seed", 0), ("--random-ref", "random_ref", "fgsm"),
-    ("--random-norm", "random_norm", None), ("--pgd-eps", "pgd_eps", None), ("--cw-steps", "cw_steps", 200),
-    ("--cw-search-steps", "cw_search_steps", 5),
+    ("--model", "model"), ("--weights", "weights"), ("--input-size", "input_size"), ("--dtype", "dtype"),
+    ("--seed", "seed"), ("--random-ref", "random_ref"), ("--random-norm", "random_norm"),
+    ("--pgd-eps", "pgd_eps"), ("--cw-steps", "cw_steps"), ("--cw-search-steps", "cw_search_steps"),
 )  # fmt: skip
 
 
 def _cmd_figure_propagation(args) -> int:
     wanted = parse_perturbations(args.attack)
     if args.from_csv:
-        for flag, attr, default in _COMPUTE_FLAGS:
-            if getattr(args, attr) != default:
+        for flag, attr in _COMPUTE_FLAGS:
+            if getattr(args, attr) != args.compute_defaults[attr]:
                 raise ValueError(
                     f"{flag} does not apply with --from-csv (it would be ignored: the figure is drawn from "
                     f"the rows of {args.from_csv}, computed with that run's settings)"
@@ -355,7 +355,10 @@ def add_figure_parser(figsub) -> None:
     p.add_argument("--log", action="store_true", help="logarithmic y axis")
     p.add_argument("--out", type=common.out_file, required=True, help="output path (PNG and SVG are written)")
     _add_common(p)
-    p.set_defaults(func=_cmd_figure_propagation)
+    p.set_defaults(
+        func=_cmd_figure_propagation,
+        compute_defaults={attr: p.get_default(attr) for _, attr in _COMPUTE_FLAGS},
+    )
 
     p = figsub.add_parser(
         "projections",
