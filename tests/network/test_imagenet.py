@@ -8,6 +8,7 @@ where torchvision cannot be imported (its compiled ops must match the installed 
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -453,3 +454,42 @@ def test_resnet50_224_closed_form_matches_autodiff():
         assert rel(J @ V, A @ V) < 1e-12 and rel(J.T @ W, A.T @ W) < 1e-12, u.address
         lhs, rhs = float(((J @ V) * W).sum()), float((V * (J.T @ W)).sum())
         assert abs(lhs - rhs) <= 1e-12 * float((J @ V).norm() * W.norm()), u.address
+
+
+@pytest.mark.parametrize(
+    "name, hint",
+    [
+        ("torchvision:resnet5", "did you mean 'torchvision:resnet50'"),
+        ("torchvision:resnet-50", "did you mean 'torchvision:resnet50'"),
+        ("torchvision:ResNet_18", "did you mean 'torchvision:resnet18'"),
+        ("torchvision:resnet152", "a torchvision architecture that linstab does not define"),
+    ],
+)
+def test_a_misspelled_imagenet_name_gets_a_suggestion(name, hint):
+    """An unknown ``torchvision:`` name only listed the known ones; a near miss is now named, and
+    a real torchvision ResNet that linstab lacks is not 'corrected' into another depth."""
+    import linstab
+
+    with pytest.raises(ValueError, match=rf"unknown ImageNet model.*{hint}.*known: torchvision:resnet18"):
+        linstab.load_model(name, input_size=64)
+
+
+def test_fractional_sizes_and_weights_folders_are_refused(tmp_path):
+    """``input_size=(64.5, 64)`` and ``preprocess(size=(64.7, 64))`` were truncated to 64 without a
+    word; a folder given as weights was said not to exist."""
+    with pytest.raises(
+        ValueError, match=r"input_size must be an int or \(height, width\), got \(64\.5, 64\)"
+    ):
+        imagenet_network("resnet18", input_size=(64.5, 64))
+    with pytest.raises(ValueError, match="input_size must be an int"):
+        imagenet_network("resnet18", input_size=("64", 64))
+    assert imagenet_network("resnet18", width=8, input_size=(np.int64(32), 40)).input_shape == (3, 32, 40)
+    with pytest.raises(ValueError, match=r"size must be an int or \(height, width\), got \(64\.7, 64\)"):
+        preprocess(smooth_image(80, 80), size=(64.7, 64))
+    assert preprocess(smooth_image(80, 80), size=(np.int64(64), 48)).shape == (1, 3, 64, 48)
+    with pytest.raises(
+        IsADirectoryError, match=rf"weights {re.escape(str(tmp_path))} for 'torchvision:resnet18' is a folder"
+    ):
+        imagenet_network("torchvision:resnet18", weights=tmp_path)
+    with pytest.raises(IsADirectoryError, match="is a folder, not a state-dict file"):
+        imodels.load_imagenet_state_dict(tmp_path)

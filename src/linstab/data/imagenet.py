@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..io.validate import is_int
 from .images import IMAGE_SUFFIXES, image_files
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "preprocess", "resized_size", "center_crop_box"]
@@ -54,9 +55,9 @@ def center_crop_box(hw: tuple[int, int], crop: tuple[int, int]) -> tuple[int, in
 
 
 def _size_pair(size) -> tuple[int, int]:
-    if isinstance(size, int | np.integer) and not isinstance(size, bool):
+    if is_int(size):
         pair = (int(size), int(size))
-    elif isinstance(size, tuple | list) and len(size) == 2:
+    elif isinstance(size, tuple | list) and len(size) == 2 and all(map(is_int, size)):
         pair = (int(size[0]), int(size[1]))
     else:
         raise ValueError(f"size must be an int or (height, width), got {size!r}")
@@ -68,7 +69,7 @@ def _size_pair(size) -> tuple[int, int]:
 def _resize_arg(resize, crop: tuple[int, int]) -> int:
     if resize is None:
         return int(round(max(crop) * 256 / 224))
-    if isinstance(resize, bool) or not isinstance(resize, int | np.integer):
+    if not is_int(resize):
         raise ValueError(f"resize must be an int (shorter side after resizing) or None, got {resize!r}")
     if int(resize) < max(crop):
         raise ValueError(

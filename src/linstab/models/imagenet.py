@@ -18,6 +18,7 @@ carries a :class:`ModelRecord` saying which (``model.linstab_record``).
 
 from __future__ import annotations
 
+import difflib
 import os
 import pickle
 import re
@@ -257,13 +258,34 @@ def known_models() -> list[str]:
     return [f"torchvision:{a}" for a in ARCHITECTURES]
 
 
+# torchvision ResNets of other depths or widths: named as such when asked for, not "corrected"
+_OTHER_TORCHVISION_RESNETS = (
+    "resnet152",
+    "wide_resnet50_2",
+    "wide_resnet101_2",
+    "resnext50_32x4d",
+    "resnext101_32x8d",
+    "resnext101_64x4d",
+)
+
+
 def _parse_name(name: str) -> str:
     raw = str(name).strip()
     arch = raw[len("torchvision:") :] if raw.lower().startswith("torchvision:") else raw
     arch = arch.lower()
     if arch not in ARCHITECTURES:
+        plain = arch.replace("-", "").replace("_", "")
+        if plain in ARCHITECTURES:
+            close = [plain]
+        elif arch in _OTHER_TORCHVISION_RESNETS:
+            close = []
+        else:
+            close = difflib.get_close_matches(plain, ARCHITECTURES, n=1, cutoff=0.8)
+        hint = f"; did you mean 'torchvision:{close[0]}'?" if close else ""
+        if arch in _OTHER_TORCHVISION_RESNETS:
+            hint = " (a torchvision architecture that linstab does not define)"
         raise ValueError(
-            f"unknown ImageNet model {name!r}; known: {', '.join(known_models())} "
+            f"unknown ImageNet model {name!r}{hint}; known: {', '.join(known_models())} "
             f"(the prefix 'torchvision:' may be left out)"
         )
     return arch
@@ -365,10 +387,13 @@ def load_imagenet_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]
 
     Raises:
         FileNotFoundError: for a missing file.
+        IsADirectoryError: for a folder.
         ValueError: for a file holding pickled objects other than tensors (never executed),
             or anything but a mapping of names to tensors.
     """
     path = Path(path).expanduser()
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder, not a state-dict file")
     if not path.is_file():
         raise FileNotFoundError(f"weights file {path} does not exist")
     if path.suffix == ".safetensors":
@@ -492,6 +517,7 @@ def build_imagenet_resnet(
             unexpected or mis-shaped keys), holds pickled code, or contradicts its torchvision
             file name.
         FileNotFoundError: a missing weights file.
+        IsADirectoryError: a folder given as the weights file.
     """
     arch = _parse_name(name)
     if bn not in BN_INITS:
@@ -504,6 +530,11 @@ def build_imagenet_resnet(
         if bn != "torchvision":
             raise ValueError("bn='random' applies to random weights only, not to a weights file")
         path = Path(weights).expanduser().resolve()
+        if path.is_dir():
+            raise IsADirectoryError(
+                f"weights {path} for {name!r} is a folder: give the state-dict file (.pth, .pt or "
+                ".safetensors) itself"
+            )
         if not path.is_file():
             raise FileNotFoundError(f"weights file {path} for {name!r} does not exist")
         digest = sha256_file(path)

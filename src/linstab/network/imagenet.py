@@ -23,6 +23,7 @@ from torch import nn
 
 from ..data.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from ..data.images import check_images
+from ..io.validate import is_int
 from ..models.imagenet import MIN_INPUT_SIZE, ModelRecord, build_imagenet_resnet
 from .view import Network
 
@@ -33,9 +34,9 @@ _HINT = (
 
 
 def _input_hw(input_size) -> tuple[int, int]:
-    if isinstance(input_size, int) and not isinstance(input_size, bool):
-        hw = (input_size, input_size)
-    elif isinstance(input_size, tuple | list) and len(input_size) == 2:
+    if is_int(input_size):
+        hw = (int(input_size), int(input_size))
+    elif isinstance(input_size, tuple | list) and len(input_size) == 2 and all(map(is_int, input_size)):
         hw = (int(input_size[0]), int(input_size[1]))
     else:
         raise ValueError(f"input_size must be an int or (height, width), got {input_size!r}")
@@ -165,9 +166,10 @@ def imagenet_network(
             ``input_size`` below 32, or ``weights`` given with a model object.
     """
     if isinstance(model, str):
-        model = build_imagenet_resnet(
-            model, weights, seed, bn=bn, num_classes=num_classes, width=width, layers=layers
-        )
+        with torch.inference_mode(False):  # normal weights also under a caller's inference mode
+            model = build_imagenet_resnet(
+                model, weights, seed, bn=bn, num_classes=num_classes, width=width, layers=layers
+            )
     elif not isinstance(model, nn.Module):
         raise TypeError(f"model must be a name or a torch.nn.Module, got {type(model).__name__}")
     elif weights is not None:

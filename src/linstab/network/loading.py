@@ -8,6 +8,8 @@ import difflib
 import os
 from pathlib import Path
 
+import torch
+
 from .. import models as _models
 from ..io.profile import timed
 from ..models.registry import is_model_file, list_models, trained_model_spec
@@ -39,7 +41,9 @@ def load_model(
         TypeError: a factory that returns anything but a :class:`~linstab.network.Network`.
         FileNotFoundError: when the weights cannot be found (the message says how to supply them).
     """
-    with timed("load-model", model=str(name)):
+    # built outside a caller's torch.inference_mode(): weights made there would be inference
+    # tensors, which a Network refuses
+    with timed("load-model", model=str(name)), torch.inference_mode(False):
         net = _load_model(name, weights, input_size)
     if net.source is None:  # a factory may have set its own
         net.source = os.fspath(name)

@@ -123,6 +123,46 @@ def _check_eval(model: nn.Module) -> None:
         )
 
 
+# exactly these classes (no subclass with its own forward) compute, as a twin's modules, what the
+# closed form computes from their weights and settings
+_TWIN_LAYERS = (
+    _models.ResidualUnit,
+    _models.ConvBlock,
+    _models.SubsamplePad,
+    nn.Sequential,
+    nn.Conv2d,
+    nn.BatchNorm2d,
+    nn.Identity,
+    nn.ReLU,
+)
+
+_TWIN_ERRORS = (NotImplementedError, RuntimeError, AttributeError, TypeError, ValueError)
+
+
+def _twin_is_closed_form(canon: nn.Module) -> bool:
+    """Whether running the twin as a module computes its closed form (to round-off): it holds only
+    plain layers of :data:`_TWIN_LAYERS`, without hooks, and no global module hook is set. A hook
+    on a layer copied from the user's, or a layer subclass with its own forward (weight
+    standardization), would run in the twin's forward pass and be skipped by the closed form.
+    """
+    glob = nn.modules.module
+    if any(getattr(glob, h, True) for h in ("_global_forward_hooks", "_global_forward_pre_hooks")):
+        return False
+    return all(
+        type(mod) in _TWIN_LAYERS and not (mod._forward_hooks or mod._forward_pre_hooks)
+        for mod in canon.modules()
+    )
+
+
+def _reproduces(out: torch.Tensor, ref: torch.Tensor) -> bool:
+    """``out`` has ``ref``'s shape and agrees with it to ``1e-5`` of its size (at least 1)."""
+    ref = ref.double()
+    if out.shape != ref.shape:
+        return False
+    scale = max(1.0, float(ref.abs().max()))
+    return float((out - ref).abs().max()) <= 1e-5 * scale
+
+
 def _closed_form_twin(m: nn.Module, xi: torch.Tensor, yi: torch.Tensor) -> tuple[nn.Module | None, str]:
     """The unit's :class:`~linstab.models.ResidualUnit` twin for the closed-form Jacobian and
     its shortcut kind. The twin is ``None`` (autodiff only) when the form is not recognized,
@@ -130,42 +170,42 @@ def _closed_form_twin(m: nn.Module, xi: torch.Tensor, yi: torch.Tensor) -> tuple
     hooks on its layers, layer subclasses with their own forward), or a layer has no closed form
     (GroupNorm, batch norm without running statistics, ...); the shortcut kind is ``"unknown"``
     unless a twin reproduced the module.
+
+    The closed form is checked first; the twin's own forward pass (in float64) runs only where
+    it could differ from the closed form (:func:`_twin_is_closed_form`) or the closed form
+    missed (to tell whether the shortcut kind is still known).
     """
     in_shape, out_shape = tuple(xi.shape[1:]), tuple(yi.shape[1:])
-    shortcut = "unknown"
     try:
         canon = to_residual_unit(m, in_shape, out_shape)
-        if canon is None:
-            return None, shortcut
-        with torch.no_grad():
-            # compared in float64 (the twin's state cast, as the closed form casts it): a twin of
-            # a float16/bfloat16 model run in its own dtype would miss the float32 trace's output;
-            # the float32 trace's round-off grows with the activations' size (deep units)
-            if canon is not m:
-                y = torch.func.functional_call(canon, cast_state(canon, torch.float64), (xi.double(),))
-                ref = yi.double()
-                if y.shape != ref.shape:
-                    return None, shortcut
-                scale = max(1.0, float(ref.abs().max()))
-                if not float((y - ref).abs().max()) <= 1e-5 * scale:
-                    return None, shortcut
-            shortcut = canon.shortcut_kind
-            # the closed form reads the layers' weights and skips their forward passes (and their
-            # hooks): it must reproduce the module too, or a forward hook on a conv, a pre-hook,
-            # or a Conv2d/BatchNorm2d subclass with its own forward (weight standardization)
-            # would be linearized as the plain layer
-            out = UnitJacobian(canon, xi, torch.float64).output
-            ref = yi[0].double()
-            if out.shape != ref.shape:
-                return None, shortcut
-            scale = max(1.0, float(ref.abs().max()))
-            if not float((out - ref).abs().max()) <= 1e-5 * scale:
-                return None, shortcut
-    except (NotImplementedError, RuntimeError, AttributeError, TypeError, ValueError):
-        # e.g. a pre-activation block with conv1/bn1/conv2/bn2 names whose bn1 has the input's
-        # channels, or a norm layer the closed form does not cover
-        return None, shortcut
-    return canon, shortcut
+    except _TWIN_ERRORS:  # e.g. a parameter-free shortcut that fails on a probe input
+        return None, "unknown"
+    if canon is None:
+        return None, "unknown"
+    with torch.no_grad():
+        # compared in float64 (the twin's state cast, as the closed form casts it): a twin of
+        # a float16/bfloat16 model run in its own dtype would miss the float32 trace's output;
+        # the float32 trace's round-off grows with the activations' size (deep units).
+        # The closed form reads the layers' weights and skips their forward passes (and their
+        # hooks): it must reproduce the module too, or a forward hook on a conv, a pre-hook,
+        # or a Conv2d/BatchNorm2d subclass with its own forward (weight standardization)
+        # would be linearized as the plain layer
+        try:
+            closed = _reproduces(UnitJacobian(canon, xi, torch.float64).output, yi[0])
+        except _TWIN_ERRORS:
+            # e.g. a pre-activation block with conv1/bn1/conv2/bn2 names whose bn1 has the
+            # input's channels, or a norm layer the closed form does not cover
+            closed = False
+        if closed and (canon is m or _twin_is_closed_form(canon)):
+            return canon, canon.shortcut_kind
+        if canon is not m:
+            try:
+                twin = torch.func.functional_call(canon, cast_state(canon, torch.float64), (xi.double(),))
+                if not _reproduces(twin, yi):
+                    return None, "unknown"
+            except _TWIN_ERRORS:
+                return None, "unknown"
+    return (canon if closed else None), canon.shortcut_kind
 
 
 def _is_compiled(model: nn.Module) -> bool:
@@ -246,6 +286,15 @@ class Network:
             raise ValueError(
                 f"the model's weights are on the 'meta' device (no values: {', '.join(meta[:3])}): "
                 "load them first, e.g. model.to_empty(device='cpu') then model.load_state_dict(...)"
+            )
+        inference = [n for n, t in model.state_dict(keep_vars=True).items() if t.is_inference()]
+        if inference:
+            # they have no version counter (edits of the weights would go unseen) and cannot be
+            # saved for the autodiff Jacobians' backward passes
+            raise ValueError(
+                f"the model's weights are inference tensors ({', '.join(inference[:3])}): the model was "
+                "built or loaded inside torch.inference_mode(); build it outside (the network may then be "
+                "analysed inside torch.inference_mode())"
             )
         if (mean is None) != (std is None):
             raise ValueError("give both mean and std, or neither")
@@ -366,14 +415,18 @@ class Network:
         # units in the order the forward pass runs them (not the order they were defined in)
         found = [found[i] for i in order]
         units: list[UnitInfo] = []
-        stage, index, last_parent = 0, 0, None
+        stage, index, last_parent, last_out = 0, 0, None, None
         for (name, m), xi, yi in zip(found, ins, outs, strict=True):
             # a stage is a run of consecutive units that share a parent module; a unit that
-            # shrinks the spatial size also starts one (units held directly by one module)
+            # shrinks the spatial size also starts one (units held directly by one module), and
+            # so does a unit whose input is not the previous unit's output (a pooling or another
+            # layer between them): a stage's Jacobian is the product of its units' Jacobians
             parent = name.rsplit(".", 1)[0] if "." in name else ""
             in_shape, out_shape = tuple(xi.shape[1:]), tuple(yi.shape[1:])
-            if parent != last_parent or (index and in_shape[-2:] != out_shape[-2:]):
+            chained = last_out is not None and last_out.shape == xi.shape and torch.equal(last_out, xi)
+            if parent != last_parent or (index and (in_shape[-2:] != out_shape[-2:] or not chained)):
                 stage, index, last_parent = stage + 1, 0, parent
+            last_out = yi
             index += 1
             canon, shortcut = _closed_form_twin(m, xi, yi)
             if in_shape[-2:] != out_shape[-2:]:
@@ -531,7 +584,10 @@ class Network:
             handles.append(m.register_forward_pre_hook(pre, with_kwargs=True, prepend=True))
             handles.append(m.register_forward_hook(post))
         try:
-            logits = self._forward(x, dtype)
+            # the records' version counters catch in-place changes; tensors made under a caller's
+            # torch.inference_mode() have none, so the pass runs outside it (on a normal copy of x)
+            with torch.inference_mode(False):
+                logits = self._forward(x.clone() if x.is_inference() else x, dtype)
         finally:
             for h in handles:
                 h.remove()
