@@ -67,6 +67,11 @@ def test_bad_images(tmp_path):
         check_images([[0.0]])
     with pytest.raises(ValueError, match="NaN"):
         check_images(torch.tensor(float("nan")).expand(3, 4, 4))
+    # the messages show the shape as passed, not after the batch dimension was added
+    with pytest.raises(ValueError, match=r"got \(1, 8, 8\)$"):
+        check_images(torch.rand(1, 8, 8))
+    with pytest.raises(ValueError, match=r"shape \(3, 0, 8\)$"):
+        check_images(torch.rand(3, 0, 8))
 
 
 def test_cifar10_jpeg_subset():

@@ -72,19 +72,20 @@ def check_images(
             f"{name}: expected floating-point values in [0, 1], got dtype {x.dtype} "
             "(convert uint8 images with x / 255)"
         )
+    given = tuple(x.shape)  # as the caller passed it, for the messages
     if x.ndim == 3:
         x = x.unsqueeze(0)
     if channels is None:
         if x.ndim != 4:
-            raise ValueError(f"{name}: expected shape (C, H, W) or (N, C, H, W), got {tuple(x.shape)}")
+            raise ValueError(f"{name}: expected shape (C, H, W) or (N, C, H, W), got {given}")
     elif x.ndim != 4 or x.shape[1] != channels:
         what = "3 RGB channels" if channels == 3 else f"{channels} channel{'s' if channels > 1 else ''}"
         raise ValueError(
             f"{name}: expected shape ({channels}, H, W) or (N, {channels}, H, W) with {what}, "
-            f"got {tuple(x.shape)}"
+            f"got {given}"
         )
     if x.numel() == 0:
-        raise ValueError(f"{name}: no pixels: got an empty batch or image of shape {tuple(x.shape)}")
+        raise ValueError(f"{name}: no pixels: got an empty batch or image of shape {given}")
     if not torch.isfinite(x).all():
         raise ValueError(f"{name}: contains NaN or infinite values")
     lo, hi = float(x.min()), float(x.max())

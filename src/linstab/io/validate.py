@@ -1,5 +1,5 @@
 """Argument checks shared by every layer: the one definition of "an integer of at least N" and
-of "a real number".
+of "a real number" and "an integer".
 """
 
 from __future__ import annotations
@@ -16,6 +16,13 @@ def is_real(value) -> bool:
     NumPy bool), a string or a tensor. Finiteness and range are the caller's to check.
     """
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def is_int(value) -> bool:
+    """Whether ``value`` is an integer: a Python or NumPy int, not a ``bool`` (nor a float such as
+    ``2.0``, a string or a tensor). Range is the caller's to check.
+    """
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def check_int(name: str, value, minimum: int = 1, *, optional: bool = False) -> int | None:
@@ -41,7 +48,7 @@ def check_int(name: str, value, minimum: int = 1, *, optional: bool = False) -> 
     if value is None and optional:
         return None
     expected = f"an int >= {minimum}" + (" or None" if optional else "")
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+    if not is_int(value):
         raise TypeError(f"{name} must be {expected}; got {type(value).__name__} {value!r}")
     if value < minimum:
         raise ValueError(f"{name} must be {expected}; got {value!r}")
