@@ -104,8 +104,9 @@ def _check_eval(model: nn.Module) -> None:
     if training:
         raise ValueError(
             "the model is in training mode (e.g. "
-            f"{', '.join(training[:3])}): batch norm would use batch statistics and the "
-            "linearization would couple images. Call model.eval() before passing it to "
+            f"{', '.join(training[:3])}): a module may compute differently in training mode "
+            "(batch norm uses the batch's statistics, coupling images; dropout is random), so "
+            "linstab analyses models in eval mode only. Call model.eval() before passing it to "
             "linstab (linstab never changes your model's mode)."
         )
     batch_stats = [
