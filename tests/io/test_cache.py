@@ -52,7 +52,28 @@ def test_failed_write_leaves_no_entry(tmp_path):
     except RuntimeError:
         pass
     assert c.load("k", {"y": 2}) is None
-    assert not [f for f in os.listdir(tmp_path / "k") if f.startswith(".tmp-")]
+    assert os.listdir(tmp_path / "k") == []  # no entry, no temporary file
+
+
+def test_a_killed_writers_temporary_file_is_removed_when_the_entry_is_stored(tmp_path):
+    import subprocess
+    import sys
+
+    c = ResultCache(tmp_path)
+    entry = c.path("k", {"y": 3})
+    entry.parent.mkdir(parents=True)
+    done = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    dead = int(done.stdout)  # a process that has ended
+    stale = entry.with_name(f".{entry.name}.{dead}.1.tmp")
+    live = entry.with_name(f".{entry.name}.{os.getpid()}.2.tmp")  # a running writer's: kept
+    other = entry.with_name(f".other.npz.{dead}.3.tmp")  # another entry's: left for its own store
+    for f in (stale, live, other):
+        f.write_bytes(b"partial")
+    c.store("k", {"y": 3}, {"a": np.ones(2)})
+    assert not stale.exists() and live.exists() and other.exists()
+    assert np.array_equal(c.load("k", {"y": 3})[0]["a"], np.ones(2))
 
 
 def test_disabled_cache_writes_nothing(tmp_path):

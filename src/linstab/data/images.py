@@ -81,8 +81,7 @@ def check_images(
     elif x.ndim != 4 or x.shape[1] != channels:
         what = "3 RGB channels" if channels == 3 else f"{channels} channel{'s' if channels > 1 else ''}"
         raise ValueError(
-            f"{name}: expected shape ({channels}, H, W) or (N, {channels}, H, W) with {what}, "
-            f"got {given}"
+            f"{name}: expected shape ({channels}, H, W) or (N, {channels}, H, W) with {what}, got {given}"
         )
     if x.numel() == 0:
         raise ValueError(f"{name}: no pixels: got an empty batch or image of shape {given}")

@@ -17,7 +17,6 @@ import functools
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import torch
 
 from .._version import __version__
 from .parallel import fork_map, fork_start
+from .processes import clean_stale_tmp, tmp_path
 from .profile import timed
 
 
@@ -113,14 +113,18 @@ class ResultCache:
     def store(
         self, kind: str, parts: dict, arrays: dict[str, np.ndarray], meta: dict | None = None
     ) -> Path | None:
-        """Write an entry atomically (temp file + rename)."""
+        """Write an entry atomically (a temporary file named after this process, then a rename).
+
+        A temporary file of the same entry left by a process that is gone (killed while writing)
+        is removed first; those of running processes stay.
+        """
         if not self.enabled:
             return None
         p = self.path(kind, parts)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=p.parent)
+        clean_stale_tmp(p)
+        tmp = tmp_path(p)
         try:
-            with os.fdopen(fd, "wb") as f:
+            with open(tmp, "xb") as f:
                 np.savez(
                     f,
                     __meta__=np.array(json.dumps({"parts": parts, **(meta or {})}, default=str)),

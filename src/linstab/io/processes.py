@@ -5,6 +5,7 @@ are stale once it is gone.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 
@@ -26,6 +27,25 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:  # it exists, owned by someone else
         return True
     return True
+
+
+def tmp_path(path: Path) -> Path:
+    """A unique temporary name next to ``path`` (same file system, so os.replace is atomic)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
+
+
+def clean_stale_tmp(path: Path) -> int:
+    """Remove the temporary files of ``path`` (:func:`tmp_path`) that a killed process left (a
+    process killed while saving); those of running processes stay. Returns how many.
+    """
+    n = 0
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        pid = tmp.name[len(path.name) + 2 :].split(".")[0]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+            n += 1
+    return n
 
 
 class PidLock:

@@ -8,7 +8,6 @@ import contextlib
 import hashlib
 import os
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,7 @@ import torch
 from torch import nn
 
 from ..data.cifar10_jpeg import cifar10_jpeg_dir, load_cifar10_jpeg
-from ..io.processes import pid_alive
+from ..io.processes import tmp_path
 
 DATASET_DESCRIPTION = "CIFAR-10 lossy JPEG re-encoding (quality ~75), train.zip/test.zip"
 
@@ -45,25 +44,6 @@ def _file_fingerprint(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()[:16]
-
-
-def tmp_path(path: Path) -> Path:
-    """A unique temporary name next to ``path`` (same file system, so os.replace is atomic)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
-
-
-def clean_stale_tmp(path: Path) -> int:
-    """Remove the temporary files of ``path`` (:func:`tmp_path`) that a killed process left (a
-    process killed while saving); those of running processes stay. Returns how many.
-    """
-    n = 0
-    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
-        pid = tmp.name[len(path.name) + 2 :].split(".")[0]
-        if pid.isdigit() and not pid_alive(int(pid)):
-            tmp.unlink(missing_ok=True)
-            n += 1
-    return n
 
 
 def _atomic_save_npy(path: Path, arr: np.ndarray) -> None:

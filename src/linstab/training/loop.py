@@ -22,7 +22,7 @@ from torch import nn
 
 from ..data.cifar10_jpeg import cifar10_jpeg_dir, jpeg_members
 from ..data.images import default_images
-from ..io.processes import PidLock
+from ..io.processes import PidLock, clean_stale_tmp, tmp_path
 from ..io.validate import check_int, is_real
 from ..models.blocks import CIFAR10_MEAN_PYTORCHCV, CIFAR10_STD_PYTORCHCV, CifarResNet
 from ..models.device import resolve_device
@@ -32,10 +32,8 @@ from .dataset import (
     DATASET_DESCRIPTION,
     DEFAULT_PAD,
     augment,
-    clean_stale_tmp,
     load_split,
     normalize,
-    tmp_path,
 )
 from .optim import (
     DEFAULT_BATCH_SIZE,
