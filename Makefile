@@ -38,6 +38,7 @@ test-heavy: venv
 
 lint: venv
 	$(BIN)/ruff check src tests benchmarks examples
+	$(BIN)/ruff format --check src tests benchmarks examples
 
 # both tiers in one run: the workers fill the slow tier's long files with fast tests
 # (tests/conftest.py hands out the slow files first)
